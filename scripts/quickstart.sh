@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# First run: installs dependencies, builds, and starts `cortex serve` on the embedded defaults
+# with the shipped example manifests. Stop it with Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bash scripts/build.sh
+exec ./build/cortex serve --manifests examples/manifests --data-dir .cortex "$@"

@@ -1,0 +1,178 @@
+// Cortex's own HTTP types: a small server with a router, server-sent events, and a client.
+// This header is the only HTTP surface the rest of Cortex sees; the third-party library
+// (cpp-httplib) is included by exactly one file, http/httplib_adapter.cc.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace cortex::http {
+
+// Header names compare case-insensitively.
+struct CaseInsensitiveLess {
+  bool operator()(std::string_view a, std::string_view b) const;
+  using is_transparent = void;
+};
+using Headers = std::multimap<std::string, std::string, CaseInsensitiveLess>;
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // decoded path, without the query string
+  std::map<std::string, std::string> path_params;  // from the route pattern's {placeholders}
+  std::multimap<std::string, std::string> query;   // decoded query parameters
+  Headers headers;
+  std::string body;
+  std::string remote_addr;
+
+  // First value of a header or query parameter, if present.
+  std::optional<std::string> Header(std::string_view name) const;
+  std::optional<std::string> Query(std::string_view name) const;
+  // Path parameter by name; empty when absent.
+  std::string PathParam(std::string_view name) const;
+};
+
+// Writes one server-sent-events stream. Send returns false once the client has gone away or the
+// server is stopping: the producer must then return.
+class SseWriter {
+ public:
+  virtual ~SseWriter() = default;
+  // One event: "event: <event>\nid: <id>\ndata: <data line>...\n\n". Multi-line data is split
+  // into several data: lines. Empty event/id are omitted.
+  virtual bool Send(std::string_view event, std::string_view data, std::string_view id = {}) = 0;
+  // A comment line (": text"), used as a keep-alive.
+  virtual bool Comment(std::string_view text) = 0;
+  // False once the client disconnected or the server is stopping.
+  virtual bool IsOpen() const = 0;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the response is a text/event-stream: the function runs on the connection's worker
+  // thread and the stream ends when it returns. It must return promptly once the writer reports
+  // !IsOpen().
+  std::function<void(SseWriter&)> sse;
+
+  static Response Json(int status, std::string body);
+  static Response Text(int status, std::string body, std::string content_type = "text/plain");
+};
+
+// The one JSON error shape of the API: {"error":{"code":..., "message":..., "details":...}}.
+// `details_json` must be a JSON value (object, array, ...) or empty for none.
+Response ErrorResponse(int status, std::string_view code, std::string_view message,
+                       std::string_view details_json = {});
+
+using Handler = std::function<Response(const Request&)>;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0 picks a free port; see Server::port()
+  // Each open connection (keep-alive or SSE) holds a worker while it is open, so the pool is
+  // sized for concurrent connections, not for CPU.
+  int threads = 64;
+  // Requests served on one keep-alive connection before it is closed, and how long an idle
+  // keep-alive connection may hold a worker.
+  int keep_alive_max_count = 10000;
+  std::chrono::seconds keep_alive_timeout{5};
+  std::chrono::seconds read_timeout{10};
+  std::chrono::seconds write_timeout{10};
+  size_t max_body_bytes = 8u << 20;
+};
+
+// Matches "/a/{x}/b" style patterns. A path that matches a pattern under another method gets
+// 405; a path that matches nothing gets 404; both as ErrorResponse JSON.
+class Router {
+ public:
+  void Add(std::string method, std::string pattern, Handler handler);
+  // Dispatches to the matching handler (filling path_params) or produces the 404/405 answer.
+  Response Dispatch(Request& request) const;
+
+ private:
+  struct Route {
+    std::string method;
+    std::vector<std::string> segments;  // "{name}" segments capture
+    Handler handler;
+  };
+  std::vector<Route> routes_;
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();  // Stops if running.
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Registers a route. Patterns are matched by segments; "{name}" captures one segment.
+  void Handle(std::string method, std::string pattern, Handler handler);
+
+  // Binds and starts serving on a background thread. Returns once the socket is listening, or an
+  // Unavailable error naming the address (e.g. port already in use).
+  Status Start();
+  // The bound port (useful with port 0). Valid after Start().
+  int port() const;
+  // Stops accepting, ends open SSE streams, waits for in-flight requests. Idempotent.
+  void Stop();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds read_timeout{30000};
+};
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  Headers headers;
+};
+
+struct SseEvent {
+  std::string event;  // "message" when the stream gave none
+  std::string data;   // data lines joined with "\n"
+  std::string id;
+};
+
+// A blocking HTTP/1.1 client for one base URL ("http://127.0.0.1:8080"). Transport failures
+// (connection refused, timeout) are Unavailable errors; any HTTP status is a ClientResponse.
+class Client {
+ public:
+  explicit Client(std::string base_url, ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  Result<ClientResponse> Get(const std::string& path_and_query, const Headers& headers = {});
+  Result<ClientResponse> Post(const std::string& path_and_query, std::string body,
+                              std::string content_type = "application/json",
+                              const Headers& headers = {});
+  Result<ClientResponse> Put(const std::string& path_and_query, std::string body,
+                             std::string content_type = "application/json");
+  Result<ClientResponse> Delete(const std::string& path_and_query);
+  // Reads a text/event-stream until on_event returns false or the server ends the stream.
+  Status Stream(const std::string& path_and_query,
+                const std::function<bool(const SseEvent&)>& on_event);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Percent-encodes one path segment or query value.
+std::string UrlEncode(std::string_view s);
+
+}  // namespace cortex::http
