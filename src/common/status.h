@@ -96,7 +96,7 @@ inline Status DeadlineExceededError(std::string m) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     CORTEX_CHECK_MSG(!std::get<Status>(v_).ok(), "Result constructed from an OK status");
   }
@@ -132,10 +132,10 @@ class [[nodiscard]] Result {
 #define CORTEX_CONCAT(a, b) CORTEX_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (a Status) is not OK.
-#define CORTEX_RETURN_IF_ERROR(expr)        \
-  do {                                      \
-    ::cortex::Status _st = (expr);          \
-    if (!_st.ok()) return _st;              \
+#define CORTEX_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::cortex::Status _st = (expr);   \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 // `CORTEX_ASSIGN_OR_RETURN(auto x, MakeX());`

@@ -141,17 +141,26 @@ std::optional<double> Node::AsDouble() const {
 
 std::string_view Node::TypeName() const {
   switch (type_) {
-    case NodeType::kNull: return "null";
-    case NodeType::kSequence: return "sequence";
-    case NodeType::kMapping: return "mapping";
-    case NodeType::kScalar: break;
+    case NodeType::kNull:
+      return "null";
+    case NodeType::kSequence:
+      return "sequence";
+    case NodeType::kMapping:
+      return "mapping";
+    case NodeType::kScalar:
+      break;
   }
   switch (scalar_kind_) {
-    case ScalarKind::kNull: return "null";
-    case ScalarKind::kBool: return "boolean";
-    case ScalarKind::kInt: return "integer";
-    case ScalarKind::kFloat: return "number";
-    case ScalarKind::kString: return "string";
+    case ScalarKind::kNull:
+      return "null";
+    case ScalarKind::kBool:
+      return "boolean";
+    case ScalarKind::kInt:
+      return "integer";
+    case ScalarKind::kFloat:
+      return "number";
+    case ScalarKind::kString:
+      return "string";
   }
   return "string";
 }
@@ -196,7 +205,8 @@ class Builder {
   };
 
   Mark MarkOf(const yaml_mark_t& m) const {
-    return Mark{static_cast<int>(m.line) + 1 + options_.line_offset, static_cast<int>(m.column) + 1};
+    return Mark{static_cast<int>(m.line) + 1 + options_.line_offset,
+                static_cast<int>(m.column) + 1};
   }
 
   static std::string At(Mark m) {
@@ -264,8 +274,7 @@ class Builder {
           if (e.key->scalar_ == key) first_line = e.key->mark_.line;
         }
         return InvalidArgumentError(At(node->mark_) + "duplicate key '" + key +
-                                    "' (first defined at line " + std::to_string(first_line) +
-                                    ")");
+                                    "' (first defined at line " + std::to_string(first_line) + ")");
       }
       f.pending_key = node;
       return Status::Ok();
@@ -343,10 +352,9 @@ class Builder {
         if (!stack_.empty()) {
           uint64_t total = SatAdd(stack_.back().node->expanded_size_, it->second->expanded_size_);
           if (total > options_.max_nodes) {
-            return InvalidArgumentError(At(MarkOf(ev.start_mark)) +
-                                        "document too large: more than " +
-                                        std::to_string(options_.max_nodes) +
-                                        " nodes after alias expansion");
+            return InvalidArgumentError(
+                At(MarkOf(ev.start_mark)) + "document too large: more than " +
+                std::to_string(options_.max_nodes) + " nodes after alias expansion");
           }
         }
         return Attach(it->second);
@@ -358,8 +366,8 @@ class Builder {
         bool plain = s.style == YAML_PLAIN_SCALAR_STYLE && tag.empty();
         ScalarKind kind = plain ? ResolvePlainScalar(text) : ScalarKind::kString;
         if (tag == YAML_NULL_TAG) kind = ScalarKind::kNull;
-        Node* n = NewNode(kind == ScalarKind::kNull ? NodeType::kNull : NodeType::kScalar,
-                          ev.start_mark);
+        Node* n =
+            NewNode(kind == ScalarKind::kNull ? NodeType::kNull : NodeType::kScalar, ev.start_mark);
         n->scalar_kind_ = kind;
         n->quoted_ = !plain;
         if (kind != ScalarKind::kNull) n->scalar_.assign(text);
@@ -415,13 +423,14 @@ Result<Stream> Parse(std::string_view text, const ParseOptions& options) {
   return stream;
 }
 
-nlohmann::json ToJson(const Node& node) {
+nlohmann::ordered_json ToJson(const Node& node) {
   switch (node.type()) {
     case NodeType::kNull:
       return nullptr;
     case NodeType::kScalar:
       switch (node.scalar_kind()) {
-        case ScalarKind::kBool: return *node.AsBool();
+        case ScalarKind::kBool:
+          return *node.AsBool();
         case ScalarKind::kInt:
           if (auto i = node.AsInt()) return *i;
           return node.scalar();
@@ -430,15 +439,16 @@ nlohmann::json ToJson(const Node& node) {
           if (d && std::isfinite(*d)) return *d;
           return node.scalar();
         }
-        default: return node.scalar();
+        default:
+          return node.scalar();
       }
     case NodeType::kSequence: {
-      nlohmann::json arr = nlohmann::json::array();
+      nlohmann::ordered_json arr = nlohmann::ordered_json::array();
       for (const Node* item : node.items()) arr.push_back(ToJson(*item));
       return arr;
     }
     case NodeType::kMapping: {
-      nlohmann::json obj = nlohmann::json::object();
+      nlohmann::ordered_json obj = nlohmann::ordered_json::object();
       for (const Entry& e : node.entries()) obj[e.key->scalar()] = ToJson(*e.value);
       return obj;
     }

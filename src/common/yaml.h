@@ -76,9 +76,9 @@ class Node {
 };
 
 struct ParseOptions {
-  int max_depth = 64;                // nesting of collections
-  uint64_t max_nodes = 1'000'000;    // after alias expansion (guards "billion laughs")
-  int line_offset = 0;               // added to every mark (front matter starts below line 1)
+  int max_depth = 64;              // nesting of collections
+  uint64_t max_nodes = 1'000'000;  // after alias expansion (guards "billion laughs")
+  int line_offset = 0;             // added to every mark (front matter starts below line 1)
 };
 
 // Every document of a YAML stream. Owns its nodes.
@@ -102,7 +102,7 @@ Result<Stream> Parse(std::string_view text, const ParseOptions& options = {});
 
 // Converts a node to JSON: plain scalars by their core-schema type, quoted scalars as strings,
 // mapping keys as their text.
-nlohmann::json ToJson(const Node& node);
+nlohmann::ordered_json ToJson(const Node& node);
 
 // Core-schema typing of a plain scalar's text.
 ScalarKind ResolvePlainScalar(std::string_view text);

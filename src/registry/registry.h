@@ -1,0 +1,214 @@
+// The manifest registry: every manifest file under a root folder, parsed and validated, with
+// imports resolved into a dependency graph. Readers hold an immutable Snapshot; every change
+// (file event, API apply/delete, sync) builds a new Snapshot and swaps it in atomically, so a
+// reader never sees a half-applied reload. A file that stops parsing keeps its last good version
+// in service, and its error is listed until it is fixed.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "registry/diagnostics.h"
+#include "registry/manifest.h"
+#include "registry/parser.h"
+#include "registry/watcher.h"
+
+namespace cortex::registry {
+
+// "Tool/calculator"
+std::string EntryKey(Kind kind, std::string_view name);
+
+// One manifest file's latest parse. Immutable once published.
+struct FileRecord {
+  std::string path;         // absolute, normalised
+  std::string rel_path;     // relative to the root (or absolute for files outside it)
+  bool external = false;    // outside the root: loaded because something imports it
+  std::string text;         // as read
+  Diagnostics diagnostics;  // of the latest parse
+  // The manifest in service: from the latest parse, or the last good one when the latest failed.
+  std::shared_ptr<const Manifest> manifest;
+  bool stale = false;  // the manifest in service is an older version (the latest parse failed)
+  bool not_a_manifest = false;
+  std::chrono::system_clock::time_point loaded_at;
+  uint64_t revision = 0;  // bumped on every parse of this file
+};
+
+enum class DependencyVia { kImport, kStep, kComponent, kFeed, kFile };
+
+struct Dependency {
+  DependencyVia via = DependencyVia::kImport;
+  std::string field;         // where it is written: "import.tools[1]", "steps[0].target", ...
+  std::string reference;     // as written
+  std::optional<Kind> kind;  // expected kind (none for files)
+  std::string target;        // resolved: "Tool/calculator", or the absolute file path
+  std::string error;         // why it is unresolved ("" when resolved)
+  bool resolved() const { return error.empty(); }
+};
+
+// A manifest in service.
+struct Entry {
+  std::shared_ptr<const FileRecord> file;
+  const Manifest& manifest() const { return *file->manifest; }
+  Kind kind() const { return file->manifest->kind(); }
+  const std::string& name() const { return file->manifest->name(); }
+  std::string key;
+  std::vector<Dependency> dependencies;
+  std::vector<std::string> problems;  // unresolved dependencies, cycles
+  bool resolved() const { return problems.empty(); }
+};
+
+struct Conflict {
+  std::string key;
+  std::string served_path;   // the file whose manifest is served
+  std::string ignored_path;  // the file that declares the same (kind, name) too
+};
+
+// A file whose latest parse failed (whether or not an older version is in service).
+struct FileError {
+  std::shared_ptr<const FileRecord> file;
+};
+
+class Snapshot {
+ public:
+  uint64_t generation() const { return generation_; }
+  std::chrono::system_clock::time_point created_at() const { return created_at_; }
+  const std::vector<std::shared_ptr<const Entry>>& entries() const { return entries_; }
+  const Entry* Find(Kind kind, std::string_view name) const;
+  const Entry* FindKey(std::string_view key) const;
+  std::vector<const Entry*> List(std::optional<Kind> kind) const;
+  const std::vector<FileError>& errors() const { return errors_; }
+  const std::vector<Conflict>& conflicts() const { return conflicts_; }
+  // Every file considered (manifests, failures, non-manifests), by absolute path.
+  const std::map<std::string, std::shared_ptr<const FileRecord>>& files() const { return files_; }
+
+  // The transitive dependencies of an entry, each after its own dependencies (the order to
+  // load/deploy them in), without the entry itself. Unresolved references are skipped here;
+  // they are listed on the entries.
+  std::vector<const Entry*> DependencyOrder(const Entry& root) const;
+
+ private:
+  friend class Registry;
+  friend class SnapshotBuilder;
+  uint64_t generation_ = 0;
+  std::chrono::system_clock::time_point created_at_;
+  std::vector<std::shared_ptr<const Entry>> entries_;  // sorted by kind, then name
+  std::unordered_map<std::string, size_t> by_key_;
+  std::vector<FileError> errors_;
+  std::vector<Conflict> conflicts_;
+  std::map<std::string, std::shared_ptr<const FileRecord>> files_;
+};
+
+// What changed between two snapshots, for subscribers (the API's event stream, the log).
+struct RegistryEvent {
+  enum class Type { kAdded, kUpdated, kRemoved, kError, kErrorCleared, kResync };
+  Type type;
+  uint64_t generation = 0;
+  std::string key;   // "Tool/calculator" (empty for file-level events)
+  std::string path;  // the file
+  std::string message;
+};
+std::string_view EventTypeName(RegistryEvent::Type type);
+
+struct RegistryOptions {
+  std::string root;  // the manifests folder
+  ParserOptions parser;
+  int load_threads = 0;  // 0: one per core
+  size_t max_files = 100'000;
+  size_t subscriber_queue = 1024;  // events buffered per subscriber before it is resynced
+};
+
+// A subscriber's bounded queue. When it overflows, the queued events are replaced by one
+// kResync (the subscriber should re-read the registry).
+class Subscription {
+ public:
+  // Waits up to `timeout` for events; returns what is queued (possibly nothing).
+  std::vector<RegistryEvent> Wait(std::chrono::milliseconds timeout);
+
+ private:
+  friend class Registry;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RegistryEvent> queue_;
+  size_t capacity_ = 1024;
+  bool closed_ = false;
+};
+
+struct ApplyResult {
+  std::string key;
+  std::string path;
+  bool created = false;
+  Diagnostics diagnostics;  // warnings
+};
+
+class Registry {
+ public:
+  explicit Registry(RegistryOptions options);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Scans the whole root (in parallel) and publishes a fresh snapshot. Also what
+  // POST /registry/sync does.
+  Status LoadAll();
+  // Applies watcher events: re-reads changed files, drops removed ones, publishes.
+  void ApplyEvents(const std::vector<FileEvent>& events);
+  // Starts / stops watching the root; events are applied as they arrive.
+  Status StartWatching(WatcherOptions options = {});
+  void StopWatching();
+
+  std::shared_ptr<const Snapshot> snapshot() const;
+
+  // Validates `text` as a manifest and, when it is valid, writes it into the root (atomically:
+  // temp file + rename) and publishes. Replaces the file of the same (kind, name) if there is
+  // one, else writes <root>/<kind>s/<name>/<kind>.yml (or .md for Markdown). Invalid text
+  // changes nothing and returns the diagnostics as an InvalidArgument error.
+  Result<ApplyResult> Apply(std::string_view text, FileFormat format, Diagnostics* diagnostics);
+  // Deletes the file that declares (kind, name) and publishes.
+  Status Delete(Kind kind, std::string_view name);
+
+  std::shared_ptr<Subscription> Subscribe();
+  void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
+
+  const RegistryOptions& options() const { return options_; }
+
+ private:
+  // Reads and parses one file. Returns `previous` itself when the text is unchanged.
+  std::shared_ptr<const FileRecord> ParseFile(
+      const std::string& path, bool external,
+      const std::shared_ptr<const FileRecord>& previous) const;
+  void Publish(std::vector<RegistryEvent>* extra_events);
+  void RescanDir(const std::string& dir, std::vector<std::string>* changed,
+                 std::vector<std::string>* removed);
+  void ReloadPaths(const std::vector<std::string>& changed,
+                   const std::vector<std::string>& removed);
+  std::vector<std::string> ListManifestFiles(const std::string& dir) const;
+  std::string RelPath(const std::string& abs) const;
+
+  RegistryOptions options_;
+  std::string root_;  // absolute, normalised, no trailing slash
+
+  mutable std::mutex write_mu_;  // serialises writers: loads, events, apply, delete
+  std::map<std::string, std::shared_ptr<const FileRecord>> files_;  // guarded by write_mu_
+  std::unordered_map<std::string, bool> exists_cache_;              // guarded by write_mu_
+  uint64_t generation_ = 0;                                         // guarded by write_mu_
+
+  mutable std::mutex snapshot_mu_;
+  std::shared_ptr<const Snapshot> snapshot_;
+
+  std::mutex subs_mu_;
+  std::vector<std::shared_ptr<Subscription>> subscribers_;
+
+  std::unique_ptr<Watcher> watcher_;
+};
+
+}  // namespace cortex::registry
