@@ -1,0 +1,171 @@
+#include "api/daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "api/registry_routes.h"
+#include "common/log.h"
+#include "cortex/version.h"
+#include "registry/registry.h"
+
+namespace cortex::api {
+
+namespace {
+
+void AddHealthRoutes(http::Server& server, const char* service) {
+  server.Handle("GET", "/healthz", [](const http::Request&) {
+    return http::Response::Json(200, R"({"status":"ok"})");
+  });
+  server.Handle("GET", "/health", [service](const http::Request&) {
+    nlohmann::ordered_json j = {{"status", "healthy"}, {"service", service}, {"version", kVersion}};
+    return http::Response::Json(200, j.dump());
+  });
+}
+
+Result<std::unique_ptr<http::Server>> StartServer(const std::string& listen, const Settings& s,
+                                                  const char* service, registry::Registry& reg) {
+  http::ServerOptions opts;
+  CORTEX_RETURN_IF_ERROR(ParseHostPort(listen, &opts.host, &opts.port));
+  opts.threads = static_cast<int>(s.http.threads);
+  opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
+  opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
+  auto server = std::make_unique<http::Server>(opts);
+  AddHealthRoutes(*server, service);
+  AddRegistryRoutes(*server, reg);
+  CORTEX_RETURN_IF_ERROR(server->Start());
+  return server;
+}
+
+}  // namespace
+
+int RunServe(const Settings& s) {
+  log::Level level = log::Level::kInfo;
+  log::ParseLevel(s.log_level, &level);
+  log::SetLevel(level);
+
+  // Stop signals are taken by this thread only: block them before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::error_code ec;
+  std::filesystem::create_directories(s.data_dir, ec);
+  if (ec) {
+    log::Error("serve", "cannot create the data folder " + s.data_dir + ": " + ec.message());
+    return 1;
+  }
+  if (!std::filesystem::exists(s.manifests)) {
+    std::filesystem::create_directories(s.manifests, ec);
+    if (ec) {
+      log::Error("serve",
+                 "cannot create the manifests folder " + s.manifests + ": " + ec.message());
+      return 1;
+    }
+    log::Info("serve", "created an empty manifests folder " + s.manifests);
+  }
+
+  registry::RegistryOptions ropts;
+  ropts.root = s.manifests;
+  ropts.parser.strict = s.registry.strict;
+  ropts.parser.max_bytes = static_cast<size_t>(s.registry.max_manifest_bytes);
+  registry::Registry reg(ropts);
+  auto t0 = std::chrono::steady_clock::now();
+  if (Status st = reg.LoadAll(); !st.ok()) {
+    log::Error("registry", st.message());
+    return 1;
+  }
+  auto snap = reg.snapshot();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  size_t unresolved = 0;
+  for (const auto& e : snap->entries()) unresolved += e->resolved() ? 0 : 1;
+  log::Info("registry", "loaded " + std::to_string(snap->entries().size()) + " manifests from " +
+                            ropts.root + " in " + std::to_string(ms.count()) + " ms (" +
+                            std::to_string(snap->errors().size()) + " files with errors, " +
+                            std::to_string(unresolved) + " unresolved, " +
+                            std::to_string(snap->conflicts().size()) + " conflicts)");
+  for (const auto& fe : snap->errors()) {
+    for (const auto& d : fe.file->diagnostics) {
+      if (d.severity == registry::Severity::kError) log::Warn("registry", d.ToString());
+    }
+  }
+  auto log_sub = reg.Subscribe();
+
+  if (s.registry.watch) {
+    registry::WatcherOptions wopts;
+    wopts.quiet = std::chrono::milliseconds(s.registry.debounce_ms);
+    if (Status st = reg.StartWatching(wopts); !st.ok()) {
+      log::Warn("registry", "hot reload is off: " + st.message());
+    }
+  }
+
+  auto gateway = StartServer(s.listen, s, "cortex", reg);
+  if (!gateway.ok()) {
+    log::Error("serve", gateway.status().message());
+    return 1;
+  }
+  std::unique_ptr<http::Server> registry_server;
+  if (s.services.registry) {
+    auto r = StartServer(*s.services.registry, s, "manifest-ingestion", reg);
+    if (!r.ok()) {
+      log::Error("serve", r.status().message());
+      return 1;
+    }
+    registry_server = std::move(r).value();
+  }
+
+  std::string host;
+  int port = 0;
+  (void)ParseHostPort(s.listen, &host, &port);
+  port = (*gateway)->port();
+  {
+    nlohmann::ordered_json j = {
+        {"pid", ::getpid()}, {"listen", host + ":" + std::to_string(port)}, {"port", port}};
+    std::string path = s.data_dir + "/serve.json";
+    std::string tmp = path + ".tmp";
+    std::ofstream(tmp) << j.dump() << "\n";
+    std::filesystem::rename(tmp, path, ec);
+  }
+  log::Info("serve",
+            "Cortex " + std::string(kVersion) + " serving on http://" + host + ":" +
+                std::to_string(port) +
+                (registry_server ? " (registry also on " + *s.services.registry + ")" : ""));
+
+  // Log registry changes while waiting for a stop signal.
+  std::atomic<bool> stopping{false};
+  std::thread logger([&] {
+    while (!stopping) {
+      for (const auto& ev : log_sub->Wait(std::chrono::milliseconds(200))) {
+        std::string what = std::string(registry::EventTypeName(ev.type)) + " " +
+                           (ev.key.empty() ? ev.path : ev.key + " (" + ev.path + ")");
+        if (!ev.message.empty()) what += ": " + ev.message;
+        if (ev.type == registry::RegistryEvent::Type::kError) {
+          log::Warn("registry", what);
+        } else {
+          log::Info("registry", what);
+        }
+      }
+    }
+  });
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log::Info("serve", std::string("stopping (") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ")");
+  stopping = true;
+  logger.join();
+  reg.Unsubscribe(log_sub);
+  reg.StopWatching();
+  if (registry_server) registry_server->Stop();
+  (*gateway)->Stop();
+  std::filesystem::remove(s.data_dir + "/serve.json", ec);
+  log::Info("serve", "stopped");
+  return 0;
+}
+
+}  // namespace cortex::api

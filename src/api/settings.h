@@ -1,0 +1,82 @@
+// Settings of `cortex serve`: cortex.yml, then the environment, then flags (each overrides the
+// one before).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "registry/schema.h"
+
+namespace cortex::api {
+
+struct HttpSettings {
+  int64_t threads = 64;
+  int64_t keep_alive_seconds = 5;
+  int64_t max_body_bytes = 8 << 20;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("threads", s.threads, {.min = 2, .max = 4096});
+    v.Field("keep_alive_seconds", s.keep_alive_seconds, {.min = 0, .max = 3600});
+    v.Field("max_body_bytes", s.max_body_bytes, {.min = 1024});
+  }
+};
+
+struct RegistrySettings {
+  bool strict = false;
+  bool watch = true;
+  int64_t max_manifest_bytes = 1 << 20;
+  int64_t debounce_ms = 2;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("strict", s.strict);
+    v.Field("watch", s.watch);
+    v.Field("max_manifest_bytes", s.max_manifest_bytes, {.min = 1024});
+    v.Field("debounce_ms", s.debounce_ms, {.min = 0, .max = 10000});
+  }
+};
+
+// The seed design's per-service ports; each serves only its own routes, beside the gateway.
+struct ServicePorts {
+  std::optional<std::string> registry;  // "127.0.0.1:8082"
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("registry", s.registry);
+  }
+};
+
+struct Settings {
+  std::string manifests = "./manifests";
+  std::string data_dir = "./.cortex";
+  std::string listen = "127.0.0.1:8080";
+  std::string log_level = "info";
+  ServicePorts services;
+  HttpSettings http;
+  RegistrySettings registry;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("manifests", s.manifests);
+    v.Field("data_dir", s.data_dir);
+    v.Field("listen", s.listen);
+    v.Field("log_level", s.log_level, {.one_of = {"debug", "info", "warn", "error"}});
+    v.Field("services", s.services);
+    v.Field("http", s.http);
+    v.Field("registry", s.registry);
+  }
+};
+
+// Reads a cortex.yml into `settings` (fields it sets override). Errors carry file:line:col.
+Status LoadSettingsFile(const std::string& path, Settings* settings);
+
+// Applies CORTEX_MANIFESTS, CORTEX_DATA_DIR, CORTEX_LISTEN, CORTEX_LOG_LEVEL, CORTEX_STRICT.
+// `getenv` is injected.
+Status ApplyEnvironment(const std::function<std::optional<std::string>(const char*)>& getenv,
+                        Settings* settings);
+
+// Splits "host:port" (port 0..65535). "[::1]:80" works too.
+Status ParseHostPort(const std::string& text, std::string* host, int* port);
+
+}  // namespace cortex::api

@@ -1,0 +1,46 @@
+#include "cli/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include "cli/context.h"
+#include "cortex/version.h"
+
+namespace cortex::cli {
+
+int Run(int argc, char** argv, const ServeFn& serve) {
+  CLI::App app{"Cortex: manifest-driven orchestration of agents, tools, services and workflows"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("cortex ") + kVersion);
+  Context ctx;
+  if (const char* env = std::getenv("CORTEX_SERVER")) ctx.server = env;
+  app.add_option("--server", ctx.server, "Cortex API address (env CORTEX_SERVER)")
+      ->capture_default_str();
+
+  ServeFlags flags;
+  auto* s = app.add_subcommand("serve", "Run every Cortex service in this process");
+  s->add_option("--config", flags.config, "Settings file (default ./cortex.yml when present)");
+  s->add_option("--manifests", flags.manifests, "Manifests folder (default ./manifests)");
+  s->add_option("--data-dir", flags.data_dir, "State folder (default ./.cortex)");
+  s->add_option("--listen", flags.listen, "Gateway address HOST:PORT (default 127.0.0.1:8080)");
+  s->add_option("--log-level", flags.log_level, "debug, info, warn or error");
+  s->add_flag("--strict", flags.strict, "Unknown manifest fields are errors, not warnings");
+  s->add_flag("--no-watch", flags.no_watch, "Do not watch the manifests folder (no hot reload)");
+  s->add_flag("--service-ports", flags.service_ports,
+              "Also open the seed's per-service ports (registry on 127.0.0.1:8082)");
+  s->add_option("--registry-listen", flags.registry_listen,
+                "Address of the registry service's own port");
+  s->callback([&] { ctx.exit_code = serve(flags); });
+
+  AddValidateCommand(app, ctx);
+  AddSchemaCommand(app, ctx);
+  AddRegistryCommands(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return ctx.exit_code;
+}
+
+}  // namespace cortex::cli

@@ -1,0 +1,53 @@
+#include "common/log.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace cortex::log {
+
+namespace {
+std::atomic<Level> g_level{Level::kInfo};
+std::mutex g_mu;
+}  // namespace
+
+void SetLevel(Level level) { g_level = level; }
+Level GetLevel() { return g_level; }
+
+bool ParseLevel(std::string_view t, Level* level) {
+  if (t == "debug")
+    *level = Level::kDebug;
+  else if (t == "info")
+    *level = Level::kInfo;
+  else if (t == "warn" || t == "warning")
+    *level = Level::kWarn;
+  else if (t == "error")
+    *level = Level::kError;
+  else
+    return false;
+  return true;
+}
+
+void Write(Level level, std::string_view component, std::string_view message) {
+  if (level < g_level.load(std::memory_order_relaxed)) return;
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  int ms = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char ts[32];
+  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  const char* name = level == Level::kDebug  ? "DEBUG"
+                     : level == Level::kInfo ? "INFO"
+                     : level == Level::kWarn ? "WARN"
+                                             : "ERROR";
+  std::lock_guard lock(g_mu);
+  std::fprintf(stderr, "%s.%03dZ %-5s %.*s: %.*s\n", ts, ms, name,
+               static_cast<int>(component.size()), component.data(),
+               static_cast<int>(message.size()), message.data());
+}
+
+}  // namespace cortex::log

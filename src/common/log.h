@@ -1,0 +1,22 @@
+// Minimal leveled logging to stderr: "2026-11-25T12:00:00.123Z INFO registry: message".
+#pragma once
+
+#include <string_view>
+
+namespace cortex::log {
+
+enum class Level { kDebug, kInfo, kWarn, kError };
+
+void SetLevel(Level level);
+Level GetLevel();
+// Parses "debug", "info", "warn"/"warning", "error"; false when unknown.
+bool ParseLevel(std::string_view text, Level* level);
+
+void Write(Level level, std::string_view component, std::string_view message);
+
+inline void Debug(std::string_view c, std::string_view m) { Write(Level::kDebug, c, m); }
+inline void Info(std::string_view c, std::string_view m) { Write(Level::kInfo, c, m); }
+inline void Warn(std::string_view c, std::string_view m) { Write(Level::kWarn, c, m); }
+inline void Error(std::string_view c, std::string_view m) { Write(Level::kError, c, m); }
+
+}  // namespace cortex::log

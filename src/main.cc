@@ -1,0 +1,42 @@
+// cortex: one binary. `cortex serve` runs every service; every other verb is the CLI.
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "api/daemon.h"
+#include "api/settings.h"
+#include "cli/cli.h"
+
+namespace {
+
+int Serve(const cortex::cli::ServeFlags& f) {
+  cortex::api::Settings s;
+  std::string config = f.config.value_or("cortex.yml");
+  if (f.config || std::filesystem::exists(config)) {
+    if (auto st = cortex::api::LoadSettingsFile(config, &s); !st.ok()) {
+      std::cerr << "cortex: " << st.message() << "\n";
+      return 2;
+    }
+  }
+  auto getenv = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  if (auto st = cortex::api::ApplyEnvironment(getenv, &s); !st.ok()) {
+    std::cerr << "cortex: " << st.message() << "\n";
+    return 2;
+  }
+  if (f.manifests) s.manifests = *f.manifests;
+  if (f.data_dir) s.data_dir = *f.data_dir;
+  if (f.listen) s.listen = *f.listen;
+  if (f.log_level) s.log_level = *f.log_level;
+  if (f.strict) s.registry.strict = true;
+  if (f.no_watch) s.registry.watch = false;
+  if (f.service_ports && !s.services.registry) s.services.registry = "127.0.0.1:8082";
+  if (f.registry_listen) s.services.registry = *f.registry_listen;
+  return cortex::api::RunServe(s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return cortex::cli::Run(argc, argv, Serve); }
