@@ -381,6 +381,10 @@ ParsedFile ParseManifest(std::string_view text, std::string_view display_path, F
     ValidateMonument(*mon, root, diag);
   }
 
+  std::stable_sort(out.diagnostics.begin(), out.diagnostics.end(),
+                   [](const Diagnostic& a, const Diagnostic& b) {
+                     return a.line != b.line ? a.line < b.line : a.column < b.column;
+                   });
   if (!HasErrors(out.diagnostics)) out.manifest = std::move(m);
   return out;
 }

@@ -470,7 +470,7 @@ class SchemaWriter {
       for (std::string_view v : opts.one_of) e.push_back(std::string(v));
       s["enum"] = e;
     }
-    bool numeric = s.value("type", "") == "integer" || s.value("type", "") == "number";
+    bool numeric = s.contains("type") && (s["type"] == "integer" || s["type"] == "number");
     if (opts.min) s[numeric ? "minimum" : "minLength"] = *opts.min;
     if (opts.max) s[numeric ? "maximum" : "maxLength"] = *opts.max;
     (*properties_)[std::string(key)] = s;
