@@ -933,7 +933,7 @@ struct Manifest {
   ManifestHeader header;
   ManifestSpec spec;
   std::string body;     // Markdown body of a front-matter file ("" for YAML files)
-  Json unknown_fields;  // keys the schema does not know, kept as written (JSON pointer -> value)
+  Json unknown_fields;  // keys the schema does not know, kept as written: dotted path -> value
 
   Kind kind() const { return header.kind; }
   const std::string& name() const { return header.name; }

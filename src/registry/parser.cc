@@ -213,8 +213,9 @@ std::optional<FileFormat> FormatOfPath(std::string_view path) {
   return std::nullopt;
 }
 
-ParsedFile ParseManifest(std::string_view text, std::string_view display_path, FileFormat format,
-                         const ParserOptions& options) {
+namespace {
+ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_path,
+                             FileFormat format, const ParserOptions& options) {
   ParsedFile out;
   FileDiagnostics diag(display_path, &out.diagnostics);
   if (text.size() > options.max_bytes) {
@@ -387,6 +388,22 @@ ParsedFile ParseManifest(std::string_view text, std::string_view display_path, F
                    });
   if (!HasErrors(out.diagnostics)) out.manifest = std::move(m);
   return out;
+}
+
+}  // namespace
+
+ParsedFile ParseManifest(std::string_view text, std::string_view display_path, FileFormat format,
+                         const ParserOptions& options) {
+  try {
+    return ParseManifestImpl(text, display_path, format, options);
+  } catch (const std::exception& e) {
+    // A bug, not bad input: still only this file fails, with a message that says so.
+    ParsedFile out;
+    out.diagnostics.push_back(
+        {Severity::kError, std::string(display_path), 0, 0,
+         std::string("internal error while validating (please report): ") + e.what()});
+    return out;
+  }
 }
 
 }  // namespace cortex::registry

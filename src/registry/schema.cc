@@ -73,30 +73,6 @@ std::string YamlReader::PathWith(std::string_view key) const {
   return out;
 }
 
-std::string YamlReader::Pointer(std::string_view key) const {
-  std::string out;
-  auto escape = [](std::string_view s) {
-    std::string e;
-    for (char c : s) {
-      if (c == '~') {
-        e += "~0";
-      } else if (c == '/') {
-        e += "~1";
-      } else {
-        e += c;
-      }
-    }
-    return e;
-  };
-  for (const std::string& p : path_) {
-    out += '/';
-    out += escape(p);
-  }
-  out += '/';
-  out += escape(key);
-  return out;
-}
-
 void YamlReader::Report(Severity severity, const yaml::Node& at, const std::string& path,
                         std::string message) {
   Diagnostic d;

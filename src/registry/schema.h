@@ -136,7 +136,7 @@ class YamlReader {
 
   // Reads the mapping `node` field by field: `visit(*this)` must call Field() for every known
   // key. Unknown keys become warnings (errors when strict) with a did-you-mean, and are kept in
-  // unknown_fields().
+  // unknown_fields() under their dotted path ("implementation.gpu").
   template <class Visit>
   bool ReadObject(const yaml::Node& node, Visit&& visit) {
     if (!node.IsMapping()) {
@@ -155,7 +155,7 @@ class YamlReader {
       if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
       Report(strict_ ? Severity::kError : Severity::kWarning, *e.key, PathWith(e.key->scalar()),
              msg);
-      unknown_[Json::json_pointer(Pointer(e.key->scalar()))] = yaml::ToJson(*e.value);
+      unknown_[PathWith(e.key->scalar())] = yaml::ToJson(*e.value);
     }
     return true;
   }
@@ -235,7 +235,6 @@ class YamlReader {
   };
 
   std::string PathWith(std::string_view key) const;
-  std::string Pointer(std::string_view key) const;
   void Report(Severity severity, const yaml::Node& at, const std::string& path,
               std::string message);
 

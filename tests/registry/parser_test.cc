@@ -109,7 +109,7 @@ TEST(ParserTest, UnknownFieldsAreKeptNotDropped) {
       "gpu: true}\nx-team: core\n");
   ASSERT_TRUE(r.manifest);
   EXPECT_EQ(r.manifest->unknown_fields["x-team"], "core");
-  EXPECT_EQ(r.manifest->unknown_fields["implementation"]["gpu"], true);
+  EXPECT_EQ(r.manifest->unknown_fields["implementation.gpu"], true);
 }
 
 TEST(ParserTest, SizeAndBinaryLimits) {
