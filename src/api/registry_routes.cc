@@ -287,6 +287,9 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
           return ErrorFromStatus(InvalidArgumentError("'content' must be a string"));
         }
         text = body["content"].get<std::string>();
+        if (body.contains("format") && !body["format"].is_string()) {
+          return ErrorFromStatus(InvalidArgumentError("'format' must be a string"));
+        }
         std::string f = body.value("format", "yaml");
         if (f == "markdown" || f == "md") {
           format = registry::FileFormat::kMarkdown;

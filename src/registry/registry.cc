@@ -513,6 +513,9 @@ std::vector<std::string> Registry::ListManifestFiles(const std::string& dir) con
       auto status = it->status(tec);  // follows symlinks
       if (tec) continue;
       if (fs::is_directory(status)) {
+        // Symlinked folders are not followed: the watcher cannot see changes behind them, and
+        // a link back into the tree would list the same files twice.
+        if (it->is_symlink(tec)) continue;
         stack.push_back(p);
       } else if (fs::is_regular_file(status) && FormatOfPath(p)) {
         out.push_back(p);

@@ -508,7 +508,10 @@ class SchemaWriter {
     } else if constexpr (IsVector<T>::value) {
       return {{"type", "array"}, {"items", SchemaOf<typename T::value_type>()}};
     } else {
-      static std::set<std::type_index>* in_progress = new std::set<std::type_index>();
+      // Guards against recursive types (steps inside steps); per thread, as requests describe
+      // schemas concurrently.
+      thread_local std::set<std::type_index> in_progress_set;
+      std::set<std::type_index>* in_progress = &in_progress_set;
       if (in_progress->count(typeid(T))) return {{"type", "object"}};
       in_progress->insert(typeid(T));
       Json props = Json::object();

@@ -1,0 +1,29 @@
+// cortex delete KIND NAME: removes a manifest's file from the manifests folder (through the API,
+// so the registry reloads at once).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cli/client.h"
+#include "cli/verbs.h"
+
+namespace cortex::cli {
+
+void AddDeleteCommand(CLI::App& app, Context& ctx) {
+  struct DeleteOptions {
+    std::string kind, name;
+  };
+  auto o = std::make_shared<DeleteOptions>();
+  auto* cmd = app.add_subcommand("delete", "Delete a manifest (its file) from the registry");
+  cmd->fallthrough();
+  cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
+  cmd->add_option("name", o->name, "The manifest's name")->required();
+  cmd->callback([&ctx, o] {
+    ApiClient api(ctx.server);
+    auto j =
+        api.DeleteJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
+    if (j) std::cout << "deleted " << j->value("deleted", o->kind + "/" + o->name) << "\n";
+    ctx.exit_code = api.exit_code();
+  });
+}
+
+}  // namespace cortex::cli

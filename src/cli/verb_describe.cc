@@ -1,0 +1,105 @@
+// cortex describe KIND NAME: one manifest for people: where it comes from, whether it is
+// resolved (and why not), its warnings and dependencies, the manifest as YAML, its Markdown body.
+#include <CLI/CLI.hpp>
+#include <iomanip>
+#include <iostream>
+
+#include "cli/client.h"
+#include "cli/verbs.h"
+
+namespace cortex::cli {
+
+namespace {
+
+constexpr int kLabelWidth = 10;
+
+struct DescribeOptions {
+  std::string kind;
+  std::string name;
+};
+
+void Field(std::ostream& out, std::string_view label, const std::string& value) {
+  out << std::left << std::setw(kLabelWidth) << (std::string(label) + ":") << " " << value << "\n";
+}
+
+std::string Text(const Json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return "";
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+void PrintDiagnostics(std::ostream& out, const Json& list) {
+  for (const Json& d : list) out << "  " << FormatDiagnostic(d) << "\n";
+}
+
+void Describe(std::ostream& out, const Json& e) {
+  const Json manifest = e.value("manifest", Json::object());
+  Field(out, "Name", Text(e, "kind") + "/" + Text(e, "name"));
+  Field(out, "Path", Text(e, "path"));
+  Field(out, "Loaded", Text(e, "loaded_at"));
+  Field(out, "Version", Text(manifest, "version"));
+  Field(out, "State", Text(manifest, "state"));
+  if (!Text(manifest, "summary").empty()) Field(out, "Summary", Text(manifest, "summary"));
+
+  const Json problems = e.value("problems", Json::array());
+  Field(out, "Resolved", e.value("resolved", false) ? "yes" : "no");
+  for (const Json& p : problems)
+    out << "  - " << (p.is_string() ? p.get<std::string>() : p.dump()) << "\n";
+
+  if (e.value("stale", false)) {
+    Field(out, "Stale", "yes: the file now has errors; the last good version is served");
+    PrintDiagnostics(out, e.value("latest_errors", Json::array()));
+  }
+  const Json warnings = e.value("warnings", Json::array());
+  if (!warnings.empty()) {
+    out << "Warnings:\n";
+    PrintDiagnostics(out, warnings);
+  }
+  if (e.contains("unknown_fields") && !e["unknown_fields"].empty()) {
+    out << "Unknown fields (kept as written):\n";
+    PrintIndented(out, ToYaml(e["unknown_fields"]), "  ");
+  }
+
+  const Json deps = e.value("dependencies", Json::array());
+  out << "Dependencies:";
+  if (deps.empty()) {
+    out << " none\n";
+  } else {
+    out << "\n";
+    Table table({"VIA", "FIELD", "REFERENCE", "TARGET"});
+    for (const Json& d : deps) {
+      std::string target =
+          d.value("resolved", false) ? "-> " + Text(d, "target") : "error: " + Text(d, "error");
+      table.AddRow({Text(d, "via"), Text(d, "field"), Text(d, "reference"), target});
+    }
+    PrintIndented(out, table.ToString(), "  ");
+  }
+
+  out << "Manifest:\n";
+  PrintIndented(out, ToYaml(manifest), "  ");
+  if (std::string body = Text(e, "body"); !body.empty()) {
+    out << "Body:\n";
+    PrintIndented(out, body, "  ");
+  }
+}
+
+}  // namespace
+
+void AddDescribeCommand(CLI::App& app, Context& ctx) {
+  auto o = std::make_shared<DescribeOptions>();
+  auto* cmd = app.add_subcommand("describe", "Show one manifest in detail, for people");
+  cmd->fallthrough();
+  cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
+  cmd->add_option("name", o->name, "The manifest's name")->required();
+  cmd->callback([&ctx, o] {
+    ApiClient api(ctx.server);
+    auto e = api.GetJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
+    if (!e) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    Describe(std::cout, *e);
+  });
+}
+
+}  // namespace cortex::cli

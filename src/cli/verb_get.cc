@@ -1,0 +1,120 @@
+// cortex get KIND [NAME]: lists the manifests of a kind (or `all`) as a table, or shows one
+// manifest. `-o json` prints the API's answer; `-o yaml` of one manifest prints the manifest
+// itself, which `cortex apply -f` takes back.
+#include <CLI/CLI.hpp>
+#include <cctype>
+#include <iostream>
+
+#include "cli/client.h"
+#include "cli/verbs.h"
+
+namespace cortex::cli {
+
+namespace {
+
+constexpr size_t kSummaryWidth = 50;
+
+struct GetOptions {
+  std::string kind;
+  std::string name;
+  std::string output;  // table | json | yaml; empty: table for a list, yaml for one
+  bool raw = false;
+};
+
+bool IsAll(const std::string& kind) {
+  return kind.size() == 3 && std::tolower(static_cast<unsigned char>(kind[0])) == 'a' &&
+         std::tolower(static_cast<unsigned char>(kind[1])) == 'l' &&
+         std::tolower(static_cast<unsigned char>(kind[2])) == 'l';
+}
+
+std::string ResolvedCell(const Json& j) {
+  std::string cell = j.value("resolved", false) ? "yes" : "no";
+  if (j.value("stale", false)) cell += " (stale)";
+  return cell;
+}
+
+Table ManifestTable() {
+  return Table({"KIND", "NAME", "VERSION", "STATE", "RESOLVED", "PATH", "SUMMARY"});
+}
+
+int List(ApiClient& api, const GetOptions& o) {
+  std::string path = "/registry/manifests";
+  if (!IsAll(o.kind)) path += "?kind=" + http::UrlEncode(o.kind);
+  auto j = api.GetJson(path);
+  if (!j) return api.exit_code();
+  if (o.output == "json" || o.output == "yaml") {
+    std::cout << Render(*j, o.output);
+    return kExitOk;
+  }
+  Table table = ManifestTable();
+  for (const Json& m : j->value("manifests", Json::array())) {
+    table.AddRow({m.value("kind", ""), m.value("name", ""), m.value("version", ""),
+                  m.value("state", ""), ResolvedCell(m), m.value("path", ""),
+                  Truncate(m.value("summary", ""), kSummaryWidth)});
+  }
+  if (table.size() == 0) {
+    std::cerr << "no " << (IsAll(o.kind) ? "" : o.kind + " ") << "manifests found\n";
+    return kExitOk;
+  }
+  table.Print(std::cout);
+  return kExitOk;
+}
+
+int One(ApiClient& api, const GetOptions& o) {
+  std::string path = "/registry/manifest/" + PathSegment(o.kind) + "/" + PathSegment(o.name);
+  if (o.raw) {
+    auto r = api.Get(path + "?format=raw");
+    if (!r) return api.exit_code();
+    std::cout << r->body;
+    if (!r->body.empty() && r->body.back() != '\n') std::cout << "\n";
+    return kExitOk;
+  }
+  auto j = api.GetJson(path);
+  if (!j) return api.exit_code();
+  if (o.output == "json") {
+    std::cout << ToPrettyJson(*j);
+  } else if (o.output == "table") {
+    const Json manifest = j->value("manifest", Json::object());
+    Table table = ManifestTable();
+    table.AddRow({j->value("kind", ""), j->value("name", ""), manifest.value("version", ""),
+                  manifest.value("state", ""), ResolvedCell(*j), j->value("path", ""),
+                  Truncate(manifest.value("summary", ""), kSummaryWidth)});
+    table.Print(std::cout);
+  } else {
+    std::cout << ToYaml(j->value("manifest", Json::object()));
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddGetCommand(CLI::App& app, Context& ctx) {
+  auto o = std::make_shared<GetOptions>();
+  auto* cmd = app.add_subcommand("get", "List the manifests of a kind, or show one manifest");
+  cmd->fallthrough();  // global options (--server) may follow the verb
+  cmd->add_option("kind", o->kind,
+                  "Tool, Agent, Relic, Workflow or Monument (any case, singular or plural), or "
+                  "'all'")
+      ->required();
+  cmd->add_option("name", o->name, "Show this manifest instead of a list");
+  cmd->add_option("-o,--output", o->output,
+                  "table, json or yaml (default: a table for a list, YAML for one manifest)")
+      ->check(CLI::IsMember({"table", "json", "yaml"}));
+  cmd->add_flag("--raw", o->raw, "With NAME: print the manifest file as stored (YAML or Markdown)");
+  cmd->callback([&ctx, o] {
+    if (IsAll(o->kind) && !o->name.empty()) {
+      std::cerr << "error: 'get all' lists every manifest; give a kind to show one by name\n";
+      ctx.exit_code = kExitUsage;
+      return;
+    }
+    if (o->raw && o->name.empty()) {
+      std::cerr << "error: --raw needs a NAME\n";
+      ctx.exit_code = kExitUsage;
+      return;
+    }
+    ApiClient api(ctx.server);
+    ctx.exit_code = o->name.empty() ? List(api, *o) : One(api, *o);
+  });
+}
+
+}  // namespace cortex::cli
