@@ -158,8 +158,8 @@ int RunServe(const Settings& s) {
   sigwait(&stop_signals, &sig);
   log::Info("serve", std::string("stopping (") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ")");
   stopping = true;
+  reg.Unsubscribe(log_sub);  // wakes the logger's wait at once
   logger.join();
-  reg.Unsubscribe(log_sub);
   reg.StopWatching();
   if (registry_server) registry_server->Stop();
   (*gateway)->Stop();

@@ -94,13 +94,17 @@ class Daemon {
     if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&fa);
     std::filesystem::path ready = data_ / "serve.json";
+    // Stops waiting early when the server exits instead of becoming ready (bad flags, a busy
+    // port): Stop() then returns its exit status.
     ok_ = pid_ > 0 && WaitFor([&] {
+            if (Reap(/*block=*/false)) return true;
             if (!std::filesystem::exists(ready)) return false;
             auto j = nlohmann::json::parse(ReadFile(ready), nullptr, false);
             if (j.is_discarded() || !j.contains("port")) return false;
             port_ = j["port"].get<int>();
             return true;
           });
+    ok_ = ok_ && pid_ > 0;
     if (ok_) client_ = std::make_unique<http::Client>(url());
   }
   ~Daemon() { Stop(); }
@@ -114,14 +118,19 @@ class Daemon {
   http::Client& client() { return *client_; }
   pid_t pid() const { return pid_; }
 
-  // SIGTERM and wait; returns the exit status (or -1).
-  int Stop() {
+  // SIGTERM and wait; returns the exit status (or -1). A server still running after `timeout`
+  // is killed (SIGKILL) and -1 returned, so a hung server fails the test instead of hanging it.
+  int Stop(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     if (pid_ <= 0) return exit_status_;
+    // The fixture's client may hold an idle keep-alive connection, which the server only
+    // notices when its keep-alive timeout runs out: drop it (a fresh client has no connection).
+    if (client_) client_ = std::make_unique<http::Client>(url());
     ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (!WaitFor([&] { return Reap(/*block=*/false); }, timeout)) {
+      ::kill(pid_, SIGKILL);
+      Reap(/*block=*/true);
+      exit_status_ = -1;
+    }
     return exit_status_;
   }
 
@@ -134,6 +143,17 @@ class Daemon {
   }
 
  private:
+  // Collects the exit status once the process has ended. True when it has (or was reaped).
+  bool Reap(bool block) {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
+    if (r == 0) return false;
+    if (r == pid_) exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    pid_ = -1;
+    return true;
+  }
+
   TempDir dir_;
   std::filesystem::path manifests_, data_;
   std::string log_;
