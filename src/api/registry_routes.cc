@@ -203,7 +203,10 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
       bool md = registry::FormatOfPath((*e)->file->path) == registry::FileFormat::kMarkdown;
       return http::Response::Text(200, (*e)->file->text, md ? "text/markdown" : "application/yaml");
     }
-    return Ok(EntryJson(**e, TruthyQuery(req, "raw")));
+    if (TruthyQuery(req, "raw")) return Ok(EntryJson(**e, true));
+    const Entry& entry = **e;
+    return http::Response::Json(200,
+                                entry.rendered.Get([&] { return EntryJson(entry, false).dump(); }));
   });
 
   router.Handle("DELETE", "/registry/manifest/{kind}/{name}", [&reg](const http::Request& req) {

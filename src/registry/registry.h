@@ -55,6 +55,20 @@ struct Dependency {
   bool resolved() const { return error.empty(); }
 };
 
+// Text computed once from an immutable value, on first use, by whichever thread asks first.
+class MemoText {
+ public:
+  template <class Fn>
+  const std::string& Get(Fn&& compute) const {
+    std::call_once(once_, [&] { text_ = compute(); });
+    return text_;
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable std::string text_;
+};
+
 // A manifest in service.
 struct Entry {
   std::shared_ptr<const FileRecord> file;
@@ -65,6 +79,9 @@ struct Entry {
   std::vector<Dependency> dependencies;
   std::vector<std::string> problems;  // unresolved dependencies, cycles
   bool resolved() const { return problems.empty(); }
+  // The API's JSON rendering of this entry: entries never change once published, so it is
+  // rendered once per entry instead of once per request.
+  MemoText rendered;
 };
 
 struct Conflict {
