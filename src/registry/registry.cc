@@ -214,6 +214,43 @@ std::vector<RawRef> ReferencesOf(const Manifest& m) {
   return refs;
 }
 
+std::vector<PreparedRef> PrepareRefs(const Manifest& m, const std::string& path,
+                                     const std::string& root) {
+  std::vector<PreparedRef> out;
+  const std::string dir = DirOf(path);
+  for (RawRef& raw : ReferencesOf(m)) {
+    PreparedRef r;
+    r.via = raw.via;
+    r.field = std::move(raw.field);
+    r.kind = raw.kind;
+    if (raw.via == DependencyVia::kFile) {
+      // Files are relative to the manifest's folder, however they are written.
+      r.form = PreparedRef::Form::kFile;
+      r.target = raw.reference.starts_with("/") ? Normalize(raw.reference)
+                                                : Normalize(fs::path(dir) / raw.reference);
+    } else if (!raw.kind) {
+      r.form = PreparedRef::Form::kUnsupported;
+    } else if (LooksLikePath(raw.reference)) {
+      r.form = PreparedRef::Form::kPath;
+      const std::string& ref = raw.reference;
+      if (ref.starts_with("/")) {
+        r.target = Normalize(ref);
+      } else if (ref.starts_with("./") || ref.starts_with("../") || ref == "." || ref == "..") {
+        r.target = Normalize(fs::path(dir) / ref);
+      } else {
+        r.target = Normalize(fs::path(root) / ref);  // root-relative
+      }
+      r.outside_root = r.target.compare(0, root.size() + 1, root + "/") != 0;
+    } else {
+      r.form = PreparedRef::Form::kName;
+      r.target = EntryKey(*raw.kind, raw.reference);
+    }
+    r.reference = std::move(raw.reference);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 std::string FirstError(const FileRecord& r) {
   for (const Diagnostic& d : r.diagnostics) {
     if (d.severity == Severity::kError) return d.ToString();
@@ -338,59 +375,66 @@ class SnapshotBuilder {
     return nullptr;
   }
 
-  std::string PathFor(const std::string& ref, const std::string& from_dir) {
-    if (ref.starts_with("/")) return Normalize(ref);
-    if (ref.starts_with("./") || ref.starts_with("../") || ref == "." || ref == "..") {
-      return Normalize(fs::path(from_dir) / ref);
+  // "no Tool named 'x' in the registry (did you mean 'y'?)", with hints memoised per build.
+  std::string MissingName(Kind kind, const std::string& name) {
+    std::string key = EntryKey(kind, name);
+    auto it = missing_cache_.find(key);
+    if (it != missing_cache_.end()) return it->second;
+    std::string msg = "no " + std::string(EnumName(kind)) + " named '" + name + "' in the registry";
+    std::vector<std::string_view> names;
+    for (const auto& other : *entries_) {
+      if (other->kind() == kind) names.push_back(other->name());
     }
-    return Normalize(fs::path(root_) / ref);  // root-relative
+    if (names.size() <= 5000) {  // bound the cost of the hint in huge registries
+      std::string_view hint = ClosestMatch(name, names);
+      if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+    }
+    return missing_cache_.emplace(key, msg).first->second;
   }
 
   void Resolve(Entry& e) {
-    const std::string dir = DirOf(e.file->path);
-    for (RawRef& raw : ReferencesOf(e.manifest())) {
+    e.dependencies.reserve(e.file->refs.size());
+    for (const PreparedRef& ref : e.file->refs) {
       Dependency d;
-      d.via = raw.via;
-      d.field = std::move(raw.field);
-      d.reference = raw.reference;
-      d.kind = raw.kind;
-      if (raw.via == DependencyVia::kFile) {
-        // Files are relative to the manifest's folder, however they are written.
-        std::string p = raw.reference.starts_with("/") ? Normalize(raw.reference)
-                                                       : Normalize(fs::path(dir) / raw.reference);
-        d.target = p;
-        if (!Exists(p)) d.error = "file " + raw.reference + " not found (looked for " + p + ")";
-      } else if (!raw.kind) {
-        d.error = "this kind of import (Amulet/Metadata) is not supported yet";
-      } else if (LooksLikePath(raw.reference)) {
-        std::string p = PathFor(raw.reference, dir);
-        const FileRecord* rec = FileForPath(p, raw.kind);
-        if (!rec) {
-          d.error = Exists(p) ? "no " + std::string(EnumName(*raw.kind)) + " manifest at " + p
-                              : "file " + raw.reference + " not found (looked for " + p + ")";
-        } else if (!rec->manifest) {
-          d.error = rec->not_a_manifest ? rec->rel_path + " is not a manifest"
-                                        : rec->rel_path + " failed to load: " + FirstError(*rec);
-        } else if (rec->manifest->kind() != *raw.kind) {
-          d.error = rec->rel_path + " declares a " + std::string(EnumName(rec->manifest->kind())) +
-                    ", not a " + std::string(EnumName(*raw.kind));
-        } else {
-          d.target = EntryKey(rec->manifest->kind(), rec->manifest->name());
-        }
-      } else {
-        std::string key = EntryKey(*raw.kind, raw.reference);
-        if (index_->count(key)) {
-          d.target = key;
-        } else {
-          d.error = "no " + std::string(EnumName(*raw.kind)) + " named '" + raw.reference +
-                    "' in the registry";
-          std::vector<std::string_view> names;
-          for (const auto& other : *entries_) {
-            if (other->kind() == *raw.kind) names.push_back(other->name());
+      d.via = ref.via;
+      d.field = ref.field;
+      d.reference = ref.reference;
+      d.kind = ref.kind;
+      switch (ref.form) {
+        case PreparedRef::Form::kFile:
+          d.target = ref.target;
+          if (!Exists(ref.target)) {
+            d.error = "file " + ref.reference + " not found (looked for " + ref.target + ")";
           }
-          std::string_view hint = ClosestMatch(raw.reference, names);
-          if (!hint.empty()) d.error += " (did you mean '" + std::string(hint) + "'?)";
+          break;
+        case PreparedRef::Form::kUnsupported:
+          d.error = "this kind of import (Amulet/Metadata) is not supported yet";
+          break;
+        case PreparedRef::Form::kPath: {
+          const FileRecord* rec = FileForPath(ref.target, ref.kind);
+          if (!rec) {
+            d.error = Exists(ref.target)
+                          ? "no " + std::string(EnumName(*ref.kind)) + " manifest at " + ref.target
+                          : "file " + ref.reference + " not found (looked for " + ref.target + ")";
+          } else if (!rec->manifest) {
+            d.error = rec->not_a_manifest ? rec->rel_path + " is not a manifest"
+                                          : rec->rel_path + " failed to load: " + FirstError(*rec);
+          } else if (rec->manifest->kind() != *ref.kind) {
+            d.error = rec->rel_path + " declares a " +
+                      std::string(EnumName(rec->manifest->kind())) + ", not a " +
+                      std::string(EnumName(*ref.kind));
+          } else {
+            d.target = EntryKey(rec->manifest->kind(), rec->manifest->name());
+          }
+          break;
         }
+        case PreparedRef::Form::kName:
+          if (index_->count(ref.target)) {
+            d.target = ref.target;
+          } else {
+            d.error = MissingName(*ref.kind, ref.reference);
+          }
+          break;
       }
       e.dependencies.push_back(std::move(d));
     }
@@ -450,6 +494,7 @@ class SnapshotBuilder {
   std::unordered_map<std::string, bool>* exists_cache_;
   const std::unordered_map<std::string, size_t>* index_ = nullptr;
   const std::vector<std::shared_ptr<Entry>>* entries_ = nullptr;
+  std::unordered_map<std::string, std::string> missing_cache_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -563,11 +608,13 @@ std::shared_ptr<const FileRecord> Registry::ParseFile(
       rec->not_a_manifest = parsed.not_a_manifest;
       if (parsed.manifest) {
         rec->manifest = std::make_shared<const Manifest>(std::move(*parsed.manifest));
+        rec->refs = PrepareRefs(*rec->manifest, path, root_);
       }
     }
   }
   if (!rec->manifest && HasErrors(rec->diagnostics) && previous && previous->manifest) {
     rec->manifest = previous->manifest;  // keep the last good version in service
+    rec->refs = previous->refs;
     rec->stale = true;
   }
   return rec;
@@ -684,21 +731,12 @@ void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
   for (int round = 0; round < 8; ++round) {
     std::vector<std::string> wanted;
     for (const auto& [path, rec] : files_) {
-      if (!rec->manifest) continue;
-      const std::string dir = DirOf(path);
-      for (const RawRef& raw : ReferencesOf(*rec->manifest)) {
-        if (raw.via == DependencyVia::kFile || !raw.kind || !LooksLikePath(raw.reference)) {
-          continue;
-        }
-        std::string p = raw.reference.starts_with("/") ? Normalize(raw.reference)
-                        : raw.reference.starts_with(".")
-                            ? Normalize(fs::path(dir) / raw.reference)
-                            : Normalize(fs::path(root_) / raw.reference);
-        if (p.compare(0, root_.size() + 1, root_ + "/") == 0) continue;  // inside: scanned
-        if (files_.count(p)) continue;
+      for (const PreparedRef& ref : rec->refs) {
+        if (!ref.outside_root || files_.count(ref.target)) continue;
         struct stat st;
-        if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && FormatOfPath(p)) {
-          wanted.push_back(p);
+        if (::stat(ref.target.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            FormatOfPath(ref.target)) {
+          wanted.push_back(ref.target);
         }
       }
     }

@@ -28,6 +28,26 @@ namespace cortex::registry {
 // "Tool/calculator"
 std::string EntryKey(Kind kind, std::string_view name);
 
+enum class DependencyVia { kImport, kStep, kComponent, kFeed, kFile };
+
+// A reference written in a manifest, prepared once when its file is parsed (paths normalised),
+// so that rebuilding a snapshot is only lookups.
+struct PreparedRef {
+  enum class Form {
+    kFile,         // a plain file (persona, entrypoint, compose file): `target` is its path
+    kPath,         // a manifest imported by path: `target` is the normalised absolute path
+    kName,         // a manifest by bare name: `target` is its key "Kind/name"
+    kUnsupported,  // an Amulet/Metadata import
+  };
+  DependencyVia via = DependencyVia::kImport;
+  Form form = Form::kName;
+  std::string field;
+  std::string reference;
+  std::optional<Kind> kind;
+  std::string target;
+  bool outside_root = false;  // a kPath outside the manifests folder
+};
+
 // One manifest file's latest parse. Immutable once published.
 struct FileRecord {
   std::string path;         // absolute, normalised
@@ -40,10 +60,9 @@ struct FileRecord {
   bool stale = false;  // the manifest in service is an older version (the latest parse failed)
   bool not_a_manifest = false;
   std::chrono::system_clock::time_point loaded_at;
-  uint64_t revision = 0;  // bumped on every parse of this file
+  uint64_t revision = 0;          // bumped on every parse of this file
+  std::vector<PreparedRef> refs;  // of `manifest`
 };
-
-enum class DependencyVia { kImport, kStep, kComponent, kFeed, kFile };
 
 struct Dependency {
   DependencyVia via = DependencyVia::kImport;
