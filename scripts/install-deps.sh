@@ -12,7 +12,7 @@ PACKAGES=(
 )
 # Only for the benchmarks (bench/*.sh): nginx as the static-file baseline, wrk as the load generator.
 if [[ "${CORTEX_WITH_BENCH:-0}" == 1 ]]; then
-  PACKAGES+=(nginx-light wrk)
+  PACKAGES+=(nginx-light wrk libyaml-cpp-dev)
 fi
 
 missing=()
