@@ -212,6 +212,7 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
   router.Handle("DELETE", "/registry/manifest/{kind}/{name}", [&reg](const http::Request& req) {
     auto kind = KindParam(req);
     if (!kind.ok()) return ErrorFromStatus(kind.status());
+    if (auto e = FindEntry(*reg.snapshot(), req); !e.ok()) return ErrorFromStatus(e.status());
     std::string name = req.PathParam("name");
     Status st = reg.Delete(*kind, name);
     if (!st.ok()) return ErrorFromStatus(st);
@@ -336,7 +337,9 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
       for (const auto& e : snap->entries()) {
         for (const Dependency& d : e->dependencies) {
           if (!d.kind) continue;
-          std::string to = d.resolved() ? d.target : "missing: " + d.reference;
+          std::string to = d.resolved() ? d.target
+                                        : "missing " + std::string(registry::EnumName(*d.kind)) +
+                                              "/" + d.reference;
           if (!d.resolved() && missing.insert(to).second) {
             dot += "  " + DotQuote(to) + " [style=dashed, color=red];\n";
           }

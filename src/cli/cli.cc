@@ -38,7 +38,8 @@ int Run(int argc, char** argv, const ServeFn& serve) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int code = app.exit(e);  // prints help, the version, or the usage error
+    return code == 0 ? 0 : 2;
   }
   return ctx.exit_code;
 }

@@ -76,14 +76,6 @@ std::string FormatApiError(int status, std::string_view body, std::string_view r
   } else if (!details.is_null()) {
     rest = details;
   }
-  // Messages such as "manifest is invalid; <first diagnostic>" repeat a line listed below.
-  if (!lines.empty()) {
-    std::string first = lines.substr(0, lines.find('\n'));
-    std::string suffix = "; " + first;
-    if (message.size() > suffix.size() && message.ends_with(suffix)) {
-      message.resize(message.size() - suffix.size());
-    }
-  }
   std::ostringstream out;
   out << "error: " << message << "\n" << lines;
   if (!rest.is_null() && !rest.empty()) PrintIndented(out, ToYaml(rest), "  ");

@@ -101,7 +101,8 @@ void AddValidateCommand(CLI::App& app, Context& ctx) {
   cmd->add_flag("-q,--quiet", o->quiet, "Print problems only");
   cmd->callback([&ctx, o] {
     int errors = 0, warnings = 0;
-    for (const std::string& p : o->paths) {
+    for (std::string p : o->paths) {
+      while (p.size() > 1 && p.back() == '/') p.pop_back();
       struct stat st;
       if (::stat(p.c_str(), &st) != 0) {
         std::cerr << p << ": error: no such file or folder\n";

@@ -427,6 +427,10 @@ class Server::Impl {
     const size_t limit = options_.max_body_bytes;
     bool too_large = false;
     bool ok = false;
+    if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+      // No body framing: by HTTP/1.1 the body is empty (e.g. `curl -X POST` without -d).
+      return std::nullopt;
+    }
     if (req.is_multipart_form_data()) {
       // Not an API format of ours; drain it (bounded) so the connection stays in sync.
       size_t seen = 0;

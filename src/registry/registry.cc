@@ -834,14 +834,20 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
       return InvalidArgumentError(
           "the body is Markdown without YAML front matter declaring a kind");
     }
-    std::string msg = "manifest is invalid";
+    // The message names the first error; every diagnostic is in the details.
+    std::string first;
+    size_t errors = 0;
     for (const Diagnostic& d : parsed.diagnostics) {
-      if (d.severity == Severity::kError) {
-        msg += "; " + d.ToString();
-        break;
+      if (d.severity != Severity::kError) continue;
+      if (errors++ == 0) {
+        first = d.line > 0 ? "line " + std::to_string(d.line) + ":" + std::to_string(d.column) +
+                                 ": " + d.message
+                           : d.message;
       }
     }
-    return InvalidArgumentError(msg);
+    std::string more = errors > 1 ? " (and " + std::to_string(errors - 1) + " more)" : "";
+    return InvalidArgumentError("the manifest is invalid: " + first + more +
+                                "; nothing was written");
   }
   const Manifest& m = *parsed.manifest;
   std::lock_guard lock(write_mu_);

@@ -412,7 +412,8 @@ TEST_F(CliTest, ApplyInvalidPrintsFileLineColumnAndChangesNothing) {
   std::string file = UserFile("broken.yml", kInvalidTool);
   CliResult r = Cli({"apply", "-f", file});
   EXPECT_EQ(r.exit_code, 1) << r;
-  EXPECT_THAT(r.err, HasSubstr("error: manifest is invalid\n"));
+  EXPECT_THAT(r.err, HasSubstr("error: the manifest is invalid: line "));
+  EXPECT_THAT(r.err, HasSubstr("; nothing was written\n"));
   EXPECT_THAT(r.err, HasSubstr(file + ":1:1: error: missing required field 'description'"));
   EXPECT_THAT(r.err, HasSubstr(file + ":6:13: error: parameters:"));
   EXPECT_THAT(r.err, HasSubstr(file + ":5:3: warning: implementation.bogus: unknown field"));
@@ -474,7 +475,7 @@ TEST_F(CliTest, DeleteThenGetFails) {
 
   CliResult again = Cli({"delete", "tool", "math"});
   EXPECT_EQ(again.exit_code, 1) << again;
-  EXPECT_THAT(again.err, HasSubstr("error: no Tool/math"));
+  EXPECT_THAT(again.err, HasSubstr("error: no Tool named 'math'"));
 }
 
 // --- deps, graph ----------------------------------------------------------------------------
@@ -866,12 +867,12 @@ TEST(ClientFormatTest, Diagnostics) {
 
 TEST(ClientFormatTest, ApiErrors) {
   std::string body = R"({"error":{"code":"invalid_argument",
-    "message":"manifest is invalid; <request>:1:1: error: missing 'x'",
+    "message":"the manifest is invalid (1 error); nothing was written",
     "details":{"diagnostics":[{"severity":"error","file":"<request>","message":"missing 'x'","line":1,"column":1}],
                "warnings":[{"severity":"warning","file":"<request>","message":"odd","line":2,"column":3}],
                "hint":"see the docs"}}})";
   EXPECT_EQ(FormatApiError(400, body, "t.yml"),
-            "error: manifest is invalid\n"
+            "error: the manifest is invalid (1 error); nothing was written\n"
             "t.yml:1:1: error: missing 'x'\n"
             "t.yml:2:3: warning: odd\n"
             "  hint: see the docs\n");

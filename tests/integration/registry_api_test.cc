@@ -763,8 +763,8 @@ TEST(RegistryApi, GraphJsonAndDot) {
   EXPECT_THAT(dot.body, ::testing::StartsWith("digraph cortex {"));
   EXPECT_THAT(dot.body, HasSubstr("\"Agent/helper\" [color=red];"));
   EXPECT_THAT(dot.body, HasSubstr("\"Agent/helper\" -> \"Tool/calculator\" [label=\"import\"];"));
-  EXPECT_THAT(dot.body, HasSubstr("\"missing: ghost\" [style=dashed, color=red];"));
-  EXPECT_THAT(dot.body, HasSubstr("\"Agent/helper\" -> \"missing: ghost\""));
+  EXPECT_THAT(dot.body, HasSubstr("\"missing Tool/ghost\" [style=dashed, color=red];"));
+  EXPECT_THAT(dot.body, HasSubstr("\"Agent/helper\" -> \"missing Tool/ghost\""));
   EXPECT_THAT(dot.body, ::testing::EndsWith("}\n"));
 
   Reply bad = Get(d, "/registry/graph?format=svg");
