@@ -267,8 +267,9 @@ const Entry* Snapshot::Find(Kind kind, std::string_view name) const {
 }
 
 const Entry* Snapshot::FindKey(std::string_view key) const {
-  auto it = by_key_.find(std::string(key));
-  return it == by_key_.end() ? nullptr : entries_[it->second].get();
+  if (!by_key_) return nullptr;
+  auto it = by_key_->find(std::string(key));
+  return it == by_key_->end() ? nullptr : entries_[it->second].get();
 }
 
 std::vector<const Entry*> Snapshot::List(std::optional<Kind> kind) const {
@@ -336,8 +337,11 @@ class SnapshotBuilder {
     std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
       return a->kind() != b->kind() ? a->kind() < b->kind() : a->name() < b->name();
     });
-    for (size_t i = 0; i < entries.size(); ++i) snap->by_key_[entries[i]->key] = i;
-    index_ = &snap->by_key_;
+    auto index = std::make_shared<std::unordered_map<std::string, size_t>>();
+    index->reserve(entries.size());
+    for (size_t i = 0; i < entries.size(); ++i) (*index)[entries[i]->key] = i;
+    snap->by_key_ = index;
+    index_ = index.get();
     entries_ = &entries;
 
     for (auto& e : entries) Resolve(*e);
@@ -652,21 +656,33 @@ Status Registry::LoadAll() {
   return Status::Ok();
 }
 
-void Registry::ReloadPaths(const std::vector<std::string>& changed,
-                           const std::vector<std::string>& removed) {
-  for (const std::string& p : removed) files_.erase(p);
+std::vector<Registry::FileChange> Registry::ReloadPaths(const std::vector<std::string>& changed,
+                                                        const std::vector<std::string>& removed) {
+  std::vector<FileChange> changes;
+  auto drop = [&](const std::string& p) {
+    auto it = files_.find(p);
+    if (it == files_.end()) return;
+    changes.push_back({p, it->second, nullptr});
+    files_.erase(it);
+  };
+  for (const std::string& p : removed) drop(p);
   for (const std::string& p : changed) {
     if (!FormatOfPath(p) || IsHiddenComponent(RelPath(p))) continue;
     struct stat st;
     if (::stat(p.c_str(), &st) != 0) {
-      files_.erase(p);
+      drop(p);
       continue;
     }
     if (!S_ISREG(st.st_mode)) continue;
     auto it = files_.find(p);
-    auto rec = ParseFile(p, false, it == files_.end() ? nullptr : it->second);
-    if (it == files_.end() || rec.get() != it->second.get()) files_[p] = std::move(rec);
+    std::shared_ptr<const FileRecord> before = it == files_.end() ? nullptr : it->second;
+    auto rec = ParseFile(p, false, before);
+    if (rec != before) {
+      changes.push_back({p, before, rec});
+      files_[p] = std::move(rec);
+    }
   }
+  return changes;
 }
 
 void Registry::RescanDir(const std::string& dir, std::vector<std::string>* changed,
@@ -686,17 +702,18 @@ void Registry::ApplyEvents(const std::vector<FileEvent>& events) {
   std::lock_guard lock(write_mu_);
   std::vector<std::string> changed, removed;
   bool relevant = false;
+  bool file_deps_touched = false;  // a file some manifest depends on, or a rescan
   for (const FileEvent& ev : events) {
     switch (ev.type) {
       case FileEventType::kChanged:
-        if (exists_cache_.erase(ev.path)) relevant = true;
+        if (exists_cache_.erase(ev.path)) relevant = file_deps_touched = true;
         if (FormatOfPath(ev.path)) {
           changed.push_back(ev.path);
           relevant = true;
         }
         break;
       case FileEventType::kRemoved:
-        if (exists_cache_.erase(ev.path)) relevant = true;
+        if (exists_cache_.erase(ev.path)) relevant = file_deps_touched = true;
         if (files_.count(ev.path)) {
           removed.push_back(ev.path);
           relevant = true;
@@ -705,25 +722,86 @@ void Registry::ApplyEvents(const std::vector<FileEvent>& events) {
       case FileEventType::kRescanDir:
         exists_cache_.clear();
         RescanDir(ev.path, &changed, &removed);
-        relevant = true;
+        relevant = file_deps_touched = true;
         break;
       case FileEventType::kRescanAll:
         exists_cache_.clear();
         RescanDir(root_, &changed, &removed);
-        relevant = true;
+        relevant = file_deps_touched = true;
         break;
     }
   }
   if (!relevant) return;
-  auto before = files_;
-  ReloadPaths(changed, removed);
-  if (files_ == before && !changed.empty() && removed.empty()) {
-    // Same text re-saved: nothing to publish unless file dependencies changed.
-    bool deps_changed = false;
-    for (const FileEvent& ev : events) deps_changed |= !FormatOfPath(ev.path);
-    if (!deps_changed) return;
+  std::vector<FileChange> changes = ReloadPaths(changed, removed);
+  if (!file_deps_touched) {
+    if (changes.empty()) return;  // the same text saved again
+    if (PublishEdits(changes)) return;
   }
   Publish(nullptr);
+}
+
+bool Registry::PublishEdits(const std::vector<FileChange>& changes) {
+  std::shared_ptr<const Snapshot> prev = snapshot();
+  if (!prev->by_key_) return false;
+  for (const FileChange& c : changes) {
+    if (!c.before || !c.after || !c.before->manifest || !c.after->manifest) return false;
+    if (c.after->external || c.before->refs != c.after->refs) return false;
+    if (c.before->manifest->kind() != c.after->manifest->kind() ||
+        c.before->manifest->name() != c.after->manifest->name()) {
+      return false;
+    }
+    const Entry* served =
+        prev->FindKey(EntryKey(c.after->manifest->kind(), c.after->manifest->name()));
+    if (!served || served->file != c.before) return false;  // a conflict's loser, or unknown
+  }
+  // Same keys and same references: every other entry resolves exactly as before, so only the
+  // edited entries are replaced, and the key index is shared with the previous snapshot.
+  auto next = std::make_shared<Snapshot>();
+  next->generation_ = ++generation_;
+  next->created_at_ = std::chrono::system_clock::now();
+  next->entries_ = prev->entries_;
+  next->by_key_ = prev->by_key_;
+  next->conflicts_ = prev->conflicts_;
+  next->files_ = files_;
+  std::vector<RegistryEvent> events;
+  std::set<std::string> changed_paths;
+  for (const FileChange& c : changes) {
+    changed_paths.insert(c.path);
+    std::string key = EntryKey(c.after->manifest->kind(), c.after->manifest->name());
+    size_t index = prev->by_key_->at(key);
+    const Entry& old = *prev->entries_[index];
+    auto e = std::make_shared<Entry>();
+    e->file = c.after;
+    e->key = key;
+    e->dependencies = old.dependencies;
+    e->problems = old.problems;
+    next->entries_[index] = std::move(e);
+    if (c.after->manifest != c.before->manifest || c.after->stale != c.before->stale) {
+      events.push_back(
+          {RegistryEvent::Type::kUpdated, next->generation_, key, c.after->rel_path, ""});
+    }
+    if (HasErrors(c.after->diagnostics)) {
+      events.push_back({RegistryEvent::Type::kError, next->generation_, "", c.after->rel_path,
+                        FirstError(*c.after)});
+    } else if (HasErrors(c.before->diagnostics)) {
+      events.push_back(
+          {RegistryEvent::Type::kErrorCleared, next->generation_, "", c.after->rel_path, ""});
+    }
+  }
+  for (const FileError& fe : prev->errors_) {
+    if (!changed_paths.count(fe.file->path)) next->errors_.push_back(fe);
+  }
+  for (const FileChange& c : changes) {
+    if (HasErrors(c.after->diagnostics)) next->errors_.push_back({c.after});
+  }
+  std::sort(next->errors_.begin(), next->errors_.end(),
+            [](const FileError& a, const FileError& b) { return a.file->path < b.file->path; });
+  {
+    std::lock_guard lock(snapshot_mu_);
+    snapshot_ = std::move(next);
+  }
+  Notify(events);
+  return true;
 }
 
 void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
@@ -789,6 +867,10 @@ void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
     std::lock_guard lock(snapshot_mu_);
     snapshot_ = std::move(next);
   }
+  Notify(events);
+}
+
+void Registry::Notify(const std::vector<RegistryEvent>& events) {
   if (events.empty()) return;
   std::lock_guard lock(subs_mu_);
   for (auto& sub : subscribers_) {

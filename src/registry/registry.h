@@ -46,6 +46,7 @@ struct PreparedRef {
   std::optional<Kind> kind;
   std::string target;
   bool outside_root = false;  // a kPath outside the manifests folder
+  friend bool operator==(const PreparedRef&, const PreparedRef&) = default;
 };
 
 // One manifest file's latest parse. Immutable once published.
@@ -138,7 +139,8 @@ class Snapshot {
   uint64_t generation_ = 0;
   std::chrono::system_clock::time_point created_at_;
   std::vector<std::shared_ptr<const Entry>> entries_;  // sorted by kind, then name
-  std::unordered_map<std::string, size_t> by_key_;
+  // Key -> index in entries_. Shared with the next snapshot when an edit keeps the key set.
+  std::shared_ptr<const std::unordered_map<std::string, size_t>> by_key_;
   std::vector<FileError> errors_;
   std::vector<Conflict> conflicts_;
   std::map<std::string, std::shared_ptr<const FileRecord>> files_;
@@ -222,11 +224,21 @@ class Registry {
   std::shared_ptr<const FileRecord> ParseFile(
       const std::string& path, bool external,
       const std::shared_ptr<const FileRecord>& previous) const;
+  struct FileChange {
+    std::string path;
+    std::shared_ptr<const FileRecord> before, after;  // either may be null (added, removed)
+  };
+  // Rebuilds the whole snapshot from files_ and publishes it.
   void Publish(std::vector<RegistryEvent>* extra_events);
+  // Publishes content-only edits (same kind, name and references in files whose manifests are
+  // served) by replacing just those entries; false when the changes need a full rebuild.
+  bool PublishEdits(const std::vector<FileChange>& changes);
+  void Notify(const std::vector<RegistryEvent>& events);
   void RescanDir(const std::string& dir, std::vector<std::string>* changed,
                  std::vector<std::string>* removed);
-  void ReloadPaths(const std::vector<std::string>& changed,
-                   const std::vector<std::string>& removed);
+  // Re-reads `changed` and drops `removed`; returns what actually changed.
+  std::vector<FileChange> ReloadPaths(const std::vector<std::string>& changed,
+                                      const std::vector<std::string>& removed);
   std::vector<std::string> ListManifestFiles(const std::string& dir) const;
   std::string RelPath(const std::string& abs) const;
 

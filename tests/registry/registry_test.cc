@@ -224,5 +224,74 @@ TEST_F(RegistryTest, FileDependenciesAreRecheckedWhenTheFileAppears) {
   EXPECT_TRUE(Problems(*r, Kind::kTool, "t").empty());
 }
 
+TEST_F(RegistryTest, ContentEditsReplaceOnlyTheirEntryAndMatchAFullRebuild) {
+  Write("tools/a/tool.yml", Tool("a", "summary: one\n"));
+  Write("tools/a/run.sh", "");
+  Write("tools/b/tool.yml", Tool("b"));
+  Write("agents/x/agent.yml",
+        "kind: Agent\nname: x\npersona: {agent: ./agent.yml}\n"
+        "import: {tools: [a, ../../tools/b/tool.yml, missing]}\n");
+  auto r = Load();
+  auto before = r->snapshot();
+  const Entry* b_before = before->Find(Kind::kTool, "b");
+  const Entry* x_before = before->Find(Kind::kAgent, "x");
+  auto sub = r->Subscribe();
+
+  // A content edit: the edited entry is new, the others are the very same objects.
+  Write("tools/a/tool.yml", Tool("a", "summary: two\n"));
+  r->ApplyEvents({{FileEventType::kChanged, (root_ / "tools/a/tool.yml").string()}});
+  auto after = r->snapshot();
+  EXPECT_EQ(after->generation(), before->generation() + 1);
+  EXPECT_EQ(after->Find(Kind::kTool, "a")->manifest().header.summary, "two");
+  EXPECT_EQ(after->Find(Kind::kTool, "b"), b_before);
+  EXPECT_EQ(after->Find(Kind::kAgent, "x"), x_before);
+  auto events = sub->Wait(std::chrono::milliseconds(100));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type, RegistryEvent::Type::kUpdated);
+  EXPECT_EQ(events[0].key, "Tool/a");
+
+  // A broken edit keeps the entry (stale) and lists the error; fixing it clears the error.
+  Write("tools/b/tool.yml", "kind: Tool\nname: b\n  oops: [\n");
+  r->ApplyEvents({{FileEventType::kChanged, (root_ / "tools/b/tool.yml").string()}});
+  ASSERT_EQ(r->snapshot()->errors().size(), 1u);
+  EXPECT_TRUE(r->snapshot()->Find(Kind::kTool, "b")->file->stale);
+  events = sub->Wait(std::chrono::milliseconds(100));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].type, RegistryEvent::Type::kError);
+
+  // An edit of the references takes the full rebuild: the agent now resolves.
+  Write("agents/x/agent.yml",
+        "kind: Agent\nname: x\npersona: {agent: ./agent.yml}\n"
+        "import: {tools: [a, ../../tools/b/tool.yml]}\n");
+  r->ApplyEvents({{FileEventType::kChanged, (root_ / "agents/x/agent.yml").string()}});
+  EXPECT_TRUE(r->snapshot()->Find(Kind::kAgent, "x")->resolved());
+
+  // Whatever path each change took, the result equals a registry loaded from scratch.
+  auto render = [](const Snapshot& snap) {
+    std::string out;
+    for (const auto& e : snap.entries()) {
+      out += e->key + " " + ManifestToJson(e->manifest()).dump() +
+             " stale=" + std::to_string(e->file->stale);
+      for (const auto& p : e->problems) out += " | " + p;
+      for (const auto& d : e->dependencies) out += " -> " + d.target + d.error;
+      out += "\n";
+    }
+    for (const auto& fe : snap.errors()) out += "error " + fe.file->rel_path + "\n";
+    return out;
+  };
+  std::string incremental = render(*r->snapshot());
+  RegistryOptions o;
+  o.root = root_.string();
+  Registry fresh(o);
+  ASSERT_TRUE(fresh.LoadAll().ok());
+  // A fresh load has no last good version of the broken file: compare with b fixed first.
+  Write("tools/b/tool.yml", Tool("b"));
+  r->ApplyEvents({{FileEventType::kChanged, (root_ / "tools/b/tool.yml").string()}});
+  ASSERT_TRUE(fresh.LoadAll().ok());
+  EXPECT_EQ(render(*r->snapshot()), render(*fresh.snapshot()));
+  EXPECT_NE(incremental, render(*fresh.snapshot()));  // b was stale then
+  r->Unsubscribe(sub);
+}
+
 }  // namespace
 }  // namespace cortex::registry
