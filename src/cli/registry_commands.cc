@@ -6,6 +6,13 @@
 
 namespace cortex::cli {
 
+CLI::Option* AddOutputOption(CLI::App* cmd, std::string& output, std::vector<std::string> choices,
+                             const std::string& description) {
+  return cmd->add_option("-o,--output", output, description)
+      ->check(CLI::IsMember(std::move(choices)))
+      ->capture_default_str();
+}
+
 void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddGetCommand(app, ctx);
   AddDescribeCommand(app, ctx);

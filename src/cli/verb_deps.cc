@@ -55,9 +55,7 @@ void AddDepsCommand(CLI::App& app, Context& ctx) {
   cmd->fallthrough();
   cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
   cmd->add_option("name", o->name, "The manifest's name")->required();
-  cmd->add_option("-o,--output", o->output, "text, json or yaml")
-      ->check(CLI::IsMember({"text", "json", "yaml"}))
-      ->capture_default_str();
+  AddOutputOption(cmd, o->output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, o] {
     ApiClient api(ctx.server);
     auto j =

@@ -57,9 +57,7 @@ void AddErrorsCommand(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand(
       "errors", "List manifest errors, conflicts and unresolved manifests (exit 1 on errors)");
   cmd->fallthrough();
-  cmd->add_option("-o,--output", *output, "text, json or yaml")
-      ->check(CLI::IsMember({"text", "json", "yaml"}))
-      ->capture_default_str();
+  AddOutputOption(cmd, *output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, output] {
     ApiClient api(ctx.server);
     auto j = api.GetJson("/registry/errors");

@@ -26,9 +26,7 @@ void AddEventsCommand(CLI::App& app, Context& ctx) {
   auto output = std::make_shared<std::string>("text");
   auto* cmd = app.add_subcommand("events", "Follow registry changes as they happen (Ctrl-C stops)");
   cmd->fallthrough();
-  cmd->add_option("-o,--output", *output, "text, or json (one JSON object per line)")
-      ->check(CLI::IsMember({"text", "json"}))
-      ->capture_default_str();
+  AddOutputOption(cmd, *output, {"text", "json"}, "text, or json (one JSON object per line)");
   cmd->callback([&ctx, output] {
     // The server sends a keep-alive comment every 15 s; a minute of silence means it is gone.
     http::ClientOptions options;

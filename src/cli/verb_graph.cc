@@ -12,9 +12,7 @@ void AddGraphCommand(CLI::App& app, Context& ctx) {
   auto output = std::make_shared<std::string>("dot");
   auto* cmd = app.add_subcommand("graph", "Print the dependency graph (Graphviz DOT or JSON)");
   cmd->fallthrough();
-  cmd->add_option("-o,--output", *output, "dot or json")
-      ->check(CLI::IsMember({"dot", "json"}))
-      ->capture_default_str();
+  AddOutputOption(cmd, *output, {"dot", "json"}, "dot or json");
   cmd->callback([&ctx, output] {
     ApiClient api(ctx.server);
     std::string path = "/registry/graph?format=" + *output;

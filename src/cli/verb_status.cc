@@ -53,9 +53,7 @@ void AddStatusCommand(CLI::App& app, Context& ctx) {
   auto output = std::make_shared<std::string>("text");
   auto* cmd = app.add_subcommand("status", "Show whether the server is up and what it holds");
   cmd->fallthrough();
-  cmd->add_option("-o,--output", *output, "text, json or yaml")
-      ->check(CLI::IsMember({"text", "json", "yaml"}))
-      ->capture_default_str();
+  AddOutputOption(cmd, *output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, output] {
     ApiClient api(ctx.server);
     auto health = api.GetJson("/health");

@@ -2,9 +2,20 @@
 // Each is a client of the API at ctx.server and sets ctx.exit_code (see cli/client.h).
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "cli/context.h"
 
+namespace CLI {
+class Option;
+}
+
 namespace cortex::cli {
+
+// `-o,--output FORMAT` restricted to `choices`, with its default shown in --help.
+CLI::Option* AddOutputOption(CLI::App* cmd, std::string& output, std::vector<std::string> choices,
+                             const std::string& description);
 
 void AddGetCommand(CLI::App& app, Context& ctx);
 void AddDescribeCommand(CLI::App& app, Context& ctx);
