@@ -1,5 +1,7 @@
 #include "registry/parser.h"
 
+#include "registry/variables.h"
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -64,6 +66,105 @@ std::string Trim(std::string_view s) {
   while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
   return std::string(s.substr(b, e - b));
 }
+
+// Every step name of a workflow, nested ones included.
+void CollectStepNames(const std::vector<WorkflowStep>& steps, std::vector<std::string>* out) {
+  for (const WorkflowStep& s : steps) {
+    out->push_back(s.name);
+    CollectStepNames(s.parallel, out);
+    CollectStepNames(s.then_steps, out);
+    CollectStepNames(s.else_steps, out);
+  }
+}
+
+// Checks the templates of a workflow at load time: syntax, `$(steps.X...)` naming a step of
+// this workflow, `$(trigger.x)` naming a declared trigger parameter (when any are declared).
+class TemplateChecker {
+ public:
+  TemplateChecker(const WorkflowSpec& wf, FileDiagnostics& diag) : diag_(diag) {
+    CollectStepNames(wf.steps, &step_names_);
+    steps_.assign(step_names_.begin(), step_names_.end());
+    for (const Parameter& p : wf.trigger.parameters.items) params_.push_back(p.name);
+  }
+
+  void CheckSteps(const std::vector<WorkflowStep>& steps, const yaml::Node* steps_node,
+                  const std::string& path) {
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const WorkflowStep& s = steps[i];
+      const yaml::Node* n = steps_node && steps_node->IsSequence() && i < steps_node->items().size()
+                                ? steps_node->items()[i]
+                                : steps_node;
+      std::string where = path + "[" + std::to_string(i) + "] (" + s.name + ")";
+      CheckJson(s.parameters, n, where + ".parameters");
+      if (s.condition) CheckText(*s.condition, n, where + ".condition");
+      if (!s.parallel.empty())
+        CheckSteps(s.parallel, n ? n->Find("parallel") : nullptr, where + ".parallel");
+      if (!s.then_steps.empty())
+        CheckSteps(s.then_steps, n ? n->Find("then") : nullptr, where + ".then");
+      if (!s.else_steps.empty())
+        CheckSteps(s.else_steps, n ? n->Find("else") : nullptr, where + ".else");
+    }
+  }
+
+  // Outputs name their source as "steps.s.field" (the original's form) or as a template.
+  void CheckOutputs(const OrderedMap<WorkflowOutput>& outputs, const yaml::Node* node) {
+    for (const auto& [name, out] : outputs) {
+      const yaml::Node* at = node && node->IsMapping() ? node->Find(name) : node;
+      std::string where = "outputs." + name + ".source";
+      if (out.source.starts_with("steps.")) {
+        std::string rest = out.source.substr(6);
+        CheckStepName(rest.substr(0, rest.find_first_of(".[")), at, where);
+      } else {
+        CheckText(out.source, at, where);
+      }
+    }
+  }
+
+ private:
+  void CheckJson(const Json& value, const yaml::Node* at, const std::string& where) {
+    if (value.is_string()) {
+      CheckText(value.get_ref<const std::string&>(), at, where);
+    } else if (value.is_object()) {
+      for (const auto& [k, v] : value.items()) CheckJson(v, at, where + "." + k);
+    } else if (value.is_array()) {
+      for (size_t i = 0; i < value.size(); ++i) {
+        CheckJson(value[i], at, where + "[" + std::to_string(i) + "]");
+      }
+    }
+  }
+
+  void CheckText(const std::string& text, const yaml::Node* at, const std::string& where) {
+    if (text.find('$') == std::string::npos) return;
+    auto refs = ParseTemplate(text);
+    if (!refs.ok()) {
+      diag_.Error(at, where + ": " + refs.status().message());
+      return;
+    }
+    for (const Reference& r : *refs) {
+      if (r.kind == Reference::Kind::kStep) CheckStepName(r.name, at, where);
+      if (r.kind == Reference::Kind::kTrigger && !params_.empty() &&
+          std::find(params_.begin(), params_.end(), r.name) == params_.end()) {
+        std::string msg = where + ": the trigger declares no parameter '" + r.name + "'";
+        std::string_view hint = ClosestMatch(r.name, params_);
+        if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+        diag_.Error(at, msg);
+      }
+    }
+  }
+
+  void CheckStepName(const std::string& name, const yaml::Node* at, const std::string& where) {
+    if (std::find(steps_.begin(), steps_.end(), name) != steps_.end()) return;
+    std::string msg = where + ": no step named '" + name + "' in this workflow";
+    std::string_view hint = ClosestMatch(name, steps_);
+    if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+    diag_.Error(at, msg);
+  }
+
+  FileDiagnostics& diag_;
+  std::vector<std::string> step_names_;
+  std::vector<std::string_view> steps_;  // views of step_names_, for ClosestMatch
+  std::vector<std::string_view> params_;
+};
 
 // Cross-field checks of a workflow's steps: unique names, depends_on targets, cycles, targets.
 void ValidateSteps(const std::vector<WorkflowStep>& steps, const yaml::Node* steps_node,
@@ -375,6 +476,9 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
       diag.Error(root->Find("steps"), "steps: a workflow needs at least one step");
     }
     ValidateSteps(wf->steps, root->Find("steps"), "steps", diag);
+    TemplateChecker templates(*wf, diag);
+    templates.CheckSteps(wf->steps, root->Find("steps"), "steps");
+    templates.CheckOutputs(wf->outputs, root->Find("outputs"));
     if (wf->trigger.type == TriggerType::kScheduled && !wf->trigger.schedule) {
       diag.Error(root->Find("trigger"), "trigger: a scheduled trigger needs 'schedule' (cron)");
     }
