@@ -1,0 +1,924 @@
+// The SQLite Store: the only file that includes <sqlite3.h>.
+//
+// Connections. One writer connection and a small pool of reader connections (kReaderConnections),
+// all opened with SQLITE_OPEN_NOMUTEX: each connection is used by one thread at a time, which this
+// file guarantees. In WAL mode readers see the last commit and never block the writer or each
+// other, so HTTP handlers listing executions do not wait for the executor's writes.
+//
+// Writes: group commit (LevelDB's DBImpl::Write). A write is an operation queued with its caller;
+// the caller at the head of the queue becomes the leader, runs up to kMaxGroup queued operations
+// in one transaction (each inside its own SAVEPOINT, so one failing operation does not fail the
+// others), commits, and wakes the callers with their statuses. A call returns only after the
+// transaction holding its write has committed: written before acknowledged. Concurrent writers
+// share one commit (and, with synchronous=FULL, one fsync). The queue holds at most one entry per
+// calling thread, each of which is blocked in the call.
+//
+// Durability. WAL with synchronous=NORMAL by default: a commit has been written to the WAL file
+// (in the OS page cache) before the call returns, so it survives a crash or kill -9 of cortex;
+// after a power loss or OS crash the database is consistent but may lack the commits since the
+// last checkpoint. SqliteOptions::fsync_every_commit selects synchronous=FULL (one fsync of the
+// WAL per commit) for power-loss durability.
+//
+// Prepared statements are cached per connection, keyed by their SQL; the set of SQL texts is
+// fixed (a few dozen), so the caches are bounded.
+#include "store/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace cortex::store {
+namespace {
+
+using sqlite_internal::Migration;
+
+constexpr int32_t kApplicationId = 0x43525458;  // "CRTX": marks a database as Cortex's
+constexpr int kBusyTimeoutMs = 5000;            // waiting for another process's lock
+constexpr size_t kReaderConnections = 4;
+constexpr size_t kMaxGroup = 64;  // operations committed together by one leader
+constexpr size_t kMaxListLimit = 1000;
+constexpr size_t kMaxLogLimit = 10000;
+// After a checkpoint, a WAL file larger than this is truncated to it.
+constexpr int64_t kJournalSizeLimitBytes = int64_t{64} << 20;
+constexpr std::string_view kInterruptedError =
+    "interrupted: the server stopped while it was running";
+
+constexpr std::string_view kStatuses[] = {"queued",  "running",   "succeeded",  "failed",
+                                          "timeout", "cancelled", "interrupted"};
+
+// ---------------------------------------------------------------------------------------------
+// The schema. Append only: each released migration stays as it is; a change is a new one.
+//
+// Workflow runs (issue 4) come as migration 2: workflow_runs (id, name, manifest_version, status,
+// input_json, timestamps), workflow_steps (run_id, step, status, attempt, idempotency_key,
+// execution_id, output_json, ...: the current state, PRIMARY KEY (run_id, step)) and
+// workflow_events (run_id, seq, at_ms, step, type, data_json: the append-only log that state is
+// derived from, PRIMARY KEY (run_id, seq)), each with real columns for what the engine queries.
+constexpr Migration kMigrations[] = {
+    {1, "executions and their output", R"sql(
+CREATE TABLE executions (
+  id                TEXT PRIMARY KEY NOT NULL,
+  kind              TEXT NOT NULL,
+  name              TEXT NOT NULL,
+  status            TEXT NOT NULL,
+  parameters_json   TEXT NOT NULL,
+  result_json       TEXT NOT NULL,
+  error             TEXT NOT NULL,
+  exit_code         INTEGER,
+  signal            INTEGER,
+  stderr_tail       TEXT NOT NULL,
+  created_ms        INTEGER NOT NULL,
+  started_ms        INTEGER NOT NULL,
+  finished_ms       INTEGER NOT NULL,
+  duration_ms       INTEGER NOT NULL,
+  cpu_user_ms       INTEGER NOT NULL,
+  cpu_system_ms     INTEGER NOT NULL,
+  peak_memory_bytes INTEGER NOT NULL,
+  sandboxed         INTEGER NOT NULL CHECK (sandboxed IN (0, 1)),
+  idempotency_key   TEXT NOT NULL,
+  manifest_version  TEXT NOT NULL,
+  -- Kept by AppendLogs: lines stored now, and the last seq appended (lines may have been dropped).
+  log_line_count    INTEGER NOT NULL DEFAULT 0,
+  log_last_seq      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX executions_by_created ON executions (created_ms DESC, id DESC);
+CREATE INDEX executions_by_name ON executions (name, created_ms DESC, id DESC);
+CREATE INDEX executions_by_status ON executions (status, created_ms DESC, id DESC);
+
+CREATE TABLE execution_logs (
+  execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+  seq          INTEGER NOT NULL,
+  stream       TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+  at_ms        INTEGER NOT NULL,
+  text         TEXT NOT NULL,
+  PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+)sql"},
+};
+
+// The record's columns, in the order BindRecord and ReadRecord use.
+constexpr std::string_view kRecordColumns =
+    "id, kind, name, status, parameters_json, result_json, error, exit_code, signal, "
+    "stderr_tail, created_ms, started_ms, finished_ms, duration_ms, cpu_user_ms, cpu_system_ms, "
+    "peak_memory_bytes, sandboxed, idempotency_key, manifest_version";
+
+constexpr std::string_view kInsertExecution =
+    "INSERT INTO executions (id, kind, name, status, parameters_json, result_json, error, "
+    "exit_code, signal, stderr_tail, created_ms, started_ms, finished_ms, duration_ms, "
+    "cpu_user_ms, cpu_system_ms, peak_memory_bytes, sandboxed, idempotency_key, manifest_version) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
+    "?20)";
+
+constexpr std::string_view kUpdateExecution =
+    "UPDATE executions SET kind = ?2, name = ?3, status = ?4, parameters_json = ?5, "
+    "result_json = ?6, error = ?7, exit_code = ?8, signal = ?9, stderr_tail = ?10, "
+    "created_ms = ?11, started_ms = ?12, finished_ms = ?13, duration_ms = ?14, cpu_user_ms = ?15, "
+    "cpu_system_ms = ?16, peak_memory_bytes = ?17, sandboxed = ?18, idempotency_key = ?19, "
+    "manifest_version = ?20 WHERE id = ?1";
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+std::string SystemErrorSuffix(sqlite3* db, int rc) {
+  if (db == nullptr) return "";
+  switch (rc & 0xff) {
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_PERM: {
+      int err = sqlite3_system_errno(db);
+      if (err != 0) return " (" + std::generic_category().message(err) + ")";
+      return "";
+    }
+    default:
+      return "";
+  }
+}
+
+// A Status for a failed SQLite call; `context` says what was being done. Must be called right
+// after the failure, before the connection is used again (sqlite3_errmsg is per connection).
+Status SqliteError(sqlite3* db, int rc, std::string_view context) {
+  std::string message = "sqlite: ";
+  message += context;
+  message += ": ";
+  const char* text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  message += text != nullptr ? text : sqlite3_errstr(rc);
+  message += SystemErrorSuffix(db, rc);
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      message += " (still locked after waiting " + std::to_string(kBusyTimeoutMs) + " ms)";
+      return UnavailableError(std::move(message));
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+      return UnavailableError(std::move(message));
+    case SQLITE_TOOBIG:
+      return InvalidArgumentError(std::move(message));
+    default:  // SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_CONSTRAINT, SQLITE_ERROR, ...
+      return InternalError(std::move(message));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections and statements.
+
+class Connection;
+
+// A cached prepared statement in use. Reset (and its bindings cleared) when it goes out of scope,
+// so no statement keeps a read transaction open. Bound text must outlive it (SQLITE_STATIC).
+class Statement {
+ public:
+  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(Statement&& other) noexcept
+      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), bind_rc_(other.bind_rc_) {}
+  Statement& operator=(Statement&&) = delete;
+  ~Statement() {
+    if (stmt_ == nullptr) return;
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+  // Bind errors are kept and reported by the next Step().
+  void Bind(int index, std::string_view value) {
+    Check(
+        sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8));
+  }
+  void Bind(int index, int64_t value) { Check(sqlite3_bind_int64(stmt_, index, value)); }
+  void Bind(int index, const std::optional<int>& value) {
+    Check(value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index));
+  }
+
+  // true: a row is ready; false: done.
+  Result<bool> Step() {
+    if (bind_rc_ != SQLITE_OK) return SqliteError(db_, bind_rc_, "binding a parameter");
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, rc, Context());
+  }
+  // Steps to the end, ignoring rows.
+  Status Run() {
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, Step());
+      if (!row) return Status::Ok();
+    }
+  }
+  // Ready to be bound and run again.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    bind_rc_ = SQLITE_OK;
+  }
+
+  // The extended result code of the last failed Step (for constraint violations).
+  int ExtendedErrorCode() const { return sqlite3_extended_errcode(db_); }
+
+  bool IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  std::string Text(int column) const {
+    const unsigned char* text = sqlite3_column_text(stmt_, column);
+    if (text == nullptr) return "";
+    return std::string(reinterpret_cast<const char*>(text),
+                       static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
+  }
+  std::optional<int> OptionalInt(int column) const {
+    if (IsNull(column)) return std::nullopt;
+    return static_cast<int>(Int(column));
+  }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+  std::string Context() const {
+    const char* sql = sqlite3_sql(stmt_);
+    std::string text = sql != nullptr ? sql : "";
+    if (text.size() > 60) text = text.substr(0, 57) + "...";
+    return "running \"" + text + "\"";
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+class Connection {
+ public:
+  // `flags`: SQLITE_OPEN_READWRITE, optionally | SQLITE_OPEN_CREATE.
+  static Result<std::unique_ptr<Connection>> Open(const std::string& path, int flags) {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      Status status = SqliteError(db, rc, "opening " + path);
+      sqlite3_close_v2(db);  // a handle is returned even on failure (or nullptr: a no-op)
+      return status;
+    }
+    auto connection = std::unique_ptr<Connection>(new Connection(db));
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    return connection;
+  }
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+
+  sqlite3* db() const { return db_; }
+
+  // The cached statement for `sql`, prepared on first use.
+  Result<Statement> Prepare(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it != cache_.end()) return Statement(db_, it->second);
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(stmt);
+      return SqliteError(db_, rc, "preparing \"" + std::string(sql.substr(0, 60)) + "\"");
+    }
+    cache_.emplace(std::string(sql), stmt);
+    return Statement(db_, stmt);
+  }
+
+  // Runs one statement through the cache, ignoring rows (transaction control on the hot path).
+  Status Run(std::string_view sql) {
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql));
+    return stmt.Run();
+  }
+
+  // Runs one or more statements without results (DDL, pragmas), prepared each time.
+  Status Exec(const std::string& sql, std::string_view context = {}) {
+    int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) return Status::Ok();
+    return SqliteError(db_, rc, context.empty() ? "running \"" + sql + "\"" : std::string(context));
+  }
+
+  // The single integer a query (a pragma) returns.
+  Result<int64_t> QueryInt(std::string_view sql) {
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql));
+    CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return InternalError("sqlite: \"" + std::string(sql) + "\" returned no row");
+    return stmt.Int(0);
+  }
+  Result<std::string> QueryText(std::string_view sql) {
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql));
+    CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return InternalError("sqlite: \"" + std::string(sql) + "\" returned no row");
+    return stmt.Text(0);
+  }
+
+  // Whether a transaction is open (SQLite rolls one back by itself after some errors).
+  bool InTransaction() const { return sqlite3_get_autocommit(db_) == 0; }
+
+ private:
+  explicit Connection(sqlite3* db) : db_(db) {}
+
+  sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Records.
+
+void BindRecord(Statement& stmt, const ExecutionRecord& r) {
+  stmt.Bind(1, r.id);
+  stmt.Bind(2, r.kind);
+  stmt.Bind(3, r.name);
+  stmt.Bind(4, r.status);
+  stmt.Bind(5, r.parameters_json);
+  stmt.Bind(6, r.result_json);
+  stmt.Bind(7, r.error);
+  stmt.Bind(8, r.exit_code);
+  stmt.Bind(9, r.signal);
+  stmt.Bind(10, r.stderr_tail);
+  stmt.Bind(11, r.created_ms);
+  stmt.Bind(12, r.started_ms);
+  stmt.Bind(13, r.finished_ms);
+  stmt.Bind(14, r.duration_ms);
+  stmt.Bind(15, r.cpu_user_ms);
+  stmt.Bind(16, r.cpu_system_ms);
+  stmt.Bind(17, r.peak_memory_bytes);
+  stmt.Bind(18, int64_t{r.sandboxed ? 1 : 0});
+  stmt.Bind(19, r.idempotency_key);
+  stmt.Bind(20, r.manifest_version);
+}
+
+ExecutionRecord ReadRecord(const Statement& stmt) {
+  ExecutionRecord r;
+  r.id = stmt.Text(0);
+  r.kind = stmt.Text(1);
+  r.name = stmt.Text(2);
+  r.status = stmt.Text(3);
+  r.parameters_json = stmt.Text(4);
+  r.result_json = stmt.Text(5);
+  r.error = stmt.Text(6);
+  r.exit_code = stmt.OptionalInt(7);
+  r.signal = stmt.OptionalInt(8);
+  r.stderr_tail = stmt.Text(9);
+  r.created_ms = stmt.Int(10);
+  r.started_ms = stmt.Int(11);
+  r.finished_ms = stmt.Int(12);
+  r.duration_ms = stmt.Int(13);
+  r.cpu_user_ms = stmt.Int(14);
+  r.cpu_system_ms = stmt.Int(15);
+  r.peak_memory_bytes = stmt.Int(16);
+  r.sandboxed = stmt.Int(17) != 0;
+  r.idempotency_key = stmt.Text(18);
+  r.manifest_version = stmt.Text(19);
+  return r;
+}
+
+bool IsKnownStatus(std::string_view status) {
+  return std::find(std::begin(kStatuses), std::end(kStatuses), status) != std::end(kStatuses);
+}
+
+Status ValidateRecord(const ExecutionRecord& r) {
+  if (r.id.empty()) return InvalidArgumentError("an execution needs an id");
+  if (!IsKnownStatus(r.status)) {
+    return InvalidArgumentError("execution " + r.id + ": unknown status \"" + r.status + "\"");
+  }
+  return Status::Ok();
+}
+
+std::string ListSql(bool by_name, bool by_status, bool before) {
+  std::string sql = "SELECT " + std::string(kRecordColumns) + " FROM executions";
+  std::vector<std::string_view> conditions;
+  if (by_name) conditions.push_back("name = ?1");
+  // With both, the name index leads (a tool's records, in order) and status filters them: "+"
+  // keeps the planner, which has no statistics, from sorting a status's records instead.
+  if (by_status) conditions.push_back(by_name ? "+status = ?2" : "status = ?2");
+  if (before) conditions.push_back("(created_ms, id) < (?3, ?4)");
+  for (size_t i = 0; i < conditions.size(); ++i) {
+    sql += i == 0 ? " WHERE " : " AND ";
+    sql += conditions[i];
+  }
+  sql += " ORDER BY created_ms DESC, id DESC LIMIT ?5";
+  return sql;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening: identity checks and migrations.
+
+// Refuses a file that is not SQLite, a SQLite database that is not Cortex's, and a Cortex
+// database from a newer schema version, before anything is written to it.
+Status CheckIdentity(Connection& c, const std::string& path, int latest_version) {
+  // The first read of the file: a file that is not SQLite fails here, before any write.
+  int rc = sqlite3_exec(c.db(), "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+  if ((rc & 0xff) == SQLITE_NOTADB) {
+    return FailedPreconditionError(path +
+                                   " is not a SQLite database; refusing to use or change it "
+                                   "(move it away, or choose another --data-dir)");
+  }
+  if (rc != SQLITE_OK) return SqliteError(c.db(), rc, "reading " + path);
+  CORTEX_ASSIGN_OR_RETURN(int64_t app_id, c.QueryInt("PRAGMA application_id"));
+  CORTEX_ASSIGN_OR_RETURN(int64_t version, c.QueryInt("PRAGMA user_version"));
+  CORTEX_ASSIGN_OR_RETURN(int64_t objects, c.QueryInt("SELECT count(*) FROM sqlite_master"));
+  if (app_id == 0 && version == 0 && objects == 0) return Status::Ok();  // new (or empty)
+  if (app_id != kApplicationId) {
+    char id[16];
+    std::snprintf(id, sizeof id, "0x%08x", static_cast<unsigned>(app_id));
+    return FailedPreconditionError(
+        path + " is a SQLite database but not Cortex's (application_id " + id + ", " +
+        std::to_string(objects) + " schema objects); refusing to change it");
+  }
+  if (version > latest_version) {
+    return FailedPreconditionError(
+        path + " has schema version " + std::to_string(version) +
+        ", newer than this cortex supports (" + std::to_string(latest_version) +
+        "): it was written by a newer cortex; run that version, or restore a backup");
+  }
+  return Status::Ok();
+}
+
+Status Migrate(Connection& c, const std::string& path, std::span<const Migration> migrations) {
+  const int latest = migrations.empty() ? 0 : migrations.back().version;
+  CORTEX_ASSIGN_OR_RETURN(int64_t current, c.QueryInt("PRAGMA user_version"));
+  if (current >= latest) return Status::Ok();
+
+  // BEGIN IMMEDIATE takes the write lock: another process opening the same file waits, then finds
+  // the work done.
+  CORTEX_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE", "starting the schema migration of " + path));
+  auto apply = [&]() -> Status {
+    CORTEX_RETURN_IF_ERROR(CheckIdentity(c, path, latest));
+    CORTEX_ASSIGN_OR_RETURN(int64_t version, c.QueryInt("PRAGMA user_version"));
+    CORTEX_RETURN_IF_ERROR(
+        c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT "
+               "NULL, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)"));
+    for (const Migration& m : migrations) {
+      if (m.version <= version) continue;
+      std::string what = "schema migration " + std::to_string(m.version) + " (" +
+                         std::string(m.name) + ") of " + path;
+      CORTEX_RETURN_IF_ERROR(c.Exec(std::string(m.sql), what));
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement record,
+          c.Prepare("INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, "
+                    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))"));
+      record.Bind(1, int64_t{m.version});
+      record.Bind(2, m.name);
+      CORTEX_RETURN_IF_ERROR(record.Run());
+    }
+    CORTEX_RETURN_IF_ERROR(c.Exec("PRAGMA application_id = " + std::to_string(kApplicationId)));
+    return c.Exec("PRAGMA user_version = " + std::to_string(latest));
+  };
+  Status status = apply();
+  if (status.ok()) status = c.Exec("COMMIT", "committing the schema migration of " + path);
+  if (!status.ok() && c.InTransaction()) (void)c.Exec("ROLLBACK");
+  return status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store.
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(SqliteOptions options, std::unique_ptr<Connection> writer,
+              std::vector<std::unique_ptr<Connection>> readers)
+      : options_(std::move(options)), writer_(std::move(writer)), readers_(std::move(readers)) {
+    for (auto& r : readers_) free_readers_.push_back(r.get());
+  }
+
+  ~SqliteStore() override {
+    readers_.clear();  // the writer closes last: its close checkpoints the WAL into the database
+    writer_.reset();
+  }
+
+  Status CreateExecution(const ExecutionRecord& record) override {
+    CORTEX_RETURN_IF_ERROR(ValidateRecord(record));
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kInsertExecution));
+      BindRecord(stmt, record);
+      Status status = stmt.Run();
+      if (!status.ok() && (stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_PRIMARYKEY ||
+                           stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_UNIQUE)) {
+        return AlreadyExistsError("execution " + record.id + " already exists");
+      }
+      return status;
+    });
+  }
+
+  Status UpdateExecution(const ExecutionRecord& record) override {
+    CORTEX_RETURN_IF_ERROR(ValidateRecord(record));
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kUpdateExecution));
+      BindRecord(stmt, record);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(c.db()) == 0) return NotFoundError("no execution " + record.id);
+      return Status::Ok();
+    });
+  }
+
+  Result<std::optional<ExecutionRecord>> GetExecution(const std::string& id) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                            reader->Prepare("SELECT " + std::string(kRecordColumns) +
+                                            " FROM executions WHERE id = ?1"));
+    stmt.Bind(1, id);
+    CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return std::optional<ExecutionRecord>();
+    return std::optional<ExecutionRecord>(ReadRecord(stmt));
+  }
+
+  Result<std::vector<ExecutionRecord>> ListExecutions(const ExecutionFilter& filter) override {
+    if (filter.status && !IsKnownStatus(*filter.status)) {
+      return InvalidArgumentError("unknown execution status \"" + *filter.status + "\"");
+    }
+    const int64_t limit = static_cast<int64_t>(std::clamp<size_t>(filter.limit, 1, kMaxListLimit));
+    Lease reader(*this);
+    Connection& c = *reader;
+    // One read transaction: the page starts exactly where the cursor record is in this snapshot.
+    CORTEX_RETURN_IF_ERROR(c.Run("BEGIN"));
+    auto list = [&]() -> Result<std::vector<ExecutionRecord>> {
+      int64_t before_created = 0;
+      if (filter.before_id) {
+        CORTEX_ASSIGN_OR_RETURN(Statement cursor,
+                                c.Prepare("SELECT created_ms FROM executions WHERE id = ?1"));
+        cursor.Bind(1, *filter.before_id);
+        CORTEX_ASSIGN_OR_RETURN(bool found, cursor.Step());
+        if (!found) {
+          return InvalidArgumentError("before_id: no execution " + *filter.before_id);
+        }
+        before_created = cursor.Int(0);
+      }
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                              c.Prepare(ListSql(filter.name.has_value(), filter.status.has_value(),
+                                                filter.before_id.has_value())));
+      if (filter.name) stmt.Bind(1, *filter.name);
+      if (filter.status) stmt.Bind(2, *filter.status);
+      if (filter.before_id) {
+        stmt.Bind(3, before_created);
+        stmt.Bind(4, *filter.before_id);
+      }
+      stmt.Bind(5, limit);
+      std::vector<ExecutionRecord> records;
+      for (;;) {
+        CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+        if (!row) break;
+        records.push_back(ReadRecord(stmt));
+      }
+      return records;
+    };
+    auto records = list();  // its statements are reset when it returns
+    Status end = c.Run("COMMIT");
+    if (!records.ok()) return records.status();
+    if (!end.ok()) return end;
+    return records;
+  }
+
+  Result<int> MarkInterrupted(int64_t now_ms) override {
+    int changed = 0;
+    CORTEX_RETURN_IF_ERROR(Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("UPDATE executions SET status = 'interrupted', error = ?1, finished_ms = ?2, "
+                    "duration_ms = CASE WHEN status = 'running' AND started_ms > 0 "
+                    "THEN max(?2 - started_ms, 0) ELSE duration_ms END "
+                    "WHERE status IN ('queued', 'running')"));
+      stmt.Bind(1, kInterruptedError);
+      stmt.Bind(2, now_ms);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      changed = sqlite3_changes(c.db());
+      return Status::Ok();
+    }));
+    return changed;
+  }
+
+  Status AppendLogs(const std::string& execution_id, const std::vector<LogLine>& lines) override {
+    if (lines.empty()) return Status::Ok();
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].seq < 1 || (i > 0 && lines[i].seq <= lines[i - 1].seq)) {
+        return InvalidArgumentError("log lines of " + execution_id +
+                                    ": seq must be >= 1 and increasing, got " +
+                                    std::to_string(lines[i].seq) + " at line " + std::to_string(i));
+      }
+    }
+    const int64_t cap = static_cast<int64_t>(options_.max_log_lines_per_execution);
+    return Write([&](Connection& c) -> Status {
+      int64_t count = 0, last_seq = 0;
+      {
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement stmt,
+            c.Prepare("SELECT log_line_count, log_last_seq FROM executions WHERE id = ?1"));
+        stmt.Bind(1, execution_id);
+        CORTEX_ASSIGN_OR_RETURN(bool found, stmt.Step());
+        if (!found) return NotFoundError("no execution " + execution_id);
+        count = stmt.Int(0);
+        last_seq = stmt.Int(1);
+      }
+      if (lines.front().seq <= last_seq) {
+        return InvalidArgumentError(
+            "log lines of " + execution_id + ": seq " + std::to_string(lines.front().seq) +
+            " is not after the last one stored (" + std::to_string(last_seq) + ")");
+      }
+      // Lines that the cap would drop at once are not written at all.
+      const int64_t n = static_cast<int64_t>(lines.size());
+      const int64_t skip = std::max<int64_t>(0, n - cap);
+      {
+        CORTEX_ASSIGN_OR_RETURN(Statement insert,
+                                c.Prepare("INSERT INTO execution_logs (execution_id, seq, stream, "
+                                          "at_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)"));
+        for (int64_t i = skip; i < n; ++i) {
+          const LogLine& line = lines[static_cast<size_t>(i)];
+          insert.Bind(1, execution_id);
+          insert.Bind(2, line.seq);
+          insert.Bind(3, std::string_view(line.is_stderr ? "stderr" : "stdout"));
+          insert.Bind(4, line.at_ms);
+          insert.Bind(5, line.text);
+          CORTEX_RETURN_IF_ERROR(insert.Run());
+          insert.Reset();
+        }
+      }
+      count += n - skip;
+      if (count > cap) {
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement trim,
+            c.Prepare("DELETE FROM execution_logs WHERE execution_id = ?1 AND seq IN (SELECT seq "
+                      "FROM execution_logs WHERE execution_id = ?1 ORDER BY seq LIMIT ?2)"));
+        trim.Bind(1, execution_id);
+        trim.Bind(2, count - cap);
+        CORTEX_RETURN_IF_ERROR(trim.Run());
+        count = cap;
+      }
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement update,
+          c.Prepare("UPDATE executions SET log_line_count = ?2, log_last_seq = ?3 WHERE id = ?1"));
+      update.Bind(1, execution_id);
+      update.Bind(2, count);
+      update.Bind(3, lines.back().seq);
+      return update.Run();
+    });
+  }
+
+  Result<std::vector<LogLine>> GetLogs(const std::string& execution_id, int64_t after_seq,
+                                       size_t limit) override {
+    Lease reader(*this);
+    Connection& c = *reader;
+    std::vector<LogLine> lines;
+    {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                              c.Prepare("SELECT seq, stream, at_ms, text FROM execution_logs WHERE "
+                                        "execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"));
+      stmt.Bind(1, execution_id);
+      stmt.Bind(2, after_seq);
+      stmt.Bind(3, static_cast<int64_t>(std::clamp<size_t>(limit, 1, kMaxLogLimit)));
+      for (;;) {
+        CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+        if (!row) break;
+        LogLine line;
+        line.seq = stmt.Int(0);
+        line.is_stderr = stmt.Text(1) == "stderr";
+        line.at_ms = stmt.Int(2);
+        line.text = stmt.Text(3);
+        lines.push_back(std::move(line));
+      }
+    }
+    if (lines.empty()) {  // none yet, or no such execution?
+      CORTEX_ASSIGN_OR_RETURN(Statement exists,
+                              c.Prepare("SELECT 1 FROM executions WHERE id = ?1"));
+      exists.Bind(1, execution_id);
+      CORTEX_ASSIGN_OR_RETURN(bool found, exists.Step());
+      if (!found) return NotFoundError("no execution " + execution_id);
+    }
+    return lines;
+  }
+
+ private:
+  // A reader connection borrowed from the pool for one call.
+  class Lease {
+   public:
+    explicit Lease(SqliteStore& store) : store_(store) {
+      std::unique_lock lock(store_.readers_mu_);
+      store_.readers_cv_.wait(lock, [&] { return !store_.free_readers_.empty(); });
+      connection_ = store_.free_readers_.back();
+      store_.free_readers_.pop_back();
+    }
+    ~Lease() {
+      {
+        std::lock_guard lock(store_.readers_mu_);
+        store_.free_readers_.push_back(connection_);
+      }
+      store_.readers_cv_.notify_one();
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Connection* operator->() const { return connection_; }
+    Connection& operator*() const { return *connection_; }
+
+   private:
+    SqliteStore& store_;
+    Connection* connection_ = nullptr;
+  };
+
+  using WriteOp = std::function<Status(Connection&)>;
+
+  // A caller waiting in Write(). Lives on the caller's stack; guarded by write_mu_.
+  struct Writer {
+    const WriteOp* op = nullptr;
+    Status status;
+    bool done = false;
+    std::condition_variable cv;
+  };
+
+  // Runs `op` in a committed transaction (shared with other callers' operations) and returns its
+  // status, or the transaction's failure.
+  Status Write(const WriteOp& op) {
+    Writer self;
+    self.op = &op;
+    std::unique_lock lock(write_mu_);
+    writers_.push_back(&self);
+    self.cv.wait(lock, [&] { return self.done || writers_.front() == &self; });
+    if (self.done) return self.status;  // a leader committed it
+
+    // The leader: commit a group, then hand the lead to the next waiting caller.
+    std::vector<Writer*> group(writers_.begin(),
+                               writers_.begin() + std::min(writers_.size(), kMaxGroup));
+    lock.unlock();
+    CommitGroup(group);  // only the leader uses writer_
+    lock.lock();
+    for (size_t i = 0; i < group.size(); ++i) {
+      Writer* w = writers_.front();
+      writers_.pop_front();
+      w->done = true;
+      if (w != &self) w->cv.notify_one();
+    }
+    if (!writers_.empty()) writers_.front()->cv.notify_one();
+    return self.status;
+  }
+
+  // Sets each writer's status. An operation that fails is undone alone (ROLLBACK TO its
+  // savepoint); a failure of the transaction itself fails every operation of the group.
+  void CommitGroup(const std::vector<Writer*>& group) {
+    Connection& c = *writer_;
+    // Rolls the transaction back; operations that had not failed on their own fail with `status`.
+    auto abort = [&](const Status& status) {
+      if (c.InTransaction()) (void)c.Exec("ROLLBACK");
+      for (Writer* w : group) {
+        if (w->status.ok()) w->status = status;
+      }
+    };
+    Status begin = c.Run("BEGIN IMMEDIATE");
+    if (!begin.ok()) return abort(begin);
+    for (Writer* w : group) {
+      Status savepoint = c.Run("SAVEPOINT op");
+      if (!savepoint.ok()) return abort(savepoint);
+      Status status = (*w->op)(c);
+      if (!c.InTransaction()) {  // SQLite rolled it all back itself (disk full, I/O error, ...)
+        return abort(status.ok() ? InternalError("sqlite: the transaction was rolled back")
+                                 : status);
+      }
+      Status end = status.ok() ? Status::Ok() : c.Run("ROLLBACK TO op");
+      if (end.ok()) end = c.Run("RELEASE op");
+      if (!end.ok()) return abort(end);
+      w->status = std::move(status);
+    }
+    Status commit = c.Run("COMMIT");
+    if (!commit.ok()) abort(commit);
+  }
+
+  const SqliteOptions options_;
+  std::unique_ptr<Connection> writer_;
+
+  std::mutex write_mu_;
+  std::deque<Writer*> writers_;  // head: the leader; at most one entry per calling thread
+
+  std::vector<std::unique_ptr<Connection>> readers_;
+  std::mutex readers_mu_;
+  std::condition_variable readers_cv_;
+  std::vector<Connection*> free_readers_;
+};
+
+Status CheckFolder(const std::string& path) {
+  std::string folder = ".";
+  if (size_t slash = path.rfind('/'); slash != std::string::npos) {
+    folder = slash == 0 ? "/" : path.substr(0, slash);
+  }
+  struct stat st {};
+  if (stat(folder.c_str(), &st) != 0) {
+    const int err = errno;
+    return FailedPreconditionError("cannot open the state database " + path + ": its folder " +
+                                   folder +
+                                   (err == ENOENT ? " does not exist" : " cannot be reached") +
+                                   " (" + std::generic_category().message(err) + ")");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return FailedPreconditionError("cannot open the state database " + path + ": " + folder +
+                                   " is not a folder");
+  }
+  // WAL mode creates <path>-wal and <path>-shm next to the database, even when it exists.
+  if (faccessat(AT_FDCWD, folder.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
+    const int err = errno;
+    return FailedPreconditionError("cannot open the state database " + path + ": its folder " +
+                                   folder + " is not writable (" +
+                                   std::generic_category().message(err) +
+                                   "); SQLite creates the database and its -wal and -shm files "
+                                   "there");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+namespace sqlite_internal {
+
+std::span<const Migration> Migrations() { return kMigrations; }
+
+std::string ListExecutionsSql(bool by_name, bool by_status, bool before) {
+  return ListSql(by_name, by_status, before);
+}
+
+Result<std::unique_ptr<Store>> OpenWithMigrations(const SqliteOptions& options,
+                                                  std::span<const Migration> migrations) {
+  for (size_t i = 0; i < migrations.size(); ++i) {
+    CORTEX_CHECK_MSG(migrations[i].version == static_cast<int>(i) + 1,
+                     "migrations are numbered 1, 2, 3, ... in order");
+  }
+  const std::string& path = options.path;
+  if (path.empty()) return InvalidArgumentError("the state database needs a path");
+  if (path == ":memory:") {
+    return InvalidArgumentError("the state database must be a file, not " + path);
+  }
+  CORTEX_RETURN_IF_ERROR(CheckFolder(path));
+  const int latest = migrations.empty() ? 0 : migrations.back().version;
+
+  CORTEX_ASSIGN_OR_RETURN(std::unique_ptr<Connection> writer,
+                          Connection::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  sqlite3_db_config(writer->db(), SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  if (sqlite3_db_readonly(writer->db(), "main") == 1) {  // SQLite falls back to read-only
+    return FailedPreconditionError("cannot open the state database " + path +
+                                   ": the file is not writable");
+  }
+  // Nothing is written before the file is known to be ours (or new).
+  CORTEX_RETURN_IF_ERROR(CheckIdentity(*writer, path, latest));
+
+  CORTEX_ASSIGN_OR_RETURN(std::string mode, writer->QueryText("PRAGMA journal_mode = WAL"));
+  if (mode != "wal") {
+    return FailedPreconditionError("cannot put " + path + " in WAL mode (journal_mode is " + mode +
+                                   "); is it on a network file system?");
+  }
+  CORTEX_RETURN_IF_ERROR(writer->Exec(options.fsync_every_commit ? "PRAGMA synchronous = FULL"
+                                                                 : "PRAGMA synchronous = NORMAL"));
+  CORTEX_RETURN_IF_ERROR(writer->Exec("PRAGMA foreign_keys = ON"));
+  CORTEX_RETURN_IF_ERROR(
+      writer->Exec("PRAGMA journal_size_limit = " + std::to_string(kJournalSizeLimitBytes)));
+  CORTEX_RETURN_IF_ERROR(Migrate(*writer, path, migrations));
+
+  std::vector<std::unique_ptr<Connection>> readers;
+  for (size_t i = 0; i < kReaderConnections; ++i) {
+    CORTEX_ASSIGN_OR_RETURN(std::unique_ptr<Connection> reader,
+                            Connection::Open(path, SQLITE_OPEN_READWRITE));
+    sqlite3_db_config(reader->db(), SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+    CORTEX_RETURN_IF_ERROR(reader->Exec("PRAGMA query_only = ON"));
+    readers.push_back(std::move(reader));
+  }
+  return std::unique_ptr<Store>(
+      std::make_unique<SqliteStore>(options, std::move(writer), std::move(readers)));
+}
+
+Result<std::vector<std::vector<std::string>>> RawQuery(const std::string& path,
+                                                       const std::string& sql) {
+  CORTEX_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c,
+                          Connection::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  std::vector<std::vector<std::string>> rows;
+  auto collect = [](void* out, int n, char** values, char**) -> int {
+    auto& table = *static_cast<std::vector<std::vector<std::string>>*>(out);
+    std::vector<std::string> row;
+    for (int i = 0; i < n; ++i) row.emplace_back(values[i] != nullptr ? values[i] : "NULL");
+    table.push_back(std::move(row));
+    return 0;
+  };
+  int rc = sqlite3_exec(c->db(), sql.c_str(), collect, &rows, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(c->db(), rc, "running \"" + sql + "\"");
+  return rows;
+}
+
+}  // namespace sqlite_internal
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options) {
+  return sqlite_internal::OpenWithMigrations(options, kMigrations);
+}
+
+}  // namespace cortex::store

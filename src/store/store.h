@@ -1,0 +1,87 @@
+// The Store: everything a user would miss after a crash, written before it is acknowledged.
+// One interface, implementations for SQLite (the embedded default) and, later, PostgreSQL.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace cortex::store {
+
+// One tool (later: agent) execution. Payloads (parameters, result) are JSON text: they are the
+// caller's data, not the schema; every field Cortex queries or updates is a column.
+struct ExecutionRecord {
+  std::string id;        // "ex_..." unique
+  std::string kind = "tool";
+  std::string name;      // the tool's name
+  std::string status;    // queued | running | succeeded | failed | timeout | cancelled | interrupted
+  std::string parameters_json = "{}";
+  std::string result_json;  // the tool's parsed output (JSON), or a JSON string of its text
+  std::string error;        // why it failed ("" when it did not)
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::string stderr_tail;  // bounded
+  int64_t created_ms = 0, started_ms = 0, finished_ms = 0;  // Unix epoch milliseconds
+  int64_t duration_ms = 0;
+  int64_t cpu_user_ms = 0, cpu_system_ms = 0;
+  int64_t peak_memory_bytes = 0;
+  bool sandboxed = true;
+  std::string idempotency_key;
+  std::string manifest_version;  // the manifest revision it ran with
+};
+
+struct ExecutionFilter {
+  std::optional<std::string> name;
+  std::optional<std::string> status;
+  size_t limit = 50;                    // at most 1000
+  std::optional<std::string> before_id;  // page: records created before this one
+};
+
+struct LogLine {
+  int64_t seq = 0;
+  bool is_stderr = false;
+  int64_t at_ms = 0;
+  std::string text;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Status CreateExecution(const ExecutionRecord& record) = 0;  // AlreadyExists on a dup id
+  virtual Status UpdateExecution(const ExecutionRecord& record) = 0;  // NotFound if absent
+  virtual Result<std::optional<ExecutionRecord>> GetExecution(const std::string& id) = 0;
+  // Newest first.
+  virtual Result<std::vector<ExecutionRecord>> ListExecutions(const ExecutionFilter& filter) = 0;
+  // At start-up: every execution still queued or running is marked interrupted (with finished_ms
+  // = now_ms and an error saying the server stopped); returns how many.
+  virtual Result<int> MarkInterrupted(int64_t now_ms) = 0;
+
+  // Output lines of an execution, bounded per execution (older lines are dropped past the cap).
+  // The caller numbers lines: seq >= 1, increasing within the batch and after every seq already
+  // appended to that execution (else InvalidArgument); a batch is stored whole or not at all.
+  // NotFound for an unknown execution (both calls).
+  virtual Status AppendLogs(const std::string& execution_id, const std::vector<LogLine>& lines) = 0;
+  virtual Result<std::vector<LogLine>> GetLogs(const std::string& execution_id, int64_t after_seq,
+                                               size_t limit) = 0;
+};
+
+struct SqliteOptions {
+  std::string path;  // the database file; its folder must exist
+  size_t max_log_lines_per_execution = 10000;
+  // false (synchronous=NORMAL, the default): an acknowledged write survives a crash or kill -9 of
+  // cortex; after a power loss or OS crash the database is intact but may lack the last commits.
+  // true (synchronous=FULL): the WAL is fsynced at every commit, so acknowledged writes also
+  // survive power loss, at the cost of one fsync per commit (concurrent writes share one).
+  bool fsync_every_commit = false;
+};
+
+// Opens (creating and migrating as needed) a SQLite store in WAL mode. A file that is not a
+// Cortex database, or one from a newer schema version, is a clear error.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options);
+
+}  // namespace cortex::store
