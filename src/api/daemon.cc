@@ -5,11 +5,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 
+#include "api/execute_routes.h"
 #include "api/registry_routes.h"
 #include "common/log.h"
 #include "cortex/version.h"
+#include "exec/executor.h"
 #include "registry/registry.h"
+#include "store/store.h"
 
 namespace cortex::api {
 
@@ -25,8 +30,9 @@ void AddHealthRoutes(http::Server& server, const char* service) {
   });
 }
 
-Result<std::unique_ptr<http::Server>> StartServer(const std::string& listen, const Settings& s,
-                                                  const char* service, registry::Registry& reg) {
+Result<std::unique_ptr<http::Server>> StartServer(
+    const std::string& listen, const Settings& s, const char* service,
+    const std::function<void(http::Server&)>& add_routes) {
   http::ServerOptions opts;
   CORTEX_RETURN_IF_ERROR(ParseHostPort(listen, &opts.host, &opts.port));
   opts.threads = static_cast<int>(s.http.threads);
@@ -34,7 +40,7 @@ Result<std::unique_ptr<http::Server>> StartServer(const std::string& listen, con
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
   auto server = std::make_unique<http::Server>(opts);
   AddHealthRoutes(*server, service);
-  AddRegistryRoutes(*server, reg);
+  add_routes(*server);
   CORTEX_RETURN_IF_ERROR(server->Start());
   return server;
 }
@@ -105,19 +111,90 @@ int RunServe(const Settings& s) {
     }
   }
 
-  auto gateway = StartServer(s.listen, s, "cortex", reg);
+  // State: the Store, then the executor on top of it.
+  store::SqliteOptions sopts;
+  sopts.path = s.data_dir + "/cortex.db";
+  auto db = store::OpenSqliteStore(sopts);
+  if (!db.ok()) {
+    log::Error("store", db.status().message());
+    return 1;
+  }
+  std::unique_ptr<store::Store> state = std::move(db).value();
+  if (auto n = state->MarkInterrupted(exec::NowMs()); n.ok() && *n > 0) {
+    log::Warn("exec", std::to_string(*n) + " executions were running when the server last " +
+                          "stopped: marked interrupted");
+  }
+  exec::ExecutorOptions eopts;
+  eopts.workers = static_cast<int>(s.exec.workers);
+  eopts.queue_capacity = static_cast<size_t>(s.exec.queue);
+  eopts.allow_unsandboxed = s.exec.allow_unsandboxed;
+  eopts.defaults.timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(s.exec.default_timeout.seconds * 1000));
+  eopts.defaults.max_processes = static_cast<uint64_t>(s.exec.default_max_processes);
+  if (auto mem = exec::ParseByteSize(s.exec.default_memory); mem.ok()) {
+    eopts.defaults.memory_bytes = *mem;
+  } else {
+    log::Error("exec", "exec.default_memory: " + mem.status().message());
+    return 1;
+  }
+  eopts.hidden_paths = {std::filesystem::absolute(s.data_dir).lexically_normal().string()};
+  if (s.exec.sandbox) {
+    auto sandbox = exec::DetectSandbox("", s.data_dir + "/sandbox");
+    if (sandbox.ok()) {
+      log::Info("exec", "sandbox: " + sandbox->Describe());
+      eopts.sandbox = std::move(sandbox).value();
+    } else {
+      log::Warn("exec", "tools cannot be sandboxed: " + sandbox.status().message() +
+                            (s.exec.allow_unsandboxed ? " (running them unsandboxed, as allowed)"
+                                                      : " (tool calls will be refused)"));
+    }
+  } else {
+    log::Warn("exec", "the sandbox is off (exec.sandbox: false)");
+  }
+  const char* path_env = std::getenv("PATH");
+  const char* pyenv_version = std::getenv("PYENV_VERSION");
+  std::string search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  std::string pyenv = pyenv_version ? pyenv_version : "";
+  auto resolved = std::make_shared<std::map<std::string, std::string>>();
+  auto resolve_mu = std::make_shared<std::mutex>();
+  exec::ProgramResolver resolver = [=](const std::string& name) -> Result<std::string> {
+    std::lock_guard lock(*resolve_mu);
+    auto it = resolved->find(name);
+    if (it != resolved->end()) return it->second;
+    CORTEX_ASSIGN_OR_RETURN(std::string p, exec::ResolveProgram(name, search_path, pyenv));
+    (*resolved)[name] = p;
+    return p;
+  };
+  auto runner = exec::MakeProcessRunner();
+  auto executor = std::make_unique<exec::Executor>(eopts, reg, *state, *runner, resolver);
+
+  auto gateway = StartServer(s.listen, s, "cortex", [&](http::Server& srv) {
+    AddRegistryRoutes(srv, reg);
+    AddExecuteRoutes(srv, *executor, *state);
+  });
   if (!gateway.ok()) {
     log::Error("serve", gateway.status().message());
     return 1;
   }
   std::unique_ptr<http::Server> registry_server;
   if (s.services.registry) {
-    auto r = StartServer(*s.services.registry, s, "manifest-ingestion", reg);
+    auto r = StartServer(*s.services.registry, s, "manifest-ingestion",
+                         [&](http::Server& srv) { AddRegistryRoutes(srv, reg); });
     if (!r.ok()) {
       log::Error("serve", r.status().message());
       return 1;
     }
     registry_server = std::move(r).value();
+  }
+  std::unique_ptr<http::Server> executor_server;
+  if (s.services.executor) {
+    auto r = StartServer(*s.services.executor, s, "runtime-executor",
+                         [&](http::Server& srv) { AddExecuteRoutes(srv, *executor, *state); });
+    if (!r.ok()) {
+      log::Error("serve", r.status().message());
+      return 1;
+    }
+    executor_server = std::move(r).value();
   }
 
   std::string host;
@@ -162,7 +239,9 @@ int RunServe(const Settings& s) {
   logger.join();
   reg.StopWatching();
   if (registry_server) registry_server->Stop();
+  if (executor_server) executor_server->Stop();
   (*gateway)->Stop();
+  executor.reset();  // cancels running tools, waits for the workers
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
   return 0;

@@ -42,9 +42,31 @@ struct RegistrySettings {
 // The seed design's per-service ports; each serves only its own routes, beside the gateway.
 struct ServicePorts {
   std::optional<std::string> registry;  // "127.0.0.1:8082"
+  std::optional<std::string> executor;  // "127.0.0.1:8083"
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("registry", s.registry);
+    v.Field("executor", s.executor);
+  }
+};
+
+struct ExecSettings {
+  int64_t workers = 4;
+  int64_t queue = 64;
+  bool sandbox = true;             // bubblewrap
+  bool allow_unsandboxed = false;  // when the sandbox is off or unusable
+  registry::Duration default_timeout{30};
+  std::string default_memory = "512M";
+  int64_t default_max_processes = 64;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("workers", s.workers, {.min = 1, .max = 256});
+    v.Field("queue", s.queue, {.min = 1, .max = 100000});
+    v.Field("sandbox", s.sandbox);
+    v.Field("allow_unsandboxed", s.allow_unsandboxed);
+    v.Field("default_timeout", s.default_timeout);
+    v.Field("default_memory", s.default_memory);
+    v.Field("default_max_processes", s.default_max_processes, {.min = 1});
   }
 };
 
@@ -56,6 +78,7 @@ struct Settings {
   ServicePorts services;
   HttpSettings http;
   RegistrySettings registry;
+  ExecSettings exec;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -65,6 +88,7 @@ struct Settings {
     v.Field("services", s.services);
     v.Field("http", s.http);
     v.Field("registry", s.registry);
+    v.Field("exec", s.exec);
   }
 };
 

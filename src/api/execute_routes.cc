@@ -1,0 +1,185 @@
+#include "api/execute_routes.h"
+
+#include "api/errors.h"
+
+namespace cortex::api {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+http::Response Ok(const Json& body, int status = 200) {
+  return http::Response::Json(status, body.dump(-1, ' ', false, Json::error_handler_t::replace));
+}
+
+bool WantsEvents(const http::Request& req) {
+  auto accept = req.Header("Accept");
+  return accept && accept->find("text/event-stream") != std::string::npos;
+}
+
+// Streams an execution's output lines, then its record, as server-sent events.
+void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::string& id) {
+  int64_t seq = 0;
+  bool done = false;
+  while (w.IsOpen() && !done) {
+    auto lines = executor.Follow(id, seq, std::chrono::milliseconds(200), &done);
+    if (!lines.ok()) break;
+    for (const auto& l : *lines) {
+      Json j = {{"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
+      if (!w.Send(l.is_stderr ? "stderr" : "stdout",
+                  j.dump(-1, ' ', false, Json::error_handler_t::replace), std::to_string(l.seq))) {
+        return;
+      }
+      seq = l.seq;
+    }
+  }
+  auto record = executor.Wait(id, std::chrono::milliseconds(0));
+  if (record.ok()) {
+    w.Send("result",
+           exec::ExecutionJson(*record).dump(-1, ' ', false, Json::error_handler_t::replace));
+  }
+}
+
+}  // namespace
+
+void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Store& store) {
+  server.Handle("POST", "/execute/tool", [&executor](const http::Request& req) {
+    Json body = req.body.empty() ? Json::object() : Json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      return ErrorFromStatus(
+          InvalidArgumentError("the body must be a JSON object: "
+                               "{\"name\": ..., \"parameters\": {...}}"));
+    }
+    exec::ExecuteRequest request;
+    if (body.contains("name") && body["name"].is_string()) {
+      request.tool = body["name"].get<std::string>();
+    } else if (auto q = req.Query("tool_name")) {  // the original service's query form
+      request.tool = *q;
+    } else {
+      return ErrorFromStatus(InvalidArgumentError("'name' (the tool's name) is required"));
+    }
+    if (body.contains("parameters")) request.parameters = body["parameters"];
+    if (body.contains("idempotency_key")) {
+      if (!body["idempotency_key"].is_string()) {
+        return ErrorFromStatus(InvalidArgumentError("'idempotency_key' must be a string"));
+      }
+      request.idempotency_key = body["idempotency_key"].get<std::string>();
+    }
+    bool async = body.contains("async") && body["async"].is_boolean() && body["async"].get<bool>();
+
+    std::vector<exec::FieldError> fields;
+    auto id = executor.Submit(request, &fields);
+    if (!id.ok()) {
+      if (!fields.empty()) {
+        Json details = {{"fields", exec::FieldErrorsJson(fields)}};
+        return ErrorFromStatus(id.status(), details.dump());
+      }
+      http::Response resp = ErrorFromStatus(id.status());
+      if (id.status().code() == StatusCode::kResourceExhausted) {
+        resp.headers.emplace_back("Retry-After", "1");
+      }
+      return resp;
+    }
+    std::string exec_id = *id;
+    if (WantsEvents(req)) {
+      http::Response resp;
+      resp.sse = [&executor, exec_id](http::SseWriter& w) {
+        if (!w.Send("queued", Json{{"execution_id", exec_id}}.dump())) return;
+        StreamExecution(w, executor, exec_id);
+      };
+      return resp;
+    }
+    Json links = {{"status", "/executions/" + exec_id},
+                  {"logs", "/executions/" + exec_id + "/logs"},
+                  {"cancel", "/executions/" + exec_id + "/cancel"}};
+    if (async) {
+      return Ok({{"execution_id", exec_id}, {"status", "queued"}, {"links", links}}, 202);
+    }
+    // Waits at most 10 minutes; a longer call answers 202 and keeps running.
+    auto record = executor.Wait(exec_id, std::chrono::minutes(10));
+    if (!record.ok()) return ErrorFromStatus(record.status());
+    Json out = exec::ExecutionJson(*record);
+    bool finished = record->finished_ms != 0;
+    if (!finished) out["links"] = links;
+    return Ok(out, finished ? 200 : 202);
+  });
+
+  server.Handle("GET", "/executions", [&store](const http::Request& req) {
+    store::ExecutionFilter filter;
+    if (auto v = req.Query("tool")) filter.name = *v;
+    if (auto v = req.Query("status")) filter.status = *v;
+    if (auto v = req.Query("before")) filter.before_id = *v;
+    if (auto v = req.Query("limit")) {
+      if (v->empty() || v->size() > 4 || v->find_first_not_of("0123456789") != std::string::npos) {
+        return ErrorFromStatus(InvalidArgumentError("limit must be a number from 1 to 1000"));
+      }
+      filter.limit = static_cast<size_t>(std::stoul(*v));
+    }
+    auto list = store.ListExecutions(filter);
+    if (!list.ok()) return ErrorFromStatus(list.status());
+    Json arr = Json::array();
+    for (const auto& r : *list) arr.push_back(exec::ExecutionJson(r));
+    return Ok({{"count", arr.size()}, {"executions", arr}});
+  });
+
+  server.Handle("GET", "/executions/{id}", [&store](const http::Request& req) {
+    auto rec = store.GetExecution(req.PathParam("id"));
+    if (!rec.ok()) return ErrorFromStatus(rec.status());
+    if (!*rec) return ErrorFromStatus(NotFoundError("no execution " + req.PathParam("id")));
+    return Ok(exec::ExecutionJson(**rec));
+  });
+
+  server.Handle("GET", "/executions/{id}/logs", [&executor, &store](const http::Request& req) {
+    std::string id = req.PathParam("id");
+    if (WantsEvents(req)) {
+      bool done = false;
+      if (!executor.Follow(id, 0, std::chrono::milliseconds(0), &done).ok()) {
+        // Not live: the stored lines, then the record.
+        auto rec = store.GetExecution(id);
+        if (!rec.ok() || !*rec) return ErrorFromStatus(NotFoundError("no execution " + id));
+      }
+      http::Response resp;
+      resp.sse = [&executor, &store, id](http::SseWriter& w) {
+        bool done = false;
+        if (executor.Follow(id, 0, std::chrono::milliseconds(0), &done).ok()) {
+          StreamExecution(w, executor, id);
+          return;
+        }
+        auto lines = store.GetLogs(id, 0, 10000);
+        if (lines.ok()) {
+          for (const auto& l : *lines) {
+            Json j = {
+                {"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
+            if (!w.Send(l.is_stderr ? "stderr" : "stdout", j.dump(), std::to_string(l.seq))) {
+              return;
+            }
+          }
+        }
+        auto rec = store.GetExecution(id);
+        if (rec.ok() && *rec) w.Send("result", exec::ExecutionJson(**rec).dump());
+      };
+      return resp;
+    }
+    int64_t after = 0;
+    if (auto v = req.Query("after")) after = std::atoll(v->c_str());
+    auto lines = store.GetLogs(id, after, 10000);
+    if (!lines.ok()) return ErrorFromStatus(lines.status());
+    Json arr = Json::array();
+    for (const auto& l : *lines) {
+      arr.push_back({{"seq", l.seq},
+                     {"stream", l.is_stderr ? "stderr" : "stdout"},
+                     {"at_ms", l.at_ms},
+                     {"text", l.text}});
+    }
+    return Ok({{"execution_id", id}, {"lines", arr}});
+  });
+
+  server.Handle("POST", "/executions/{id}/cancel", [&executor](const http::Request& req) {
+    std::string id = req.PathParam("id");
+    Status st = executor.Cancel(id);
+    if (!st.ok()) return ErrorFromStatus(st);
+    return Ok({{"execution_id", id}, {"status", "cancelling"}});
+  });
+}
+
+}  // namespace cortex::api

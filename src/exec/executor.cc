@@ -1,0 +1,377 @@
+#include "exec/executor.h"
+
+#include <random>
+
+#include "common/log.h"
+
+namespace cortex::exec {
+
+using Json = nlohmann::ordered_json;
+
+struct Executor::Job {
+  std::string id;
+  ExecuteRequest request;
+  Json parameters;                                   // checked, with defaults
+  std::shared_ptr<const registry::FileRecord> file;  // pins the manifest version it runs with
+  CancelToken cancel;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false;
+  bool done = false;
+  store::ExecutionRecord record;  // the latest state
+  std::deque<LiveLine> lines;     // bounded by options.live_lines
+  int64_t next_seq = 1;
+};
+
+std::string NewExecutionId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "ex_";
+  uint64_t a = rng(), b = rng();
+  for (int i = 0; i < 16; ++i) id += kHex[(a >> (i * 4)) & 0xF];
+  for (int i = 0; i < 4; ++i) id += kHex[(b >> (i * 4)) & 0xF];
+  return id;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Json ExecutionJson(const store::ExecutionRecord& r) {
+  Json j = {{"execution_id", r.id},
+            {"tool", r.name},
+            {"status", r.status},
+            {"success", r.status == "succeeded"}};
+  if (!r.result_json.empty()) {
+    Json result = Json::parse(r.result_json, nullptr, false);
+    j["result"] = result.is_discarded() ? Json(r.result_json) : result;
+  }
+  if (!r.error.empty()) j["error"] = r.error;
+  if (r.exit_code) j["exit_code"] = *r.exit_code;
+  if (r.signal) j["signal"] = *r.signal;
+  j["parameters"] = Json::parse(r.parameters_json, nullptr, false);
+  if (!r.stderr_tail.empty()) j["stderr_tail"] = r.stderr_tail;
+  j["created_ms"] = r.created_ms;
+  if (r.started_ms) j["started_ms"] = r.started_ms;
+  if (r.finished_ms) j["finished_ms"] = r.finished_ms;
+  j["duration_ms"] = r.duration_ms;
+  j["cpu_user_ms"] = r.cpu_user_ms;
+  j["cpu_system_ms"] = r.cpu_system_ms;
+  j["peak_memory_bytes"] = r.peak_memory_bytes;
+  j["sandboxed"] = r.sandboxed;
+  if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
+  return j;
+}
+
+Executor::Executor(ExecutorOptions options, registry::Registry& registry, store::Store& store,
+                   ProcessRunner& runner, ProgramResolver resolve)
+    : options_(std::move(options)),
+      registry_(registry),
+      store_(store),
+      runner_(runner),
+      resolve_(std::move(resolve)) {
+  int n = std::max(1, options_.workers);
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+Executor::~Executor() {
+  std::vector<std::shared_ptr<Job>> pending;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [id, job] : jobs_) job->cancel.Cancel();
+    pending.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+  }
+  work_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  for (auto& job : pending) {
+    store::ExecutionRecord r = job->record;
+    r.status = "cancelled";
+    r.error = "cancelled: the server stopped before it ran";
+    r.finished_ms = NowMs();
+    Finish(job, std::move(r));
+  }
+}
+
+size_t Executor::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+Result<std::string> Executor::Submit(const ExecuteRequest& request,
+                                     std::vector<FieldError>* field_errors) {
+  auto snap = registry_.snapshot();
+  const registry::Entry* entry = snap->Find(registry::Kind::kTool, request.tool);
+  if (!entry) {
+    std::string msg = "no Tool named '" + request.tool + "'";
+    std::vector<std::string_view> names;
+    for (const registry::Entry* e : snap->List(registry::Kind::kTool)) names.push_back(e->name());
+    std::string_view hint = registry::ClosestMatch(request.tool, names);
+    if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+    return NotFoundError(msg);
+  }
+  if (!entry->resolved()) {
+    return FailedPreconditionError("Tool/" + request.tool +
+                                   " cannot run: " + entry->problems.front());
+  }
+  if (!options_.sandbox && !options_.allow_unsandboxed) {
+    return FailedPreconditionError(
+        "tools cannot be sandboxed here (bubblewrap is not usable) and unsandboxed runs are not "
+        "allowed (set exec.allow_unsandboxed: true to run them anyway)");
+  }
+  const auto* tool = entry->manifest().As<registry::ToolSpec>();
+  ParameterCheck check = CheckParameters(tool->parameters, request.parameters);
+  if (!check.ok()) {
+    if (field_errors) *field_errors = check.errors;
+    std::string msg = "invalid parameters for Tool/" + request.tool + ": ";
+    for (size_t i = 0; i < check.errors.size(); ++i) {
+      const FieldError& e = check.errors[i];
+      msg += (i ? "; " : "") + (e.field.empty() ? e.message : e.field + ": " + e.message);
+    }
+    return InvalidArgumentError(msg);
+  }
+
+  auto job = std::make_shared<Job>();
+  job->id = NewExecutionId();
+  job->request = request;
+  job->parameters = std::move(check.values);
+  job->file = entry->file;
+  store::ExecutionRecord& r = job->record;
+  r.id = job->id;
+  r.kind = "tool";
+  r.name = request.tool;
+  r.status = "queued";
+  r.parameters_json = job->parameters.dump();
+  r.created_ms = NowMs();
+  r.sandboxed = options_.sandbox.has_value();
+  r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
+  r.manifest_version = std::to_string(entry->file->revision);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return UnavailableError("the executor is stopping");
+    if (queue_.size() >= options_.queue_capacity) {
+      return ResourceExhaustedError("the execution queue is full (" +
+                                    std::to_string(options_.queue_capacity) +
+                                    " calls waiting); retry later");
+    }
+  }
+  // Durable before it is acknowledged.
+  CORTEX_RETURN_IF_ERROR(store_.CreateExecution(r));
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(job);
+    jobs_[job->id] = job;
+  }
+  work_cv_.notify_one();
+  return job->id;
+}
+
+void Executor::WorkerLoop() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = queue_.front();
+      queue_.pop_front();
+    }
+    RunJob(job);
+  }
+}
+
+void Executor::RunJob(const std::shared_ptr<Job>& job) {
+  store::ExecutionRecord r;
+  {
+    std::lock_guard lock(job->mu);
+    job->started = true;
+    r = job->record;
+  }
+  if (job->cancel.cancelled()) {
+    r.status = "cancelled";
+    r.error = "cancelled before it started";
+    r.finished_ms = NowMs();
+    Finish(job, std::move(r));
+    return;
+  }
+  r.status = "running";
+  r.started_ms = NowMs();
+  if (Status st = store_.UpdateExecution(r); !st.ok()) {
+    log::Warn("exec", "cannot record " + r.id + " as running: " + st.message());
+  }
+  {
+    std::lock_guard lock(job->mu);
+    job->record = r;
+  }
+
+  auto fail = [&](const std::string& why) {
+    r.status = "failed";
+    r.error = why;
+    r.finished_ms = NowMs();
+    r.duration_ms = r.finished_ms - r.started_ms;
+    Finish(job, std::move(r));
+  };
+  ToolCall call;
+  call.tool = job->file->manifest.get();
+  call.tool_dir = job->file->path.substr(0, job->file->path.find_last_of('/'));
+  call.parameters = job->parameters;
+  call.execution_id = job->id;
+  call.idempotency_key = r.idempotency_key;
+  auto spec = BuildToolProcess(call, options_.defaults, resolve_);
+  if (!spec.ok()) return fail(spec.status().message());
+  ProcessSpec to_run = std::move(spec).value();
+  if (options_.sandbox) {
+    SandboxPolicy policy;
+    policy.tool_dir = call.tool_dir;
+    policy.network = call.tool->As<registry::ToolSpec>()->implementation.network.value_or(false);
+    policy.hidden_paths = options_.hidden_paths;
+    auto wrapped = WrapInSandbox(to_run, policy, *options_.sandbox);
+    if (!wrapped.ok()) return fail("cannot sandbox the tool: " + wrapped.status().message());
+    to_run = std::move(wrapped).value();
+  }
+
+  std::vector<store::LogLine> pending_logs;
+  auto flush_logs = [&] {
+    if (pending_logs.empty()) return;
+    if (Status st = store_.AppendLogs(job->id, pending_logs); !st.ok()) {
+      log::Warn("exec", "cannot record output of " + job->id + ": " + st.message());
+    }
+    pending_logs.clear();
+  };
+  auto on_line = [&](const OutputLine& line) {
+    LiveLine live;
+    {
+      std::lock_guard lock(job->mu);
+      live = LiveLine{job->next_seq++, line.is_stderr, line.text};
+      job->lines.push_back(live);
+      if (job->lines.size() > options_.live_lines) job->lines.pop_front();
+    }
+    job->cv.notify_all();
+    pending_logs.push_back({live.seq, live.is_stderr, NowMs(), live.text});
+    if (pending_logs.size() >= 256) flush_logs();
+  };
+  auto result = runner_.Run(to_run, on_line, &job->cancel);
+  flush_logs();
+  if (!result.ok()) return fail(result.status().message());
+
+  const ProcessResult& pr = *result;
+  ToolOutcome outcome = InterpretToolResult(pr);
+  r.finished_ms = NowMs();
+  r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.wall).count();
+  r.cpu_user_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.cpu_user).count();
+  r.cpu_system_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.cpu_system).count();
+  r.peak_memory_bytes = static_cast<int64_t>(pr.peak_memory_bytes);
+  if (pr.reason == EndReason::kExited) r.exit_code = pr.exit_code;
+  if (pr.signal) r.signal = pr.signal;
+  r.result_json = outcome.result.dump();
+  r.error = outcome.error;
+  if (!r.sandboxed && !outcome.error.empty()) r.error += " (ran without a sandbox)";
+  size_t tail = options_.stderr_tail_bytes;
+  r.stderr_tail = pr.stderr_data.size() > tail ? pr.stderr_data.substr(pr.stderr_data.size() - tail)
+                                               : pr.stderr_data;
+  switch (pr.reason) {
+    case EndReason::kTimeout:
+      r.status = "timeout";
+      break;
+    case EndReason::kCancelled:
+      r.status = "cancelled";
+      break;
+    default:
+      r.status = outcome.success ? "succeeded" : "failed";
+  }
+  Finish(job, std::move(r));
+}
+
+void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record) {
+  if (Status st = store_.UpdateExecution(record); !st.ok()) {
+    log::Error("exec", "cannot record the outcome of " + record.id + ": " + st.message());
+  }
+  {
+    std::lock_guard lock(job->mu);
+    job->record = std::move(record);
+    job->done = true;
+  }
+  job->cv.notify_all();
+  std::lock_guard lock(mu_);
+  finished_order_.push_back(job->id);
+  while (finished_order_.size() > options_.recent) {
+    jobs_.erase(finished_order_.front());
+    finished_order_.pop_front();
+  }
+}
+
+Result<store::ExecutionRecord> Executor::Wait(const std::string& id,
+                                              std::chrono::milliseconds timeout) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (!job) {
+    CORTEX_ASSIGN_OR_RETURN(auto rec, store_.GetExecution(id));
+    if (!rec) return NotFoundError("no execution " + id);
+    return *rec;
+  }
+  std::unique_lock lock(job->mu);
+  job->cv.wait_for(lock, timeout, [&] { return job->done; });
+  return job->record;
+}
+
+Result<std::vector<LiveLine>> Executor::Follow(const std::string& id, int64_t after_seq,
+                                               std::chrono::milliseconds timeout, bool* done) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (!job) return NotFoundError("execution " + id + " is not live");
+  std::unique_lock lock(job->mu);
+  job->cv.wait_for(lock, timeout, [&] { return job->done || job->next_seq - 1 > after_seq; });
+  std::vector<LiveLine> out;
+  for (const LiveLine& l : job->lines) {
+    if (l.seq > after_seq) out.push_back(l);
+  }
+  if (done) *done = job->done;
+  return out;
+}
+
+Status Executor::Cancel(const std::string& id) {
+  std::shared_ptr<Job> job;
+  bool was_queued = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      return NotFoundError("no running or queued execution " + id);
+    }
+    job = it->second;
+    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+      if ((*q)->id == id) {
+        queue_.erase(q);
+        was_queued = true;
+        break;
+      }
+    }
+  }
+  {
+    std::lock_guard lock(job->mu);
+    if (job->done) return FailedPreconditionError("execution " + id + " has already finished");
+  }
+  job->cancel.Cancel();
+  if (was_queued) {
+    store::ExecutionRecord r = job->record;
+    r.status = "cancelled";
+    r.error = "cancelled before it started";
+    r.finished_ms = NowMs();
+    Finish(job, std::move(r));
+  }
+  return Status::Ok();
+}
+
+}  // namespace cortex::exec

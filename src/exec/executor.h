@@ -1,0 +1,114 @@
+// The tool executor service: checks a call against the tool's manifest, records it in the Store
+// before acknowledging it, runs it on a bounded worker pool (sandboxed when the sandbox is on),
+// records the outcome, and lets callers wait, follow or cancel.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "exec/params.h"
+#include "exec/process.h"
+#include "exec/sandbox.h"
+#include "exec/tool_process.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+namespace cortex::exec {
+
+struct ExecutorOptions {
+  int workers = 4;
+  size_t queue_capacity = 64;  // calls waiting for a worker; past it, Submit is refused (429)
+  ToolDefaults defaults;
+  // When set, tools run under bubblewrap; when not (no usable bwrap), they run only if
+  // allow_unsandboxed, and every result says so.
+  std::optional<SandboxInfo> sandbox;
+  bool allow_unsandboxed = false;
+  std::vector<std::string> hidden_paths;  // e.g. Cortex's data folder
+  size_t stderr_tail_bytes = 4096;
+  size_t live_lines = 2000;  // output lines kept in memory per execution for followers
+  size_t recent = 1000;      // finished executions kept in memory for waiters
+};
+
+struct ExecuteRequest {
+  std::string tool;
+  nlohmann::ordered_json parameters = nlohmann::ordered_json::object();
+  std::string idempotency_key;
+};
+
+// One output line of an execution, numbered from 1.
+struct LiveLine {
+  int64_t seq = 0;
+  bool is_stderr = false;
+  std::string text;
+};
+
+class Executor {
+ public:
+  Executor(ExecutorOptions options, registry::Registry& registry, store::Store& store,
+           ProcessRunner& runner, ProgramResolver resolve);
+  ~Executor();  // cancels running calls, waits for the workers
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Checks the call and queues it. The execution is in the Store (status "queued") before this
+  // returns its id. Errors: NotFound (no such tool), InvalidArgument (bad parameters: each in
+  // `field_errors`), FailedPrecondition (the tool's manifest is unresolved or cannot run, or no
+  // sandbox and unsandboxed runs are not allowed), ResourceExhausted (the queue is full).
+  Result<std::string> Submit(const ExecuteRequest& request, std::vector<FieldError>* field_errors);
+
+  // The execution's record once it has finished, or as it is when `timeout` passes.
+  Result<store::ExecutionRecord> Wait(const std::string& id, std::chrono::milliseconds timeout);
+
+  // Output lines after `after_seq` (waiting up to `timeout` for new ones while it runs); `done`
+  // tells whether the execution has finished. NotFound when it is not live any more (then read
+  // the Store's logs).
+  Result<std::vector<LiveLine>> Follow(const std::string& id, int64_t after_seq,
+                                       std::chrono::milliseconds timeout, bool* done);
+
+  // Stops a queued or running execution. NotFound for an unknown id, FailedPrecondition when it
+  // has already finished.
+  Status Cancel(const std::string& id);
+
+  bool sandboxed() const { return options_.sandbox.has_value(); }
+  size_t queued() const;
+
+ private:
+  struct Job;
+  void WorkerLoop();
+  void RunJob(const std::shared_ptr<Job>& job);
+  void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record);
+
+  ExecutorOptions options_;
+  registry::Registry& registry_;
+  store::Store& store_;
+  ProcessRunner& runner_;
+  ProgramResolver resolve_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;            // guarded by mu_
+  std::map<std::string, std::shared_ptr<Job>> jobs_;  // live and recent; guarded by mu_
+  std::deque<std::string> finished_order_;            // for evicting recent jobs
+  bool stopping_ = false;                             // guarded by mu_
+  std::vector<std::thread> workers_;
+};
+
+// "ex_" + 20 random hex digits.
+std::string NewExecutionId();
+int64_t NowMs();
+
+// An execution record as API JSON (result parsed back to JSON).
+nlohmann::ordered_json ExecutionJson(const store::ExecutionRecord& record);
+
+}  // namespace cortex::exec

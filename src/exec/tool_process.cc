@@ -1,0 +1,209 @@
+#include "exec/tool_process.h"
+
+#include <sys/stat.h>
+
+#include <cctype>
+
+#include "registry/variables.h"
+
+namespace cortex::exec {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+bool EndsWith(const std::string& s, const char* suffix) {
+  std::string_view sv(suffix);
+  return s.size() >= sv.size() && s.compare(s.size() - sv.size(), sv.size(), sv) == 0;
+}
+
+// The interpreter a tool asks for, or "" for a native executable.
+Result<std::string> InterpreterName(const registry::ToolImplementation& impl) {
+  std::string rt = impl.runtime;
+  if (rt.empty()) {
+    if (impl.type == "python") rt = "python3";
+    if (impl.type == "shell" || impl.type == "bash") rt = "bash";
+    if (impl.type == "sh") rt = "sh";
+    if (impl.type == "node") rt = "node";
+    if (impl.type == "binary") return std::string();
+  }
+  if (rt.empty()) {  // by the entrypoint's extension
+    if (EndsWith(impl.entrypoint, ".py")) return std::string("python3");
+    if (EndsWith(impl.entrypoint, ".sh")) return std::string("bash");
+    if (EndsWith(impl.entrypoint, ".js") || EndsWith(impl.entrypoint, ".mjs")) {
+      return std::string("node");
+    }
+    return std::string();
+  }
+  if (rt == "python") return std::string("python3");
+  if (rt == "shell") return std::string("bash");
+  if (rt == "nodejs") return std::string("node");
+  if (rt == "binary" || rt == "native" || rt == "exec") return std::string();
+  if (rt == "python3" || rt == "bash" || rt == "sh" || rt == "node") return rt;
+  return InvalidArgumentError("runtime '" + rt +
+                              "' is not supported (python3, bash, sh, node or binary)");
+}
+
+std::string FirstString(const Json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    auto it = j.find(k);
+    if (it != j.end() && it->is_string() && !it->get_ref<const std::string&>().empty()) {
+      return it->get<std::string>();
+    }
+    if (it != j.end() && it->is_object()) {
+      std::string nested = FirstString(*it, {"message", "error"});
+      if (!nested.empty()) return nested;
+    }
+  }
+  return "";
+}
+
+std::string Tail(const std::string& s, size_t n) {
+  std::string t = s.size() > n ? s.substr(s.size() - n) : s;
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+  return t;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseByteSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0) return InvalidArgumentError("'" + text + "' is not a size (e.g. 64M, 1G)");
+  uint64_t n = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!unit.empty() && unit.back() == 'B') unit.pop_back();
+  if (!unit.empty() && unit.back() == 'I') unit.pop_back();
+  uint64_t scale = 1;
+  if (unit == "K")
+    scale = 1ull << 10;
+  else if (unit == "M")
+    scale = 1ull << 20;
+  else if (unit == "G")
+    scale = 1ull << 30;
+  else if (!unit.empty())
+    return InvalidArgumentError("'" + text + "' is not a size (e.g. 64M, 1G)");
+  return n * scale;
+}
+
+Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& defaults,
+                                     const ProgramResolver& resolve) {
+  const auto* tool = call.tool ? call.tool->As<registry::ToolSpec>() : nullptr;
+  if (!tool) return InvalidArgumentError("not a Tool manifest");
+  const registry::ToolImplementation& impl = tool->implementation;
+  if (impl.type == "api" || impl.type == "container" || impl.type == "docker") {
+    return UnimplementedError("tools of type '" + impl.type + "' cannot be run yet");
+  }
+  if (impl.entrypoint.empty()) return InvalidArgumentError("the tool has no entrypoint");
+  std::string script =
+      impl.entrypoint.starts_with("/")
+          ? impl.entrypoint
+          : call.tool_dir + "/" +
+                (impl.entrypoint.starts_with("./") ? impl.entrypoint.substr(2) : impl.entrypoint);
+  struct stat st;
+  if (::stat(script.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return FailedPreconditionError("the tool's entrypoint " + impl.entrypoint + " is missing (" +
+                                   script + ")");
+  }
+  CORTEX_ASSIGN_OR_RETURN(std::string interpreter, InterpreterName(impl));
+
+  ProcessSpec spec;
+  std::string params = call.parameters.dump();
+  if (interpreter.empty()) {
+    if ((st.st_mode & 0111) == 0) {
+      return FailedPreconditionError("the tool's entrypoint " + impl.entrypoint +
+                                     " is not executable (chmod +x, or set a runtime)");
+    }
+    spec.argv = {script};
+  } else {
+    CORTEX_ASSIGN_OR_RETURN(std::string program, resolve(interpreter));
+    spec.argv = {program, script};
+  }
+  for (const std::string& a : impl.args) spec.argv.push_back(a);
+  spec.argv.push_back(params);
+  spec.stdin_data = params;
+  spec.cwd = call.tool_dir;
+
+  // A clean environment: nothing of the server's leaks in.
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", "/tmp"},
+      {"TMPDIR", "/tmp"},
+      {"LANG", "C.UTF-8"},
+      {"PYTHONDONTWRITEBYTECODE", "1"},
+      {"PYTHONUNBUFFERED", "1"},
+  };
+  registry::VariableContext ctx;
+  ctx.now = std::chrono::system_clock::now();
+  ctx.env = [&env](std::string_view name) -> std::optional<std::string> {
+    auto it = env.find(std::string(name));
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  ctx.variables["EXECUTION_ID"] = call.execution_id;
+  for (const auto& [key, value] : tool->environment.variables) {
+    auto resolved = registry::ResolveString(value, ctx);
+    if (!resolved.ok()) {
+      return InvalidArgumentError("environment.variables." + key + ": " +
+                                  resolved.status().message());
+    }
+    const Json& v = resolved->value;
+    env[key] = v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  env["CORTEX_EXECUTION_ID"] = call.execution_id;
+  env["CORTEX_TOOL_NAME"] = call.tool->name();
+  if (!call.idempotency_key.empty()) env["CORTEX_IDEMPOTENCY_KEY"] = call.idempotency_key;
+  for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
+
+  Limits& limits = spec.limits;
+  const registry::ToolResources& res = impl.resources;
+  limits.timeout =
+      res.timeout ? std::chrono::milliseconds(static_cast<int64_t>(res.timeout->seconds * 1000.0))
+                  : defaults.timeout;
+  limits.kill_grace = defaults.kill_grace;
+  limits.memory_bytes = defaults.memory_bytes;
+  if (res.memory) {
+    CORTEX_ASSIGN_OR_RETURN(limits.memory_bytes, ParseByteSize(*res.memory));
+  }
+  limits.max_processes =
+      res.max_processes ? static_cast<uint64_t>(*res.max_processes) : defaults.max_processes;
+  limits.max_open_files =
+      res.max_open_files ? static_cast<uint64_t>(*res.max_open_files) : defaults.max_open_files;
+  limits.max_output_bytes = defaults.max_output_bytes;
+  if (res.max_output) {
+    CORTEX_ASSIGN_OR_RETURN(uint64_t out, ParseByteSize(*res.max_output));
+    limits.max_output_bytes = static_cast<size_t>(out);
+  }
+  return spec;
+}
+
+ToolOutcome InterpretToolResult(const ProcessResult& r) {
+  ToolOutcome out;
+  std::string text = r.stdout_data;
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  Json parsed = Json::parse(text, nullptr, false);
+  out.result = parsed.is_discarded() ? Json(text) : parsed;
+  if (!parsed.is_discarded() && parsed.is_string()) out.result = parsed;
+  bool said_failure = false;
+  if (parsed.is_object()) {
+    auto s = parsed.find("success");
+    said_failure = (s != parsed.end() && s->is_boolean() && !s->get<bool>());
+    auto status = parsed.find("status");
+    said_failure |= status != parsed.end() && *status == "error";
+  }
+  if (r.reason != EndReason::kExited) {
+    out.error = r.reason_text.empty() ? std::string(EndReasonName(r.reason)) : r.reason_text;
+  } else if (r.exit_code != 0 || said_failure) {
+    std::string why =
+        parsed.is_object() ? FirstString(parsed, {"error", "message", "error_message"}) : "";
+    if (why.empty()) why = Tail(r.stderr_data, 500);
+    std::string code = r.exit_code != 0 ? "exit code " + std::to_string(r.exit_code) : "";
+    out.error = why.empty() ? (code.empty() ? "the tool reported a failure" : code)
+                            : (code.empty() ? why : why + " (" + code + ")");
+  } else {
+    out.success = true;
+  }
+  return out;
+}
+
+}  // namespace cortex::exec

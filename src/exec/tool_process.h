@@ -1,0 +1,59 @@
+// From a Tool manifest and a call to the process that runs it, and from the process's result
+// to the tool's outcome: the tool process contract (MK1-REFERENCE §1.2.1).
+//
+//   argv:   <interpreter> <entrypoint> <parameters as one JSON string>   (or the entrypoint
+//           itself for a native binary); the parameters are also written to stdin.
+//   cwd:    the tool's folder.
+//   env:    a clean minimal environment, the tool's declared variables, CORTEX_EXECUTION_ID.
+//   result: stdout parsed as JSON when it is JSON, else kept as text. The call failed when the
+//           process did not exit 0, or the JSON says "success": false or "status": "error".
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "exec/process.h"
+#include "registry/manifest.h"
+
+namespace cortex::exec {
+
+struct ToolDefaults {
+  std::chrono::milliseconds timeout{30000};
+  uint64_t memory_bytes = 512ull << 20;
+  uint64_t max_processes = 64;
+  uint64_t max_open_files = 256;
+  size_t max_output_bytes = 1u << 20;
+  std::chrono::milliseconds kill_grace{2000};
+};
+
+// Finds an interpreter ("python3", "bash", "node") as an absolute path; injected so that tests
+// and the server resolve once and cache.
+using ProgramResolver = std::function<Result<std::string>(const std::string& name)>;
+
+struct ToolCall {
+  const registry::Manifest* tool = nullptr;  // a Tool manifest
+  std::string tool_dir;                      // absolute folder of the manifest file
+  nlohmann::ordered_json parameters;         // already checked (CheckParameters)
+  std::string execution_id;
+  std::string idempotency_key;  // "" when none
+};
+
+// The process to run (not sandboxed yet: the caller wraps it when the sandbox is on).
+Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& defaults,
+                                     const ProgramResolver& resolve);
+
+struct ToolOutcome {
+  bool success = false;
+  nlohmann::ordered_json result;  // parsed stdout, or the text as a JSON string
+  std::string error;              // why it failed; "" on success
+};
+
+ToolOutcome InterpretToolResult(const ProcessResult& result);
+
+// "64M", "512Mi", "1G", "1024" (bytes) -> bytes.
+Result<uint64_t> ParseByteSize(const std::string& text);
+
+}  // namespace cortex::exec
