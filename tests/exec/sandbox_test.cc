@@ -165,11 +165,19 @@ void WriteFile(const std::string& path, const std::string& content, mode_t mode 
 // with it when `prefix_only`.
 std::vector<pid_t> HostProcesses(const std::string& needle, bool prefix_only = false) {
   std::vector<pid_t> pids;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    std::string name = entry.path().filename().string();
+  std::error_code ec;
+  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    std::ifstream f(entry.path() / "cmdline", std::ios::binary);
-    std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    // Plain read(2): a process exiting meanwhile makes the read fail (ESRCH), which an
+    // ifstream reports by throwing.
+    std::string cmdline;
+    int fd = ::open((it->path() / "cmdline").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) cmdline.append(buf, static_cast<size_t>(n));
+    ::close(fd);
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
     size_t at = cmdline.find(needle);
     if (at != std::string::npos && (!prefix_only || at == 0)) pids.push_back(std::stoi(name));
