@@ -47,7 +47,11 @@ Result<std::unique_ptr<http::Server>> StartServer(
 
 }  // namespace
 
-int RunServe(const Settings& s) {
+int RunServe(const Settings& settings) {
+  // Folders are made absolute once: tools run elsewhere, and the sandbox needs absolute paths.
+  Settings s = settings;
+  s.data_dir = std::filesystem::absolute(s.data_dir).lexically_normal().string();
+  while (s.data_dir.size() > 1 && s.data_dir.back() == '/') s.data_dir.pop_back();
   log::Level level = log::Level::kInfo;
   log::ParseLevel(s.log_level, &level);
   log::SetLevel(level);
@@ -137,7 +141,7 @@ int RunServe(const Settings& s) {
     log::Error("exec", "exec.default_memory: " + mem.status().message());
     return 1;
   }
-  eopts.hidden_paths = {std::filesystem::absolute(s.data_dir).lexically_normal().string()};
+  eopts.hidden_paths = {s.data_dir};
   if (s.exec.sandbox) {
     auto sandbox = exec::DetectSandbox("", s.data_dir + "/sandbox");
     if (sandbox.ok()) {

@@ -162,6 +162,17 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     }
     int64_t after = 0;
     if (auto v = req.Query("after")) after = std::atoll(v->c_str());
+    bool done = false;
+    if (auto live = executor.Follow(id, after, std::chrono::milliseconds(0), &done);
+        live.ok() && !done) {
+      // Still running: the executor's in-memory lines are the freshest.
+      Json arr = Json::array();
+      for (const auto& l : *live) {
+        arr.push_back(
+            {{"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}});
+      }
+      return Ok({{"execution_id", id}, {"running", true}, {"lines", arr}});
+    }
     auto lines = store.GetLogs(id, after, 10000);
     if (!lines.ok()) return ErrorFromStatus(lines.status());
     Json arr = Json::array();

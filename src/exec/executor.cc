@@ -1,5 +1,7 @@
 #include "exec/executor.h"
 
+#include <string.h>
+
 #include <random>
 
 #include "common/log.h"
@@ -90,8 +92,8 @@ Executor::~Executor() {
   for (auto& t : workers_) t.join();
   for (auto& job : pending) {
     store::ExecutionRecord r = job->record;
-    r.status = "cancelled";
-    r.error = "cancelled: the server stopped before it ran";
+    r.status = "interrupted";
+    r.error = "interrupted: the server stopped before it ran";
     r.finished_ms = NowMs();
     Finish(job, std::move(r));
   }
@@ -151,21 +153,27 @@ Result<std::string> Executor::Submit(const ExecuteRequest& request,
   r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
   r.manifest_version = std::to_string(entry->file->revision);
   {
+    // A slot is reserved before the record is written, so concurrent calls cannot overfill it.
     std::lock_guard lock(mu_);
     if (stopping_) return UnavailableError("the executor is stopping");
-    if (queue_.size() >= options_.queue_capacity) {
+    if (queue_.size() + reserved_ >= options_.queue_capacity) {
       return ResourceExhaustedError("the execution queue is full (" +
                                     std::to_string(options_.queue_capacity) +
                                     " calls waiting); retry later");
     }
+    ++reserved_;
   }
   // Durable before it is acknowledged.
-  CORTEX_RETURN_IF_ERROR(store_.CreateExecution(r));
+  Status written = store_.CreateExecution(r);
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(job);
-    jobs_[job->id] = job;
+    --reserved_;
+    if (written.ok()) {
+      queue_.push_back(job);
+      jobs_[job->id] = job;
+    }
   }
+  if (!written.ok()) return written;
   work_cv_.notify_one();
   return job->id;
 }
@@ -235,6 +243,7 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
   }
 
   std::vector<store::LogLine> pending_logs;
+  int64_t last_flush_ms = NowMs();
   auto flush_logs = [&] {
     if (pending_logs.empty()) return;
     if (Status st = store_.AppendLogs(job->id, pending_logs); !st.ok()) {
@@ -251,8 +260,13 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
       if (job->lines.size() > options_.live_lines) job->lines.pop_front();
     }
     job->cv.notify_all();
-    pending_logs.push_back({live.seq, live.is_stderr, NowMs(), live.text});
-    if (pending_logs.size() >= 256) flush_logs();
+    int64_t now = NowMs();
+    pending_logs.push_back({live.seq, live.is_stderr, now, live.text});
+    // Batched, but never older than half a second: a crash loses little output.
+    if (pending_logs.size() >= 256 || now - last_flush_ms >= 500) {
+      flush_logs();
+      last_flush_ms = now;
+    }
   };
   auto result = runner_.Run(to_run, on_line, &job->cancel);
   flush_logs();
@@ -260,13 +274,24 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
 
   const ProcessResult& pr = *result;
   ToolOutcome outcome = InterpretToolResult(pr);
+  std::optional<int> bwrap_signal;
+  // Under bubblewrap a tool killed by signal N shows as bwrap exiting with 128 + N.
+  if (options_.sandbox && pr.reason == EndReason::kExited && pr.exit_code > 128 &&
+      pr.exit_code < 128 + 65) {
+    bwrap_signal = pr.exit_code - 128;
+    const char* name = sigabbrev_np(*bwrap_signal);
+    outcome.success = false;
+    outcome.error = "killed by signal " + std::to_string(*bwrap_signal) +
+                    (name ? std::string(" (SIG") + name + ")" : std::string());
+  }
   r.finished_ms = NowMs();
   r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.wall).count();
   r.cpu_user_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.cpu_user).count();
   r.cpu_system_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.cpu_system).count();
   r.peak_memory_bytes = static_cast<int64_t>(pr.peak_memory_bytes);
-  if (pr.reason == EndReason::kExited) r.exit_code = pr.exit_code;
+  if (pr.reason == EndReason::kExited && !bwrap_signal) r.exit_code = pr.exit_code;
   if (pr.signal) r.signal = pr.signal;
+  if (bwrap_signal) r.signal = *bwrap_signal;
   r.result_json = outcome.result.dump();
   r.error = outcome.error;
   if (!r.sandboxed && !outcome.error.empty()) r.error += " (ran without a sandbox)";
@@ -277,9 +302,16 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     case EndReason::kTimeout:
       r.status = "timeout";
       break;
-    case EndReason::kCancelled:
-      r.status = "cancelled";
+    case EndReason::kCancelled: {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        r.status = "interrupted";
+        r.error = "interrupted: the server stopped while it was running";
+      } else {
+        r.status = "cancelled";
+      }
       break;
+    }
     default:
       r.status = outcome.success ? "succeeded" : "failed";
   }

@@ -101,6 +101,7 @@ class Executor {
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // live and recent; guarded by mu_
   std::deque<std::string> finished_order_;            // for evicting recent jobs
   bool stopping_ = false;                             // guarded by mu_
+  size_t reserved_ = 0;  // queue slots held by calls being recorded; guarded by mu_
   std::vector<std::thread> workers_;
 };
 
