@@ -21,9 +21,17 @@ bool WantsEvents(const http::Request& req) {
 void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::string& id) {
   int64_t seq = 0;
   bool done = false;
+  auto last_sent = std::chrono::steady_clock::now();
   while (w.IsOpen() && !done) {
     auto lines = executor.Follow(id, seq, std::chrono::milliseconds(200), &done);
     if (!lines.ok()) break;
+    auto now = std::chrono::steady_clock::now();
+    if (lines->empty() && now - last_sent > std::chrono::seconds(15)) {
+      // A quiet tool is not a dead server: a comment line every 15 s keeps readers patient.
+      if (!w.Comment("keep-alive")) return;
+      last_sent = now;
+    }
+    if (!lines->empty()) last_sent = now;
     for (const auto& l : *lines) {
       Json j = {{"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
       if (!w.Send(l.is_stderr ? "stderr" : "stdout",
@@ -110,7 +118,8 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     if (auto v = req.Query("status")) filter.status = *v;
     if (auto v = req.Query("before")) filter.before_id = *v;
     if (auto v = req.Query("limit")) {
-      if (v->empty() || v->size() > 4 || v->find_first_not_of("0123456789") != std::string::npos) {
+      if (v->empty() || v->size() > 4 || v->find_first_not_of("0123456789") != std::string::npos ||
+          std::stoul(*v) < 1 || std::stoul(*v) > 1000) {
         return ErrorFromStatus(InvalidArgumentError("limit must be a number from 1 to 1000"));
       }
       filter.limit = static_cast<size_t>(std::stoul(*v));

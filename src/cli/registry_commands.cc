@@ -24,6 +24,8 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddSyncCommand(app, ctx);
   AddErrorsCommand(app, ctx);
   AddEventsCommand(app, ctx);
+  AddRunCommand(app, ctx);
+  AddExecutionsCommand(app, ctx);
 }
 
 }  // namespace cortex::cli

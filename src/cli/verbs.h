@@ -2,10 +2,14 @@
 // Each is a client of the API at ctx.server and sets ctx.exit_code (see cli/client.h).
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "cli/context.h"
+#include "cli/output.h"
 
 namespace CLI {
 class Option;
@@ -27,5 +31,25 @@ void AddSyncCommand(CLI::App& app, Context& ctx);
 void AddErrorsCommand(CLI::App& app, Context& ctx);
 void AddEventsCommand(CLI::App& app, Context& ctx);
 void AddDepsCommand(CLI::App& app, Context& ctx);
+void AddRunCommand(CLI::App& app, Context& ctx);
+void AddExecutionsCommand(CLI::App& app, Context& ctx);
+
+// Shared by `run` and `executions` (defined in verb_executions.cc).
+// "52 ms" below 10 s, else "12.3 s".
+std::string FormatDurationMs(int64_t ms);
+// An execution record's outcome in one line: "succeeded in 52 ms (sandboxed)", or
+// "<status>: <error>" ("failed: division by zero (exit code 1)", "timeout: ..."), or the error
+// alone when it starts with the status ("cancelled").
+std::string ExecutionStatusLine(const Json& record);
+// kExitOk when the record says the execution succeeded, else kExitApiError.
+int ExecutionExitCode(const Json& record);
+// Follows GET /executions/{id}/logs from `server` as events: each output line is printed as it
+// comes (stdout lines to `out`, stderr lines to std::cerr), then the final record is returned.
+// nullopt, after printing why and setting *exit_code, when the stream or the record failed.
+std::optional<Json> FollowExecution(const std::string& server, const std::string& id,
+                                    std::ostream& out, int* exit_code);
+// Polls GET /executions/{id} until the execution has finished: its record, or nullopt (as above).
+std::optional<Json> WaitForExecution(const std::string& server, const std::string& id,
+                                     int* exit_code);
 
 }  // namespace cortex::cli
