@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/run_all.sh [BUILD_DIR]: builds cortex and the benchmarks, runs the three benchmarks one at
+# bench/run_all.sh [BUILD_DIR]: builds cortex and the benchmarks, runs the four benchmarks one at
 # a time (the machine has 2 cores: never in parallel), and prints a summary of the figures, their
 # ratios against the same-run baselines, and the goal lines. Full outputs go to bench/out/<time>/.
 #
 # BUILD_DIR defaults to ./build (configured with -DCORTEX_BUILD_BENCH=ON if it is not yet).
 # Env: COUNT (registry_load_bench --count, default 10000), EXTRA and EDITS (hot_reload_bench
 # --extra / --edits, defaults 1000 / 200), DURATION (http_bench.sh wrk duration, default 10s),
+# CALLS and TP_CALLS (execute_bench --calls / --throughput-calls, defaults 300 / 1000),
 # OUT_DIR (default bench/out/<time>).
 # Exits non-zero only when something could not be built or run; missed goals are reported, not
 # failed (benchmarks do not assert timing).
@@ -16,6 +17,8 @@ BUILD=${1:-${BUILD_DIR:-$REPO/build}}
 COUNT=${COUNT:-10000}
 EXTRA=${EXTRA:-1000}
 EDITS=${EDITS:-200}
+CALLS=${CALLS:-300}
+TP_CALLS=${TP_CALLS:-1000}
 OUT=${OUT_DIR:-$REPO/bench/out/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
@@ -30,7 +33,7 @@ case "$build_type" in
   *) echo "run_all: WARNING: $BUILD is a '${build_type:-no type}' build; figures of an" \
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
-cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench
+cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -47,6 +50,7 @@ run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal a
 run registry_load "$BUILD/bench/registry_load_bench" --count "$COUNT"
 run hot_reload "$BUILD/bench/hot_reload_bench" --extra "$EXTRA" --edits "$EDITS"
 run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
+run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 
 echo
 echo "================================ summary ================================"
@@ -59,5 +63,8 @@ grep -E '^(  cortex, |  inotify, |  +p99 ratio|goal:|WARNING)' "$OUT/hot_reload.
 echo "-- http_bench.sh"
 grep -E '^(cortex \(run|nginx |throughput ratio|p99 latency ratio|cortex stability|goal:|WARNING)' \
   "$OUT/http.txt" || true
+echo "-- execute_bench --calls $CALLS --throughput-calls $TP_CALLS"
+grep -E '^(unsandboxed, |sandboxed, |  -> |workers |  cortex API:|  direct spawn, |  ProcessRunner, |  history|goal:|WARNING)' \
+  "$OUT/execute.txt" || true
 echo "full outputs: $OUT"
 exit $status
