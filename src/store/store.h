@@ -15,16 +15,16 @@ namespace cortex::store {
 // One tool (later: agent) execution. Payloads (parameters, result) are JSON text: they are the
 // caller's data, not the schema; every field Cortex queries or updates is a column.
 struct ExecutionRecord {
-  std::string id;        // "ex_..." unique
+  std::string id;  // "ex_..." unique
   std::string kind = "tool";
-  std::string name;      // the tool's name
-  std::string status;    // queued | running | succeeded | failed | timeout | cancelled | interrupted
+  std::string name;    // the tool's name
+  std::string status;  // queued | running | succeeded | failed | timeout | cancelled | interrupted
   std::string parameters_json = "{}";
   std::string result_json;  // the tool's parsed output (JSON), or a JSON string of its text
   std::string error;        // why it failed ("" when it did not)
   std::optional<int> exit_code;
   std::optional<int> signal;
-  std::string stderr_tail;  // bounded
+  std::string stderr_tail;                                  // bounded
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0;  // Unix epoch milliseconds
   int64_t duration_ms = 0;
   int64_t cpu_user_ms = 0, cpu_system_ms = 0;
@@ -37,7 +37,7 @@ struct ExecutionRecord {
 struct ExecutionFilter {
   std::optional<std::string> name;
   std::optional<std::string> status;
-  size_t limit = 50;                    // at most 1000
+  size_t limit = 50;                     // at most 1000
   std::optional<std::string> before_id;  // page: records created before this one
 };
 

@@ -2,8 +2,8 @@
 // (manifests/ and data/ inside it), waits until it is ready, and stops it (SIGTERM) at the end.
 #pragma once
 
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,11 +77,9 @@ class Daemon {
     data_ = dir_.path() / "data";
     std::filesystem::create_directories(manifests_);
     if (setup) setup(manifests_);
-    std::vector<std::string> args = {CortexBinary(),      "serve",
-                                     "--manifests",       manifests_.string(),
-                                     "--data-dir",        data_.string(),
-                                     "--listen",          "127.0.0.1:0",
-                                     "--log-level",       "warn"};
+    std::vector<std::string> args = {
+        CortexBinary(), "serve",    "--manifests", manifests_.string(), "--data-dir",
+        data_.string(), "--listen", "127.0.0.1:0", "--log-level",       "warn"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
