@@ -49,6 +49,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "common/log.h"
 #include "exec/executor.h"
 #include "exec/params.h"
@@ -77,21 +78,6 @@ double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
   return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-}
-
-// The first three fields of /proc/loadavg: other work on the machine skews every figure.
-std::string LoadAvg() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 bool WriteText(const fs::path& path, const std::string& text, fs::perms perms) {
@@ -266,85 +252,11 @@ bool DirectRun(const cortex::exec::ProcessSpec& spec, std::string* out, std::str
 // ---------------------------------------------------------------------------------------------
 // The real server of this build tree.
 
-class Server {
- public:
-  bool Start(const fs::path& config, const fs::path& manifests, const fs::path& data,
-             const fs::path& log) {
-    log_ = log;
-    std::vector<std::string> args = {std::string(CORTEX_BINARY_DIR) + "/cortex",
-                                     "serve",
-                                     "--config",
-                                     config.string(),
-                                     "--manifests",
-                                     manifests.string(),
-                                     "--data-dir",
-                                     data.string(),
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--log-level",
-                                     "warn"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      std::fprintf(stderr, "cannot start %s: %s\n", argv[0], std::strerror(rc));
-      pid_ = -1;
-      return false;
-    }
-    fs::path ready = data / "serve.json";
-    auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;  // exited early
-      }
-      std::error_code ec;
-      if (fs::exists(ready, ec)) {
-        auto j = nlohmann::json::parse(ReadAll(ready), nullptr, false);
-        if (!j.is_discarded() && j.contains("port")) {
-          port_ = j["port"].get<int>();
-          return true;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-  // SIGTERM, then wait up to 15 s (SIGKILL after). Returns the exit code, or -1.
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    auto deadline = Clock::now() + std::chrono::seconds(15);
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  ~Server() { Stop(); }
-  int port() const { return port_; }
-  pid_t pid() const { return pid_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string log() const { return ReadAll(log_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  fs::path log_;
+using cortex::bench::LoadAvg;
+using cortex::bench::ReadAll;
+// The `cortex` built beside this benchmark.
+struct Server : cortex::bench::ServeProcess {
+  Server() : ServeProcess(std::string(CORTEX_BINARY_DIR) + "/cortex") {}
 };
 
 std::string ServerConfig(bool sandbox, int workers, int queue) {
@@ -827,7 +739,8 @@ int main(int argc, char** argv) {
     fs::path config = dir / (std::string("cortex-") + mode + ".yml");
     WriteText(config, ServerConfig(sandboxed, 0, 0), fs::perms(0644));
     Server server;
-    if (!server.Start(config, manifests, data, dir / (std::string("serve-") + mode + ".log"))) {
+    if (!server.Start(manifests, data, dir / (std::string("serve-") + mode + ".log"),
+                      {"--config", config.string()})) {
       std::fprintf(stderr, "cortex serve (%s) did not start; its log:\n%s\n", mode,
                    server.log().c_str());
       return 1;
@@ -964,7 +877,8 @@ int main(int argc, char** argv) {
     fs::path config = dir / ("cortex-throughput-" + tag + ".yml");
     WriteText(config, ServerConfig(true, workers, 2000), fs::perms(0644));
     Server server;
-    if (!server.Start(config, manifests, data, dir / ("serve-throughput-" + tag + ".log"))) {
+    if (!server.Start(manifests, data, dir / ("serve-throughput-" + tag + ".log"),
+                      {"--config", config.string()})) {
       std::fprintf(stderr, "cortex serve (workers %d) did not start; its log:\n%s\n", workers,
                    server.log().c_str());
       return 1;

@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "http/http.h"
 #include "manifest_gen.h"
 
@@ -53,21 +54,6 @@ double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
   return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-}
-
-// The first three fields of /proc/loadavg: other work on the machine skews every figure.
-std::string LoadAvg() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 bool WriteFd(int fd, const std::string& text) {
@@ -187,78 +173,11 @@ Sample InotifyBaseline(const fs::path& target, const std::string& original, Mode
   return s;
 }
 
-class Server {
- public:
-  bool Start(const fs::path& manifests, const fs::path& data, const fs::path& log) {
-    std::vector<std::string> args = {std::string(CORTEX_BINARY_DIR) + "/cortex",
-                                     "serve",
-                                     "--manifests",
-                                     manifests.string(),
-                                     "--data-dir",
-                                     data.string(),
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--log-level",
-                                     "warn"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      std::fprintf(stderr, "cannot start %s: %s\n", argv[0], std::strerror(rc));
-      pid_ = -1;
-      return false;
-    }
-    fs::path ready = data / "serve.json";
-    auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;  // exited early
-      }
-      std::error_code ec;
-      if (fs::exists(ready, ec)) {
-        auto j = nlohmann::json::parse(ReadAll(ready), nullptr, false);
-        if (!j.is_discarded() && j.contains("port")) {
-          port_ = j["port"].get<int>();
-          return true;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-  // SIGTERM, then wait up to 10 s (SIGKILL after). Returns the exit code, or -1.
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  ~Server() { Stop(); }
-  int port() const { return port_; }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
+using cortex::bench::LoadAvg;
+using cortex::bench::ReadAll;
+// The `cortex` built beside this benchmark.
+struct Server : cortex::bench::ServeProcess {
+  Server() : ServeProcess(std::string(CORTEX_BINARY_DIR) + "/cortex") {}
 };
 
 void Usage() {

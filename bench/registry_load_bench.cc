@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "manifest_gen.h"
 #include "registry/registry.h"
 
@@ -39,6 +40,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using cortex::bench::LoadAvg;
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -67,14 +69,6 @@ long ProcStatusKiB(const char* field) {
     }
   }
   return -1;
-}
-
-// The first three fields of /proc/loadavg: other work on the machine skews every figure.
-std::string LoadAvg() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 double MiB(long kib) { return static_cast<double>(kib) / 1024.0; }

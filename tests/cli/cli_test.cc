@@ -15,6 +15,7 @@
 #include <cstring>
 #include <regex>
 
+#include "cli/cli_process.h"
 #include "cli/client.h"
 #include "cli/output.h"
 #include "common/yaml.h"
@@ -32,83 +33,9 @@ using testing::TempDir;
 using testing::WaitFor;
 using testing::WriteFile;
 
-constexpr auto kProcessTimeout = std::chrono::seconds(30);
-
 // --- Running the binary ---------------------------------------------------------------------
 
-// A running `cortex` with stdout and stderr captured into files and stdin read from a file.
-// The destructor kills it if it is still running.
-class CliProcess {
- public:
-  explicit CliProcess(std::vector<std::string> args, const std::string& stdin_text = "",
-                      const std::vector<std::string>& env = {}) {
-    out_path_ = dir_.path() / "stdout";
-    err_path_ = dir_.path() / "stderr";
-    fs::path in_path = dir_.path() / "stdin";
-    WriteFile(in_path, stdin_text);
-    args.insert(args.begin(), testing::CortexBinary());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    // The environment without CORTEX_SERVER (so the developer's own does not leak in), plus `env`.
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e) {
-      if (std::strncmp(*e, "CORTEX_SERVER=", 14) != 0) env_strings.emplace_back(*e);
-    }
-    env_strings.insert(env_strings.end(), env.begin(), env.end());
-    std::vector<char*> envp;
-    for (auto& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, in_path.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~CliProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  CliProcess(const CliProcess&) = delete;
-  CliProcess& operator=(const CliProcess&) = delete;
-
-  std::string out() const { return ReadFile(out_path_); }
-  std::string err() const { return ReadFile(err_path_); }
-
-  // Waits for the exit and returns its code; -1 when killed by a signal or still running at the
-  // deadline (then it is killed).
-  int Wait(std::chrono::milliseconds timeout = kProcessTimeout) {
-    if (pid_ <= 0) return exit_code_;
-    if (!WaitFor([&] { return Reap(WNOHANG); }, timeout)) {
-      ::kill(pid_, SIGKILL);
-      Reap(0);
-      exit_code_ = -1;
-    }
-    return exit_code_;
-  }
-  void Signal(int sig) {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
-
- private:
-  bool Reap(int flags) {
-    int status = 0;
-    pid_t r = ::waitpid(pid_, &status, flags);
-    if (r == 0) return false;
-    exit_code_ = r == pid_ && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    pid_ = -1;
-    return true;
-  }
-
-  TempDir dir_;
-  fs::path out_path_, err_path_;
-  pid_t pid_ = -1;
-  int exit_code_ = -1;
-};
+using testing::CliProcess;
 
 struct CliResult {
   int exit_code = -1;
