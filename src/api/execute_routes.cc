@@ -48,6 +48,31 @@ void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::st
   }
 }
 
+// One call of /execute/tool or /execute/batch: {"name", "parameters", "idempotency_key"}.
+Status ParseExecuteRequest(const Json& body, exec::ExecuteRequest* request) {
+  auto name = body.find("name");
+  if (name == body.end() || !name->is_string() || name->get_ref<const std::string&>().empty()) {
+    return InvalidArgumentError("'name' (the tool's name) is required and must be a string");
+  }
+  request->tool = name->get<std::string>();
+  if (auto p = body.find("parameters"); p != body.end() && !p->is_null()) {
+    request->parameters = *p;
+  }
+  if (auto k = body.find("idempotency_key"); k != body.end()) {
+    if (!k->is_string()) return InvalidArgumentError("'idempotency_key' must be a string");
+    request->idempotency_key = k->get<std::string>();
+  }
+  return Status::Ok();
+}
+
+http::Response QueueFull(const Status& st) {
+  http::Response resp = ErrorFromStatus(st);
+  if (st.code() == StatusCode::kResourceExhausted) resp.headers.emplace_back("Retry-After", "1");
+  return resp;
+}
+
+constexpr size_t kMaxBatch = 256;
+
 }  // namespace
 
 void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Store& store) {
@@ -59,20 +84,10 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
                                "{\"name\": ..., \"parameters\": {...}}"));
     }
     exec::ExecuteRequest request;
-    if (body.contains("name") && body["name"].is_string()) {
-      request.tool = body["name"].get<std::string>();
-    } else if (auto q = req.Query("tool_name")) {  // the original service's query form
-      request.tool = *q;
-    } else {
-      return ErrorFromStatus(InvalidArgumentError("'name' (the tool's name) is required"));
+    if (!body.contains("name")) {
+      if (auto q = req.Query("tool_name")) body["name"] = *q;  // the original service's query form
     }
-    if (body.contains("parameters")) request.parameters = body["parameters"];
-    if (body.contains("idempotency_key")) {
-      if (!body["idempotency_key"].is_string()) {
-        return ErrorFromStatus(InvalidArgumentError("'idempotency_key' must be a string"));
-      }
-      request.idempotency_key = body["idempotency_key"].get<std::string>();
-    }
+    if (Status st = ParseExecuteRequest(body, &request); !st.ok()) return ErrorFromStatus(st);
     bool async = body.contains("async") && body["async"].is_boolean() && body["async"].get<bool>();
 
     std::vector<exec::FieldError> fields;
@@ -82,11 +97,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
         Json details = {{"fields", exec::FieldErrorsJson(fields)}};
         return ErrorFromStatus(id.status(), details.dump());
       }
-      http::Response resp = ErrorFromStatus(id.status());
-      if (id.status().code() == StatusCode::kResourceExhausted) {
-        resp.headers.emplace_back("Retry-After", "1");
-      }
-      return resp;
+      return QueueFull(id.status());
     }
     std::string exec_id = *id;
     if (WantsEvents(req)) {
@@ -110,6 +121,112 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     bool finished = record->finished_ms != 0;
     if (!finished) out["links"] = links;
     return Ok(out, finished ? 200 : 202);
+  });
+
+  // Several calls at once: {"calls": [{"name", "parameters"}, ...], "async": false,
+  // "timeout_seconds": 600}. All are checked before any runs; the answer lists them in order.
+  server.Handle("POST", "/execute/batch", [&executor](const http::Request& req) {
+    Json body = req.body.empty() ? Json() : Json::parse(req.body, nullptr, false);
+    const Json* calls = nullptr;
+    if (body.is_array()) {
+      calls = &body;
+    } else if (body.is_object()) {
+      for (const char* key : {"calls", "executions", "requests"}) {
+        if (auto it = body.find(key); it != body.end()) calls = &*it;
+      }
+    }
+    if (!calls || !calls->is_array()) {
+      return ErrorFromStatus(InvalidArgumentError(
+          "the body must be {\"calls\": [{\"name\": ..., \"parameters\": {...}}, ...]}"));
+    }
+    if (calls->empty() || calls->size() > kMaxBatch) {
+      return ErrorFromStatus(InvalidArgumentError("a batch holds 1 to " +
+                                                  std::to_string(kMaxBatch) + " calls, not " +
+                                                  std::to_string(calls->size())));
+    }
+    bool async = body.is_object() && body.value("async", false) == true;
+    int64_t timeout_s = 600;
+    if (body.is_object() && body.contains("timeout_seconds")) {
+      const Json& t = body["timeout_seconds"];
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > 3600) {
+        return ErrorFromStatus(
+            InvalidArgumentError("'timeout_seconds' must be an integer from 0 to 3600"));
+      }
+      timeout_s = t.get<int64_t>();
+    }
+    std::vector<exec::ExecuteRequest> requests(calls->size());
+    Json bad = Json::array();
+    for (size_t i = 0; i < calls->size(); ++i) {
+      const Json& c = (*calls)[i];
+      Status st = c.is_object() ? ParseExecuteRequest(c, &requests[i])
+                                : InvalidArgumentError("a call must be a JSON object");
+      if (!st.ok()) {
+        bad.push_back(
+            {{"index", i}, {"code", StatusCodeName(st.code())}, {"message", st.message()}});
+      }
+    }
+    if (!bad.empty()) {
+      return ErrorFromStatus(InvalidArgumentError(std::to_string(bad.size()) +
+                                                  " calls are malformed, so none was run"),
+                             Json{{"calls", bad}}.dump());
+    }
+    std::vector<exec::Executor::BatchItemError> errors;
+    auto ids = executor.SubmitBatch(requests, &errors);
+    if (!ids.ok()) {
+      if (errors.empty()) return QueueFull(ids.status());
+      Json details = Json::array();
+      for (const auto& e : errors) {
+        Json d = {{"index", e.index},
+                  {"name", requests[e.index].tool},
+                  {"code", StatusCodeName(e.status.code())},
+                  {"message", e.status.message()}};
+        if (!e.fields.empty()) d["fields"] = exec::FieldErrorsJson(e.fields);
+        details.push_back(std::move(d));
+      }
+      return ErrorFromStatus(ids.status(), Json{{"calls", details}}.dump());
+    }
+    Json results = Json::array();
+    if (async) {
+      for (const auto& id : *ids) {
+        results.push_back({{"execution_id", id},
+                           {"status", "queued"},
+                           {"links", {{"status", "/executions/" + id}}}});
+      }
+      return Ok({{"count", results.size()}, {"executions", results}}, 202);
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    size_t succeeded = 0, failed = 0, unfinished = 0;
+    for (const auto& id : *ids) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      auto record = executor.Wait(id, std::max(left, std::chrono::milliseconds(0)));
+      if (!record.ok()) {
+        results.push_back({{"execution_id", id}, {"error", record.status().message()}});
+        ++unfinished;
+        continue;
+      }
+      if (record->finished_ms == 0) {
+        ++unfinished;
+      } else if (record->status == "succeeded") {
+        ++succeeded;
+      } else {
+        ++failed;
+      }
+      results.push_back(exec::ExecutionJson(*record));
+    }
+    return Ok({{"count", results.size()},
+               {"succeeded", succeeded},
+               {"failed", failed},
+               {"running", unfinished},
+               {"executions", results}},
+              unfinished ? 202 : 200);
+  });
+
+  // The tool's health check, run now: 200 when healthy, 503 when not (the body says why).
+  server.Handle("GET", "/tools/{name}/health", [&executor](const http::Request& req) {
+    auto health = executor.CheckHealth(req.PathParam("name"));
+    if (!health.ok()) return ErrorFromStatus(health.status());
+    return Ok(exec::ToolHealthJson(*health), health->status == "healthy" ? 200 : 503);
   });
 
   server.Handle("GET", "/executions", [&store](const http::Request& req) {

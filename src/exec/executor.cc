@@ -104,8 +104,8 @@ size_t Executor::queued() const {
   return queue_.size();
 }
 
-Result<std::string> Executor::Submit(const ExecuteRequest& request,
-                                     std::vector<FieldError>* field_errors) {
+Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& request,
+                                                         std::vector<FieldError>* field_errors) {
   auto snap = registry_.snapshot();
   const registry::Entry* entry = snap->Find(registry::Kind::kTool, request.tool);
   if (!entry) {
@@ -152,30 +152,203 @@ Result<std::string> Executor::Submit(const ExecuteRequest& request,
   r.sandboxed = options_.sandbox.has_value();
   r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
   r.manifest_version = std::to_string(entry->file->revision);
+  return job;
+}
+
+Status Executor::Enqueue(const std::vector<std::shared_ptr<Job>>& jobs) {
   {
-    // A slot is reserved before the record is written, so concurrent calls cannot overfill it.
+    // Slots are reserved before the records are written, so concurrent calls cannot overfill
+    // the queue; a batch gets all its slots or none.
     std::lock_guard lock(mu_);
     if (stopping_) return UnavailableError("the executor is stopping");
-    if (queue_.size() + reserved_ >= options_.queue_capacity) {
-      return ResourceExhaustedError("the execution queue is full (" +
-                                    std::to_string(options_.queue_capacity) +
-                                    " calls waiting); retry later");
+    if (queue_.size() + reserved_ + jobs.size() > options_.queue_capacity) {
+      return ResourceExhaustedError(
+          "the execution queue is full (" + std::to_string(queue_.size() + reserved_) + " of " +
+          std::to_string(options_.queue_capacity) + " places taken" +
+          (jobs.size() > 1 ? ", " + std::to_string(jobs.size()) + " needed" : std::string()) +
+          "); retry later");
     }
-    ++reserved_;
+    reserved_ += jobs.size();
   }
   // Durable before it is acknowledged.
-  Status written = store_.CreateExecution(r);
+  Status written;
+  size_t n_written = 0;
+  for (; n_written < jobs.size() && written.ok(); ++n_written) {
+    written = store_.CreateExecution(jobs[n_written]->record);
+  }
+  if (!written.ok()) --n_written;
+  std::vector<std::shared_ptr<Job>> orphans;
   {
     std::lock_guard lock(mu_);
-    --reserved_;
+    reserved_ -= jobs.size();
     if (written.ok()) {
-      queue_.push_back(job);
-      jobs_[job->id] = job;
+      for (const auto& job : jobs) {
+        queue_.push_back(job);
+        jobs_[job->id] = job;
+      }
     }
   }
-  if (!written.ok()) return written;
-  work_cv_.notify_one();
+  if (!written.ok()) {
+    // Records already written for this batch must not stay "queued" forever.
+    for (size_t i = 0; i < n_written; ++i) {
+      store::ExecutionRecord r = jobs[i]->record;
+      r.status = "failed";
+      r.error = "not run: the rest of its batch could not be recorded (" + written.message() + ")";
+      r.finished_ms = NowMs();
+      (void)store_.UpdateExecution(r);
+    }
+    return written;
+  }
+  if (jobs.size() == 1) {
+    work_cv_.notify_one();
+  } else {
+    work_cv_.notify_all();
+  }
+  return Status::Ok();
+}
+
+Result<std::string> Executor::Submit(const ExecuteRequest& request,
+                                     std::vector<FieldError>* field_errors) {
+  CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, Prepare(request, field_errors));
+  CORTEX_RETURN_IF_ERROR(Enqueue({job}));
   return job->id;
+}
+
+Result<std::vector<std::string>> Executor::SubmitBatch(const std::vector<ExecuteRequest>& requests,
+                                                       std::vector<BatchItemError>* errors) {
+  if (requests.empty()) return InvalidArgumentError("the batch has no calls");
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    BatchItemError item;
+    item.index = i;
+    auto job = Prepare(requests[i], &item.fields);
+    if (job.ok()) {
+      jobs.push_back(std::move(job).value());
+      continue;
+    }
+    item.status = job.status();
+    if (errors) errors->push_back(std::move(item));
+  }
+  if (errors && !errors->empty()) {
+    const BatchItemError& first = errors->front();
+    return InvalidArgumentError(std::to_string(errors->size()) + " of " +
+                                std::to_string(requests.size()) +
+                                " calls are invalid, so none was run; the first: calls[" +
+                                std::to_string(first.index) + "]: " + first.status.message());
+  }
+  CORTEX_RETURN_IF_ERROR(Enqueue(jobs));
+  std::vector<std::string> ids;
+  for (const auto& job : jobs) ids.push_back(job->id);
+  return ids;
+}
+
+Result<ProcessSpec> Executor::Sandboxed(ProcessSpec spec, const ToolCall& call) const {
+  if (!options_.sandbox) return spec;
+  SandboxPolicy policy;
+  policy.tool_dir = call.tool_dir;
+  policy.network = call.tool->As<registry::ToolSpec>()->implementation.network.value_or(false);
+  policy.hidden_paths = options_.hidden_paths;
+  auto wrapped = WrapInSandbox(spec, policy, *options_.sandbox);
+  if (!wrapped.ok()) return InternalError("cannot sandbox the tool: " + wrapped.status().message());
+  return wrapped;
+}
+
+Result<ToolHealth> Executor::CheckHealth(const std::string& tool_name) {
+  auto snap = registry_.snapshot();
+  const registry::Entry* entry = snap->Find(registry::Kind::kTool, tool_name);
+  if (!entry) return NotFoundError("no Tool named '" + tool_name + "'");
+  ToolHealth h;
+  h.tool = tool_name;
+  h.checked_ms = NowMs();
+  h.sandboxed = options_.sandbox.has_value();
+  ToolCall call;
+  call.tool = entry->file->manifest.get();
+  call.tool_dir = entry->file->path.substr(0, entry->file->path.find_last_of('/'));
+  call.execution_id = "health_" + NewExecutionId().substr(3);
+  const auto* tool = entry->manifest().As<registry::ToolSpec>();
+  const auto& declared = tool->implementation.health_check;
+  auto unhealthy = [&](std::string why) {
+    h.status = "unhealthy";
+    h.error = std::move(why);
+    return h;
+  };
+  if (!entry->resolved())
+    return unhealthy("the manifest is unresolved: " + entry->problems.front());
+  if (!options_.sandbox && !options_.allow_unsandboxed) {
+    return unhealthy("tools cannot be sandboxed here and unsandboxed runs are not allowed");
+  }
+  if (!declared) {
+    // Nothing declared: what can be known without running the tool.
+    h.check = "static";
+    auto spec = BuildToolProcess(call, options_.defaults, resolve_);
+    if (!spec.ok()) return unhealthy(spec.status().message());
+    h.status = "healthy";
+    return h;
+  }
+  h.check = "command";
+  h.command = declared->command;
+  h.expected_exit_code = static_cast<int>(declared->expected_exit_code.value_or(0));
+  h.expected_output = declared->expected_output_contains.value_or("");
+  auto spec = BuildToolHealthProcess(call, options_.defaults, resolve_);
+  if (!spec.ok()) {
+    if (spec.status().code() == StatusCode::kUnimplemented) return spec.status();
+    return unhealthy(spec.status().message());
+  }
+  auto wrapped = Sandboxed(std::move(spec).value(), call);
+  if (!wrapped.ok()) return unhealthy(wrapped.status().message());
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return UnavailableError("the executor is stopping");
+    if (health_checks_ >= std::max(1, options_.workers)) {
+      return ResourceExhaustedError("too many health checks running; retry later");
+    }
+    ++health_checks_;
+  }
+  CancelToken cancel;
+  auto result = runner_.Run(*wrapped, nullptr, &cancel);
+  {
+    std::lock_guard lock(mu_);
+    --health_checks_;
+  }
+  if (!result.ok()) return unhealthy("the check could not start: " + result.status().message());
+  const ProcessResult& pr = *result;
+  h.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(pr.wall).count();
+  std::string output = pr.stdout_data + pr.stderr_data;
+  h.output = output.size() > 2048 ? output.substr(output.size() - 2048) : output;
+  if (pr.reason != EndReason::kExited) {
+    return unhealthy("the check did not finish: " + (pr.reason_text.empty()
+                                                         ? std::string(EndReasonName(pr.reason))
+                                                         : pr.reason_text));
+  }
+  h.exit_code = pr.exit_code;
+  if (pr.exit_code != h.expected_exit_code) {
+    return unhealthy("exit code " + std::to_string(pr.exit_code) + ", expected " +
+                     std::to_string(h.expected_exit_code));
+  }
+  if (!h.expected_output.empty() && output.find(h.expected_output) == std::string::npos) {
+    return unhealthy("the output does not contain \"" + h.expected_output + "\"");
+  }
+  h.status = "healthy";
+  return h;
+}
+
+Json ToolHealthJson(const ToolHealth& h) {
+  Json j = {{"tool", h.tool},
+            {"status", h.status},
+            {"healthy", h.status == "healthy"},
+            {"check", h.check}};
+  if (!h.command.empty()) {
+    j["command"] = h.command;
+    j["expected_exit_code"] = h.expected_exit_code;
+    if (h.exit_code) j["exit_code"] = *h.exit_code;
+    if (!h.expected_output.empty()) j["expected_output_contains"] = h.expected_output;
+    j["output"] = h.output;
+    j["duration_ms"] = h.duration_ms;
+    j["sandboxed"] = h.sandboxed;
+  }
+  if (!h.error.empty()) j["error"] = h.error;
+  j["checked_ms"] = h.checked_ms;
+  return j;
 }
 
 void Executor::WorkerLoop() {
@@ -231,16 +404,9 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
   call.idempotency_key = r.idempotency_key;
   auto spec = BuildToolProcess(call, options_.defaults, resolve_);
   if (!spec.ok()) return fail(spec.status().message());
-  ProcessSpec to_run = std::move(spec).value();
-  if (options_.sandbox) {
-    SandboxPolicy policy;
-    policy.tool_dir = call.tool_dir;
-    policy.network = call.tool->As<registry::ToolSpec>()->implementation.network.value_or(false);
-    policy.hidden_paths = options_.hidden_paths;
-    auto wrapped = WrapInSandbox(to_run, policy, *options_.sandbox);
-    if (!wrapped.ok()) return fail("cannot sandbox the tool: " + wrapped.status().message());
-    to_run = std::move(wrapped).value();
-  }
+  auto wrapped = Sandboxed(std::move(spec).value(), call);
+  if (!wrapped.ok()) return fail(wrapped.status().message());
+  ProcessSpec to_run = std::move(wrapped).value();
 
   std::vector<store::LogLine> pending_logs;
   int64_t last_flush_ms = NowMs();

@@ -53,6 +53,23 @@ struct LiveLine {
   std::string text;
 };
 
+// The outcome of a tool's health check.
+struct ToolHealth {
+  std::string tool;
+  std::string status;  // "healthy" | "unhealthy"
+  std::string check;   // "command" (the manifest's health_check) | "static" (none declared)
+  std::string command;
+  std::optional<int> exit_code;
+  int expected_exit_code = 0;
+  std::string expected_output;  // "" when the check does not look at the output
+  std::string output;           // stdout (then stderr), bounded
+  std::string error;            // why it is unhealthy; "" when healthy
+  int64_t duration_ms = 0;
+  int64_t checked_ms = 0;
+  bool sandboxed = false;
+};
+nlohmann::ordered_json ToolHealthJson(const ToolHealth& health);
+
 class Executor {
  public:
   Executor(ExecutorOptions options, registry::Registry& registry, store::Store& store,
@@ -66,6 +83,24 @@ class Executor {
   // `field_errors`), FailedPrecondition (the tool's manifest is unresolved or cannot run, or no
   // sandbox and unsandboxed runs are not allowed), ResourceExhausted (the queue is full).
   Result<std::string> Submit(const ExecuteRequest& request, std::vector<FieldError>* field_errors);
+
+  // Several calls at once, all or nothing: every call is checked first (an InvalidArgument or
+  // NotFound for any of them refuses the whole batch, with one BatchItemError per bad call), then
+  // queue places for all of them are taken at once (ResourceExhausted when they do not fit).
+  // The ids are in the order of the requests.
+  struct BatchItemError {
+    size_t index = 0;
+    Status status;
+    std::vector<FieldError> fields;
+  };
+  Result<std::vector<std::string>> SubmitBatch(const std::vector<ExecuteRequest>& requests,
+                                               std::vector<BatchItemError>* errors);
+
+  // Runs the tool's declared health check now (on the calling thread, sandboxed like the tool;
+  // at most `workers` checks at once, ResourceExhausted beyond). A tool without a health check
+  // gets a static check: its manifest is resolved, its entrypoint exists and its interpreter is
+  // found. NotFound for an unknown tool.
+  Result<ToolHealth> CheckHealth(const std::string& tool);
 
   // The execution's record once it has finished, or as it is when `timeout` passes.
   Result<store::ExecutionRecord> Wait(const std::string& id, std::chrono::milliseconds timeout);
@@ -85,6 +120,10 @@ class Executor {
 
  private:
   struct Job;
+  Result<std::shared_ptr<Job>> Prepare(const ExecuteRequest& request,
+                                       std::vector<FieldError>* field_errors);
+  Status Enqueue(const std::vector<std::shared_ptr<Job>>& jobs);
+  Result<ProcessSpec> Sandboxed(ProcessSpec spec, const ToolCall& call) const;
   void WorkerLoop();
   void RunJob(const std::shared_ptr<Job>& job);
   void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record);
@@ -101,7 +140,8 @@ class Executor {
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // live and recent; guarded by mu_
   std::deque<std::string> finished_order_;            // for evicting recent jobs
   bool stopping_ = false;                             // guarded by mu_
-  size_t reserved_ = 0;  // queue slots held by calls being recorded; guarded by mu_
+  size_t reserved_ = 0;    // queue slots held by calls being recorded; guarded by mu_
+  int health_checks_ = 0;  // running health checks; guarded by mu_
   std::vector<std::thread> workers_;
 };
 

@@ -64,12 +64,70 @@ std::string Tail(const std::string& s, size_t n) {
   return t;
 }
 
+// A clean environment: nothing of the server's leaks in; the tool's declared variables and
+// Cortex's own on top.
+Result<std::vector<std::string>> ToolEnvironment(const ToolCall& call) {
+  const auto* tool = call.tool->As<registry::ToolSpec>();
+  std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", "/tmp"},
+      {"TMPDIR", "/tmp"},
+      {"LANG", "C.UTF-8"},
+      {"PYTHONDONTWRITEBYTECODE", "1"},
+      {"PYTHONUNBUFFERED", "1"},
+  };
+  registry::VariableContext ctx;
+  ctx.now = std::chrono::system_clock::now();
+  ctx.env = [&env](std::string_view name) -> std::optional<std::string> {
+    auto it = env.find(std::string(name));
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  ctx.variables["EXECUTION_ID"] = call.execution_id;
+  for (const auto& [key, value] : tool->environment.variables) {
+    auto resolved = registry::ResolveString(value, ctx);
+    if (!resolved.ok()) {
+      return InvalidArgumentError("environment.variables." + key + ": " +
+                                  resolved.status().message());
+    }
+    const Json& v = resolved->value;
+    env[key] = v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  env["CORTEX_EXECUTION_ID"] = call.execution_id;
+  env["CORTEX_TOOL_NAME"] = call.tool->name();
+  if (!call.idempotency_key.empty()) env["CORTEX_IDEMPOTENCY_KEY"] = call.idempotency_key;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+Result<Limits> ToolLimits(const registry::ToolResources& res, const ToolDefaults& defaults) {
+  Limits limits;
+  limits.timeout =
+      res.timeout ? std::chrono::milliseconds(static_cast<int64_t>(res.timeout->seconds * 1000.0))
+                  : defaults.timeout;
+  limits.kill_grace = defaults.kill_grace;
+  limits.memory_bytes = defaults.memory_bytes;
+  if (res.memory) {
+    CORTEX_ASSIGN_OR_RETURN(limits.memory_bytes, ParseByteSize(*res.memory));
+  }
+  limits.max_processes =
+      res.max_processes ? static_cast<uint64_t>(*res.max_processes) : defaults.max_processes;
+  limits.max_open_files =
+      res.max_open_files ? static_cast<uint64_t>(*res.max_open_files) : defaults.max_open_files;
+  limits.max_output_bytes = defaults.max_output_bytes;
+  if (res.max_output) {
+    CORTEX_ASSIGN_OR_RETURN(uint64_t out, ParseByteSize(*res.max_output));
+    limits.max_output_bytes = static_cast<size_t>(out);
+  }
+  return limits;
+}
+
 }  // namespace
 
 Result<uint64_t> ParseByteSize(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0) return InvalidArgumentError("'" + text + "' is not a size (e.g. 64M, 1G)");
+  if (i == 0 || i > 15) return InvalidArgumentError("'" + text + "' is not a size (e.g. 64M, 1G)");
   uint64_t n = std::stoull(text.substr(0, i));
   std::string unit = text.substr(i);
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -125,55 +183,9 @@ Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& d
   spec.stdin_data = params;
   spec.cwd = call.tool_dir;
 
-  // A clean environment: nothing of the server's leaks in.
-  std::map<std::string, std::string> env = {
-      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
-      {"HOME", "/tmp"},
-      {"TMPDIR", "/tmp"},
-      {"LANG", "C.UTF-8"},
-      {"PYTHONDONTWRITEBYTECODE", "1"},
-      {"PYTHONUNBUFFERED", "1"},
-  };
-  registry::VariableContext ctx;
-  ctx.now = std::chrono::system_clock::now();
-  ctx.env = [&env](std::string_view name) -> std::optional<std::string> {
-    auto it = env.find(std::string(name));
-    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
-  };
-  ctx.variables["EXECUTION_ID"] = call.execution_id;
-  for (const auto& [key, value] : tool->environment.variables) {
-    auto resolved = registry::ResolveString(value, ctx);
-    if (!resolved.ok()) {
-      return InvalidArgumentError("environment.variables." + key + ": " +
-                                  resolved.status().message());
-    }
-    const Json& v = resolved->value;
-    env[key] = v.is_string() ? v.get<std::string>() : v.dump();
-  }
-  env["CORTEX_EXECUTION_ID"] = call.execution_id;
-  env["CORTEX_TOOL_NAME"] = call.tool->name();
-  if (!call.idempotency_key.empty()) env["CORTEX_IDEMPOTENCY_KEY"] = call.idempotency_key;
-  for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
+  CORTEX_ASSIGN_OR_RETURN(spec.env, ToolEnvironment(call));
 
-  Limits& limits = spec.limits;
-  const registry::ToolResources& res = impl.resources;
-  limits.timeout =
-      res.timeout ? std::chrono::milliseconds(static_cast<int64_t>(res.timeout->seconds * 1000.0))
-                  : defaults.timeout;
-  limits.kill_grace = defaults.kill_grace;
-  limits.memory_bytes = defaults.memory_bytes;
-  if (res.memory) {
-    CORTEX_ASSIGN_OR_RETURN(limits.memory_bytes, ParseByteSize(*res.memory));
-  }
-  limits.max_processes =
-      res.max_processes ? static_cast<uint64_t>(*res.max_processes) : defaults.max_processes;
-  limits.max_open_files =
-      res.max_open_files ? static_cast<uint64_t>(*res.max_open_files) : defaults.max_open_files;
-  limits.max_output_bytes = defaults.max_output_bytes;
-  if (res.max_output) {
-    CORTEX_ASSIGN_OR_RETURN(uint64_t out, ParseByteSize(*res.max_output));
-    limits.max_output_bytes = static_cast<size_t>(out);
-  }
+  CORTEX_ASSIGN_OR_RETURN(spec.limits, ToolLimits(impl.resources, defaults));
   return spec;
 }
 
@@ -204,6 +216,78 @@ ToolOutcome InterpretToolResult(const ProcessResult& r) {
     out.success = true;
   }
   return out;
+}
+
+Result<std::vector<std::string>> SplitCommandLine(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\\') {
+      if (i + 1 < text.size()) word += text[++i];
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      size_t start = i++;
+      for (;; ++i) {
+        if (i >= text.size()) {
+          return InvalidArgumentError("unterminated " + std::string(1, c) + " quote at offset " +
+                                      std::to_string(start));
+        }
+        if (text[i] == c) break;
+        if (c == '"' && text[i] == '\\' && i + 1 < text.size() &&
+            std::string_view("\\\"$`").find(text[i + 1]) != std::string_view::npos) {
+          ++i;
+        }
+        word += text[i];
+      }
+      continue;
+    }
+    word += c;
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+Result<ProcessSpec> BuildToolHealthProcess(const ToolCall& call, const ToolDefaults& defaults,
+                                           const ProgramResolver& resolve) {
+  const auto* tool = call.tool ? call.tool->As<registry::ToolSpec>() : nullptr;
+  if (!tool) return InvalidArgumentError("not a Tool manifest");
+  const auto& check = tool->implementation.health_check;
+  if (!check) return NotFoundError("Tool/" + call.tool->name() + " declares no health_check");
+  if (check->type == "http" || check->type == "api_request") {
+    return UnimplementedError("health checks of type '" + check->type +
+                              "' are not supported for tools yet (use a script/command check)");
+  }
+  auto words = SplitCommandLine(check->command);
+  if (!words.ok()) return InvalidArgumentError("health_check.command: " + words.status().message());
+  if (words->empty()) return InvalidArgumentError("health_check.command is empty");
+  ProcessSpec spec;
+  spec.argv = std::move(words).value();
+  std::string& program = spec.argv[0];
+  if (program.find('/') == std::string::npos) {
+    std::string name = program == "python" ? "python3" : program;
+    CORTEX_ASSIGN_OR_RETURN(program, resolve(name));
+  } else if (!program.starts_with("/")) {
+    program = call.tool_dir + "/" + (program.starts_with("./") ? program.substr(2) : program);
+  }
+  spec.cwd = call.tool_dir;
+  CORTEX_ASSIGN_OR_RETURN(spec.env, ToolEnvironment(call));
+  CORTEX_ASSIGN_OR_RETURN(spec.limits, ToolLimits(tool->implementation.resources, defaults));
+  spec.limits.timeout =
+      check->timeout
+          ? std::chrono::milliseconds(static_cast<int64_t>(check->timeout->seconds * 1000.0))
+          : std::chrono::milliseconds(10000);
+  spec.limits.max_output_bytes = 64 << 10;
+  return spec;
 }
 
 }  // namespace cortex::exec

@@ -53,6 +53,20 @@ struct ToolOutcome {
 
 ToolOutcome InterpretToolResult(const ProcessResult& result);
 
+// The process of a tool's `implementation.health_check` (type script/command): its `command`
+// split into words like a shell would (quotes and backslashes; no expansion, no shell), run in
+// the tool's folder with the tool's clean environment. The program is resolved like a runtime
+// ("python3" -> absolute path); a relative path ("./check.sh") is taken from the tool's folder.
+// Limits: the check's `timeout` (default 10 s), output 64 KiB, the tool's memory/process limits.
+// NotFound when the tool declares no health check; Unimplemented for http checks.
+Result<ProcessSpec> BuildToolHealthProcess(const ToolCall& call, const ToolDefaults& defaults,
+                                           const ProgramResolver& resolve);
+
+// Splits a command line into words the way sh does for quoting only: 'single', "double" (with
+// \\ \" \$ \` escapes), backslash escapes outside quotes, whitespace separation. Nothing is
+// expanded ($VAR, globs, ~ stay literal). InvalidArgument on an unterminated quote.
+Result<std::vector<std::string>> SplitCommandLine(std::string_view text);
+
 // "64M", "512Mi", "1G", "1024" (bytes) -> bytes.
 Result<uint64_t> ParseByteSize(const std::string& text);
 

@@ -117,6 +117,55 @@ TEST(ToolOutcomeTest, ContractOfTheOriginalCorpus) {
   EXPECT_EQ(InterpretToolResult(r).error, "timed out after 5000 ms");
 }
 
+TEST_F(ToolProcessTest, HealthCheckProcess) {
+  auto m = Tool(
+      "{runtime: python3, entrypoint: ./run.py, health_check: {command: \"python3 ./run.py "
+      "'{\\\"x\\\": 1}'\", timeout: 2s}}",
+      "environment: {variables: {GREETING: hello}}\n");
+  ToolCall call;
+  call.tool = &m;
+  call.tool_dir = dir_.string();
+  call.execution_id = "health_1";
+  auto resolve = [](const std::string& name) -> Result<std::string> { return "/opt/bin/" + name; };
+  auto spec = BuildToolHealthProcess(call, ToolDefaults{}, resolve);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->argv, (std::vector<std::string>{"/opt/bin/python3", "./run.py", R"({"x": 1})"}));
+  EXPECT_EQ(spec->cwd, dir_.string());
+  EXPECT_EQ(spec->limits.timeout, std::chrono::milliseconds(2000));
+  EXPECT_NE(std::find(spec->env.begin(), spec->env.end(), "GREETING=hello"), spec->env.end());
+
+  auto relative =
+      Tool("{runtime: python3, entrypoint: ./run.py, health_check: {command: ./native}}");
+  call.tool = &relative;
+  auto rel = BuildToolHealthProcess(call, ToolDefaults{}, resolve);
+  ASSERT_TRUE(rel.ok());
+  EXPECT_EQ(rel->argv, (std::vector<std::string>{(dir_ / "native").string()}));
+  EXPECT_EQ(rel->limits.timeout, std::chrono::milliseconds(10000));
+
+  auto none = Tool("{runtime: python3, entrypoint: ./run.py}");
+  call.tool = &none;
+  EXPECT_EQ(BuildToolHealthProcess(call, ToolDefaults{}, resolve).status().code(),
+            StatusCode::kNotFound);
+  auto http = Tool("{runtime: python3, entrypoint: ./run.py, health_check: {type: http}}");
+  call.tool = &http;
+  EXPECT_EQ(BuildToolHealthProcess(call, ToolDefaults{}, resolve).status().code(),
+            StatusCode::kUnimplemented);
+}
+
+TEST(SplitCommandLineTest, QuotesAndEscapesWithoutExpansion) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(*SplitCommandLine("  a  b\tc "), (V{"a", "b", "c"}));
+  EXPECT_EQ(*SplitCommandLine("echo 'a b' \"c d\" e\\ f"), (V{"echo", "a b", "c d", "e f"}));
+  EXPECT_EQ(*SplitCommandLine(R"(x "say \"hi\" \$HOME \n" 'it''s')"),
+            (V{"x", R"(say "hi" $HOME \n)", "its"}));
+  EXPECT_EQ(*SplitCommandLine("echo $HOME ~ *"), (V{"echo", "$HOME", "~", "*"}));
+  EXPECT_EQ(*SplitCommandLine("a''b \"\""), (V{"ab", ""}));
+  EXPECT_TRUE(SplitCommandLine("   ")->empty());
+  EXPECT_EQ(SplitCommandLine("echo 'open").status().message(), "unterminated ' quote at offset 5");
+  EXPECT_EQ(SplitCommandLine("echo \"open").status().message(),
+            "unterminated \" quote at offset 5");
+}
+
 TEST(ToolOutcomeTest, ByteSizes) {
   EXPECT_EQ(*ParseByteSize("64M"), 64ull << 20);
   EXPECT_EQ(*ParseByteSize("1Gi"), 1ull << 30);
@@ -124,6 +173,7 @@ TEST(ToolOutcomeTest, ByteSizes) {
   EXPECT_EQ(*ParseByteSize("100"), 100u);
   EXPECT_FALSE(ParseByteSize("lots").ok());
   EXPECT_FALSE(ParseByteSize("5X").ok());
+  EXPECT_FALSE(ParseByteSize("99999999999999999999999M").ok());
 }
 
 }  // namespace

@@ -335,6 +335,25 @@ void WriteTools(const fs::path& m) {
   WriteTool(m, "net_denied", Bash(), "run.sh", connect, port_param);
   WriteTool(m, "net_allowed", Bash("  network: true\n"), "run.sh", connect, port_param);
   WriteTool(m, "segfault", Bash(), "run.sh", "echo before-the-signal\nkill -SEGV $$\n");
+  // Health checks.
+  WriteTool(m, "health_exit", Bash("  health_check:\n    command: ./check.sh ok\n"), "run.sh",
+            "echo '{}'\n");
+  WriteFile(m / "tools/health_exit/check.sh", "#!/bin/sh\necho \"checked $1\"\nexit 0\n");
+  fs::permissions(m / "tools/health_exit/check.sh",  // readable by the sandbox's uid
+                  fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                      fs::perms::others_read | fs::perms::others_exec);
+  WriteTool(m, "health_wrong_code",
+            Bash("  health_check:\n    command: bash -c 'echo sick; exit 4'\n"
+                 "    expected_exit_code: 0\n"),
+            "run.sh", "echo '{}'\n");
+  WriteTool(m, "health_wrong_output",
+            Bash("  health_check:\n    command: \"echo 'status: degraded'\"\n"
+                 "    expected_output_contains: 'status: ok'\n"),
+            "run.sh", "echo '{}'\n");
+  WriteTool(m, "health_hangs", Bash("  health_check:\n    command: sleep 30\n    timeout: 500ms\n"),
+            "run.sh", "echo '{}'\n");
+  WriteTool(m, "health_secret", Bash("  health_check:\n    command: cat /etc/shadow\n"), "run.sh",
+            "echo '{}'\n");
   WriteTool(m, "bad_json", Bash(), "run.sh",
             "code=$(printf '%s' \"$1\" | sed -n 's/.*\"code\":\\([0-9]*\\).*/\\1/p')\n"
             "echo '{\"unterminated\": '\nexit \"${code:-0}\"\n",
@@ -434,6 +453,129 @@ TEST_F(ExecuteApi, AlwaysFailsIsReportedWithReasonAndExitCode) {
   Reply d2 = Execute(c(), "always_fails");
   ASSERT_EQ(d2.status, 200) << d2.body;
   EXPECT_THAT(d2.json.value("error", ""), HasSubstr("failed on purpose")) << d2.body;
+}
+
+// ---- Batches and health checks ------------------------------------------------------------
+
+TEST_F(ExecuteApi, BatchRunsCallsInParallelAndAnswersInOrder) {
+  Json body = {
+      {"calls",
+       {{{"name", "calculator"}, {"parameters", {{"operation", "add"}, {"a", 1}, {"b", 2}}}},
+        {{"name", "shell_echo"}, {"parameters", {{"message", "batched"}}}},
+        {{"name", "always_fails"}, {"parameters", {{"reason", "third"}}}},
+        {{"name", "sleeper"}}}},
+      {"timeout_seconds", 3}};
+  // The sleeper keeps running past the batch's timeout: the batch answers 202 with it running.
+  Reply r = Post(c(), "/execute/batch", body.dump());
+  ASSERT_EQ(r.status, 202) << r.body;
+  ASSERT_EQ(r.json.value("count", 0), 4) << r.body;
+  const Json& ex = r.json["executions"];
+  EXPECT_EQ(ex[0].value("tool", ""), "calculator");
+  EXPECT_EQ(ex[0]["result"].value("result", -1), 3) << Brief(ex[0]);
+  EXPECT_EQ(ex[1]["result"].value("message", ""), "batched") << Brief(ex[1]);
+  EXPECT_EQ(ex[2].value("status", ""), "failed") << Brief(ex[2]);
+  EXPECT_THAT(ex[2].value("error", ""), HasSubstr("third"));
+  EXPECT_EQ(ex[3].value("status", ""), "running") << Brief(ex[3]);
+  EXPECT_EQ(r.json.value("succeeded", 0), 2);
+  EXPECT_EQ(r.json.value("failed", 0), 1);
+  EXPECT_EQ(r.json.value("running", 0), 1);
+  std::string sleeper = ex[3].value("execution_id", "");
+  ASSERT_EQ(Post(c(), "/executions/" + sleeper + "/cancel", "").status, 200);
+  EXPECT_EQ(WaitForRecord(c(), sleeper, Finished).value("status", ""), "cancelled");
+
+  // Two sleepers in one batch run at the same time (the pool has more than one worker).
+  Json two = {{"calls", {{{"name", "lines"}}, {{"name", "lines"}}}}, {"async", true}};
+  Reply a = Post(c(), "/execute/batch", two.dump());
+  ASSERT_EQ(a.status, 202) << a.body;
+  ASSERT_EQ(a.json["executions"].size(), 2u) << a.body;
+  for (const Json& e : a.json["executions"]) {
+    EXPECT_EQ(e.value("status", ""), "queued");
+    Json rec = WaitForRecord(c(), e.value("execution_id", ""), Finished);
+    EXPECT_EQ(rec.value("status", ""), "succeeded") << Brief(rec);
+  }
+}
+
+TEST_F(ExecuteApi, BatchWithABadCallRunsNothing) {
+  std::string marker = "batch-marker-" + std::to_string(::getpid());
+  Json body = {{"calls",
+                {{{"name", "shell_echo"}, {"parameters", {{"message", marker}}}},
+                 {{"name", "calculator"}, {"parameters", {{"operation", "pow"}}}},
+                 {{"name", "no_such_tool"}}}}};
+  Reply r = Post(c(), "/execute/batch", body.dump());
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(ErrorCode(r), "invalid_argument");
+  EXPECT_THAT(ErrorMessage(r), HasSubstr("2 of 3 calls are invalid, so none was run"));
+  const Json& calls = r.json["error"]["details"]["calls"];
+  ASSERT_EQ(calls.size(), 2u) << r.body;
+  EXPECT_EQ(calls[0].value("index", -1), 1);
+  EXPECT_FALSE(calls[0]["fields"].empty()) << r.body;
+  EXPECT_EQ(calls[1].value("index", -1), 2);
+  EXPECT_EQ(calls[1].value("code", ""), "not_found");
+  // The valid call did not run.
+  Reply list = Get(c(), "/executions?tool=shell_echo&limit=1000");
+  for (const Json& e : list.json["executions"]) {
+    EXPECT_NE(e["parameters"].value("message", ""), marker) << Brief(e);
+  }
+
+  for (const char* bad : {"", "{}", "{\"calls\": []}", "{\"calls\": {}}", "[1]",
+                          "{\"calls\": [{\"parameters\": {}}]}",
+                          "{\"calls\": [{\"name\": \"calculator\"}], \"timeout_seconds\": -1}"}) {
+    Reply b = Post(c(), "/execute/batch", bad);
+    EXPECT_EQ(b.status, 400) << bad << " -> " << b.body;
+    EXPECT_EQ(ErrorCode(b), "invalid_argument") << bad;
+  }
+  Json big = {{"calls", Json::array()}};
+  for (int i = 0; i < 300; ++i) big["calls"].push_back({{"name", "shell_echo"}});
+  Reply too_big = Post(c(), "/execute/batch", big.dump());
+  EXPECT_EQ(too_big.status, 400) << too_big.body;
+  EXPECT_THAT(ErrorMessage(too_big), HasSubstr("1 to 256"));
+}
+
+TEST_F(ExecuteApi, ToolHealthChecks) {
+  Reply calc = Get(c(), "/tools/calculator/health");
+  ASSERT_EQ(calc.status, 200) << calc.body;
+  EXPECT_EQ(calc.json.value("status", ""), "healthy") << calc.body;
+  EXPECT_EQ(calc.json.value("check", ""), "command");
+  EXPECT_EQ(calc.json.value("exit_code", -1), 0);
+  EXPECT_EQ(calc.json.value("sandboxed", false), true);
+  EXPECT_THAT(calc.json.value("output", ""), HasSubstr("\"result\": 2"));
+
+  // No declared check: static readiness.
+  Reply stats = Get(c(), "/tools/text_stats/health");
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_EQ(stats.json.value("check", ""), "static");
+
+  // A relative program from the tool's folder, with a quoted argument.
+  Reply own = Get(c(), "/tools/health_exit/health");
+  ASSERT_EQ(own.status, 200) << own.body;
+  EXPECT_THAT(own.json.value("output", ""), HasSubstr("checked ok"));
+
+  Reply code = Get(c(), "/tools/health_wrong_code/health");
+  EXPECT_EQ(code.status, 503) << code.body;
+  EXPECT_EQ(code.json.value("status", ""), "unhealthy");
+  EXPECT_EQ(code.json.value("error", ""), "exit code 4, expected 0");
+  EXPECT_THAT(code.json.value("output", ""), HasSubstr("sick"));
+
+  Reply out = Get(c(), "/tools/health_wrong_output/health");
+  EXPECT_EQ(out.status, 503) << out.body;
+  EXPECT_THAT(out.json.value("error", ""), HasSubstr("does not contain \"status: ok\""));
+
+  Reply hangs = Get(c(), "/tools/health_hangs/health");
+  EXPECT_EQ(hangs.status, 503) << hangs.body;
+  EXPECT_THAT(hangs.json.value("error", ""), HasSubstr("timed out")) << hangs.body;
+
+  // The check runs in the sandbox like the tool: host secrets stay hidden.
+  Reply secret = Get(c(), "/tools/health_secret/health");
+  EXPECT_EQ(secret.status, 503) << secret.body;
+  EXPECT_THAT(secret.json.value("output", ""), Not(HasSubstr("root:"))) << secret.body;
+
+  Reply missing = Get(c(), "/tools/missing_script/health");
+  EXPECT_EQ(missing.status, 503) << missing.body;
+  EXPECT_THAT(missing.json.value("error", ""), HasSubstr("unresolved"));
+
+  Reply unknown = Get(c(), "/tools/no_such_tool/health");
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  EXPECT_EQ(ErrorCode(unknown), "not_found");
 }
 
 // ---- Bad input ----------------------------------------------------------------------------
