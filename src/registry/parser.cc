@@ -1,5 +1,7 @@
 #include "registry/parser.h"
 
+#include "common/cron.h"
+#include "registry/expression.h"
 #include "registry/variables.h"
 
 #include <algorithm>
@@ -96,7 +98,8 @@ class TemplateChecker {
                                 : steps_node;
       std::string where = path + "[" + std::to_string(i) + "] (" + s.name + ")";
       CheckJson(s.parameters, n, where + ".parameters");
-      if (s.condition) CheckText(*s.condition, n, where + ".condition");
+      if (s.condition) CheckCondition(*s.condition, n ? n->Find("condition") : nullptr, n,
+                                      where + ".condition");
       if (!s.parallel.empty())
         CheckSteps(s.parallel, n ? n->Find("parallel") : nullptr, where + ".parallel");
       if (!s.then_steps.empty())
@@ -140,7 +143,25 @@ class TemplateChecker {
       diag_.Error(at, where + ": " + refs.status().message());
       return;
     }
-    for (const Reference& r : *refs) {
+    CheckReferences(*refs, at, where);
+  }
+
+  // A condition is an expression (registry/expression.h): its syntax and every reference it
+  // reads are checked now. Errors point at the condition's own line when it is known.
+  void CheckCondition(const std::string& text, const yaml::Node* value, const yaml::Node* step,
+                      const std::string& where) {
+    const yaml::Node* at = value ? value : step;
+    auto expr = ParseExpression(text);
+    if (!expr.ok()) {
+      diag_.Error(at, where + ": " + expr.status().message());
+      return;
+    }
+    CheckReferences(ExpressionReferences(**expr), at, where);
+  }
+
+  void CheckReferences(const std::vector<Reference>& refs, const yaml::Node* at,
+                       const std::string& where) {
+    for (const Reference& r : refs) {
       if (r.kind == Reference::Kind::kStep) CheckStepName(r.name, at, where);
       if (r.kind == Reference::Kind::kTrigger && !params_.empty() &&
           std::find(params_.begin(), params_.end(), r.name) == params_.end()) {
@@ -481,6 +502,19 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
     templates.CheckOutputs(wf->outputs, root->Find("outputs"));
     if (wf->trigger.type == TriggerType::kScheduled && !wf->trigger.schedule) {
       diag.Error(root->Find("trigger"), "trigger: a scheduled trigger needs 'schedule' (cron)");
+    }
+    if (wf->trigger.schedule) {
+      const yaml::Node* trig = root->Find("trigger");
+      const yaml::Node* at = trig ? trig->Find("schedule") : nullptr;
+      if (!at && trig) at = trig->Find("cron");
+      if (auto cron = ParseCron(*wf->trigger.schedule); !cron.ok()) {
+        diag.Error(at ? at : trig, "trigger.schedule: " + cron.status().message());
+      }
+      if (wf->trigger.timezone && *wf->trigger.timezone != "UTC" &&
+          *wf->trigger.timezone != "Etc/UTC") {
+        diag.Warning(trig, "trigger.timezone: schedules run in UTC; '" + *wf->trigger.timezone +
+                               "' is ignored");
+      }
     }
   } else if (auto* mon = std::get_if<MonumentSpec>(&m.spec)) {
     ValidateMonument(*mon, root, diag);
