@@ -10,11 +10,15 @@
 
 #include "api/execute_routes.h"
 #include "api/registry_routes.h"
+#include "api/relic_caller.h"
+#include "api/workflow_routes.h"
 #include "common/log.h"
 #include "cortex/version.h"
 #include "exec/executor.h"
 #include "registry/registry.h"
 #include "store/store.h"
+#include "workflow/engine.h"
+#include "workflow/executor_dispatcher.h"
 
 namespace cortex::api {
 
@@ -172,9 +176,30 @@ int RunServe(const Settings& settings) {
   auto runner = exec::MakeProcessRunner();
   auto executor = std::make_unique<exec::Executor>(eopts, reg, *state, *runner, resolver);
 
+  // The workflow engine on top of the executor; unfinished runs resume now.
+  auto environment = [](std::string_view name) -> std::optional<std::string> {
+    const char* v = std::getenv(std::string(name).c_str());
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  auto relic_caller = std::make_unique<RelicCaller>();
+  workflow::ExecutorDispatcher dispatcher(*executor, [&relic_caller](const auto& call, auto done) {
+    return relic_caller->Call(call, std::move(done));
+  });
+  workflow::EngineOptions wopts_engine;
+  wopts_engine.env = environment;
+  wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
+  auto engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, dispatcher);
+  if (Status st = engine->Start(); !st.ok()) {
+    log::Error("workflow", "cannot resume workflow runs: " + st.message());
+    return 1;
+  }
+  WorkflowRouteOptions wroutes;
+  wroutes.env = environment;
+
   auto gateway = StartServer(s.listen, s, "cortex", [&](http::Server& srv) {
     AddRegistryRoutes(srv, reg);
     AddExecuteRoutes(srv, *executor, *state);
+    AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
   });
   if (!gateway.ok()) {
     log::Error("serve", gateway.status().message());
@@ -199,6 +224,18 @@ int RunServe(const Settings& settings) {
       return 1;
     }
     executor_server = std::move(r).value();
+  }
+
+  std::unique_ptr<http::Server> workflow_server;
+  if (s.services.workflows) {
+    auto r = StartServer(*s.services.workflows, s, "workflow-engine", [&](http::Server& srv) {
+      AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
+    });
+    if (!r.ok()) {
+      log::Error("serve", r.status().message());
+      return 1;
+    }
+    workflow_server = std::move(r).value();
   }
 
   std::string host;
@@ -244,8 +281,12 @@ int RunServe(const Settings& settings) {
   reg.StopWatching();
   if (registry_server) registry_server->Stop();
   if (executor_server) executor_server->Stop();
+  if (workflow_server) workflow_server->Stop();
   (*gateway)->Stop();
+  engine->Stop();    // runs stay as recorded: they resume at the next start
   executor.reset();  // cancels running tools, waits for the workers
+  relic_caller.reset();
+  engine.reset();
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
   return 0;

@@ -43,10 +43,12 @@ struct RegistrySettings {
 struct ServicePorts {
   std::optional<std::string> registry;  // "127.0.0.1:8082"
   std::optional<std::string> executor;  // "127.0.0.1:8083"
+  std::optional<std::string> workflows;  // "127.0.0.1:8085"
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("registry", s.registry);
     v.Field("executor", s.executor);
+    v.Field("workflows", s.workflows, {.aliases = {"workflow_engine"}});
   }
 };
 

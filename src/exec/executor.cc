@@ -138,7 +138,7 @@ Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& r
   }
 
   auto job = std::make_shared<Job>();
-  job->id = NewExecutionId();
+  job->id = request.execution_id.empty() ? NewExecutionId() : request.execution_id;
   job->request = request;
   job->parameters = std::move(check.values);
   job->file = entry->file;
@@ -404,6 +404,9 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
   call.idempotency_key = r.idempotency_key;
   auto spec = BuildToolProcess(call, options_.defaults, resolve_);
   if (!spec.ok()) return fail(spec.status().message());
+  if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
+    spec->limits.timeout = *job->request.timeout;
+  }
   auto wrapped = Sandboxed(std::move(spec).value(), call);
   if (!wrapped.ok()) return fail(wrapped.status().message());
   ProcessSpec to_run = std::move(wrapped).value();
@@ -494,6 +497,7 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
     job->done = true;
   }
   job->cv.notify_all();
+  if (job->request.on_finish) job->request.on_finish(job->record);  // done: no writer any more
   std::lock_guard lock(mu_);
   finished_order_.push_back(job->id);
   while (finished_order_.size() > options_.recent) {

@@ -44,6 +44,14 @@ struct ExecuteRequest {
   std::string tool;
   nlohmann::ordered_json parameters = nlohmann::ordered_json::object();
   std::string idempotency_key;
+  // Set by callers that name the execution themselves (the workflow engine records the id before
+  // it submits); "" = a new id.
+  std::string execution_id;
+  // Called once with the final record, on a worker thread, after it is in the Store. Must not
+  // block or call back into the Executor.
+  std::function<void(const store::ExecutionRecord&)> on_finish;
+  // The timeout of this call when shorter than the tool's own (a workflow step's `timeout`).
+  std::optional<std::chrono::milliseconds> timeout;
 };
 
 // One output line of an execution, numbered from 1.

@@ -37,6 +37,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -111,7 +112,73 @@ CREATE TABLE execution_logs (
   PRIMARY KEY (execution_id, seq)
 ) WITHOUT ROWID;
 )sql"},
+    {2, "workflow runs, step states and their event log", R"sql(
+CREATE TABLE workflow_runs (
+  id               TEXT PRIMARY KEY NOT NULL,
+  workflow         TEXT NOT NULL,
+  status           TEXT NOT NULL,
+  input_json       TEXT NOT NULL,
+  output_json      TEXT NOT NULL,
+  error            TEXT NOT NULL,
+  trigger          TEXT NOT NULL,
+  manifest_path    TEXT NOT NULL,
+  manifest_text    TEXT NOT NULL,
+  manifest_version TEXT NOT NULL,
+  parent_run_id    TEXT NOT NULL,
+  parent_step      TEXT NOT NULL,
+  depth            INTEGER NOT NULL,
+  created_ms       INTEGER NOT NULL,
+  started_ms       INTEGER NOT NULL,
+  finished_ms      INTEGER NOT NULL,
+  updated_ms       INTEGER NOT NULL,
+  last_event_seq   INTEGER NOT NULL
+);
+CREATE INDEX workflow_runs_by_created ON workflow_runs (created_ms DESC, id DESC);
+CREATE INDEX workflow_runs_by_workflow ON workflow_runs (workflow, created_ms DESC, id DESC);
+CREATE INDEX workflow_runs_by_status ON workflow_runs (status, created_ms DESC, id DESC);
+CREATE INDEX workflow_runs_by_parent ON workflow_runs (parent_run_id) WHERE parent_run_id != '';
+
+CREATE TABLE workflow_steps (
+  run_id          TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+  step            TEXT NOT NULL,
+  status          TEXT NOT NULL,
+  attempt         INTEGER NOT NULL,
+  output_json     TEXT NOT NULL,
+  error           TEXT NOT NULL,
+  execution_id    TEXT NOT NULL,
+  started_ms      INTEGER NOT NULL,
+  finished_ms     INTEGER NOT NULL,
+  next_attempt_ms INTEGER NOT NULL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+
+CREATE TABLE workflow_events (
+  run_id    TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+  seq       INTEGER NOT NULL,
+  at_ms     INTEGER NOT NULL,
+  type      TEXT NOT NULL,
+  step      TEXT NOT NULL,
+  attempt   INTEGER NOT NULL,
+  data_json TEXT NOT NULL,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE workflow_schedules (
+  workflow    TEXT PRIMARY KEY NOT NULL,
+  last_due_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
+
+constexpr std::string_view kRunColumns =
+    "id, workflow, status, input_json, output_json, error, trigger, manifest_path, "
+    "manifest_text, manifest_version, parent_run_id, parent_step, depth, created_ms, started_ms, "
+    "finished_ms, updated_ms, last_event_seq";
+constexpr std::string_view kStepColumns =
+    "run_id, step, status, attempt, output_json, error, execution_id, started_ms, finished_ms, "
+    "next_attempt_ms";
+constexpr std::string_view kRunStatuses[] = {"queued",    "running", "paused",
+                                             "succeeded", "failed",  "cancelled"};
 
 // The record's columns, in the order BindRecord and ReadRecord use.
 constexpr std::string_view kRecordColumns =
@@ -706,7 +773,246 @@ class SqliteStore final : public Store {
     return lines;
   }
 
+  Status WriteRun(const RunTransition& t) override {
+    std::string run_id = t.run               ? t.run->id
+                         : !t.steps.empty()  ? t.steps.front().run_id
+                         : !t.events.empty() ? t.events.front().run_id
+                                             : "";
+    if (run_id.empty()) return Status::Ok();
+    if (t.run && !IsOneOf(t.run->status, kRunStatuses)) {
+      return InvalidArgumentError("unknown run status \"" + t.run->status + "\"");
+    }
+    return Write([&](Connection& c) -> Status {
+      if (t.run) {
+        const RunRecord& r = *t.run;
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement stmt,
+            // An upsert, not INSERT OR REPLACE: a replace deletes the row first, and the
+            // delete would cascade to the run's steps and events.
+            c.Prepare("INSERT INTO workflow_runs (" + std::string(kRunColumns) +
+                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                      "?15, ?16, ?17, ?18) ON CONFLICT (id) DO UPDATE SET status = ?3, "
+                      "output_json = ?5, error = ?6, started_ms = ?15, finished_ms = ?16, "
+                      "updated_ms = ?17, last_event_seq = ?18"));
+        stmt.Bind(1, r.id);
+        stmt.Bind(2, r.workflow);
+        stmt.Bind(3, r.status);
+        stmt.Bind(4, r.input_json);
+        stmt.Bind(5, r.output_json);
+        stmt.Bind(6, r.error);
+        stmt.Bind(7, r.trigger);
+        stmt.Bind(8, r.manifest_path);
+        stmt.Bind(9, r.manifest_text);
+        stmt.Bind(10, r.manifest_version);
+        stmt.Bind(11, r.parent_run_id);
+        stmt.Bind(12, r.parent_step);
+        stmt.Bind(13, int64_t{r.depth});
+        stmt.Bind(14, r.created_ms);
+        stmt.Bind(15, r.started_ms);
+        stmt.Bind(16, r.finished_ms);
+        stmt.Bind(17, r.updated_ms);
+        stmt.Bind(18, r.last_event_seq);
+        CORTEX_RETURN_IF_ERROR(stmt.Run());
+      }
+      if (!t.steps.empty()) {
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement stmt,
+            c.Prepare("INSERT OR REPLACE INTO workflow_steps (" + std::string(kStepColumns) +
+                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+        for (const StepRecord& st : t.steps) {
+          stmt.Bind(1, st.run_id);
+          stmt.Bind(2, st.step);
+          stmt.Bind(3, st.status);
+          stmt.Bind(4, int64_t{st.attempt});
+          stmt.Bind(5, st.output_json);
+          stmt.Bind(6, st.error);
+          stmt.Bind(7, st.execution_id);
+          stmt.Bind(8, st.started_ms);
+          stmt.Bind(9, st.finished_ms);
+          stmt.Bind(10, st.next_attempt_ms);
+          Status status = stmt.Run();
+          if (!status.ok() && stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            return NotFoundError("no workflow run " + st.run_id);
+          }
+          CORTEX_RETURN_IF_ERROR(status);
+          stmt.Reset();
+        }
+      }
+      if (!t.events.empty()) {
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement stmt,
+            c.Prepare("INSERT INTO workflow_events (run_id, seq, at_ms, type, step, attempt, "
+                      "data_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+        for (const RunEvent& e : t.events) {
+          stmt.Bind(1, e.run_id);
+          stmt.Bind(2, e.seq);
+          stmt.Bind(3, e.at_ms);
+          stmt.Bind(4, e.type);
+          stmt.Bind(5, e.step);
+          stmt.Bind(6, int64_t{e.attempt});
+          stmt.Bind(7, e.data_json);
+          Status status = stmt.Run();
+          if (!status.ok() && (stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_PRIMARYKEY)) {
+            return InvalidArgumentError("event " + std::to_string(e.seq) + " of run " + e.run_id +
+                                        " already exists");
+          }
+          if (!status.ok() && stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            return NotFoundError("no workflow run " + e.run_id);
+          }
+          CORTEX_RETURN_IF_ERROR(status);
+          stmt.Reset();
+        }
+      }
+      return Status::Ok();
+    });
+  }
+
+  Result<std::optional<RunRecord>> GetRun(const std::string& id) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, reader->Prepare("SELECT " + std::string(kRunColumns) +
+                                                            " FROM workflow_runs WHERE id = ?1"));
+    stmt.Bind(1, id);
+    CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return std::optional<RunRecord>();
+    return std::optional<RunRecord>(ReadRun(stmt));
+  }
+
+  Result<std::vector<StepRecord>> GetSteps(const std::string& run_id) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                            reader->Prepare("SELECT " + std::string(kStepColumns) +
+                                            " FROM workflow_steps WHERE run_id = ?1"));
+    stmt.Bind(1, run_id);
+    std::vector<StepRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      StepRecord st;
+      st.run_id = stmt.Text(0);
+      st.step = stmt.Text(1);
+      st.status = stmt.Text(2);
+      st.attempt = static_cast<int>(stmt.Int(3));
+      st.output_json = stmt.Text(4);
+      st.error = stmt.Text(5);
+      st.execution_id = stmt.Text(6);
+      st.started_ms = stmt.Int(7);
+      st.finished_ms = stmt.Int(8);
+      st.next_attempt_ms = stmt.Int(9);
+      out.push_back(std::move(st));
+    }
+    return out;
+  }
+
+  Result<std::vector<RunRecord>> ListRuns(const RunFilter& f) override {
+    if (f.status && !IsOneOf(*f.status, kRunStatuses)) {
+      return InvalidArgumentError("unknown run status \"" + *f.status + "\"");
+    }
+    std::string sql = "SELECT " + std::string(kRunColumns) + " FROM workflow_runs WHERE 1";
+    if (f.workflow) sql += " AND workflow = ?1";
+    if (f.status) sql += " AND status = ?2";
+    if (f.unfinished_only) sql += " AND status IN ('queued', 'running', 'paused')";
+    if (f.parent_run_id) sql += " AND parent_run_id = ?3";
+    if (f.before_id) {
+      sql += " AND (created_ms, id) < (SELECT created_ms, id FROM workflow_runs WHERE id = ?4)";
+    }
+    sql += " ORDER BY created_ms DESC, id DESC";
+    if (!f.unfinished_only) sql += " LIMIT ?5";
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, reader->Prepare(sql));
+    if (f.workflow) stmt.Bind(1, *f.workflow);
+    if (f.status) stmt.Bind(2, *f.status);
+    if (f.parent_run_id) stmt.Bind(3, *f.parent_run_id);
+    if (f.before_id) stmt.Bind(4, *f.before_id);
+    if (!f.unfinished_only) {
+      stmt.Bind(5, static_cast<int64_t>(std::clamp<size_t>(f.limit, 1, kMaxListLimit)));
+    }
+    std::vector<RunRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      out.push_back(ReadRun(stmt));
+    }
+    return out;
+  }
+
+  Result<std::vector<RunEvent>> GetRunEvents(const std::string& run_id, int64_t after_seq,
+                                             size_t limit) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT run_id, seq, at_ms, type, step, attempt, data_json FROM "
+                        "workflow_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"));
+    stmt.Bind(1, run_id);
+    stmt.Bind(2, after_seq);
+    stmt.Bind(3, static_cast<int64_t>(std::clamp<size_t>(limit, 1, kMaxLogLimit)));
+    std::vector<RunEvent> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      RunEvent e;
+      e.run_id = stmt.Text(0);
+      e.seq = stmt.Int(1);
+      e.at_ms = stmt.Int(2);
+      e.type = stmt.Text(3);
+      e.step = stmt.Text(4);
+      e.attempt = static_cast<int>(stmt.Int(5));
+      e.data_json = stmt.Text(6);
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  Result<std::optional<int64_t>> GetScheduleMark(const std::string& workflow) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT last_due_ms FROM workflow_schedules WHERE workflow = ?1"));
+    stmt.Bind(1, workflow);
+    CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return std::optional<int64_t>();
+    return std::optional<int64_t>(stmt.Int(0));
+  }
+
+  Status SetScheduleMark(const std::string& workflow, int64_t due_ms) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT OR REPLACE INTO workflow_schedules (workflow, last_due_ms) VALUES "
+                    "(?1, ?2)"));
+      stmt.Bind(1, workflow);
+      stmt.Bind(2, due_ms);
+      return stmt.Run();
+    });
+  }
+
  private:
+  static bool IsOneOf(std::string_view v, std::span<const std::string_view> set) {
+    return std::find(set.begin(), set.end(), v) != set.end();
+  }
+
+  static RunRecord ReadRun(Statement& stmt) {
+    RunRecord r;
+    r.id = stmt.Text(0);
+    r.workflow = stmt.Text(1);
+    r.status = stmt.Text(2);
+    r.input_json = stmt.Text(3);
+    r.output_json = stmt.Text(4);
+    r.error = stmt.Text(5);
+    r.trigger = stmt.Text(6);
+    r.manifest_path = stmt.Text(7);
+    r.manifest_text = stmt.Text(8);
+    r.manifest_version = stmt.Text(9);
+    r.parent_run_id = stmt.Text(10);
+    r.parent_step = stmt.Text(11);
+    r.depth = static_cast<int>(stmt.Int(12));
+    r.created_ms = stmt.Int(13);
+    r.started_ms = stmt.Int(14);
+    r.finished_ms = stmt.Int(15);
+    r.updated_ms = stmt.Int(16);
+    r.last_event_seq = stmt.Int(17);
+    return r;
+  }
+
   // A reader connection borrowed from the pool for one call.
   class Lease {
    public:

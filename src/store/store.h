@@ -48,6 +48,67 @@ struct LogLine {
   std::string text;
 };
 
+// ---- Workflow runs (the engine's durable state) -------------------------------------------
+// The current state of a run and of its steps, plus an append-only event log of every
+// transition. The engine writes a RunTransition (state and events together, atomically) before
+// it acts on it, and rebuilds a run from its rows after a restart.
+
+struct RunRecord {
+  std::string id;        // "wf_..." unique
+  std::string workflow;  // the workflow's name
+  // queued | running | paused | succeeded | failed | cancelled
+  std::string status;
+  std::string input_json = "{}";
+  std::string output_json;         // the workflow's outputs, when it succeeded
+  std::string error;               // why it failed / was cancelled
+  std::string trigger = "manual";  // manual | scheduled | webhook | workflow | retry
+  // The workflow manifest the run is pinned to (a hot reload changes new runs only).
+  std::string manifest_path, manifest_text, manifest_version;
+  std::string parent_run_id, parent_step;  // set for a sub-workflow's run
+  int depth = 0;                           // 0 for a top-level run
+  int64_t created_ms = 0, started_ms = 0, finished_ms = 0, updated_ms = 0;
+  int64_t last_event_seq = 0;  // the seq of the run's last event
+};
+
+struct StepRecord {
+  std::string run_id;
+  std::string step;
+  // pending | running | retrying | succeeded | failed | skipped | cancelled
+  std::string status = "pending";
+  int attempt = 0;  // attempts started so far
+  std::string output_json;
+  std::string error;
+  std::string execution_id;  // the tool execution / child run of the current attempt
+  int64_t started_ms = 0, finished_ms = 0;
+  int64_t next_attempt_ms = 0;  // when retrying: when the next attempt is due
+};
+
+struct RunEvent {
+  std::string run_id;
+  int64_t seq = 0;  // 1, 2, ... per run
+  int64_t at_ms = 0;
+  std::string type;  // run_started, step_running, step_succeeded, ...
+  std::string step;  // "" for run events
+  int attempt = 0;
+  std::string data_json;  // details ("" or a JSON object)
+};
+
+// Written atomically: the run row (inserted or replaced), step rows (upserted), events appended.
+struct RunTransition {
+  std::optional<RunRecord> run;
+  std::vector<StepRecord> steps;
+  std::vector<RunEvent> events;
+};
+
+struct RunFilter {
+  std::optional<std::string> workflow;
+  std::optional<std::string> status;
+  bool unfinished_only = false;  // queued, running or paused
+  std::optional<std::string> parent_run_id;
+  size_t limit = 50;                     // at most 1000 (unfinished_only: no limit)
+  std::optional<std::string> before_id;  // page: runs created before this one
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -68,6 +129,18 @@ class Store {
   virtual Status AppendLogs(const std::string& execution_id, const std::vector<LogLine>& lines) = 0;
   virtual Result<std::vector<LogLine>> GetLogs(const std::string& execution_id, int64_t after_seq,
                                                size_t limit) = 0;
+
+  // Workflow runs. WriteRun: InvalidArgument for an event whose seq is not after the run's
+  // stored last_event_seq; the run row must exist (or be in the transition).
+  virtual Status WriteRun(const RunTransition& transition) = 0;
+  virtual Result<std::optional<RunRecord>> GetRun(const std::string& id) = 0;
+  virtual Result<std::vector<StepRecord>> GetSteps(const std::string& run_id) = 0;
+  virtual Result<std::vector<RunRecord>> ListRuns(const RunFilter& filter) = 0;  // newest first
+  virtual Result<std::vector<RunEvent>> GetRunEvents(const std::string& run_id, int64_t after_seq,
+                                                     size_t limit) = 0;
+  // The last due time (Unix ms) a scheduled workflow was started for; nullopt when never.
+  virtual Result<std::optional<int64_t>> GetScheduleMark(const std::string& workflow) = 0;
+  virtual Status SetScheduleMark(const std::string& workflow, int64_t due_ms) = 0;
 };
 
 struct SqliteOptions {

@@ -10,6 +10,14 @@
 namespace cortex::exec {
 namespace {
 
+ExecuteRequest Req(std::string tool, nlohmann::ordered_json parameters, std::string key) {
+  ExecuteRequest r;
+  r.tool = std::move(tool);
+  r.parameters = std::move(parameters);
+  r.idempotency_key = std::move(key);
+  return r;
+}
+
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 
@@ -105,7 +113,7 @@ class ExecutorTest : public ::testing::Test {
 
 TEST_F(ExecutorTest, RunsAndRecords) {
   Executor& ex = Make(2, 8);
-  auto id = ex.Submit({"echo", Json{{"n", "7"}}, "key-1"}, nullptr);
+  auto id = ex.Submit(Req("echo", Json{{"n", "7"}}, "key-1"), nullptr);
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto rec = ex.Wait(*id, std::chrono::seconds(5));
   ASSERT_TRUE(rec.ok());
@@ -128,11 +136,12 @@ TEST_F(ExecutorTest, RunsAndRecords) {
 TEST_F(ExecutorTest, RejectsBadCallsBeforeRecordingThem) {
   Executor& ex = Make(1, 8);
   std::vector<FieldError> fields;
-  auto bad = ex.Submit({"echo", Json{{"n", "seven"}, {"m", 1}}, ""}, &fields);
+  auto bad = ex.Submit(Req("echo", Json{{"n", "seven"}, {"m", 1}}, ""), &fields);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(fields.size(), 2u);
-  EXPECT_EQ(ex.Submit({"ech", Json::object(), ""}, nullptr).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(ex.Submit(Req("ech", Json::object(), ""), nullptr).status().code(),
+            StatusCode::kNotFound);
   auto list = store_->ListExecutions({});
   ASSERT_TRUE(list.ok());
   EXPECT_TRUE(list->empty());
@@ -141,13 +150,13 @@ TEST_F(ExecutorTest, RejectsBadCallsBeforeRecordingThem) {
 TEST_F(ExecutorTest, TheQueueIsBoundedAndQueuedCallsCanBeCancelled) {
   runner_.Block(true);
   Executor& ex = Make(1, 2);
-  auto first = ex.Submit({"echo", Json{{"n", 1}}, ""}, nullptr);
+  auto first = ex.Submit(Req("echo", Json{{"n", 1}}, ""), nullptr);
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE(runner_.WaitRunning(1));  // the worker is busy with the first call
-  auto second = ex.Submit({"echo", Json{{"n", 2}}, ""}, nullptr);
-  auto third = ex.Submit({"echo", Json{{"n", 3}}, ""}, nullptr);
+  auto second = ex.Submit(Req("echo", Json{{"n", 2}}, ""), nullptr);
+  auto third = ex.Submit(Req("echo", Json{{"n", 3}}, ""), nullptr);
   ASSERT_TRUE(second.ok() && third.ok());
-  auto fourth = ex.Submit({"echo", Json{{"n", 4}}, ""}, nullptr);
+  auto fourth = ex.Submit(Req("echo", Json{{"n", 4}}, ""), nullptr);
   ASSERT_FALSE(fourth.ok());
   EXPECT_EQ(fourth.status().code(), StatusCode::kResourceExhausted);
 

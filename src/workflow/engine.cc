@@ -1,0 +1,1237 @@
+#include "workflow/engine.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <random>
+
+#include "common/log.h"
+#include "registry/parser.h"
+#include "registry/variables.h"
+
+namespace cortex::workflow {
+
+namespace {
+
+constexpr const char* kComponent = "workflow";
+
+bool Terminal(const std::string& s) {
+  return s == "succeeded" || s == "failed" || s == "skipped" || s == "cancelled";
+}
+bool RunFinished(const std::string& s) {
+  return s == "succeeded" || s == "failed" || s == "cancelled";
+}
+
+std::string RandomHex(size_t n) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  while (out.size() < n) {
+    uint64_t v = rng();
+    for (int i = 0; i < 16 && out.size() < n; ++i) out += kHex[(v >> (i * 4)) & 0xF];
+  }
+  return out;
+}
+
+std::string DurationText(int64_t ms) {
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+int64_t Millis(const registry::Duration& d) {
+  return static_cast<int64_t>(std::llround(d.seconds * 1000.0));
+}
+
+// "$.a.b[0]" / "a.b[0]" in `value`; null when absent.
+Json PathGet(const Json& value, std::string_view path) {
+  if (path.starts_with("$")) path.remove_prefix(1);
+  const Json* cur = &value;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '.') {
+      ++i;
+      continue;
+    }
+    if (path[i] == '[') {
+      size_t close = path.find(']', i);
+      if (close == std::string_view::npos) return nullptr;
+      std::string_view idx = path.substr(i + 1, close - i - 1);
+      i = close + 1;
+      if (!cur->is_array() || idx.empty() ||
+          idx.find_first_not_of("0123456789") != std::string_view::npos || idx.size() > 9) {
+        return nullptr;
+      }
+      size_t n = std::stoul(std::string(idx));
+      if (n >= cur->size()) return nullptr;
+      cur = &(*cur)[n];
+      continue;
+    }
+    size_t end = path.find_first_of(".[", i);
+    std::string key(
+        path.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i));
+    i = end == std::string_view::npos ? path.size() : end;
+    if (!cur->is_object()) return nullptr;
+    auto it = cur->find(key);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+  }
+  return *cur;
+}
+
+Json ParseOr(const std::string& text, Json fallback) {
+  if (text.empty()) return fallback;
+  Json j = Json::parse(text, nullptr, false);
+  return j.is_discarded() ? Json(text) : j;
+}
+
+}  // namespace
+
+std::string NewRunId() { return "wf_" + RandomHex(20); }
+
+// ---- State --------------------------------------------------------------------------------
+
+struct Engine::StepState {
+  std::string status = "pending";
+  int attempt = 0;
+  Json output;  // null when none
+  std::string error;
+  std::string execution_id;
+  int64_t started_ms = 0, finished_ms = 0, next_attempt_ms = 0;
+  bool timed_out = false;
+  bool queued = false;  // waiting for a dispatch slot
+};
+
+struct Engine::Run {
+  store::RunRecord rec;
+  std::shared_ptr<const Plan> plan;
+  Json input;
+  std::vector<StepState> steps;
+  int running = 0;  // attempts dispatched and not ended
+  bool aborting = false, cancelling = false;
+  std::string abort_reason;
+  std::set<int> touched;    // steps to write at the next Flush
+  std::deque<int> waiting;  // decided, waiting for the run's max_parallel_steps
+  int max_parallel = 0;     // 0: no per-run bound
+  bool finished = false;    // removed from runs_ after the next Flush
+};
+
+Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
+  Json j = {{"run_id", r.id},
+            {"workflow", r.workflow},
+            {"status", r.status},
+            {"trigger", r.trigger},
+            {"input", ParseOr(r.input_json, Json::object())}};
+  if (!r.output_json.empty()) j["output"] = ParseOr(r.output_json, nullptr);
+  if (!r.error.empty()) j["error"] = r.error;
+  if (!r.parent_run_id.empty()) {
+    j["parent_run_id"] = r.parent_run_id;
+    j["parent_step"] = r.parent_step;
+  }
+  j["depth"] = r.depth;
+  j["manifest_version"] = r.manifest_version;
+  j["created_ms"] = r.created_ms;
+  if (r.started_ms) j["started_ms"] = r.started_ms;
+  if (r.finished_ms) {
+    j["finished_ms"] = r.finished_ms;
+    j["duration_ms"] = r.finished_ms - r.started_ms;
+  }
+  if (steps) {
+    std::vector<const store::StepRecord*> order;
+    for (const auto& s : *steps) order.push_back(&s);
+    // Started steps in the order they started, then the rest by name.
+    std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
+      int64_t ka = a->started_ms ? a->started_ms : INT64_MAX;
+      int64_t kb = b->started_ms ? b->started_ms : INT64_MAX;
+      return ka < kb;
+    });
+    Json arr = Json::array();
+    size_t done = 0;
+    for (const auto* s : order) {
+      Json sj = {{"name", s->step}, {"status", s->status}, {"attempt", s->attempt}};
+      if (!s->output_json.empty()) sj["output"] = ParseOr(s->output_json, nullptr);
+      if (!s->error.empty()) sj["error"] = s->error;
+      if (!s->execution_id.empty()) sj["execution_id"] = s->execution_id;
+      if (s->started_ms) sj["started_ms"] = s->started_ms;
+      if (s->finished_ms) {
+        sj["finished_ms"] = s->finished_ms;
+        sj["duration_ms"] = s->finished_ms - s->started_ms;
+      }
+      if (s->status == "retrying") sj["next_attempt_ms"] = s->next_attempt_ms;
+      if (Terminal(s->status)) ++done;
+      arr.push_back(std::move(sj));
+    }
+    j["progress"] = {{"steps", steps->size()}, {"finished", done}};
+    j["steps"] = std::move(arr);
+  }
+  return j;
+}
+
+// ---- Life cycle ---------------------------------------------------------------------------
+
+Engine::Engine(EngineOptions options, registry::Registry& registry, store::Store& store,
+               StepDispatcher& dispatcher)
+    : options_(std::move(options)), registry_(registry), store_(store), dispatcher_(dispatcher) {}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() {
+  {
+    std::lock_guard lock(inbox_mu_);
+    stopping_ = true;
+  }
+  inbox_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  changed_.notify_all();
+}
+
+Status Engine::Start() {
+  {
+    std::lock_guard lock(mu_);
+    CORTEX_RETURN_IF_ERROR(Recover());
+    Flush();
+  }
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+int64_t Engine::Now() const {
+  if (options_.now_ms) return options_.now_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<std::string> Engine::Env(std::string_view name) const {
+  return options_.env ? options_.env(name) : std::nullopt;
+}
+
+size_t Engine::active_runs() const {
+  std::lock_guard lock(mu_);
+  return runs_.size();
+}
+
+Engine::Run* Engine::FindRun(const std::string& id) {
+  auto it = runs_.find(id);
+  return it == runs_.end() ? nullptr : it->second.get();
+}
+
+void Engine::Loop() {
+  for (;;) {
+    std::deque<Completion> batch;
+    int64_t next_due = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (!timers_.empty()) next_due = timers_.top().due_ms;
+    }
+    {
+      std::unique_lock lock(inbox_mu_);
+      auto pred = [&] { return stopping_ || !inbox_.empty() || wake_; };
+      int64_t wait = next_due == 0 ? 1000 : std::clamp<int64_t>(next_due - Now(), 0, 1000);
+      loop_due_ = Now() + wait;
+      inbox_cv_.wait_for(lock, std::chrono::milliseconds(wait), pred);
+      loop_due_ = 0;
+      if (stopping_) return;
+      batch.swap(inbox_);
+      wake_ = false;
+    }
+    std::lock_guard lock(mu_);
+    for (const Completion& c : batch) ApplyCompletion(c);
+    int64_t now = Now();
+    while (!timers_.empty() && timers_.top().due_ms <= now) {
+      Timer t = timers_.top();
+      timers_.pop();
+      FireTimer(t);
+    }
+    PumpReadyQueue();
+    Flush();
+  }
+}
+
+// ---- Starting runs ------------------------------------------------------------------------
+
+Result<std::string> Engine::StartRun(const StartRequest& request,
+                                     std::vector<exec::FieldError>* field_errors) {
+  std::lock_guard lock(mu_);
+  CORTEX_ASSIGN_OR_RETURN(std::string id, CreateRun(request, "", "", 0, field_errors));
+  Flush();
+  return id;
+}
+
+Result<std::string> Engine::CreateRun(const StartRequest& request, const std::string& parent_run,
+                                      const std::string& parent_step, int depth,
+                                      std::vector<exec::FieldError>* field_errors) {
+  auto snap = registry_.snapshot();
+  const registry::Entry* entry = snap->Find(registry::Kind::kWorkflow, request.workflow);
+  if (!entry) {
+    std::string msg = "no Workflow named '" + request.workflow + "'";
+    std::vector<std::string_view> names;
+    for (const registry::Entry* e : snap->List(registry::Kind::kWorkflow)) {
+      names.push_back(e->name());
+    }
+    std::string_view hint = registry::ClosestMatch(request.workflow, names);
+    if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+    return NotFoundError(msg);
+  }
+  if (!entry->resolved()) {
+    return FailedPreconditionError("Workflow/" + request.workflow +
+                                   " cannot run: " + entry->problems.front());
+  }
+  if (runs_.size() >= options_.max_active_runs) {
+    return ResourceExhaustedError("too many unfinished workflow runs (" +
+                                  std::to_string(runs_.size()) + "); retry later");
+  }
+  std::shared_ptr<const registry::Manifest> manifest = entry->file->manifest;
+  const auto* spec = manifest->As<registry::WorkflowSpec>();
+  exec::ParameterCheck check = exec::CheckParameters(spec->trigger.parameters, request.input);
+  if (!check.ok()) {
+    if (field_errors) *field_errors = check.errors;
+    std::string msg = "invalid input for Workflow/" + request.workflow + ": ";
+    for (size_t i = 0; i < check.errors.size(); ++i) {
+      const auto& e = check.errors[i];
+      msg += (i ? "; " : "") + (e.field.empty() ? e.message : e.field + ": " + e.message);
+    }
+    return InvalidArgumentError(msg);
+  }
+  CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(manifest));
+
+  auto run = std::make_unique<Run>();
+  run->plan = plan;
+  run->input = check.values.is_null() ? Json::object() : check.values;
+  run->steps.resize(plan->nodes.size());
+  store::RunRecord& r = run->rec;
+  r.id = NewRunId();
+  if (!parent_run.empty()) {
+    // A child's id is chosen by its parent step (recorded there first).
+    if (Run* parent = FindRun(parent_run)) {
+      const Node* n = parent->plan->Find(parent_step);
+      if (n) r.id = parent->steps[n - parent->plan->nodes.data()].execution_id;
+    }
+  }
+  r.workflow = request.workflow;
+  r.status = "running";
+  r.input_json = run->input.dump();
+  r.trigger = request.trigger;
+  r.manifest_path = entry->file->path;
+  r.manifest_text =
+      entry->file->stale ? registry::ManifestToJson(*manifest).dump() : entry->file->text;
+  r.manifest_version = std::to_string(entry->file->revision);
+  r.parent_run_id = parent_run;
+  r.parent_step = parent_step;
+  r.depth = depth;
+  r.created_ms = r.started_ms = r.updated_ms = Now();
+  if (const auto& cfg = spec->configuration;
+      cfg && cfg->concurrency && cfg->concurrency->max_parallel_steps) {
+    run->max_parallel = static_cast<int>(*cfg->concurrency->max_parallel_steps);
+  }
+  Run& ref = *run;
+  std::string id = r.id;
+  runs_[id] = std::move(run);
+  Event(ref, "run_started", -1,
+        {{"workflow", request.workflow}, {"trigger", request.trigger}, {"input", ref.input}});
+  for (size_t i = 0; i < ref.steps.size(); ++i) Touch(ref, static_cast<int>(i));
+  std::optional<registry::Duration> timeout = spec->timeout;
+  if (!timeout && spec->configuration && spec->configuration->timeout) {
+    timeout = spec->configuration->timeout;
+  }
+  if (timeout && timeout->seconds > 0) {
+    timers_.push({r.started_ms + Millis(*timeout), id, -1, 0, Timer::Kind::kRunTimeout});
+  }
+  for (size_t i = 0; i < plan->nodes.size(); ++i) {
+    if (plan->nodes[i].deps.empty()) Decide(ref, static_cast<int>(i));
+  }
+  MaybeFinishRun(ref);
+  changed_.notify_all();
+  return id;
+}
+
+// ---- Transitions --------------------------------------------------------------------------
+
+void Engine::Event(Run& run, const std::string& type, int node, Json data) {
+  store::RunEvent e;
+  e.run_id = run.rec.id;
+  e.seq = ++run.rec.last_event_seq;
+  e.at_ms = Now();
+  e.type = type;
+  if (node >= 0) {
+    e.step = run.plan->nodes[node].name;
+    e.attempt = run.steps[node].attempt;
+  }
+  if (!data.is_null()) e.data_json = data.dump(-1, ' ', false, Json::error_handler_t::replace);
+  run.rec.updated_ms = e.at_ms;
+  dirty_[run.rec.id].events.push_back(std::move(e));
+}
+
+void Engine::Touch(Run& run, int node) {
+  run.touched.insert(node);
+  dirty_[run.rec.id];  // the run row is written with its steps
+}
+
+registry::VariableContext Engine::ContextFor(const Run& run) const {
+  registry::VariableContext ctx;
+  ctx.env = [this](std::string_view name) { return Env(name); };
+  ctx.now = std::chrono::system_clock::time_point(std::chrono::milliseconds(Now()));
+  ctx.variables["WORKFLOW_NAME"] = run.rec.workflow;
+  ctx.variables["WORKFLOW_ID"] = run.rec.id;
+  ctx.variables["RUN_ID"] = run.rec.id;
+  if (const auto* spec = run.plan->spec) {
+    for (const auto& [k, v] : spec->environment.variables) ctx.variables[k] = v;
+  }
+  ctx.trigger = &run.input;
+  ctx.step = [&run](std::string_view name) -> std::optional<registry::StepOutcome> {
+    auto it = run.plan->by_name.find(name);
+    if (it == run.plan->by_name.end()) return std::nullopt;
+    const StepState& st = run.steps[it->second];
+    if (st.status == "pending") return std::nullopt;
+    return registry::StepOutcome{st.status, st.output.is_null() ? nullptr : &st.output};
+  };
+  return ctx;
+}
+
+void Engine::Decide(Run& run, int node) {
+  StepState& st = run.steps[node];
+  if (st.status != "pending" || st.queued || run.finished) return;
+  if (run.aborting || run.cancelling) return;  // cancelled when the run ends
+  const Node& n = run.plan->nodes[node];
+  for (int d : n.deps) {
+    if (!Terminal(run.steps[d].status)) return;
+  }
+  if (run.rec.status == "paused") return;  // Resume decides again
+  if (n.gate >= 0) {
+    const StepState& g = run.steps[n.gate];
+    bool taken = g.status == "succeeded" && g.output.is_object() &&
+                 g.output.value("result", !n.branch) == n.branch;
+    if (!taken) {
+      return FinishNode(run, node, "skipped", nullptr,
+                        "not run: the branch it is on was not taken");
+    }
+  }
+  if (n.kind == NodeKind::kJoin) {
+    bool all_skipped = true;
+    bool any = false;
+    Json out = Json::object();
+    for (int d : n.deps) {
+      if (d == n.gate || run.plan->nodes[d].name == n.name + "#if") {
+        if (run.steps[d].output.is_object()) {
+          out["branch"] = run.steps[d].output.value("result", false) ? "then" : "else";
+        }
+        continue;
+      }
+      any = true;
+      const StepState& c = run.steps[d];
+      if (c.status != "skipped") all_skipped = false;
+      if (!c.output.is_null()) out[run.plan->nodes[d].name] = c.output;
+    }
+    return FinishNode(run, node, any && all_skipped ? "skipped" : "succeeded", out, "");
+  }
+  std::string blocker;
+  for (int d : n.deps) {
+    if (d == n.gate) continue;
+    const StepState& ds = run.steps[d];
+    const auto* dstep = run.plan->nodes[d].step;
+    bool skip_on_failure = dstep && dstep->on_failure == registry::OnFailure::kSkip;
+    if (ds.status == "skipped" || ds.status == "cancelled" ||
+        (ds.status == "failed" && skip_on_failure)) {
+      blocker = run.plan->nodes[d].name + " " + ds.status;
+      break;
+    }
+  }
+  if (n.condition) {
+    auto value = registry::EvaluateExpression(*n.condition, ContextFor(run));
+    if (!value.ok()) {
+      st.error = "condition: " + value.status().message();
+      FinishNode(run, node, "failed", nullptr, st.error);
+      return AbortRun(run, "step '" + n.name + "' failed: " + st.error, false);
+    }
+    bool truth = registry::Truthy(value->value);
+    if (n.kind == NodeKind::kGate) {
+      if (!blocker.empty()) {
+        return FinishNode(run, node, "skipped", nullptr, "not run: " + blocker);
+      }
+      return FinishNode(run, node, "succeeded", Json{{"result", truth}}, "");
+    }
+    if (!truth) {
+      return FinishNode(run, node, "skipped", Json(),
+                        "condition is false: " + n.step->condition.value_or(""));
+    }
+  } else if (!blocker.empty()) {
+    return FinishNode(run, node, "skipped", nullptr, "not run: " + blocker);
+  }
+  // Ready to run.
+  if ((run.max_parallel > 0 && run.running >= run.max_parallel) ||
+      inflight_ >= options_.max_inflight) {
+    st.queued = true;
+    if (run.max_parallel > 0 && run.running >= run.max_parallel) {
+      run.waiting.push_back(node);
+    } else {
+      ready_.emplace_back(run.rec.id, node);
+    }
+    return;
+  }
+  st.attempt += 1;
+  st.status = "running";
+  st.started_ms = Now();
+  st.finished_ms = 0;
+  st.error.clear();
+  st.timed_out = false;
+  st.execution_id.clear();
+  if (n.step->type == registry::StepType::kTool) st.execution_id = "ex_" + RandomHex(20);
+  if (n.step->type == registry::StepType::kWorkflow) st.execution_id = NewRunId();
+  run.running += 1;
+  inflight_ += 1;
+  Event(run, "step_running", node,
+        st.execution_id.empty() ? Json() : Json{{"execution_id", st.execution_id}});
+  Touch(run, node);
+  if (n.step->timeout && n.step->timeout->seconds > 0) {
+    timers_.push({st.started_ms + Millis(*n.step->timeout), run.rec.id, node, st.attempt,
+                  Timer::Kind::kStepTimeout});
+  }
+  effects_.push_back({Effect::Kind::kDispatch, run.rec.id, node, st.attempt});
+}
+
+void Engine::FinishNode(Run& run, int node, const std::string& status, Json output,
+                        const std::string& error) {
+  StepState& st = run.steps[node];
+  st.status = status;
+  st.output = std::move(output);
+  st.error = error;
+  st.queued = false;
+  st.finished_ms = Now();
+  if (!st.started_ms) st.started_ms = st.finished_ms;
+  Json data = Json::object();
+  if (!error.empty()) data["error"] = error;
+  Event(run, "step_" + status, node, data.empty() ? Json() : data);
+  Touch(run, node);
+  AfterTerminal(run, node);
+}
+
+void Engine::AfterTerminal(Run& run, int node) {
+  for (int d : run.plan->nodes[node].dependents) Decide(run, d);
+  MaybeFinishRun(run);
+}
+
+void Engine::AbortRun(Run& run, const std::string& reason, bool cancelled) {
+  if (run.aborting || run.cancelling || run.finished) return;
+  run.aborting = !cancelled;
+  run.cancelling = cancelled;
+  run.abort_reason = reason;
+  Event(run, cancelled ? "run_cancelling" : "run_aborting", -1, {{"reason", reason}});
+  for (size_t i = 0; i < run.steps.size(); ++i) {
+    StepState& st = run.steps[i];
+    if (st.status == "running") {
+      effects_.push_back({Effect::Kind::kCancelStep, run.rec.id, static_cast<int>(i), st.attempt});
+    }
+  }
+  MaybeFinishRun(run);
+}
+
+void Engine::EndAttempt(Run& run, int node, const Completion& c) {
+  StepState& st = run.steps[node];
+  if (st.status != "running" || st.attempt != c.attempt) return;  // stale
+  run.running -= 1;
+  inflight_ -= 1;
+  if (!run.waiting.empty() && !run.aborting && !run.cancelling) {
+    int next = run.waiting.front();
+    run.waiting.pop_front();
+    run.steps[next].queued = false;
+    Decide(run, next);
+  }
+  const Node& n = run.plan->nodes[node];
+  if (c.interrupted && !run.aborting && !run.cancelling) {
+    // The executor stopped under it: run the same attempt again.
+    st.status = "pending";
+    st.attempt -= 1;
+    Event(run, "step_interrupted", node, {{"error", c.error}});
+    Touch(run, node);
+    timers_.push({Now() + options_.dispatch_retry.count(), run.rec.id, node, st.attempt,
+                  Timer::Kind::kDispatch});
+    return;
+  }
+  if (c.success) {
+    Json output = c.output;
+    if (!n.step->output_mapping.empty()) {
+      Json mapped = output.is_object() ? output : Json{{"result", output}};
+      for (const auto& [key, path] : n.step->output_mapping) {
+        mapped[key] = PathGet(output, path);
+      }
+      output = std::move(mapped);
+    }
+    return FinishNode(run, node, "succeeded", std::move(output), "");
+  }
+  if (run.aborting || run.cancelling) {
+    return FinishNode(run, node, "cancelled", c.output,
+                      c.cancelled ? "cancelled: " + run.abort_reason : c.error);
+  }
+  std::string error = c.error;
+  if (st.timed_out) error = "timed out after " + DurationText(Millis(*n.step->timeout));
+  // Retry policy: the step's, the workflow's, configuration.default_retry_policy, max_retries.
+  const registry::WorkflowSpec& spec = *run.plan->spec;
+  std::optional<registry::RetryPolicy> policy = n.step->retry_policy;
+  if (!policy) policy = spec.retry_policy;
+  if (!policy && spec.configuration) policy = spec.configuration->default_retry_policy;
+  if (!policy && spec.configuration && spec.configuration->max_retries) {
+    policy = registry::RetryPolicy{};
+    policy->max_attempts = *spec.configuration->max_retries + 1;
+  }
+  if (policy && st.attempt < policy->max_attempts) {
+    int64_t base = policy->delay ? Millis(*policy->delay) : 1000;
+    int64_t delay = base;
+    if (policy->backoff == registry::Backoff::kLinear) delay = base * st.attempt;
+    if (policy->backoff == registry::Backoff::kExponential) {
+      delay = base << std::min(st.attempt - 1, 20);
+    }
+    int64_t cap = policy->max_delay ? Millis(*policy->max_delay) : 300000;
+    delay = std::min(delay, cap);
+    st.status = "retrying";
+    st.error = error;
+    st.output = c.output;
+    st.next_attempt_ms = Now() + delay;
+    Event(run, "step_retrying", node,
+          {{"error", error}, {"delay_ms", delay}, {"next_attempt", st.attempt + 1}});
+    Touch(run, node);
+    timers_.push({st.next_attempt_ms, run.rec.id, node, st.attempt, Timer::Kind::kRetry});
+    return;
+  }
+  FinishNode(run, node, "failed", c.output, error);
+  registry::OnFailure on_failure = registry::OnFailure::kAbort;
+  if (n.step->on_failure) {
+    on_failure = *n.step->on_failure;
+  } else if (spec.configuration && spec.configuration->error_handling &&
+             spec.configuration->error_handling->on_step_failure) {
+    const std::string& d = *spec.configuration->error_handling->on_step_failure;
+    if (d == "continue") on_failure = registry::OnFailure::kContinue;
+    if (d == "skip") on_failure = registry::OnFailure::kSkip;
+  }
+  if (on_failure == registry::OnFailure::kAbort || on_failure == registry::OnFailure::kRetry) {
+    AbortRun(run, "step '" + n.name + "' failed: " + error, false);
+  }
+}
+
+void Engine::MaybeFinishRun(Run& run) {
+  if (run.finished || run.running > 0) return;
+  bool all_terminal = true;
+  for (const StepState& st : run.steps) {
+    if (!Terminal(st.status)) all_terminal = false;
+  }
+  if (!all_terminal && !run.aborting && !run.cancelling) return;
+  for (size_t i = 0; i < run.steps.size(); ++i) {
+    StepState& st = run.steps[i];
+    if (Terminal(st.status)) continue;
+    st.status = "cancelled";
+    st.queued = false;
+    st.error = "not run: " + run.abort_reason;
+    st.finished_ms = Now();
+    Touch(run, static_cast<int>(i));
+  }
+  store::RunRecord& r = run.rec;
+  r.status = run.cancelling ? "cancelled" : run.aborting ? "failed" : "succeeded";
+  r.error = run.aborting || run.cancelling ? run.abort_reason : "";
+  r.finished_ms = Now();
+  if (r.status == "succeeded" && !run.plan->spec->outputs.empty()) {
+    registry::VariableContext ctx = ContextFor(run);
+    Json out = Json::object();
+    for (const auto& [name, o] : run.plan->spec->outputs) {
+      std::string src = o.source;
+      if (src.find('$') == std::string::npos &&
+          (src.starts_with("steps.") || src.starts_with("trigger.") || src.starts_with("input."))) {
+        src = "$(" + src + ")";
+      }
+      auto v = registry::ResolveString(src, ctx);
+      out[name] = v.ok() && v->unresolved.empty() ? v->value : Json(nullptr);
+    }
+    r.output_json = out.dump(-1, ' ', false, Json::error_handler_t::replace);
+  }
+  Event(run, "run_" + r.status, -1, r.error.empty() ? Json() : Json{{"error", r.error}});
+  run.finished = true;
+  if (!r.parent_run_id.empty()) {
+    effects_.push_back({Effect::Kind::kNotifyParent, r.id, -1, 0});
+  }
+}
+
+// ---- Completions, timers, dispatch ----------------------------------------------------------
+
+void Engine::ApplyCompletion(const Completion& c) {
+  Run* run = FindRun(c.run_id);
+  if (!run || run->finished || c.node < 0 || c.node >= static_cast<int>(run->steps.size())) return;
+  EndAttempt(*run, c.node, c);
+}
+
+void Engine::FireTimer(const Timer& t) {
+  Run* run = FindRun(t.run_id);
+  if (!run || run->finished) return;
+  if (t.kind == Timer::Kind::kRunTimeout) {
+    const auto* spec = run->plan->spec;
+    std::optional<registry::Duration> timeout = spec->timeout;
+    if (!timeout && spec->configuration) timeout = spec->configuration->timeout;
+    return AbortRun(*run, "the run timed out after " + DurationText(Millis(*timeout)), false);
+  }
+  StepState& st = run->steps[t.node];
+  switch (t.kind) {
+    case Timer::Kind::kRetry:
+      if (st.status != "retrying" || st.attempt != t.attempt) return;
+      if (run->aborting || run->cancelling) return;
+      st.status = "pending";
+      Decide(*run, t.node);
+      return;
+    case Timer::Kind::kDispatch:
+      if (st.status != "pending" || st.attempt != t.attempt) return;
+      Decide(*run, t.node);
+      return;
+    case Timer::Kind::kStepTimeout:
+      if (st.status != "running" || st.attempt != t.attempt) return;
+      st.timed_out = true;
+      Event(*run, "step_timeout", t.node);
+      effects_.push_back({Effect::Kind::kCancelStep, run->rec.id, t.node, st.attempt});
+      return;
+    default:
+      return;
+  }
+}
+
+void Engine::PumpReadyQueue() {
+  while (inflight_ < options_.max_inflight && !ready_.empty()) {
+    auto [run_id, node] = ready_.front();
+    ready_.pop_front();
+    Run* run = FindRun(run_id);
+    if (!run) continue;
+    StepState& st = run->steps[node];
+    if (!st.queued || st.status != "pending") continue;
+    st.queued = false;
+    Decide(*run, node);
+  }
+}
+
+void Engine::Flush() {
+  PumpReadyQueue();
+  for (int round = 0; round < 1000 && (!dirty_.empty() || !effects_.empty()); ++round) {
+    std::map<std::string, store::RunTransition> dirty;
+    dirty.swap(dirty_);
+    std::set<std::string> failed;
+    for (auto& [id, t] : dirty) {
+      Run* run = FindRun(id);
+      if (!run) continue;
+      t.run = run->rec;
+      for (int node : run->touched) {
+        const StepState& st = run->steps[node];
+        store::StepRecord s;
+        s.run_id = id;
+        s.step = run->plan->nodes[node].name;
+        s.status = st.status;
+        s.attempt = st.attempt;
+        if (!st.output.is_null()) {
+          s.output_json = st.output.dump(-1, ' ', false, Json::error_handler_t::replace);
+        }
+        s.error = st.error;
+        s.execution_id = st.execution_id;
+        s.started_ms = st.started_ms;
+        s.finished_ms = st.finished_ms;
+        s.next_attempt_ms = st.status == "retrying" ? st.next_attempt_ms : 0;
+        t.steps.push_back(std::move(s));
+      }
+      run->touched.clear();
+      if (Status st = store_.WriteRun(t); !st.ok()) {
+        // Nothing is done that is not recorded: this run's actions wait. After a restart it
+        // resumes from what was recorded last.
+        log::Error(kComponent, "cannot record run " + id + ": " + st.message());
+        failed.insert(id);
+      }
+    }
+    std::deque<Effect> effects;
+    effects.swap(effects_);
+    for (const Effect& e : effects) {
+      if (failed.count(e.run_id)) continue;
+      PerformEffect(e);
+    }
+    for (auto it = runs_.begin(); it != runs_.end();) {
+      if (it->second->finished && !dirty_.count(it->first)) {
+        it = runs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  changed_.notify_all();
+  if (!timers_.empty()) {
+    // A timer due before the engine thread means to wake up: wake it now.
+    int64_t due = timers_.top().due_ms;
+    std::lock_guard lock(inbox_mu_);
+    if (loop_due_ != 0 && due < loop_due_) {
+      wake_ = true;
+      inbox_cv_.notify_one();
+    }
+  }
+}
+
+void Engine::PerformEffect(const Effect& e) {
+  Run* run = FindRun(e.run_id);
+  if (!run) return;
+  switch (e.kind) {
+    case Effect::Kind::kDispatch:
+      return DispatchNow(*run, e.node, e.attempt);
+    case Effect::Kind::kCancelStep: {
+      const StepState& st = run->steps[e.node];
+      if (st.status != "running" || st.attempt != e.attempt) return;
+      const auto* step = run->plan->nodes[e.node].step;
+      if (step->type == registry::StepType::kTool) {
+        dispatcher_.CancelTool(st.execution_id);
+      } else if (step->type == registry::StepType::kWorkflow) {
+        if (Run* child = FindRun(st.execution_id)) {
+          AbortRun(*child, st.timed_out ? "the parent step timed out" : "the parent run stopped",
+                   true);
+        }
+      }
+      return;
+    }
+    case Effect::Kind::kNotifyParent: {
+      Run* parent = FindRun(run->rec.parent_run_id);
+      if (!parent) return;
+      const Node* n = parent->plan->Find(run->rec.parent_step);
+      if (!n) return;
+      int node = static_cast<int>(n - parent->plan->nodes.data());
+      const StepState& st = parent->steps[node];
+      if (st.execution_id != run->rec.id) return;
+      Completion c;
+      c.run_id = parent->rec.id;
+      c.node = node;
+      c.attempt = st.attempt;
+      c.success = run->rec.status == "succeeded";
+      c.output = ParseOr(run->rec.output_json, Json::object());
+      c.cancelled = run->rec.status == "cancelled";
+      c.error = "sub-workflow run " + run->rec.id + " " + run->rec.status +
+                (run->rec.error.empty() ? "" : ": " + run->rec.error);
+      EndAttempt(*parent, node, c);
+      return;
+    }
+  }
+}
+
+void Engine::DispatchNow(Run& run, int node, int attempt) {
+  StepState& st = run.steps[node];
+  if (st.status != "running" || st.attempt != attempt || run.finished) return;
+  const Node& n = run.plan->nodes[node];
+  const registry::WorkflowStep& step = *n.step;
+  Completion fail;
+  fail.run_id = run.rec.id;
+  fail.node = node;
+  fail.attempt = attempt;
+  auto params = registry::ResolveJson(step.parameters.is_null() ? Json::object() : step.parameters,
+                                      ContextFor(run));
+  if (!params.ok()) {
+    fail.error = "parameters: " + params.status().message();
+    return EndAttempt(run, node, fail);
+  }
+  Json values = params->value;
+  std::string run_id = run.rec.id;
+  auto post = [this](Completion c) {
+    {
+      std::lock_guard lock(inbox_mu_);
+      inbox_.push_back(std::move(c));
+    }
+    inbox_cv_.notify_one();
+  };
+  switch (step.type) {
+    case registry::StepType::kTool: {
+      StepDispatcher::ToolCall call;
+      call.tool = step.target;
+      call.parameters = values;
+      call.execution_id = st.execution_id;
+      call.idempotency_key = run.rec.id + "/" + n.name + "/" + std::to_string(attempt);
+      if (step.timeout && step.timeout->seconds > 0) {
+        // The engine's own timer reports it; the process limit is a backstop slightly later.
+        call.timeout = std::chrono::milliseconds(Millis(*step.timeout) + 1000);
+      }
+      Status started = dispatcher_.StartTool(
+          call, [post, run_id, node, attempt](const store::ExecutionRecord& r) {
+            Completion c;
+            c.run_id = run_id;
+            c.node = node;
+            c.attempt = attempt;
+            c.success = r.status == "succeeded";
+            c.output = ParseOr(r.result_json, nullptr);
+            c.error = r.error.empty() ? r.status : r.error;
+            c.cancelled = r.status == "cancelled";
+            c.interrupted = r.status == "interrupted";
+            post(std::move(c));
+          });
+      if (started.code() == StatusCode::kResourceExhausted) {
+        // The executor's queue is full: this attempt waits and is dispatched again.
+        st.status = "pending";
+        st.attempt -= 1;
+        run.running -= 1;
+        inflight_ -= 1;
+        Touch(run, node);
+        timers_.push({Now() + options_.dispatch_retry.count(), run.rec.id, node, st.attempt,
+                      Timer::Kind::kDispatch});
+        return;
+      }
+      if (!started.ok()) {
+        fail.error = started.message();
+        return EndAttempt(run, node, fail);
+      }
+      return;
+    }
+    case registry::StepType::kWorkflow: {
+      StartRequest child;
+      child.workflow = step.target == "self" ? run.rec.workflow : step.target;
+      child.input = values.is_object() ? values : Json::object();
+      child.trigger = "workflow";
+      if (run.rec.depth + 1 > options_.max_depth) {
+        fail.error = "sub-workflow '" + child.workflow + "' would nest deeper than " +
+                     std::to_string(options_.max_depth) + " levels";
+        return EndAttempt(run, node, fail);
+      }
+      std::vector<exec::FieldError> fields;
+      auto id = CreateRun(child, run.rec.id, n.name, run.rec.depth + 1, &fields);
+      if (!id.ok()) {
+        fail.error = "sub-workflow: " + id.status().message();
+        return EndAttempt(run, node, fail);
+      }
+      return;
+    }
+    case registry::StepType::kRelic: {
+      StepDispatcher::RelicCall call;
+      call.target = step.target;
+      call.action = step.action.value_or("");
+      call.parameters = values;
+      if (step.timeout && step.timeout->seconds > 0) {
+        call.timeout = std::chrono::milliseconds(Millis(*step.timeout));
+      }
+      Status started =
+          dispatcher_.StartRelicCall(call, [post, run_id, node, attempt](Result<Json> r) {
+            Completion c;
+            c.run_id = run_id;
+            c.node = node;
+            c.attempt = attempt;
+            c.success = r.ok();
+            if (r.ok()) c.output = std::move(r).value();
+            if (!c.success) c.error = r.status().message();
+            post(std::move(c));
+          });
+      if (!started.ok()) {
+        fail.error = started.message();
+        return EndAttempt(run, node, fail);
+      }
+      return;
+    }
+    case registry::StepType::kAgent:
+      fail.error = "agent steps are not available yet: the agent runtime has not landed";
+      return EndAttempt(run, node, fail);
+    case registry::StepType::kInternal: {
+      Completion ok = fail;
+      ok.success = true;
+      ok.output = values;
+      return EndAttempt(run, node, ok);
+    }
+    default:
+      fail.error = "a structural step cannot be dispatched";
+      return EndAttempt(run, node, fail);
+  }
+}
+
+// ---- Control ------------------------------------------------------------------------------
+
+Status Engine::Pause(const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  Run* run = FindRun(run_id);
+  if (!run) {
+    auto rec = store_.GetRun(run_id);
+    if (!rec.ok()) return rec.status();
+    if (!*rec) return NotFoundError("no workflow run " + run_id);
+    return FailedPreconditionError("run " + run_id + " has finished (" + (*rec)->status +
+                                   "): there is nothing to pause");
+  }
+  if (run->rec.status == "paused")
+    return FailedPreconditionError("run " + run_id + " is paused already");
+  if (run->aborting || run->cancelling) {
+    return FailedPreconditionError("run " + run_id + " is stopping");
+  }
+  run->rec.status = "paused";
+  Event(*run, "run_paused", -1);
+  Flush();
+  return Status::Ok();
+}
+
+Status Engine::Resume(const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  Run* run = FindRun(run_id);
+  if (!run || run->rec.status != "paused") {
+    if (!run) {
+      auto rec = store_.GetRun(run_id);
+      if (!rec.ok()) return rec.status();
+      if (!*rec) return NotFoundError("no workflow run " + run_id);
+    }
+    return FailedPreconditionError("run " + run_id + " is not paused");
+  }
+  run->rec.status = "running";
+  Event(*run, "run_resumed", -1);
+  for (size_t i = 0; i < run->steps.size(); ++i) Decide(*run, static_cast<int>(i));
+  MaybeFinishRun(*run);
+  Flush();
+  return Status::Ok();
+}
+
+Status Engine::Cancel(const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  Run* run = FindRun(run_id);
+  if (!run) {
+    auto rec = store_.GetRun(run_id);
+    if (!rec.ok()) return rec.status();
+    if (!*rec) return NotFoundError("no workflow run " + run_id);
+    return FailedPreconditionError("run " + run_id + " has finished (" + (*rec)->status + ")");
+  }
+  if (run->cancelling) return Status::Ok();
+  run->aborting = false;
+  AbortRun(*run, "cancelled by request", true);
+  Flush();
+  return Status::Ok();
+}
+
+Result<store::RunRecord> Engine::Wait(const std::string& run_id,
+                                      std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      Run* run = FindRun(run_id);
+      if (!run || run->finished) break;  // finished runs are in the Store already
+      if (std::chrono::steady_clock::now() >= deadline) return run->rec;
+      changed_.wait_until(lock, deadline);
+    }
+  }
+  auto rec = store_.GetRun(run_id);
+  if (!rec.ok()) return rec.status();
+  if (!*rec) return NotFoundError("no workflow run " + run_id);
+  return **rec;
+}
+
+void Engine::WaitForEvents(const std::string& run_id, int64_t after_seq,
+                           std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  changed_.wait_for(lock, timeout, [&] {
+    Run* run = FindRun(run_id);
+    return !run || run->finished || run->rec.last_event_seq > after_seq;
+  });
+}
+
+// ---- Retry and recovery --------------------------------------------------------------------
+
+namespace {
+
+Result<std::shared_ptr<const registry::Manifest>> ParsePinned(const store::RunRecord& r) {
+  registry::FileFormat format =
+      registry::FormatOfPath(r.manifest_path).value_or(registry::FileFormat::kYaml);
+  if (!r.manifest_text.empty() && r.manifest_text[0] == '{') format = registry::FileFormat::kYaml;
+  registry::ParsedFile parsed = registry::ParseManifest(r.manifest_text, r.manifest_path, format);
+  if (!parsed.manifest) {
+    return FailedPreconditionError("the workflow manifest the run was pinned to no longer parses");
+  }
+  return std::make_shared<const registry::Manifest>(std::move(*parsed.manifest));
+}
+
+}  // namespace
+
+Status Engine::Retry(const std::string& run_id, const std::string& from) {
+  std::lock_guard lock(mu_);
+  if (FindRun(run_id)) {
+    return FailedPreconditionError("run " + run_id + " is still running: cancel it first");
+  }
+  auto rec = store_.GetRun(run_id);
+  if (!rec.ok()) return rec.status();
+  if (!*rec) return NotFoundError("no workflow run " + run_id);
+  if (from.empty() && (*rec)->status == "succeeded") {
+    return FailedPreconditionError("run " + run_id +
+                                   " succeeded: there is nothing to retry (give \"from\" to "
+                                   "run it again from a step)");
+  }
+  CORTEX_ASSIGN_OR_RETURN(auto manifest, ParsePinned(**rec));
+  CORTEX_ASSIGN_OR_RETURN(auto plan, BuildPlan(manifest));
+  CORTEX_ASSIGN_OR_RETURN(auto steps, store_.GetSteps(run_id));
+  auto run = std::make_unique<Run>();
+  run->rec = **rec;
+  run->plan = plan;
+  run->input = ParseOr(run->rec.input_json, Json::object());
+  run->steps.resize(plan->nodes.size());
+  for (const auto& s : steps) {
+    const Node* n = plan->Find(s.step);
+    if (!n) continue;
+    StepState& st = run->steps[n - plan->nodes.data()];
+    st.status = s.status;
+    st.attempt = s.attempt;
+    st.output = ParseOr(s.output_json, nullptr);
+    st.error = s.error;
+    st.execution_id = s.execution_id;
+    st.started_ms = s.started_ms;
+    st.finished_ms = s.finished_ms;
+  }
+  std::set<int> reset;
+  if (!from.empty()) {
+    const Node* start = plan->Find(from);
+    if (!start) {
+      std::vector<std::string_view> names;
+      for (const auto& n : plan->nodes) names.push_back(n.name);
+      std::string msg = "run " + run_id + " has no step named '" + from + "'";
+      std::string_view hint = registry::ClosestMatch(from, names);
+      if (!hint.empty()) msg += " (did you mean '" + std::string(hint) + "'?)";
+      return NotFoundError(msg);
+    }
+    std::vector<int> stack = {static_cast<int>(start - plan->nodes.data())};
+    while (!stack.empty()) {
+      int i = stack.back();
+      stack.pop_back();
+      if (!reset.insert(i).second) continue;
+      for (int d : plan->nodes[i].dependents) stack.push_back(d);
+    }
+  } else {
+    for (size_t i = 0; i < run->steps.size(); ++i) {
+      if (run->steps[i].status != "succeeded") reset.insert(static_cast<int>(i));
+    }
+  }
+  for (int i : reset) {
+    StepState& st = run->steps[i];
+    st.status = "pending";
+    st.output = nullptr;
+    st.error.clear();
+    st.execution_id.clear();
+    st.started_ms = st.finished_ms = 0;
+    run->touched.insert(i);
+  }
+  run->rec.status = "running";
+  run->rec.error.clear();
+  run->rec.output_json.clear();
+  run->rec.finished_ms = 0;
+  Run& ref = *run;
+  runs_[run_id] = std::move(run);
+  dirty_[run_id];
+  Event(ref, "run_retried", -1,
+        {{"from", from.empty() ? Json(nullptr) : Json(from)}, {"steps", reset.size()}});
+  for (size_t i = 0; i < ref.steps.size(); ++i) Decide(ref, static_cast<int>(i));
+  MaybeFinishRun(ref);
+  Flush();
+  return Status::Ok();
+}
+
+Status Engine::Recover() {
+  store::RunFilter filter;
+  filter.unfinished_only = true;
+  CORTEX_ASSIGN_OR_RETURN(auto recs, store_.ListRuns(filter));
+  std::sort(recs.begin(), recs.end(),
+            [](const auto& a, const auto& b) { return a.depth < b.depth; });
+  std::vector<Run*> recovered;
+  for (const store::RunRecord& rec : recs) {
+    auto manifest = ParsePinned(rec);
+    std::shared_ptr<const Plan> plan;
+    if (manifest.ok()) {
+      auto built = BuildPlan(*manifest);
+      if (built.ok()) plan = *built;
+    }
+    if (!plan) {
+      store::RunRecord failed = rec;
+      failed.status = "failed";
+      failed.error = "cannot resume after a restart: the pinned workflow manifest is unusable";
+      failed.finished_ms = Now();
+      store::RunTransition t;
+      t.run = failed;
+      (void)store_.WriteRun(t);
+      continue;
+    }
+    auto steps = store_.GetSteps(rec.id);
+    if (!steps.ok()) return steps.status();
+    auto run = std::make_unique<Run>();
+    run->rec = rec;
+    run->plan = plan;
+    run->input = ParseOr(rec.input_json, Json::object());
+    run->steps.resize(plan->nodes.size());
+    for (const auto& s : *steps) {
+      const Node* n = plan->Find(s.step);
+      if (!n) continue;
+      StepState& st = run->steps[n - plan->nodes.data()];
+      st.status = s.status;
+      st.attempt = s.attempt;
+      st.output = ParseOr(s.output_json, nullptr);
+      st.error = s.error;
+      st.execution_id = s.execution_id;
+      st.started_ms = s.started_ms;
+      st.finished_ms = s.finished_ms;
+      st.next_attempt_ms = s.next_attempt_ms;
+    }
+    if (const auto& cfg = plan->spec->configuration;
+        cfg && cfg->concurrency && cfg->concurrency->max_parallel_steps) {
+      run->max_parallel = static_cast<int>(*cfg->concurrency->max_parallel_steps);
+    }
+    Run* ptr = run.get();
+    runs_[rec.id] = std::move(run);
+    recovered.push_back(ptr);
+  }
+  for (Run* run : recovered) {
+    Event(*run, "run_recovered", -1);
+    for (size_t i = 0; i < run->steps.size(); ++i) {
+      StepState& st = run->steps[i];
+      const Node& n = run->plan->nodes[i];
+      int node = static_cast<int>(i);
+      if (st.status == "retrying") {
+        timers_.push({st.next_attempt_ms, run->rec.id, node, st.attempt, Timer::Kind::kRetry});
+      }
+      if (st.status != "running") continue;
+      run->running += 1;
+      inflight_ += 1;
+      // Finished while the engine was down? Adopt the outcome.
+      if (n.step && n.step->type == registry::StepType::kTool && !st.execution_id.empty()) {
+        auto ex = store_.GetExecution(st.execution_id);
+        if (ex.ok() && *ex) {
+          const auto& r = **ex;
+          if (r.status == "succeeded" || r.status == "failed" || r.status == "timeout") {
+            Completion c;
+            c.run_id = run->rec.id;
+            c.node = node;
+            c.attempt = st.attempt;
+            c.success = r.status == "succeeded";
+            c.output = ParseOr(r.result_json, nullptr);
+            c.error = r.error.empty() ? r.status : r.error;
+            Event(*run, "step_adopted", node, {{"execution_id", r.id}});
+            EndAttempt(*run, node, c);
+            continue;
+          }
+        }
+      }
+      if (n.step && n.step->type == registry::StepType::kWorkflow) {
+        if (FindRun(st.execution_id)) continue;  // the child was recovered: it will report
+        auto child = store_.GetRun(st.execution_id);
+        if (child.ok() && *child && RunFinished((*child)->status)) {
+          Completion c;
+          c.run_id = run->rec.id;
+          c.node = node;
+          c.attempt = st.attempt;
+          c.success = (*child)->status == "succeeded";
+          c.output = ParseOr((*child)->output_json, Json::object());
+          c.error = "sub-workflow run " + (*child)->id + " " + (*child)->status;
+          EndAttempt(*run, node, c);
+          continue;
+        }
+      }
+      // Dispatch the same attempt again (same idempotency key; a new execution id).
+      if (n.step && n.step->type == registry::StepType::kTool) {
+        st.execution_id = "ex_" + RandomHex(20);
+      }
+      Event(*run, "step_redispatched", node,
+            st.execution_id.empty() ? Json() : Json{{"execution_id", st.execution_id}});
+      Touch(*run, node);
+      effects_.push_back({Effect::Kind::kDispatch, run->rec.id, node, st.attempt});
+    }
+    if (run->rec.status != "paused") {
+      for (size_t i = 0; i < run->steps.size(); ++i) Decide(*run, static_cast<int>(i));
+    }
+    const auto* spec = run->plan->spec;
+    std::optional<registry::Duration> timeout = spec->timeout;
+    if (!timeout && spec->configuration) timeout = spec->configuration->timeout;
+    if (timeout && timeout->seconds > 0) {
+      timers_.push(
+          {run->rec.started_ms + Millis(*timeout), run->rec.id, -1, 0, Timer::Kind::kRunTimeout});
+    }
+    MaybeFinishRun(*run);
+  }
+  if (!recovered.empty()) {
+    log::Info(kComponent, "resumed " + std::to_string(recovered.size()) + " unfinished runs");
+  }
+  return Status::Ok();
+}
+
+}  // namespace cortex::workflow
