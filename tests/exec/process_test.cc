@@ -531,7 +531,9 @@ TEST_F(ProcessTest, NothingLeaks) {
   ASSERT_TRUE(Run(timeout).ok());
   EXPECT_EQ(CountOpenFds(), before);
   EXPECT_TRUE(NoZombieChildren());
-  // The runner's per-run cgroups are gone too.
+  // The runner's per-run cgroups are gone too, at the latest when the runner is (its janitor
+  // removes them in the background).
+  runner_.reset();
   for (const char* parent :
        {"/sys/fs/cgroup/memory/cortex", "/sys/fs/cgroup/pids/cortex", "/sys/fs/cgroup/cortex"}) {
     if (!fs::exists(parent)) continue;

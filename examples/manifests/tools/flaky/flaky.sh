@@ -3,7 +3,8 @@
 set -euo pipefail
 params="${1:-$(cat)}"
 succeed_on=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1]).get("succeed_on", 3)))' "$params")
-attempt="${CORTEX_IDEMPOTENCY_KEY##*/}"
+key="${CORTEX_IDEMPOTENCY_KEY:-}"
+attempt="${key##*/}"
 [[ "$attempt" =~ ^[0-9]+$ ]] || attempt=1
 if (( attempt < succeed_on )); then
   echo "flaky: attempt $attempt of $succeed_on fails on purpose" >&2
