@@ -19,6 +19,7 @@
 #include "store/store.h"
 #include "workflow/engine.h"
 #include "workflow/executor_dispatcher.h"
+#include "workflow/scheduler.h"
 
 namespace cortex::api {
 
@@ -193,6 +194,19 @@ int RunServe(const Settings& settings) {
     log::Error("workflow", "cannot resume workflow runs: " + st.message());
     return 1;
   }
+  workflow::Scheduler scheduler(reg, *state, *engine);
+  scheduler.Start();
+  // On every way out (also the error returns below), in this order: nothing may call into the
+  // engine after it stopped, and the executor's completions must find the engine alive.
+  struct OnExit {
+    std::function<void()> f;
+    ~OnExit() { f(); }
+  } stop_services{[&] {
+    scheduler.Stop();
+    engine->Stop();    // runs stay as recorded: they resume at the next start
+    executor.reset();  // cancels running tools, waits for the workers
+    relic_caller.reset();
+  }};
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
 
@@ -283,10 +297,8 @@ int RunServe(const Settings& settings) {
   if (executor_server) executor_server->Stop();
   if (workflow_server) workflow_server->Stop();
   (*gateway)->Stop();
-  engine->Stop();    // runs stay as recorded: they resume at the next start
-  executor.reset();  // cancels running tools, waits for the workers
-  relic_caller.reset();
-  engine.reset();
+  stop_services.f();
+  stop_services.f = [] {};
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
   return 0;

@@ -294,12 +294,18 @@ Result<std::string> Engine::CreateRun(const StartRequest& request, const std::st
   }
   CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(manifest));
 
+  if (!request.run_id.empty()) {
+    if (FindRun(request.run_id)) return AlreadyExistsError("run " + request.run_id + " exists");
+    auto existing = store_.GetRun(request.run_id);
+    if (!existing.ok()) return existing.status();
+    if (*existing) return AlreadyExistsError("run " + request.run_id + " exists");
+  }
   auto run = std::make_unique<Run>();
   run->plan = plan;
   run->input = check.values.is_null() ? Json::object() : check.values;
   run->steps.resize(plan->nodes.size());
   store::RunRecord& r = run->rec;
-  r.id = NewRunId();
+  r.id = request.run_id.empty() ? NewRunId() : request.run_id;
   if (!parent_run.empty()) {
     // A child's id is chosen by its parent step (recorded there first).
     if (Run* parent = FindRun(parent_run)) {
@@ -438,9 +444,9 @@ void Engine::Decide(Run& run, int node) {
   if (n.condition) {
     auto value = registry::EvaluateExpression(*n.condition, ContextFor(run));
     if (!value.ok()) {
-      st.error = "condition: " + value.status().message();
-      FinishNode(run, node, "failed", nullptr, st.error);
-      return AbortRun(run, "step '" + n.name + "' failed: " + st.error, false);
+      std::string error = "condition: " + value.status().message();
+      BeginAbort(run, "step '" + n.name + "' failed: " + error, false);
+      return FinishNode(run, node, "failed", nullptr, error);
     }
     bool truth = registry::Truthy(value->value);
     if (n.kind == NodeKind::kGate) {
@@ -510,6 +516,11 @@ void Engine::AfterTerminal(Run& run, int node) {
 }
 
 void Engine::AbortRun(Run& run, const std::string& reason, bool cancelled) {
+  BeginAbort(run, reason, cancelled);
+  MaybeFinishRun(run);
+}
+
+void Engine::BeginAbort(Run& run, const std::string& reason, bool cancelled) {
   if (run.aborting || run.cancelling || run.finished) return;
   run.aborting = !cancelled;
   run.cancelling = cancelled;
@@ -521,7 +532,6 @@ void Engine::AbortRun(Run& run, const std::string& reason, bool cancelled) {
       effects_.push_back({Effect::Kind::kCancelStep, run.rec.id, static_cast<int>(i), st.attempt});
     }
   }
-  MaybeFinishRun(run);
 }
 
 void Engine::EndAttempt(Run& run, int node, const Completion& c) {
@@ -591,7 +601,6 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
     timers_.push({st.next_attempt_ms, run.rec.id, node, st.attempt, Timer::Kind::kRetry});
     return;
   }
-  FinishNode(run, node, "failed", c.output, error);
   registry::OnFailure on_failure = registry::OnFailure::kAbort;
   if (n.step->on_failure) {
     on_failure = *n.step->on_failure;
@@ -601,9 +610,11 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
     if (d == "continue") on_failure = registry::OnFailure::kContinue;
     if (d == "skip") on_failure = registry::OnFailure::kSkip;
   }
+  // The run stops before the failure is acted on, so nothing after the step is started.
   if (on_failure == registry::OnFailure::kAbort || on_failure == registry::OnFailure::kRetry) {
-    AbortRun(run, "step '" + n.name + "' failed: " + error, false);
+    BeginAbort(run, "step '" + n.name + "' failed: " + error, false);
   }
+  FinishNode(run, node, "failed", c.output, error);
 }
 
 void Engine::MaybeFinishRun(Run& run) {

@@ -87,6 +87,7 @@ struct StartRequest {
   std::string workflow;
   Json input = Json::object();
   std::string trigger = "manual";  // manual | scheduled | webhook | workflow
+  std::string run_id;              // "" = a new id; else AlreadyExists when it exists
 };
 
 // A run and its steps as the API shows them.
@@ -171,7 +172,8 @@ class Engine {
   void EndAttempt(Run& run, int node, const Completion& c);
   void FinishNode(Run& run, int node, const std::string& status, Json output,
                   const std::string& error);
-  void AbortRun(Run& run, const std::string& reason, bool cancelled);
+  void AbortRun(Run& run, const std::string& reason, bool cancelled);    // BeginAbort + finish
+  void BeginAbort(Run& run, const std::string& reason, bool cancelled);  // flags, cancels
   void MaybeFinishRun(Run& run);
   void ApplyCompletion(const Completion& c);
   void FireTimer(const Timer& t);
