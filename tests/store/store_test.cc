@@ -621,9 +621,9 @@ TEST(SqliteStoreTest, MigrationsUpgradeAnOlderDatabase) {
   std::vector<sqlite_internal::Migration> next(sqlite_internal::Migrations().begin(),
                                                sqlite_internal::Migrations().end());
   const int v2 = static_cast<int>(next.size()) + 1;
-  next.push_back({v2, "workflow runs (test)",
-                  "CREATE TABLE workflow_runs (id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL);"
-                  "CREATE INDEX workflow_runs_by_status ON workflow_runs (status);"});
+  next.push_back({v2, "a future table (test)",
+                  "CREATE TABLE future_things (id TEXT PRIMARY KEY NOT NULL, status TEXT NOT NULL);"
+                  "CREATE INDEX future_things_by_status ON future_things (status);"});
   {
     auto store = sqlite_internal::OpenWithMigrations(options, next);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
@@ -631,7 +631,7 @@ TEST(SqliteStoreTest, MigrationsUpgradeAnOlderDatabase) {
   }
   auto version = RawQuery(options.path, "PRAGMA user_version");
   EXPECT_EQ((*version)[0][0], std::to_string(v2));
-  EXPECT_TRUE(RawQuery(options.path, "SELECT count(*) FROM workflow_runs").ok());
+  EXPECT_TRUE(RawQuery(options.path, "SELECT count(*) FROM future_things").ok());
 
   // The database is now newer than this build's schema: refused, naming both versions.
   auto refused = OpenSqliteStore(options);
