@@ -180,6 +180,75 @@ TEST(SqliteStoreTest, CreateAndGetKeepEveryField) {
   EXPECT_FALSE(missing->has_value());
 }
 
+TEST(SqliteStoreTest, WorkflowRunsStepsAndEventsAreWrittenTogether) {
+  TempDir dir;
+  auto store = MustOpen(dir.File("cortex.db"));
+  RunRecord run;
+  run.id = "wf_1";
+  run.workflow = "w";
+  run.status = "running";
+  run.manifest_text = "kind: Workflow";
+  run.created_ms = 5;
+  run.last_event_seq = 2;
+  RunTransition t;
+  t.run = run;
+  t.steps.push_back({"wf_1", "a", "running", 1, "", "", "ex_1", 6, 0, 0});
+  t.events.push_back({"wf_1", 1, 5, "run_started", "", 0, "{}"});
+  t.events.push_back({"wf_1", 2, 6, "step_running", "a", 1, ""});
+  ASSERT_TRUE(store->WriteRun(t).ok());
+
+  // An update of the run keeps its steps and events (an upsert, not a delete + insert).
+  run.status = "succeeded";
+  run.output_json = R"({"x":1})";
+  run.last_event_seq = 3;
+  RunTransition done;
+  done.run = run;
+  done.steps.push_back({"wf_1", "a", "succeeded", 1, R"({"n":1})", "", "ex_1", 6, 9, 0});
+  done.events.push_back({"wf_1", 3, 9, "run_succeeded", "", 0, ""});
+  ASSERT_TRUE(store->WriteRun(done).ok());
+  auto got = store->GetRun("wf_1");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->status, "succeeded");
+  EXPECT_EQ((*got)->manifest_text, "kind: Workflow");
+  EXPECT_EQ((*got)->output_json, R"({"x":1})");
+  auto steps = store->GetSteps("wf_1");
+  ASSERT_TRUE(steps.ok());
+  ASSERT_EQ(steps->size(), 1u);
+  EXPECT_EQ((*steps)[0].status, "succeeded");
+  EXPECT_EQ((*steps)[0].output_json, R"({"n":1})");
+  auto events = store->GetRunEvents("wf_1", 1, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].type, "step_running");
+  EXPECT_EQ((*events)[1].seq, 3);
+
+  // A repeated event seq fails the whole transition: nothing of it is written.
+  RunTransition dup;
+  run.status = "failed";
+  dup.run = run;
+  dup.events.push_back({"wf_1", 3, 10, "again", "", 0, ""});
+  EXPECT_EQ(store->WriteRun(dup).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store->GetRun("wf_1"))->status, "succeeded");
+  // Steps of an unknown run, a bad status.
+  RunTransition orphan;
+  orphan.steps.push_back({"wf_none", "a", "running", 1, "", "", "", 0, 0, 0});
+  EXPECT_EQ(store->WriteRun(orphan).code(), StatusCode::kNotFound);
+  run.status = "bogus";
+  RunTransition bad;
+  bad.run = run;
+  EXPECT_EQ(store->WriteRun(bad).code(), StatusCode::kInvalidArgument);
+
+  RunFilter unfinished;
+  unfinished.unfinished_only = true;
+  EXPECT_TRUE(store->ListRuns(unfinished)->empty());
+  RunFilter by_name;
+  by_name.workflow = "w";
+  EXPECT_EQ(store->ListRuns(by_name)->size(), 1u);
+  EXPECT_FALSE(store->GetScheduleMark("w")->has_value());
+  ASSERT_TRUE(store->SetScheduleMark("w", 42).ok());
+  EXPECT_EQ(**store->GetScheduleMark("w"), 42);
+}
+
 TEST(SqliteStoreTest, DuplicateIdIsAlreadyExists) {
   TempDir dir;
   auto store = MustOpen(dir.File("cortex.db"));
