@@ -783,7 +783,24 @@ class SqliteStore final : public Store {
       return InvalidArgumentError("unknown run status \"" + t.run->status + "\"");
     }
     return Write([&](Connection& c) -> Status {
-      if (t.run) {
+      if (t.run && t.run_exists) {
+        const RunRecord& r = *t.run;
+        CORTEX_ASSIGN_OR_RETURN(
+            Statement stmt,
+            c.Prepare("UPDATE workflow_runs SET status = ?2, output_json = ?3, error = ?4, "
+                      "started_ms = ?5, finished_ms = ?6, updated_ms = ?7, last_event_seq = ?8 "
+                      "WHERE id = ?1"));
+        stmt.Bind(1, r.id);
+        stmt.Bind(2, r.status);
+        stmt.Bind(3, r.output_json);
+        stmt.Bind(4, r.error);
+        stmt.Bind(5, r.started_ms);
+        stmt.Bind(6, r.finished_ms);
+        stmt.Bind(7, r.updated_ms);
+        stmt.Bind(8, r.last_event_seq);
+        CORTEX_RETURN_IF_ERROR(stmt.Run());
+        if (sqlite3_changes(c.db()) == 0) return NotFoundError("no workflow run " + r.id);
+      } else if (t.run) {
         const RunRecord& r = *t.run;
         CORTEX_ASSIGN_OR_RETURN(
             Statement stmt,

@@ -95,7 +95,10 @@ struct RunEvent {
 
 // Written atomically: the run row (inserted or replaced), step rows (upserted), events appended.
 struct RunTransition {
+  // The run row. When `run_exists`, only its mutable columns are written (status, output,
+  // error, timestamps, last_event_seq): the pinned manifest and input are written once.
   std::optional<RunRecord> run;
+  bool run_exists = false;
   std::vector<StepRecord> steps;
   std::vector<RunEvent> events;
 };

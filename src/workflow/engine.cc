@@ -78,6 +78,11 @@ Json PathGet(const Json& value, std::string_view path) {
   return *cur;
 }
 
+// Whether a running step holds one of the `max_inflight` slots. A sub-workflow step does not: it
+// only waits for its child run, whose steps need slots of their own (parents holding every slot
+// while their children's steps wait for one would never finish).
+bool TakesSlot(const Node& n) { return !n.step || n.step->type != registry::StepType::kWorkflow; }
+
 Json ParseOr(const std::string& text, Json fallback) {
   if (text.empty()) return fallback;
   Json j = Json::parse(text, nullptr, false);
@@ -113,6 +118,7 @@ struct Engine::Run {
   std::deque<int> waiting;  // decided, waiting for the run's max_parallel_steps
   int max_parallel = 0;     // 0: no per-run bound
   bool finished = false;    // removed from runs_ after the next Flush
+  bool persisted = false;   // its row is in the Store (later writes update it)
 };
 
 Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
@@ -463,8 +469,9 @@ void Engine::Decide(Run& run, int node) {
     return FinishNode(run, node, "skipped", nullptr, "not run: " + blocker);
   }
   // Ready to run.
+  const bool slot = TakesSlot(n);
   if ((run.max_parallel > 0 && run.running >= run.max_parallel) ||
-      inflight_ >= options_.max_inflight) {
+      (slot && inflight_ >= options_.max_inflight)) {
     st.queued = true;
     if (run.max_parallel > 0 && run.running >= run.max_parallel) {
       run.waiting.push_back(node);
@@ -483,7 +490,7 @@ void Engine::Decide(Run& run, int node) {
   if (n.step->type == registry::StepType::kTool) st.execution_id = "ex_" + RandomHex(20);
   if (n.step->type == registry::StepType::kWorkflow) st.execution_id = NewRunId();
   run.running += 1;
-  inflight_ += 1;
+  if (slot) inflight_ += 1;
   Event(run, "step_running", node,
         st.execution_id.empty() ? Json() : Json{{"execution_id", st.execution_id}});
   Touch(run, node);
@@ -538,7 +545,7 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   StepState& st = run.steps[node];
   if (st.status != "running" || st.attempt != c.attempt) return;  // stale
   run.running -= 1;
-  inflight_ -= 1;
+  if (TakesSlot(run.plan->nodes[node])) inflight_ -= 1;
   if (!run.waiting.empty() && !run.aborting && !run.cancelling) {
     int next = run.waiting.front();
     run.waiting.pop_front();
@@ -631,6 +638,7 @@ void Engine::MaybeFinishRun(Run& run) {
     st.queued = false;
     st.error = "not run: " + run.abort_reason;
     st.finished_ms = Now();
+    if (!st.started_ms) st.started_ms = st.finished_ms;  // as FinishNode: no epoch-long duration
     Touch(run, static_cast<int>(i));
   }
   store::RunRecord& r = run.rec;
@@ -720,7 +728,23 @@ void Engine::Flush() {
     for (auto& [id, t] : dirty) {
       Run* run = FindRun(id);
       if (!run) continue;
-      t.run = run->rec;
+      if (run->persisted) {
+        // Only what changes: the pinned manifest text and the input are written once.
+        store::RunRecord light;
+        const store::RunRecord& r = run->rec;
+        light.id = r.id;
+        light.status = r.status;
+        light.output_json = r.output_json;
+        light.error = r.error;
+        light.started_ms = r.started_ms;
+        light.finished_ms = r.finished_ms;
+        light.updated_ms = r.updated_ms;
+        light.last_event_seq = r.last_event_seq;
+        t.run = std::move(light);
+        t.run_exists = true;
+      } else {
+        t.run = run->rec;
+      }
       for (int node : run->touched) {
         const StepState& st = run->steps[node];
         store::StepRecord s;
@@ -744,6 +768,8 @@ void Engine::Flush() {
         // resumes from what was recorded last.
         log::Error(kComponent, "cannot record run " + id + ": " + st.message());
         failed.insert(id);
+      } else {
+        run->persisted = true;
       }
     }
     std::deque<Effect> effects;
@@ -1058,6 +1084,7 @@ Status Engine::Retry(const std::string& run_id, const std::string& from) {
   CORTEX_ASSIGN_OR_RETURN(auto steps, store_.GetSteps(run_id));
   auto run = std::make_unique<Run>();
   run->rec = **rec;
+  run->persisted = true;
   run->plan = plan;
   run->input = ParseOr(run->rec.input_json, Json::object());
   run->steps.resize(plan->nodes.size());
@@ -1148,6 +1175,7 @@ Status Engine::Recover() {
     if (!steps.ok()) return steps.status();
     auto run = std::make_unique<Run>();
     run->rec = rec;
+    run->persisted = true;
     run->plan = plan;
     run->input = ParseOr(rec.input_json, Json::object());
     run->steps.resize(plan->nodes.size());
@@ -1183,7 +1211,7 @@ Status Engine::Recover() {
       }
       if (st.status != "running") continue;
       run->running += 1;
-      inflight_ += 1;
+      if (TakesSlot(n)) inflight_ += 1;
       // Finished while the engine was down? Adopt the outcome.
       if (n.step && n.step->type == registry::StepType::kTool && !st.execution_id.empty()) {
         auto ex = store_.GetExecution(st.execution_id);
