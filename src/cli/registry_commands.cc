@@ -26,6 +26,7 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddEventsCommand(app, ctx);
   AddRunCommand(app, ctx);
   AddExecutionsCommand(app, ctx);
+  AddWorkflowsCommand(app, ctx);
 }
 
 }  // namespace cortex::cli

@@ -37,17 +37,6 @@ int64_t Int(const Json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<int64_t>() : 0;
 }
 
-// Milliseconds since the epoch as "2026-11-25T12:50:36Z"; "-" for 0.
-std::string Timestamp(int64_t ms) {
-  if (ms <= 0) return "-";
-  time_t seconds = static_cast<time_t>(ms / 1000);
-  struct tm tm {};
-  if (!gmtime_r(&seconds, &tm)) return "-";
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string Bytes(int64_t n) {
   if (n < 1024) return std::to_string(n) + " B";
   char buf[32];
@@ -97,7 +86,7 @@ int List(ApiClient& api, const LsOptions& o) {
     table.AddRow(
         {Text(r, "execution_id"), Text(r, "tool"), Text(r, "status"),
          Finished(r) && Int(r, "started_ms") ? FormatDurationMs(Int(r, "duration_ms")) : "-",
-         Timestamp(Int(r, "started_ms")), Truncate(Text(r, "error"), kErrorWidth)});
+         FormatTimestampMs(Int(r, "started_ms")), Truncate(Text(r, "error"), kErrorWidth)});
   }
   if (table.size() == 0) {
     std::cerr << "no executions found\n";
@@ -121,9 +110,9 @@ void Describe(std::ostream& out, const Json& r) {
   if (r.contains("exit_code")) Field(out, "Exit code", Text(r, "exit_code"));
   if (r.contains("signal")) Field(out, "Signal", Text(r, "signal"));
   Field(out, "Sandboxed", r.value("sandboxed", false) ? "yes" : "no");
-  Field(out, "Created", Timestamp(Int(r, "created_ms")));
-  Field(out, "Started", Timestamp(Int(r, "started_ms")));
-  Field(out, "Finished", Timestamp(Int(r, "finished_ms")));
+  Field(out, "Created", FormatTimestampMs(Int(r, "created_ms")));
+  Field(out, "Started", FormatTimestampMs(Int(r, "started_ms")));
+  Field(out, "Finished", FormatTimestampMs(Int(r, "finished_ms")));
   if (Finished(r) && Int(r, "started_ms")) {
     Field(out, "Duration", FormatDurationMs(Int(r, "duration_ms")));
     Field(out, "CPU",
@@ -221,6 +210,16 @@ std::string FormatDurationMs(int64_t ms) {
   if (ms < 10000) return std::to_string(ms) + " ms";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
+  return buf;
+}
+
+std::string FormatTimestampMs(int64_t ms) {
+  if (ms <= 0) return "-";
+  time_t seconds = static_cast<time_t>(ms / 1000);
+  struct tm tm {};
+  if (!gmtime_r(&seconds, &tm)) return "-";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 

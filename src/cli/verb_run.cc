@@ -2,10 +2,18 @@
 // and prints its result (stdout) and how it went (stderr). Exit 0 when the tool succeeded, 1 when
 // it failed, timed out or was cancelled (or the API refused the call). --async only submits;
 // --follow submits, then prints the tool's output lines as they come.
+//
+// cortex run workflow NAME [-i key=value]... [--input-json FILE|-]: starts a workflow run through
+// POST /execute/workflow and prints its id. --wait waits for the run and shows it; --follow shows
+// its steps' transitions as they happen. Exit 0 then only when the run succeeded.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "cli/client.h"
@@ -17,6 +25,13 @@ namespace {
 
 constexpr std::string_view kStdin = "-";
 
+// The server waits this long for a synchronous call (a tool, or a workflow run with wait=true)
+// before answering 202 with the call still running; the client waits a minute more.
+constexpr auto kServerWait = std::chrono::minutes(10);
+constexpr auto kAnswerMargin = std::chrono::minutes(1);
+// The longest --timeout the server accepts.
+constexpr int64_t kMaxWaitMs = 3600 * 1000;
+
 struct RunOptions {
   std::string tool;
   std::vector<std::string> params;  // key=value
@@ -26,63 +41,103 @@ struct RunOptions {
   std::string output = "text";
 };
 
-// A -p value: JSON when it parses as JSON (5, true, null, [1,2], {"a":1}, "quoted"), else the
-// text itself as a string.
+struct WorkflowOptions {
+  std::string workflow;
+  std::vector<std::string> inputs;  // key=value
+  std::string json_file;            // a JSON object of inputs; "-" for stdin
+  bool wait = false;
+  bool follow = false;
+  std::string timeout;  // with --wait: how long to wait ("30s"); empty: until the run ends
+  std::string output = "table";
+};
+
+// The flags a verb takes its named values from, for the messages: `run tool` has -p and --json
+// (parameters), `run workflow` -i and --input-json (input).
+struct ValueFlags {
+  std::string_view pair_flag;
+  std::string_view file_flag;
+  std::string_view noun;
+};
+constexpr ValueFlags kToolFlags{"-p", "--json", "parameters"};
+constexpr ValueFlags kWorkflowFlags{"-i", "--input-json", "input"};
+
+// A -p or -i value: JSON when it parses as JSON (5, true, null, [1,2], {"a":1}, "quoted"), else
+// the text itself as a string.
 Json ParseValue(const std::string& text) {
   Json v = Json::parse(text, nullptr, false);
   return v.is_discarded() ? Json(text) : v;
 }
 
-// The parameters from --json, then each -p (a later one replaces an earlier one). False, after
-// printing why, on bad usage.
-bool BuildParameters(const RunOptions& o, Json* params) {
-  *params = Json::object();
-  if (!o.json_file.empty()) {
+// The values from `json_file` (a JSON object; "-" for stdin), then each key=value pair (a later
+// one replaces an earlier one). False, after printing why, on bad usage.
+bool BuildValues(const std::vector<std::string>& pairs, const std::string& json_file,
+                 const ValueFlags& flags, Json* values) {
+  *values = Json::object();
+  if (!json_file.empty()) {
     std::stringstream ss;
-    if (o.json_file == kStdin) {
+    if (json_file == kStdin) {
       ss << std::cin.rdbuf();
     } else {
-      std::ifstream in(o.json_file, std::ios::binary);
+      std::ifstream in(json_file, std::ios::binary);
       if (!in) {
-        std::cerr << "error: --json " << o.json_file << ": cannot read\n";
+        std::cerr << "error: " << flags.file_flag << " " << json_file << ": cannot read\n";
         return false;
       }
       ss << in.rdbuf();
     }
-    std::string name = o.json_file == kStdin ? "<stdin>" : o.json_file;
+    std::string name = json_file == kStdin ? "<stdin>" : json_file;
     Json j = Json::parse(ss.str(), nullptr, false);
     if (j.is_discarded()) {
-      std::cerr << "error: --json " << name << ": not valid JSON\n";
+      std::cerr << "error: " << flags.file_flag << " " << name << ": not valid JSON\n";
       return false;
     }
     if (!j.is_object()) {
-      std::cerr << "error: --json " << name << ": expected a JSON object of parameters, got "
-                << j.type_name() << "\n";
+      std::cerr << "error: " << flags.file_flag << " " << name << ": expected a JSON object of "
+                << flags.noun << ", got " << j.type_name() << "\n";
       return false;
     }
-    *params = std::move(j);
+    *values = std::move(j);
   }
-  for (const std::string& p : o.params) {
+  for (const std::string& p : pairs) {
     size_t eq = p.find('=');
     if (eq == std::string::npos || eq == 0) {
-      std::cerr << "error: -p " << p << ": expected key=value (a value is parsed as JSON when it "
-                << "is JSON, else taken as a string)\n";
+      std::cerr << "error: " << flags.pair_flag << " " << p
+                << ": expected key=value (a value is parsed as JSON when it is JSON, else taken "
+                << "as a string)\n";
       return false;
     }
-    (*params)[p.substr(0, eq)] = ParseValue(p.substr(eq + 1));
+    (*values)[p.substr(0, eq)] = ParseValue(p.substr(eq + 1));
   }
   return true;
 }
 
-// POST /execute/tool. On an error answer, prints it (bad parameters one field per line) and
-// sets *exit_code; nullopt then.
-std::optional<http::ClientResponse> Submit(const std::string& server, const Json& body,
-                                           int* exit_code) {
-  // A synchronous call waits up to 10 minutes on the server before answering 202.
+// A --timeout: "30s", "500ms", "2m", "1h", or a number of seconds, up to an hour. Milliseconds,
+// or nullopt when it is not such a duration.
+std::optional<int64_t> ParseWaitMs(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 7) return std::nullopt;
+  int64_t n = std::stoll(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  int64_t scale = unit == "ms"                  ? 1
+                  : unit.empty() || unit == "s" ? 1000
+                  : unit == "m"                 ? 60 * 1000
+                  : unit == "h"                 ? 3600 * 1000
+                                                : 0;
+  if (scale == 0 || n == 0 || n * scale > kMaxWaitMs) return std::nullopt;
+  return n * scale;
+}
+
+// POSTs `body` to `path` (/execute/tool, /execute/workflow). On an error answer, prints it (bad
+// values one field per line, under "error: invalid <what>") and sets *exit_code; nullopt then.
+std::optional<http::ClientResponse> Submit(const std::string& server, const std::string& path,
+                                           const Json& body, const std::string& what,
+                                           std::string_view noun,
+                                           std::chrono::milliseconds read_timeout, int* exit_code) {
   http::ClientOptions options;
-  options.read_timeout = std::chrono::minutes(11);
+  options.read_timeout = read_timeout;
   http::Client client(server, options);
-  auto r = client.Post("/execute/tool", body.dump(-1, ' ', false, Json::error_handler_t::replace),
+  auto r = client.Post(path, body.dump(-1, ' ', false, Json::error_handler_t::replace),
                        "application/json");
   if (!r.ok()) {
     // As ApiClient reports it: the client refused the URL itself, or the server is unreachable.
@@ -113,11 +168,11 @@ std::optional<http::ClientResponse> Submit(const std::string& server, const Json
     std::cerr << FormatApiError(r->status, r->body);
     return std::nullopt;
   }
-  std::cerr << "error: invalid parameters for Tool/" << body.value("name", "") << "\n";
+  std::cerr << "error: invalid " << what << "\n";
   for (const Json& f : *fields) {
     std::string field = f.value("field", "");
-    std::cerr << "  " << (field.empty() ? "parameters" : field) << ": " << f.value("message", "")
-              << "\n";
+    std::cerr << "  " << (field.empty() ? std::string(noun) : field) << ": "
+              << f.value("message", "") << "\n";
   }
   return std::nullopt;
 }
@@ -149,12 +204,13 @@ int Report(const Json& record, const RunOptions& o, bool output_shown) {
 
 int Run(const std::string& server, const RunOptions& o) {
   Json params;
-  if (!BuildParameters(o, &params)) return kExitUsage;
+  if (!BuildValues(o.params, o.json_file, kToolFlags, &params)) return kExitUsage;
   Json body = {{"name", o.tool}, {"parameters", params}};
   if (o.async || o.follow) body["async"] = true;
 
   int exit_code = kExitOk;
-  auto answer = Submit(server, body, &exit_code);
+  auto answer = Submit(server, "/execute/tool", body, "parameters for Tool/" + o.tool, "parameters",
+                       kServerWait + kAnswerMargin, &exit_code);
   if (!answer) return exit_code;
   Json j = Json::parse(answer->body, nullptr, false);
   if (!j.is_object() || !j.contains("execution_id")) {
@@ -189,10 +245,89 @@ int Run(const std::string& server, const RunOptions& o) {
   return Report(*record, o, o.follow);
 }
 
+// --- run workflow ---------------------------------------------------------------------------
+
+bool RunFinished(const Json& run) {
+  std::string status = run.value("status", "");
+  return status == "succeeded" || status == "failed" || status == "cancelled";
+}
+
+// Shows a run that has finished (or that --timeout gave up on): json/yaml, or for people.
+// `followed`: its steps were shown as they went, so only the output is left to show.
+int ReportRun(const Json& run, const WorkflowOptions& o, bool followed) {
+  if (o.output != "table") {
+    std::cout << Render(run, o.output);
+  } else if (!followed) {
+    DescribeRun(std::cout, run);
+  } else if (run.contains("output") && !run["output"].is_null()) {
+    std::cout << "Output:\n";
+    PrintIndented(std::cout, ToYaml(run["output"]), "  ");
+  }
+  return RunExitCode(run);
+}
+
+int RunWorkflow(const std::string& server, const WorkflowOptions& o) {
+  Json input;
+  if (!BuildValues(o.inputs, o.json_file, kWorkflowFlags, &input)) return kExitUsage;
+  Json body = {{"name", o.workflow}, {"input", input}};
+  std::string path = "/execute/workflow";
+  std::chrono::milliseconds read_timeout = http::ClientOptions{}.read_timeout;
+  if (o.wait) {
+    body["wait"] = true;
+    std::chrono::milliseconds wait = kServerWait;
+    if (!o.timeout.empty()) wait = std::chrono::milliseconds(ParseWaitMs(o.timeout).value_or(0));
+    path += "?timeout=" + std::to_string(wait.count()) + "ms";
+    read_timeout = wait + kAnswerMargin;
+  }
+
+  int exit_code = kExitOk;
+  auto answer = Submit(server, path, body, "input for Workflow/" + o.workflow, "input",
+                       read_timeout, &exit_code);
+  if (!answer) return exit_code;
+  Json j = Json::parse(answer->body, nullptr, false);
+  if (!j.is_object() || !j.contains("run_id")) {
+    std::cerr << "error: the server at " << server
+              << " answered with something that is not a workflow run: "
+              << Truncate(answer->body, 300) << "\n";
+    return kExitApiError;
+  }
+  std::string id = j.value("run_id", "");
+
+  if (!o.wait && !o.follow) {
+    if (o.output == "table") {
+      std::cout << id << "\n";
+    } else {
+      std::cout << Render(j, o.output);
+    }
+    return kExitOk;
+  }
+  if (o.follow) {
+    // With -o json|yaml stdout carries the run alone: the live lines go to stderr.
+    bool structured = o.output != "table";
+    std::ostream& live = structured ? std::cerr : std::cout;
+    bool tty = isatty(structured ? STDERR_FILENO : STDOUT_FILENO) != 0;
+    auto run = FollowRun(server, id, live, tty, &exit_code);
+    if (!run) return exit_code;
+    return ReportRun(*run, o, /*followed=*/true);
+  }
+  if (RunFinished(j)) return ReportRun(j, o, /*followed=*/false);
+  if (!o.timeout.empty()) {
+    // The run goes on; show where it is (exit 1: it has not succeeded).
+    std::cerr << "run " << id << " is still " << j.value("status", "running") << " after "
+              << o.timeout << " (cortex workflows logs " << id << " --follow)\n";
+    return ReportRun(j, o, /*followed=*/false);
+  }
+  // Still running after the server's 10 minutes (a 202): keep waiting.
+  std::cerr << "run " << id << " is still running; waiting for it\n";
+  auto run = WaitForRun(server, id, &exit_code);
+  if (!run) return exit_code;
+  return ReportRun(*run, o, /*followed=*/false);
+}
+
 }  // namespace
 
 void AddRunCommand(CLI::App& app, Context& ctx) {
-  auto* run = app.add_subcommand("run", "Run a tool");
+  auto* run = app.add_subcommand("run", "Run a tool or a workflow");
   run->fallthrough();
   run->require_subcommand(1);
 
@@ -216,6 +351,39 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
   AddOutputOption(cmd, o->output, {"text", "json", "yaml"},
                   "text (the result), or the execution record as json or yaml");
   cmd->callback([&ctx, o] { ctx.exit_code = Run(ctx.server, *o); });
+
+  auto w = std::make_shared<WorkflowOptions>();
+  auto* wf = run->add_subcommand(
+      "workflow",
+      "Start a workflow run and print its id; --wait or --follow for its outcome (exit 1 when it "
+      "failed or was cancelled)");
+  wf->fallthrough();
+  wf->add_option("name", w->workflow, "The workflow's name")->required();
+  wf->add_option("-i,--input", w->inputs,
+                 "An input as key=value (repeatable). The value is parsed as JSON when it is JSON "
+                 "(5, true, null, [1,2], {\"k\":1}, '\"5\"'), else taken as a string")
+      ->allow_extra_args(false);
+  wf->add_option("--input-json", w->json_file,
+                 "A file holding a JSON object of inputs, or - for stdin (-i values are applied "
+                 "on top)");
+  auto* wait = wf->add_flag("--wait", w->wait, "Wait for the run to end, then show it");
+  wf->add_flag("-f,--follow", w->follow,
+               "Show each step's transitions as they happen (a progress bar on a terminal), then "
+               "the output")
+      ->excludes(wait);
+  wf->add_option("--timeout", w->timeout,
+                 "With --wait: wait at most this long (30s, 500ms, 2m, 1h; at most 1h). A run "
+                 "still going is shown as it is (exit 1) and goes on")
+      ->needs(wait)
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            return ParseWaitMs(text) ? "" : "expected a duration up to 1h (30s, 500ms, 2m, 1h)";
+          },
+          "DURATION"));
+  AddOutputOption(wf, w->output, {"table", "json", "yaml"},
+                  "table (the run for people), or the run as json or yaml (without --wait or "
+                  "--follow: the API's 202 answer)");
+  wf->callback([&ctx, w] { ctx.exit_code = RunWorkflow(ctx.server, *w); });
 }
 
 }  // namespace cortex::cli

@@ -33,10 +33,13 @@ void AddEventsCommand(CLI::App& app, Context& ctx);
 void AddDepsCommand(CLI::App& app, Context& ctx);
 void AddRunCommand(CLI::App& app, Context& ctx);
 void AddExecutionsCommand(CLI::App& app, Context& ctx);
+void AddWorkflowsCommand(CLI::App& app, Context& ctx);
 
-// Shared by `run` and `executions` (defined in verb_executions.cc).
+// Shared by `run`, `executions` and `workflows` (defined in verb_executions.cc).
 // "52 ms" below 10 s, else "12.3 s".
 std::string FormatDurationMs(int64_t ms);
+// Milliseconds since the epoch as "2026-11-25T12:50:36Z" (UTC); "-" for 0.
+std::string FormatTimestampMs(int64_t ms);
 // An execution record's outcome in one line: "succeeded in 52 ms (sandboxed)", or
 // "<status>: <error>" ("failed: division by zero (exit code 1)", "timeout: ..."), or the error
 // alone when it starts with the status ("cancelled").
@@ -51,5 +54,20 @@ std::optional<Json> FollowExecution(const std::string& server, const std::string
 // Polls GET /executions/{id} until the execution has finished: its record, or nullopt (as above).
 std::optional<Json> WaitForExecution(const std::string& server, const std::string& id,
                                      int* exit_code);
+
+// Shared by `run workflow` and `workflows` (defined in verb_workflows.cc).
+// A workflow run (the run JSON, with its steps) for people: id, workflow, status, error, times,
+// input, one line per step (state, attempt, duration, error), output.
+void DescribeRun(std::ostream& out, const Json& run);
+// kExitOk when the run succeeded, else kExitApiError (failed, cancelled, or not finished).
+int RunExitCode(const Json& run);
+// Follows GET /workflows/{id}/logs from `server` as events, printing one line per step (and run)
+// transition to `out` as it comes; with `progress_bar` (`out` is a terminal) a
+// "[=====>    ] 3/7 steps" line is kept under them, redrawn in place. Returns the finished run;
+// nullopt, after printing why and setting *exit_code, when the stream or the run failed.
+std::optional<Json> FollowRun(const std::string& server, const std::string& id, std::ostream& out,
+                              bool progress_bar, int* exit_code);
+// Polls GET /workflows/{id}/status until the run has finished: the run, or nullopt (as above).
+std::optional<Json> WaitForRun(const std::string& server, const std::string& id, int* exit_code);
 
 }  // namespace cortex::cli

@@ -158,10 +158,8 @@ Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* st
       if (!s->error.empty()) sj["error"] = s->error;
       if (!s->execution_id.empty()) sj["execution_id"] = s->execution_id;
       if (s->started_ms) sj["started_ms"] = s->started_ms;
-      if (s->finished_ms) {
-        sj["finished_ms"] = s->finished_ms;
-        sj["duration_ms"] = s->finished_ms - s->started_ms;
-      }
+      if (s->finished_ms) sj["finished_ms"] = s->finished_ms;
+      if (s->finished_ms && s->started_ms) sj["duration_ms"] = s->finished_ms - s->started_ms;
       if (s->status == "retrying") sj["next_attempt_ms"] = s->next_attempt_ms;
       if (Terminal(s->status)) ++done;
       arr.push_back(std::move(sj));

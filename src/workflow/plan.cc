@@ -64,6 +64,16 @@ class Builder {
                                       "', which is not a step of this workflow");
         }
         AddDep(node, it->second);
+        // A structural step's depends_on holds for what is inside it too: its gate and its
+        // children wait for those steps (else they would start with the run).
+        if (plan_.nodes[node].kind != NodeKind::kJoin) continue;
+        std::vector<int> inner = plan_.nodes[node].children;
+        if (auto g = plan_.by_name.find(step->name + "#if"); g != plan_.by_name.end()) {
+          inner.push_back(g->second);
+        }
+        for (int i : inner) {
+          if (i != it->second) AddDep(i, it->second);
+        }
       }
     }
     for (size_t i = 0; i < plan_.nodes.size(); ++i) {
