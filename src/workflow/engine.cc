@@ -119,6 +119,7 @@ struct Engine::Run {
   int max_parallel = 0;     // 0: no per-run bound
   bool finished = false;    // removed from runs_ after the next Flush
   bool persisted = false;   // its row is in the Store (later writes update it)
+  int64_t deadline_ms = 0;  // the run's timeout (0: none); older timers are ignored
 };
 
 Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
@@ -339,13 +340,7 @@ Result<std::string> Engine::CreateRun(const StartRequest& request, const std::st
   Event(ref, "run_started", -1,
         {{"workflow", request.workflow}, {"trigger", request.trigger}, {"input", ref.input}});
   for (size_t i = 0; i < ref.steps.size(); ++i) Touch(ref, static_cast<int>(i));
-  std::optional<registry::Duration> timeout = spec->timeout;
-  if (!timeout && spec->configuration && spec->configuration->timeout) {
-    timeout = spec->configuration->timeout;
-  }
-  if (timeout && timeout->seconds > 0) {
-    timers_.push({r.started_ms + Millis(*timeout), id, -1, 0, Timer::Kind::kRunTimeout});
-  }
+  ArmRunTimeout(ref);
   for (size_t i = 0; i < plan->nodes.size(); ++i) {
     if (plan->nodes[i].deps.empty()) Decide(ref, static_cast<int>(i));
   }
@@ -425,6 +420,9 @@ void Engine::Decide(Run& run, int node) {
           out["branch"] = run.steps[d].output.value("result", false) ? "then" : "else";
         }
         continue;
+      }
+      if (std::find(n.children.begin(), n.children.end(), d) == n.children.end()) {
+        continue;  // the structure's own depends_on: not one of its children
       }
       any = true;
       const StepState& c = run.steps[d];
@@ -672,14 +670,24 @@ void Engine::ApplyCompletion(const Completion& c) {
   EndAttempt(*run, c.node, c);
 }
 
+void Engine::ArmRunTimeout(Run& run) {
+  const auto* spec = run.plan->spec;
+  std::optional<registry::Duration> timeout = spec->timeout;
+  if (!timeout && spec->configuration) timeout = spec->configuration->timeout;
+  run.deadline_ms = 0;
+  if (!timeout || timeout->seconds <= 0) return;
+  run.deadline_ms = run.rec.started_ms + Millis(*timeout);
+  timers_.push({run.deadline_ms, run.rec.id, -1, 0, Timer::Kind::kRunTimeout});
+}
+
 void Engine::FireTimer(const Timer& t) {
   Run* run = FindRun(t.run_id);
   if (!run || run->finished) return;
   if (t.kind == Timer::Kind::kRunTimeout) {
-    const auto* spec = run->plan->spec;
-    std::optional<registry::Duration> timeout = spec->timeout;
-    if (!timeout && spec->configuration) timeout = spec->configuration->timeout;
-    return AbortRun(*run, "the run timed out after " + DurationText(Millis(*timeout)), false);
+    if (run->deadline_ms == 0 || t.due_ms != run->deadline_ms) return;  // an earlier life's
+    return AbortRun(
+        *run, "the run timed out after " + DurationText(run->deadline_ms - run->rec.started_ms),
+        false);
   }
   StepState& st = run->steps[t.node];
   switch (t.kind) {
@@ -882,6 +890,9 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
             c.attempt = attempt;
             c.success = r.status == "succeeded";
             c.output = ParseOr(r.result_json, nullptr);
+            if (c.output.is_string() && c.output.get_ref<const std::string&>().empty()) {
+              c.output = nullptr;  // it printed nothing
+            }
             c.error = r.error.empty() ? r.status : r.error;
             c.cancelled = r.status == "cancelled";
             c.interrupted = r.status == "interrupted";
@@ -1134,9 +1145,11 @@ Status Engine::Retry(const std::string& run_id, const std::string& from) {
   run->rec.error.clear();
   run->rec.output_json.clear();
   run->rec.finished_ms = 0;
+  run->rec.started_ms = Now();  // the retried run's duration and timeout count from here
   Run& ref = *run;
   runs_[run_id] = std::move(run);
   dirty_[run_id];
+  ArmRunTimeout(ref);
   Event(ref, "run_retried", -1,
         {{"from", from.empty() ? Json(nullptr) : Json(from)}, {"steps", reset.size()}});
   for (size_t i = 0; i < ref.steps.size(); ++i) Decide(ref, static_cast<int>(i));
@@ -1251,18 +1264,18 @@ Status Engine::Recover() {
       Event(*run, "step_redispatched", node,
             st.execution_id.empty() ? Json() : Json{{"execution_id", st.execution_id}});
       Touch(*run, node);
+      if (n.step && n.step->timeout && n.step->timeout->seconds > 0) {
+        // The attempt starts over: so does its timeout.
+        st.started_ms = Now();
+        timers_.push({st.started_ms + Millis(*n.step->timeout), run->rec.id, node, st.attempt,
+                      Timer::Kind::kStepTimeout});
+      }
       effects_.push_back({Effect::Kind::kDispatch, run->rec.id, node, st.attempt});
     }
     if (run->rec.status != "paused") {
       for (size_t i = 0; i < run->steps.size(); ++i) Decide(*run, static_cast<int>(i));
     }
-    const auto* spec = run->plan->spec;
-    std::optional<registry::Duration> timeout = spec->timeout;
-    if (!timeout && spec->configuration) timeout = spec->configuration->timeout;
-    if (timeout && timeout->seconds > 0) {
-      timers_.push(
-          {run->rec.started_ms + Millis(*timeout), run->rec.id, -1, 0, Timer::Kind::kRunTimeout});
-    }
+    ArmRunTimeout(*run);
     MaybeFinishRun(*run);
   }
   if (!recovered.empty()) {

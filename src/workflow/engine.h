@@ -177,6 +177,7 @@ class Engine {
   void MaybeFinishRun(Run& run);
   void ApplyCompletion(const Completion& c);
   void FireTimer(const Timer& t);
+  void ArmRunTimeout(Run& run);
   void PumpReadyQueue();
   void Flush();  // writes pending transitions, then performs pending effects (repeatedly)
   void PerformEffect(const Effect& e);
