@@ -188,4 +188,13 @@ bool ApiClient::Stream(const std::string& path_and_query,
   return false;
 }
 
+std::string QueryString(std::initializer_list<std::pair<const char*, std::string>> pairs) {
+  std::string query;
+  for (const auto& [key, value] : pairs) {
+    if (value.empty()) continue;
+    query += (query.empty() ? "?" : "&") + std::string(key) + "=" + http::UrlEncode(value);
+  }
+  return query;
+}
+
 }  // namespace cortex::cli

@@ -28,6 +28,9 @@ inline constexpr int kExitUnreachable = 3;
 // `request_name` when that is not empty.
 std::string FormatDiagnostic(const Json& diagnostic, std::string_view request_name = {});
 
+// "?k1=v1&k2=v2" (URL-encoded) from the pairs whose value is not empty; "" when none is.
+std::string QueryString(std::initializer_list<std::pair<const char*, std::string>> pairs);
+
 // The lines shown for an API error answer: "error: <message>", then the details readably
 // (diagnostics one per line, anything else as indented YAML). Bodies that are not the API's
 // error shape are shown as "error: HTTP <status>: <start of the body>".

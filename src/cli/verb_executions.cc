@@ -68,13 +68,9 @@ struct LsOptions {
 };
 
 int List(ApiClient& api, const LsOptions& o) {
-  std::string query;
-  auto add = [&query](const char* key, const std::string& value) {
-    query += (query.empty() ? "?" : "&") + std::string(key) + "=" + http::UrlEncode(value);
-  };
-  if (!o.tool.empty()) add("tool", o.tool);
-  if (!o.status.empty()) add("status", o.status);
-  if (o.limit > 0) add("limit", std::to_string(o.limit));
+  std::string query = QueryString({{"tool", o.tool},
+                                   {"status", o.status},
+                                   {"limit", o.limit > 0 ? std::to_string(o.limit) : ""}});
   auto j = api.GetJson("/executions" + query);
   if (!j) return api.exit_code();
   if (o.output != "table") {
