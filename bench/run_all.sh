@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run_all.sh [BUILD_DIR]: builds cortex and the benchmarks, runs the four benchmarks one at
+# bench/run_all.sh [BUILD_DIR]: builds cortex and the benchmarks, runs the five benchmarks one at
 # a time (the machine has 2 cores: never in parallel), and prints a summary of the figures, their
 # ratios against the same-run baselines, and the goal lines. Full outputs go to bench/out/<time>/.
 #
@@ -7,6 +7,7 @@
 # Env: COUNT (registry_load_bench --count, default 10000), EXTRA and EDITS (hot_reload_bench
 # --extra / --edits, defaults 1000 / 200), DURATION (http_bench.sh wrk duration, default 10s),
 # CALLS and TP_CALLS (execute_bench --calls / --throughput-calls, defaults 300 / 1000),
+# STEPS, SEQ and REPS (workflow_bench --steps / --seq / --reps, defaults 1000 / 40 / 3),
 # OUT_DIR (default bench/out/<time>).
 # Exits non-zero only when something could not be built or run; missed goals are reported, not
 # failed (benchmarks do not assert timing).
@@ -19,6 +20,9 @@ EXTRA=${EXTRA:-1000}
 EDITS=${EDITS:-200}
 CALLS=${CALLS:-300}
 TP_CALLS=${TP_CALLS:-1000}
+STEPS=${STEPS:-1000}
+SEQ=${SEQ:-40}
+REPS=${REPS:-3}
 OUT=${OUT_DIR:-$REPO/bench/out/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
@@ -33,7 +37,8 @@ case "$build_type" in
   *) echo "run_all: WARNING: $BUILD is a '${build_type:-no type}' build; figures of an" \
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
-cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench
+cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench \
+  workflow_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -51,6 +56,7 @@ run registry_load "$BUILD/bench/registry_load_bench" --count "$COUNT"
 run hot_reload "$BUILD/bench/hot_reload_bench" --extra "$EXTRA" --edits "$EDITS"
 run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
+run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
 
 echo
 echo "================================ summary ================================"
@@ -66,5 +72,8 @@ grep -E '^(cortex \(run|nginx |throughput ratio|p99 latency ratio|cortex stabili
 echo "-- execute_bench --calls $CALLS --throughput-calls $TP_CALLS"
 grep -E '^(unsandboxed, |sandboxed, |  -> |workers |  cortex API:|  direct spawn, |  ProcessRunner, |  history|goal:|WARNING)' \
   "$OUT/execute.txt" || true
+echo "-- workflow_bench --steps $STEPS --seq $SEQ --reps $REPS"
+grep -E '^(unsandboxed|sandboxed)(, (chain|fanout))?:$|^  (cortex |ninja|-> |raw sqlite3|Store, )|^  *(engine alone|chain |fanout )|^(synchronous|goal:|WARNING)' \
+  "$OUT/workflow.txt" || true
 echo "full outputs: $OUT"
 exit $status
