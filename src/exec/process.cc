@@ -496,6 +496,68 @@ class CgroupJanitor {
   std::thread thread_;
 };
 
+// Per-run cgroup directories kept for reuse (v1 only): creating and removing a memory cgroup is
+// most of a cgroup's cost per call (the kernel allocates and frees per-CPU state, ~0.2 ms). A
+// reused set has its counters reset or baselined (peak memory, CPU time, OOM kills, refused
+// forks) and its limits rewritten when they differ. A set is only kept when the run left it
+// empty and using little memory (left-over page cache is charged to it and would count against
+// the next run), at most kMaxIdle of them.
+struct CgroupSlot {
+  std::vector<CgroupParent> dirs;
+  std::vector<Fd> procs_fds;  // cgroup.procs of each, for the child to join (open while in use)
+  std::string memory_limit = "unset", pids_limit = "unset";  // as last written
+  uint64_t oom_base = 0, fork_failure_base = 0;              // counters at the run's start
+  bool reused = false;
+};
+
+class CgroupPool {
+ public:
+  static constexpr size_t kMaxIdle = 16;
+  static constexpr uint64_t kMaxLeftoverBytes = 16ull << 20;
+
+  explicit CgroupPool(int version) : version_(version) {}
+  ~CgroupPool() {
+    std::vector<std::string> paths;
+    for (auto& slot : idle_) {
+      for (auto& d : slot->dirs) paths.push_back(d.path);
+    }
+    idle_.clear();  // closes the descriptors first
+    for (const auto& p : paths) CgroupJanitor::RemoveNow(p);
+  }
+
+  std::unique_ptr<CgroupSlot> Take() {
+    std::lock_guard lock(mu_);
+    if (idle_.empty()) return nullptr;
+    auto slot = std::move(idle_.back());
+    idle_.pop_back();
+    slot->reused = true;
+    return slot;
+  }
+
+  // Keeps an empty slot for a later run; false when it should be removed instead.
+  bool Give(std::unique_ptr<CgroupSlot>& slot) {
+    if (version_ != 1) return false;
+    for (const auto& d : slot->dirs) {
+      if (!d.memory) continue;
+      auto usage = ReadU64File(d.path + "/memory.usage_in_bytes");
+      if (!usage || *usage > kMaxLeftoverBytes) return false;
+    }
+    std::lock_guard lock(mu_);
+    if (idle_.size() >= kMaxIdle) return false;
+    slot->procs_fds.clear();  // an idle slot holds no descriptor
+    idle_.push_back(std::move(slot));
+    return true;
+  }
+
+  CgroupJanitor& janitor() { return janitor_; }
+
+ private:
+  const int version_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<CgroupSlot>> idle_;  // guarded by mu_
+  CgroupJanitor janitor_;
+};
+
 // The cgroup(s) of one run. Created before the spawn (the child joins them before exec);
 // the destructor kills whatever is still inside and hands the directories to the janitor.
 class RunCgroup {
@@ -511,47 +573,47 @@ class RunCgroup {
 
   // nullptr (and *why) when the directories or limits cannot be set up; the caller falls back.
   static std::unique_ptr<RunCgroup> Create(const CgroupSetup& setup, const Limits& limits,
-                                           CgroupJanitor* janitor, std::string* why) {
-    auto cg = std::unique_ptr<RunCgroup>(new RunCgroup(setup.version, janitor));
+                                           CgroupPool* pool, std::string* why) {
+    auto cg = std::unique_ptr<RunCgroup>(new RunCgroup(setup.version, pool));
+    std::unique_ptr<CgroupSlot> slot = pool ? pool->Take() : nullptr;
+    if (slot) {
+      bool opened = true;
+      for (const auto& d : slot->dirs) {
+        int fd = ::open((d.path + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) opened = false;
+        slot->procs_fds.emplace_back(fd);
+      }
+      if (opened && cg->Configure(*slot, limits, why)) {
+        cg->slot_ = std::move(slot);
+        return cg;
+      }
+      // Could not be reset (e.g. the new memory limit is below what it still holds): a new one.
+      cg->Discard(*slot);
+      slot.reset();
+    }
+    slot = std::make_unique<CgroupSlot>();
     std::string name = NextRunName();
     for (const auto& parent : setup.parents) {
       std::string dir = parent.path + "/" + name;
       if (::mkdir(dir.c_str(), 0755) != 0) {
         *why = "mkdir " + dir + ": " + ErrnoText(errno);
+        cg->Discard(*slot);
         return nullptr;
       }
-      cg->dirs_.push_back({dir, parent.memory, parent.pids, parent.cpu});
-      int err = 0;
-      if (parent.memory && limits.memory_bytes) {
-        std::string bytes = std::to_string(*limits.memory_bytes);
-        if (setup.version == 2) {
-          if (!WriteFile(dir + "/memory.max", bytes, &err)) {
-            *why = "writing memory.max: " + ErrnoText(err);
-            return nullptr;
-          }
-          WriteFile(dir + "/memory.swap.max", "0");   // no swap beyond the limit (if swap exists)
-          WriteFile(dir + "/memory.oom.group", "1");  // an OOM kill takes the whole tree
-        } else {
-          if (!WriteFile(dir + "/memory.limit_in_bytes", bytes, &err)) {
-            *why = "writing memory.limit_in_bytes: " + ErrnoText(err);
-            return nullptr;
-          }
-          WriteFile(dir + "/memory.memsw.limit_in_bytes", bytes);  // exists with swap accounting
-        }
-      }
-      if (parent.pids && limits.max_processes) {
-        if (!WriteFile(dir + "/pids.max", std::to_string(*limits.max_processes), &err)) {
-          *why = "writing pids.max: " + ErrnoText(err);
-          return nullptr;
-        }
-      }
+      slot->dirs.push_back({dir, parent.memory, parent.pids, parent.cpu});
       int fd = ::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) {
         *why = "opening " + dir + "/cgroup.procs: " + ErrnoText(errno);
+        cg->Discard(*slot);
         return nullptr;
       }
-      cg->procs_fds_.emplace_back(fd);
+      slot->procs_fds.emplace_back(fd);
     }
+    if (!cg->Configure(*slot, limits, why)) {
+      cg->Discard(*slot);
+      return nullptr;
+    }
+    cg->slot_ = std::move(slot);
     return cg;
   }
 
@@ -559,40 +621,40 @@ class RunCgroup {
   RunCgroup& operator=(const RunCgroup&) = delete;
 
   ~RunCgroup() {
-    procs_fds_.clear();
+    if (!slot_) return;
     auto deadline = Clock::now() + kGoneDeadline;
-    while (!KillAll() && Clock::now() < deadline) std::this_thread::sleep_for(microseconds(500));
-    // Empty now (or nothing more can be done): the directories themselves can go later.
-    std::vector<std::string> paths;
-    for (const auto& d : dirs_) paths.push_back(d.path);
-    if (janitor_ && janitor_->Remove(paths)) return;
-    for (const auto& p : paths) CgroupJanitor::RemoveNow(p);
+    bool empty = false;
+    while (!(empty = KillAll()) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(microseconds(500));
+    }
+    if (empty && pool_ && pool_->Give(slot_)) return;
+    Discard(*slot_);
   }
 
   // Descriptors of cgroup.procs, one per hierarchy: the child writes "0" into each.
   std::vector<int> procs_fds() const {
     std::vector<int> fds;
-    for (const auto& fd : procs_fds_) fds.push_back(fd.get());
+    for (const auto& fd : slot_->procs_fds) fds.push_back(fd.get());
     return fds;
   }
 
   bool enforces_memory() const {
-    return std::any_of(dirs_.begin(), dirs_.end(), [](auto& d) { return d.memory; });
+    return std::any_of(dirs().begin(), dirs().end(), [](auto& d) { return d.memory; });
   }
   bool enforces_pids() const {
-    return std::any_of(dirs_.begin(), dirs_.end(), [](auto& d) { return d.pids; });
+    return std::any_of(dirs().begin(), dirs().end(), [](auto& d) { return d.pids; });
   }
 
   // SIGKILL to every process in the cgroup. True when it is (now) empty. The pidfds of the
   // processes signalled are appended to `killed` (when given), so that they can be reaped.
   bool KillAll(std::vector<Fd>* killed = nullptr) const {
-    if (dirs_.empty()) return true;
-    const std::string procs = dirs_.front().path + "/cgroup.procs";
+    if (dirs().empty()) return true;
+    const std::string procs = dirs().front().path + "/cgroup.procs";
     auto first = ReadFile(procs, 1 << 20);
     if (!first) return true;  // directory gone
     std::vector<pid_t> pids = ParsePids(*first);
     if (pids.empty()) return true;
-    if (version_ == 2 && WriteFile(dirs_.front().path + "/cgroup.kill", "1")) return false;
+    if (version_ == 2 && WriteFile(dirs().front().path + "/cgroup.kill", "1")) return false;
     // No cgroup.kill (v1): signal pid by pid without ever hitting a recycled pid. A pidfd pins
     // the process that held the pid when it was opened; if the pid is still listed afterwards,
     // the holder is in this cgroup, and if it is not that process any more the signal fails.
@@ -614,19 +676,24 @@ class RunCgroup {
 
   Stats ReadStats() const {
     Stats s;
-    for (const auto& d : dirs_) {
+    for (const auto& d : dirs()) {
       if (d.memory) {
         if (version_ == 2) {
           s.oom_kills = ReadKeyedU64(d.path + "/memory.events", "oom_kill").value_or(0);
           s.peak = ReadU64File(d.path + "/memory.peak");
         } else {
           auto kills = ReadKeyedU64(d.path + "/memory.oom_control", "oom_kill");
-          // Kernels before 4.13 have no oom_kill counter: hitting the limit is the best signal.
-          s.oom_kills = kills ? *kills : ReadU64File(d.path + "/memory.failcnt").value_or(0);
+          // Kernels before 4.13 have no oom_kill counter: hitting the limit is the best signal
+          // (failcnt is reset for a reused cgroup; the oom_kill counter cannot be: baselined).
+          s.oom_kills = kills ? *kills - std::min(*kills, slot_->oom_base)
+                              : ReadU64File(d.path + "/memory.failcnt").value_or(0);
           s.peak = ReadU64File(d.path + "/memory.max_usage_in_bytes");
         }
       }
-      if (d.pids) s.fork_failures = ReadKeyedU64(d.path + "/pids.events", "max").value_or(0);
+      if (d.pids) {
+        uint64_t n = ReadKeyedU64(d.path + "/pids.events", "max").value_or(0);
+        s.fork_failures = n - std::min(n, slot_->fork_failure_base);
+      }
       if (d.cpu) {
         if (version_ == 2) {
           s.cpu_user_usec = ReadKeyedU64(d.path + "/cpu.stat", "user_usec");
@@ -643,12 +710,76 @@ class RunCgroup {
   }
 
  private:
-  RunCgroup(int version, CgroupJanitor* janitor) : version_(version), janitor_(janitor) {}
+  RunCgroup(int version, CgroupPool* pool) : version_(version), pool_(pool) {}
+
+  const std::vector<CgroupParent>& dirs() const { return slot_->dirs; }
+
+  // Writes the run's limits (where they differ from what the slot has) and, for a reused slot,
+  // resets its counters or records their baselines.
+  bool Configure(CgroupSlot& slot, const Limits& limits, std::string* why) {
+    for (const auto& d : slot.dirs) {
+      const std::string& dir = d.path;
+      int err = 0;
+      if (d.memory) {
+        std::string bytes = limits.memory_bytes ? std::to_string(*limits.memory_bytes) : "";
+        if (bytes != slot.memory_limit) {
+          if (version_ == 2) {
+            if (!WriteFile(dir + "/memory.max", bytes.empty() ? "max" : bytes, &err)) {
+              *why = "writing memory.max: " + ErrnoText(err);
+              return false;
+            }
+            WriteFile(dir + "/memory.swap.max", "0");   // no swap beyond the limit
+            WriteFile(dir + "/memory.oom.group", "1");  // an OOM kill takes the whole tree
+          } else {
+            std::string v = bytes.empty() ? "-1" : bytes;
+            // memsw (swap accounting) must stay >= the memory limit: raise it first when
+            // raising, lower it after when lowering; it is absent without swap accounting.
+            WriteFile(dir + "/memory.memsw.limit_in_bytes", "-1");
+            if (!WriteFile(dir + "/memory.limit_in_bytes", v, &err)) {
+              *why = "writing memory.limit_in_bytes: " + ErrnoText(err);
+              return false;
+            }
+            WriteFile(dir + "/memory.memsw.limit_in_bytes", v);
+          }
+          slot.memory_limit = bytes;
+        }
+        if (slot.reused && version_ == 1) {
+          WriteFile(dir + "/memory.max_usage_in_bytes", "0");  // the peak starts over
+          WriteFile(dir + "/memory.failcnt", "0");
+          slot.oom_base = ReadKeyedU64(dir + "/memory.oom_control", "oom_kill").value_or(0);
+        }
+      }
+      if (d.pids) {
+        std::string n = limits.max_processes ? std::to_string(*limits.max_processes) : "";
+        if (n != slot.pids_limit) {
+          if (!WriteFile(dir + "/pids.max", n.empty() ? "max" : n, &err)) {
+            *why = "writing pids.max: " + ErrnoText(err);
+            return false;
+          }
+          slot.pids_limit = n;
+        }
+        if (slot.reused) {
+          slot.fork_failure_base = ReadKeyedU64(dir + "/pids.events", "max").value_or(0);
+        }
+      }
+      if (d.cpu && slot.reused && version_ == 1) WriteFile(dir + "/cpuacct.usage", "0");
+    }
+    return true;
+  }
+
+  // Removes the slot's directories (in the background when the janitor has room).
+  void Discard(CgroupSlot& slot) {
+    slot.procs_fds.clear();
+    std::vector<std::string> paths;
+    for (const auto& d : slot.dirs) paths.push_back(d.path);
+    slot.dirs.clear();
+    if (pool_ && pool_->janitor().Remove(paths)) return;
+    for (const auto& p : paths) CgroupJanitor::RemoveNow(p);
+  }
 
   int version_;
-  CgroupJanitor* janitor_;
-  std::vector<CgroupParent> dirs_;
-  std::vector<Fd> procs_fds_;
+  CgroupPool* pool_;
+  std::unique_ptr<CgroupSlot> slot_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -999,7 +1130,7 @@ class RealProcessRunner final : public ProcessRunner {
 
  private:
   const CgroupSetup cgroups_;
-  CgroupJanitor janitor_;  // declared last: destroyed first, after every run has returned
+  CgroupPool pool_{cgroups_.version};  // declared last: destroyed first, after every run
 };
 
 Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
@@ -1020,7 +1151,7 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   bool want_cgroup = limits.memory_bytes.has_value() || limits.max_processes.has_value();
   if (want_cgroup && cgroups_.version != 0) {
     std::string why;
-    cgroup = RunCgroup::Create(cgroups_, limits, &janitor_, &why);
+    cgroup = RunCgroup::Create(cgroups_, limits, &pool_, &why);
     if (!cgroup) notes.push_back("cgroup setup failed (" + why + ")");
   } else if (want_cgroup) {
     notes.push_back("cgroups unavailable (" + cgroups_.unavailable + ")");

@@ -309,6 +309,54 @@ TEST_F(ProcessTest, MemoryHogHitsTheMemoryLimit) {
   EXPECT_TRUE(GroupGone(r->pid));
 }
 
+// The runner reuses per-run cgroups (v1): a run must not inherit the previous run's peak
+// memory, OOM kill, refused forks, CPU time or limits.
+TEST_F(ProcessTest, AReusedCgroupStartsClean) {
+  ProcessSpec hog;
+  hog.argv = {Python(), "-c", "b = b'x' * (1 << 30)"};
+  hog.limits.memory_bytes = 64ull << 20;
+  hog.limits.timeout = seconds(30);
+  auto first = Run(hog);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  if (!first->used_cgroup) GTEST_SKIP() << "no cgroups here: " << first->limits_note;
+  ASSERT_EQ(first->reason, EndReason::kMemoryLimit) << first->reason_text;
+
+  ProcessSpec bomb = Sh("for i in 1 2 3 4 5 6 7 8; do /bin/sleep 1 & done; wait");
+  bomb.limits.max_processes = 4;
+  bomb.limits.memory_bytes = 128ull << 20;
+  auto second = Run(bomb);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->reason, EndReason::kProcessLimit) << second->reason_text;
+
+  // Plain runs after them, with a larger and with no memory limit: nothing carried over.
+  for (std::optional<uint64_t> limit :
+       {std::optional<uint64_t>(512ull << 20), std::optional<uint64_t>()}) {
+    ProcessSpec plain;
+    plain.argv = {Python(), "-c", "b = b'x' * (100 << 20); print(len(b))"};
+    plain.limits.memory_bytes = limit;
+    plain.limits.max_processes = 8;
+    plain.limits.timeout = seconds(30);
+    auto r = Run(plain);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->reason, EndReason::kExited) << r->reason_text;
+    EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+    EXPECT_EQ(r->stdout_data, "104857600\n");
+    if (!r->used_cgroup) continue;
+    EXPECT_GT(r->peak_memory_bytes, 100ull << 20);
+    EXPECT_LT(r->peak_memory_bytes, 200ull << 20);
+  }
+  ProcessSpec small;
+  small.argv = {"/bin/true"};
+  small.limits.memory_bytes = 64ull << 20;
+  auto r = Run(small);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->reason, EndReason::kExited) << r->reason_text;
+  if (r->used_cgroup) {
+    EXPECT_LT(r->peak_memory_bytes, 32ull << 20) << "the 100 MB run's peak";
+  }
+  EXPECT_LT(r->cpu_user + r->cpu_system, milliseconds(200)) << "an earlier run's CPU time";
+}
+
 TEST_F(ProcessTest, WithoutCgroupsMemoryFallsBackToRlimitAs) {
   auto runner = MakeProcessRunner({.cgroup_root = "", .use_cgroups = false});
   ProcessSpec spec;
