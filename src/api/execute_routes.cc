@@ -91,7 +91,10 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     bool async = body.contains("async") && body["async"].is_boolean() && body["async"].get<bool>();
 
     std::vector<exec::FieldError> fields;
-    auto id = executor.Submit(request, &fields);
+    // A plain synchronous call may run on this thread (see Executor::Run); streamed and async
+    // calls go through the queue.
+    auto id = async || WantsEvents(req) ? executor.Submit(request, &fields)
+                                        : executor.Run(request, &fields, std::chrono::minutes(10));
     if (!id.ok()) {
       if (!fields.empty()) {
         Json details = {{"fields", exec::FieldErrorsJson(fields)}};

@@ -352,17 +352,68 @@ Json ToolHealthJson(const ToolHealth& h) {
 }
 
 void Executor::WorkerLoop() {
+  const int slots = std::max(1, options_.workers);
   for (;;) {
     std::shared_ptr<Job> job;
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      work_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < slots); });
       if (stopping_) return;
       job = queue_.front();
       queue_.pop_front();
+      ++running_;
+    }
+    RunJob(job);
+    {
+      std::lock_guard lock(mu_);
+      --running_;
+    }
+    work_cv_.notify_one();
+  }
+}
+
+Result<std::string> Executor::Run(const ExecuteRequest& request,
+                                  std::vector<FieldError>* field_errors,
+                                  std::chrono::milliseconds inline_up_to) {
+  CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, Prepare(request, field_errors));
+  // Inline only when it cannot hold the caller longer than it would wait anyway.
+  ToolCall call;
+  call.tool = job->file->manifest.get();
+  call.tool_dir = job->file->path.substr(0, job->file->path.find_last_of('/'));
+  call.parameters = job->parameters;
+  auto spec = BuildToolProcess(call, options_.defaults, resolve_);
+  bool short_enough = spec.ok() && spec->limits.timeout &&
+                      *spec->limits.timeout + spec->limits.kill_grace < inline_up_to;
+  bool run_here = false;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return UnavailableError("the executor is stopping");
+    if (short_enough && queue_.empty() && reserved_ == 0 &&
+        running_ < std::max(1, options_.workers)) {
+      ++running_;  // a worker's place, taken by this thread
+      run_here = true;
+    }
+  }
+  if (!run_here) {
+    CORTEX_RETURN_IF_ERROR(Enqueue({job}));
+    return job->id;
+  }
+  // Durable before it runs, as when queued.
+  Status written = store_.CreateExecution(job->record);
+  if (written.ok()) {
+    {
+      std::lock_guard lock(mu_);
+      jobs_[job->id] = job;
     }
     RunJob(job);
   }
+  {
+    std::lock_guard lock(mu_);
+    --running_;
+  }
+  work_cv_.notify_one();  // a queued call may have waited for this place
+  if (!written.ok()) return written;
+  return job->id;
 }
 
 void Executor::RunJob(const std::shared_ptr<Job>& job) {

@@ -92,6 +92,13 @@ class Executor {
   // sandbox and unsandboxed runs are not allowed), ResourceExhausted (the queue is full).
   Result<std::string> Submit(const ExecuteRequest& request, std::vector<FieldError>* field_errors);
 
+  // Like Submit, for a caller that will wait for the result: when a worker's place is free and
+  // nothing is queued, the call runs right here on the calling thread (no hand-off to a worker
+  // and back: ~0.3 ms less per call), provided the tool's timeout is below `inline_up_to`;
+  // otherwise it is queued as by Submit. Either way the result is then read with Wait().
+  Result<std::string> Run(const ExecuteRequest& request, std::vector<FieldError>* field_errors,
+                          std::chrono::milliseconds inline_up_to);
+
   // Several calls at once, all or nothing: every call is checked first (an InvalidArgument or
   // NotFound for any of them refuses the whole batch, with one BatchItemError per bad call), then
   // queue places for all of them are taken at once (ResourceExhausted when they do not fit).
@@ -150,6 +157,7 @@ class Executor {
   bool stopping_ = false;                             // guarded by mu_
   size_t reserved_ = 0;    // queue slots held by calls being recorded; guarded by mu_
   int health_checks_ = 0;  // running health checks; guarded by mu_
+  int running_ = 0;        // calls running (on workers or inline), at most `workers`; mu_
   std::vector<std::thread> workers_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace cortex::exec {
 namespace {
@@ -30,6 +31,7 @@ class FakeRunner : public ProcessRunner {
     {
       std::unique_lock lock(mu_);
       specs_.push_back(spec);
+      threads_.push_back(std::this_thread::get_id());
       ++running_;
       cv_.notify_all();
       cv_.wait(lock, [&] { return !block_ || (cancel && cancel->cancelled()); });
@@ -60,6 +62,10 @@ class FakeRunner : public ProcessRunner {
     std::lock_guard lock(mu_);
     return specs_;
   }
+  std::vector<std::thread::id> threads() {
+    std::lock_guard lock(mu_);
+    return threads_;
+  }
 
  private:
   std::mutex mu_;
@@ -67,6 +73,7 @@ class FakeRunner : public ProcessRunner {
   bool block_ = false;
   int running_ = 0;
   std::vector<ProcessSpec> specs_;
+  std::vector<std::thread::id> threads_;
 };
 
 class ExecutorTest : public ::testing::Test {
@@ -172,6 +179,39 @@ TEST_F(ExecutorTest, TheQueueIsBoundedAndQueuedCallsCanBeCancelled) {
   EXPECT_EQ(ex.Wait(*third, std::chrono::seconds(5))->status, "succeeded");
   EXPECT_EQ(ex.Cancel(*third).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(ex.Cancel("ex_nope").code(), StatusCode::kNotFound);
+}
+
+TEST_F(ExecutorTest, RunGoesInlineOnlyWhenAWorkerPlaceIsFree) {
+  Executor& ex = Make(1, 8);
+  // Idle: the call runs on the calling thread, and is recorded like any other.
+  auto here = ex.Run(Req("echo", Json{{"n", 1}}, ""), nullptr, std::chrono::minutes(10));
+  ASSERT_TRUE(here.ok()) << here.status().ToString();
+  ASSERT_EQ(runner_.threads().size(), 1u);
+  EXPECT_EQ(runner_.threads()[0], std::this_thread::get_id());
+  auto rec = ex.Wait(*here, std::chrono::seconds(5));
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->status, "succeeded");
+  EXPECT_TRUE((*store_->GetExecution(*here))->finished_ms > 0);
+
+  // The only worker busy: Run queues instead of exceeding the bound.
+  runner_.Block(true);
+  auto busy = ex.Submit(Req("echo", Json{{"n", 2}}, ""), nullptr);
+  ASSERT_TRUE(busy.ok());
+  ASSERT_TRUE(runner_.WaitRunning(1));
+  auto queued = ex.Run(Req("echo", Json{{"n", 3}}, ""), nullptr, std::chrono::minutes(10));
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(ex.queued(), 1u);
+  runner_.Block(false);
+  EXPECT_EQ(ex.Wait(*queued, std::chrono::seconds(5))->status, "succeeded");
+  auto threads = runner_.threads();
+  ASSERT_EQ(threads.size(), 3u);
+  EXPECT_NE(threads[2], std::this_thread::get_id());
+
+  // A tool whose timeout is longer than the caller would wait is queued, never inline.
+  auto long_wait = ex.Run(Req("echo", Json{{"n", 4}}, ""), nullptr, std::chrono::seconds(1));
+  ASSERT_TRUE(long_wait.ok());
+  EXPECT_EQ(ex.Wait(*long_wait, std::chrono::seconds(5))->status, "succeeded");
+  EXPECT_NE(runner_.threads().back(), std::this_thread::get_id());
 }
 
 }  // namespace
