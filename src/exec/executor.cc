@@ -398,7 +398,9 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
     CORTEX_RETURN_IF_ERROR(Enqueue({job}));
     return job->id;
   }
-  // Durable before it runs, as when queued.
+  // Durable before it runs, as when queued: recorded as running at once (one write less).
+  job->record.status = "running";
+  job->record.started_ms = NowMs();
   Status written = store_.CreateExecution(job->record);
   if (written.ok()) {
     {
@@ -430,10 +432,12 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     Finish(job, std::move(r));
     return;
   }
-  r.status = "running";
-  r.started_ms = NowMs();
-  if (Status st = store_.UpdateExecution(r); !st.ok()) {
-    log::Warn("exec", "cannot record " + r.id + " as running: " + st.message());
+  if (r.status != "running") {  // an inline call was recorded as running from the start
+    r.status = "running";
+    r.started_ms = NowMs();
+    if (Status st = store_.UpdateExecution(r); !st.ok()) {
+      log::Warn("exec", "cannot record " + r.id + " as running: " + st.message());
+    }
   }
   {
     std::lock_guard lock(job->mu);
@@ -489,8 +493,10 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     }
   };
   auto result = runner_.Run(to_run, on_line, &job->cancel);
-  flush_logs();
-  if (!result.ok()) return fail(result.status().message());
+  if (!result.ok()) {
+    flush_logs();
+    return fail(result.status().message());
+  }
 
   const ProcessResult& pr = *result;
   ToolOutcome outcome = InterpretToolResult(pr);
@@ -535,11 +541,18 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     default:
       r.status = outcome.success ? "succeeded" : "failed";
   }
-  Finish(job, std::move(r));
+  Finish(job, std::move(r), std::move(pending_logs));  // the last lines and the outcome together
 }
 
-void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record) {
-  if (Status st = store_.UpdateExecution(record); !st.ok()) {
+void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record,
+                      std::vector<store::LogLine> lines) {
+  Status finished = store_.FinishExecution(record, lines);
+  if (!finished.ok() && !lines.empty()) {
+    // The lines could not be stored: the outcome must be, whatever happened to them.
+    log::Warn("exec", "cannot record output of " + record.id + ": " + finished.message());
+    finished = store_.UpdateExecution(record);
+  }
+  if (Status st = finished; !st.ok()) {
     log::Error("exec", "cannot record the outcome of " + record.id + ": " + st.message());
   }
   {

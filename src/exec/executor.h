@@ -141,7 +141,8 @@ class Executor {
   Result<ProcessSpec> Sandboxed(ProcessSpec spec, const ToolCall& call) const;
   void WorkerLoop();
   void RunJob(const std::shared_ptr<Job>& job);
-  void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record);
+  void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record,
+              std::vector<store::LogLine> lines = {});
 
   ExecutorOptions options_;
   registry::Registry& registry_;

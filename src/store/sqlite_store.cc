@@ -590,12 +590,16 @@ class SqliteStore final : public Store {
 
   Status UpdateExecution(const ExecutionRecord& record) override {
     CORTEX_RETURN_IF_ERROR(ValidateRecord(record));
+    return Write([&](Connection& c) { return UpdateIn(c, record); });
+  }
+
+  Status FinishExecution(const ExecutionRecord& record,
+                         const std::vector<LogLine>& lines) override {
+    CORTEX_RETURN_IF_ERROR(ValidateRecord(record));
+    CORTEX_RETURN_IF_ERROR(ValidateLines(record.id, lines));
     return Write([&](Connection& c) -> Status {
-      CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kUpdateExecution));
-      BindRecord(stmt, record);
-      CORTEX_RETURN_IF_ERROR(stmt.Run());
-      if (sqlite3_changes(c.db()) == 0) return NotFoundError("no execution " + record.id);
-      return Status::Ok();
+      if (!lines.empty()) CORTEX_RETURN_IF_ERROR(AppendLogsIn(c, record.id, lines));
+      return UpdateIn(c, record);
     });
   }
 
@@ -676,68 +680,8 @@ class SqliteStore final : public Store {
 
   Status AppendLogs(const std::string& execution_id, const std::vector<LogLine>& lines) override {
     if (lines.empty()) return Status::Ok();
-    for (size_t i = 0; i < lines.size(); ++i) {
-      if (lines[i].seq < 1 || (i > 0 && lines[i].seq <= lines[i - 1].seq)) {
-        return InvalidArgumentError("log lines of " + execution_id +
-                                    ": seq must be >= 1 and increasing, got " +
-                                    std::to_string(lines[i].seq) + " at line " + std::to_string(i));
-      }
-    }
-    const int64_t cap = static_cast<int64_t>(options_.max_log_lines_per_execution);
-    return Write([&](Connection& c) -> Status {
-      int64_t count = 0, last_seq = 0;
-      {
-        CORTEX_ASSIGN_OR_RETURN(
-            Statement stmt,
-            c.Prepare("SELECT log_line_count, log_last_seq FROM executions WHERE id = ?1"));
-        stmt.Bind(1, execution_id);
-        CORTEX_ASSIGN_OR_RETURN(bool found, stmt.Step());
-        if (!found) return NotFoundError("no execution " + execution_id);
-        count = stmt.Int(0);
-        last_seq = stmt.Int(1);
-      }
-      if (lines.front().seq <= last_seq) {
-        return InvalidArgumentError(
-            "log lines of " + execution_id + ": seq " + std::to_string(lines.front().seq) +
-            " is not after the last one stored (" + std::to_string(last_seq) + ")");
-      }
-      // Lines that the cap would drop at once are not written at all.
-      const int64_t n = static_cast<int64_t>(lines.size());
-      const int64_t skip = std::max<int64_t>(0, n - cap);
-      {
-        CORTEX_ASSIGN_OR_RETURN(Statement insert,
-                                c.Prepare("INSERT INTO execution_logs (execution_id, seq, stream, "
-                                          "at_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)"));
-        for (int64_t i = skip; i < n; ++i) {
-          const LogLine& line = lines[static_cast<size_t>(i)];
-          insert.Bind(1, execution_id);
-          insert.Bind(2, line.seq);
-          insert.Bind(3, std::string_view(line.is_stderr ? "stderr" : "stdout"));
-          insert.Bind(4, line.at_ms);
-          insert.Bind(5, line.text);
-          CORTEX_RETURN_IF_ERROR(insert.Run());
-          insert.Reset();
-        }
-      }
-      count += n - skip;
-      if (count > cap) {
-        CORTEX_ASSIGN_OR_RETURN(
-            Statement trim,
-            c.Prepare("DELETE FROM execution_logs WHERE execution_id = ?1 AND seq IN (SELECT seq "
-                      "FROM execution_logs WHERE execution_id = ?1 ORDER BY seq LIMIT ?2)"));
-        trim.Bind(1, execution_id);
-        trim.Bind(2, count - cap);
-        CORTEX_RETURN_IF_ERROR(trim.Run());
-        count = cap;
-      }
-      CORTEX_ASSIGN_OR_RETURN(
-          Statement update,
-          c.Prepare("UPDATE executions SET log_line_count = ?2, log_last_seq = ?3 WHERE id = ?1"));
-      update.Bind(1, execution_id);
-      update.Bind(2, count);
-      update.Bind(3, lines.back().seq);
-      return update.Run();
-    });
+    CORTEX_RETURN_IF_ERROR(ValidateLines(execution_id, lines));
+    return Write([&](Connection& c) { return AppendLogsIn(c, execution_id, lines); });
   }
 
   Result<std::vector<LogLine>> GetLogs(const std::string& execution_id, int64_t after_seq,
@@ -1003,6 +947,82 @@ class SqliteStore final : public Store {
   }
 
  private:
+  static Status ValidateLines(const std::string& execution_id, const std::vector<LogLine>& lines) {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].seq < 1 || (i > 0 && lines[i].seq <= lines[i - 1].seq)) {
+        return InvalidArgumentError("log lines of " + execution_id +
+                                    ": seq must be >= 1 and increasing, got " +
+                                    std::to_string(lines[i].seq) + " at line " + std::to_string(i));
+      }
+    }
+    return Status::Ok();
+  }
+
+  static Status UpdateIn(Connection& c, const ExecutionRecord& record) {
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kUpdateExecution));
+    BindRecord(stmt, record);
+    CORTEX_RETURN_IF_ERROR(stmt.Run());
+    if (sqlite3_changes(c.db()) == 0) return NotFoundError("no execution " + record.id);
+    return Status::Ok();
+  }
+
+  Status AppendLogsIn(Connection& c, const std::string& execution_id,
+                      const std::vector<LogLine>& lines) {
+    const int64_t cap = static_cast<int64_t>(options_.max_log_lines_per_execution);
+    int64_t count = 0, last_seq = 0;
+    {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("SELECT log_line_count, log_last_seq FROM executions WHERE id = ?1"));
+      stmt.Bind(1, execution_id);
+      CORTEX_ASSIGN_OR_RETURN(bool found, stmt.Step());
+      if (!found) return NotFoundError("no execution " + execution_id);
+      count = stmt.Int(0);
+      last_seq = stmt.Int(1);
+    }
+    if (lines.front().seq <= last_seq) {
+      return InvalidArgumentError(
+          "log lines of " + execution_id + ": seq " + std::to_string(lines.front().seq) +
+          " is not after the last one stored (" + std::to_string(last_seq) + ")");
+    }
+    // Lines that the cap would drop at once are not written at all.
+    const int64_t n = static_cast<int64_t>(lines.size());
+    const int64_t skip = std::max<int64_t>(0, n - cap);
+    {
+      CORTEX_ASSIGN_OR_RETURN(Statement insert,
+                              c.Prepare("INSERT INTO execution_logs (execution_id, seq, stream, "
+                                        "at_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)"));
+      for (int64_t i = skip; i < n; ++i) {
+        const LogLine& line = lines[static_cast<size_t>(i)];
+        insert.Bind(1, execution_id);
+        insert.Bind(2, line.seq);
+        insert.Bind(3, std::string_view(line.is_stderr ? "stderr" : "stdout"));
+        insert.Bind(4, line.at_ms);
+        insert.Bind(5, line.text);
+        CORTEX_RETURN_IF_ERROR(insert.Run());
+        insert.Reset();
+      }
+    }
+    count += n - skip;
+    if (count > cap) {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement trim,
+          c.Prepare("DELETE FROM execution_logs WHERE execution_id = ?1 AND seq IN (SELECT seq "
+                    "FROM execution_logs WHERE execution_id = ?1 ORDER BY seq LIMIT ?2)"));
+      trim.Bind(1, execution_id);
+      trim.Bind(2, count - cap);
+      CORTEX_RETURN_IF_ERROR(trim.Run());
+      count = cap;
+    }
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement update,
+        c.Prepare("UPDATE executions SET log_line_count = ?2, log_last_seq = ?3 WHERE id = ?1"));
+    update.Bind(1, execution_id);
+    update.Bind(2, count);
+    update.Bind(3, lines.back().seq);
+    return update.Run();
+  }
+
   static bool IsOneOf(std::string_view v, std::span<const std::string_view> set) {
     return std::find(set.begin(), set.end(), v) != set.end();
   }

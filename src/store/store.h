@@ -118,6 +118,9 @@ class Store {
 
   virtual Status CreateExecution(const ExecutionRecord& record) = 0;  // AlreadyExists on a dup id
   virtual Status UpdateExecution(const ExecutionRecord& record) = 0;  // NotFound if absent
+  // The final record and the last output lines (as AppendLogs) in one transaction.
+  virtual Status FinishExecution(const ExecutionRecord& record,
+                                 const std::vector<LogLine>& lines) = 0;
   virtual Result<std::optional<ExecutionRecord>> GetExecution(const std::string& id) = 0;
   // Newest first.
   virtual Result<std::vector<ExecutionRecord>> ListExecutions(const ExecutionFilter& filter) = 0;

@@ -249,6 +249,28 @@ TEST(SqliteStoreTest, WorkflowRunsStepsAndEventsAreWrittenTogether) {
   EXPECT_EQ(**store->GetScheduleMark("w"), 42);
 }
 
+TEST(SqliteStoreTest, FinishExecutionWritesTheLastLinesAndTheOutcomeTogether) {
+  TempDir dir;
+  auto store = MustOpen(dir.File("cortex.db"));
+  ExecutionRecord r = MakeRecord("ex_f", "t", "running", 1);
+  ASSERT_TRUE(store->CreateExecution(r).ok());
+  ASSERT_TRUE(store->AppendLogs("ex_f", {{1, false, 2, "one"}}).ok());
+  r.status = "succeeded";
+  r.finished_ms = 9;
+  ASSERT_TRUE(store->FinishExecution(r, {{2, false, 3, "two"}, {3, true, 4, "three"}}).ok());
+  EXPECT_EQ((*store->GetExecution("ex_f"))->status, "succeeded");
+  auto lines = store->GetLogs("ex_f", 0, 100);
+  ASSERT_TRUE(lines.ok());
+  ASSERT_EQ(lines->size(), 3u);
+  EXPECT_EQ((*lines)[2].text, "three");
+  // Bad lines (a seq already stored): neither the lines nor the outcome are written.
+  r.status = "failed";
+  EXPECT_EQ(store->FinishExecution(r, {{3, false, 5, "again"}}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store->GetExecution("ex_f"))->status, "succeeded");
+  EXPECT_EQ(store->GetLogs("ex_f", 0, 100)->size(), 3u);
+}
+
 TEST(SqliteStoreTest, DuplicateIdIsAlreadyExists) {
   TempDir dir;
   auto store = MustOpen(dir.File("cortex.db"));
