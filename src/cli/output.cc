@@ -1,5 +1,7 @@
 #include "cli/output.h"
 
+#include <iomanip>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -308,6 +310,10 @@ void PrintIndented(std::ostream& out, std::string_view text, std::string_view pr
     out << '\n';
     start = end + 1;
   }
+}
+
+void PrintField(std::ostream& out, std::string_view label, const std::string& value, int width) {
+  out << std::left << std::setw(width) << (std::string(label) + ":") << " " << value << "\n";
 }
 
 }  // namespace cortex::cli

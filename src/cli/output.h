@@ -38,6 +38,9 @@ size_t DisplayWidth(std::string_view s);
 // `s` cut to at most `max_width` code points, ending in "..." when cut; newlines become spaces.
 std::string Truncate(std::string_view s, size_t max_width);
 
+// "Label:     value" on one line, the label padded to `width` (describe-style output).
+void PrintField(std::ostream& out, std::string_view label, const std::string& value, int width);
+
 // Pretty JSON, two-space indent, then a newline. Invalid UTF-8 is replaced, never thrown on.
 std::string ToPrettyJson(const Json& value);
 

@@ -19,7 +19,7 @@ struct DescribeOptions {
 };
 
 void Field(std::ostream& out, std::string_view label, const std::string& value) {
-  out << std::left << std::setw(kLabelWidth) << (std::string(label) + ":") << " " << value << "\n";
+  PrintField(out, label, value, kLabelWidth);
 }
 
 std::string Text(const Json& j, const char* key) {

@@ -14,7 +14,7 @@ namespace {
 constexpr int kLabelWidth = 12;
 
 void Line(std::ostream& out, std::string_view label, const std::string& value) {
-  out << std::left << std::setw(kLabelWidth) << (std::string(label) + ":") << " " << value << "\n";
+  PrintField(out, label, value, kLabelWidth);
 }
 
 std::string Number(const Json& j, const char* key) {

@@ -253,7 +253,7 @@ int List(ApiClient& api, const LsOptions& o) {
 // --- status ---------------------------------------------------------------------------------
 
 void Field(std::ostream& out, std::string_view label, const std::string& value) {
-  out << std::left << std::setw(kLabelWidth) << (std::string(label) + ":") << " " << value << "\n";
+  PrintField(out, label, value, kLabelWidth);
 }
 
 // --- logs -----------------------------------------------------------------------------------
