@@ -41,8 +41,8 @@ struct RegistrySettings {
 
 // The seed design's per-service ports; each serves only its own routes, beside the gateway.
 struct ServicePorts {
-  std::optional<std::string> registry;  // "127.0.0.1:8082"
-  std::optional<std::string> executor;  // "127.0.0.1:8083"
+  std::optional<std::string> registry;   // "127.0.0.1:8082"
+  std::optional<std::string> executor;   // "127.0.0.1:8083"
   std::optional<std::string> workflows;  // "127.0.0.1:8085"
   template <class Self, class V>
   static void Fields(Self& s, V& v) {

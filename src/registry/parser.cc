@@ -98,8 +98,8 @@ class TemplateChecker {
                                 : steps_node;
       std::string where = path + "[" + std::to_string(i) + "] (" + s.name + ")";
       CheckJson(s.parameters, n, where + ".parameters");
-      if (s.condition) CheckCondition(*s.condition, n ? n->Find("condition") : nullptr, n,
-                                      where + ".condition");
+      if (s.condition)
+        CheckCondition(*s.condition, n ? n->Find("condition") : nullptr, n, where + ".condition");
       if (!s.parallel.empty())
         CheckSteps(s.parallel, n ? n->Find("parallel") : nullptr, where + ".parallel");
       if (!s.then_steps.empty())
