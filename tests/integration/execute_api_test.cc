@@ -37,6 +37,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "integration/api_reply.h"
 #include "integration/daemon.h"
 
 namespace cortex::testing {
@@ -53,60 +54,12 @@ constexpr auto kDeadline = std::chrono::seconds(15);
 
 // ---- HTTP helpers -------------------------------------------------------------------------
 
-// One HTTP answer; `json` is discarded when the body is not JSON.
-struct Reply {
-  int status = 0;  // 0: transport failure
-  std::string body;
-  Json json;
-  http::Headers headers;
-  std::string header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
-};
-
-Reply ToReply(const Result<http::ClientResponse>& r) {
-  Reply out;
-  if (!r.ok()) {
-    ADD_FAILURE() << "transport failure: " << r.status().ToString();
-    return out;
-  }
-  out.status = r->status;
-  out.body = r->body;
-  out.headers = r->headers;
-  out.json = Json::parse(r->body, nullptr, false);
-  return out;
-}
-
-Reply Get(http::Client& c, const std::string& path, const http::Headers& headers = {}) {
-  return ToReply(c.Get(path, headers));
-}
-Reply Post(http::Client& c, const std::string& path, const std::string& body,
-           const http::Headers& headers = {}) {
-  return ToReply(c.Post(path, body, "application/json", headers));
-}
-
 // POST /execute/tool {"name", "parameters", ...extra}.
 Reply Execute(http::Client& c, const std::string& name, const Json& parameters = Json::object(),
               const Json& extra = Json::object(), const http::Headers& headers = {}) {
   Json body = {{"name", name}, {"parameters", parameters}};
   for (const auto& [k, v] : extra.items()) body[k] = v;
   return Post(c, "/execute/tool", body.dump(), headers);
-}
-
-std::string ErrorCode(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "<no error object: " + r.body + ">";
-  return r.json["error"].value("code", "<no code>");
-}
-std::string ErrorMessage(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "";
-  return r.json["error"].value("message", "");
-}
-
-// The body with a long "result" cut, for failure messages.
-std::string Brief(const Json& j) {
-  std::string s = j.dump();
-  return s.size() > 1500 ? s.substr(0, 1500) + "...(" + std::to_string(s.size()) + " bytes)" : s;
 }
 
 bool Finished(const Json& record) {
@@ -163,21 +116,6 @@ std::vector<http::SseEvent> ParseSse(const std::string& body) {
     any = true;
   }
   flush();
-  return out;
-}
-
-// Like `pgrep -f marker`: every process (but this one) whose command line contains `marker`.
-std::vector<std::string> ProcessesMatching(const std::string& marker) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
-    std::string pid = it->path().filename().string();
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (pid == std::to_string(::getpid())) continue;
-    std::string cmd = ReadFile(it->path() / "cmdline");
-    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
-    if (cmd.find(marker) != std::string::npos) out.push_back(pid + ": " + cmd);
-  }
   return out;
 }
 
@@ -247,8 +185,6 @@ class CallWhileWatching {
   size_t seen_ = 0;
   Reply reply_;
 };
-
-#define ASSERT_DAEMON(d) ASSERT_TRUE((d).ok()) << "cortex serve did not start:\n" << (d).log()
 
 // ---- The tools ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "integration/api_reply.h"
 #include "integration/daemon.h"
 
 namespace cortex::testing {
@@ -28,8 +29,6 @@ using ::testing::HasSubstr;
 // How long a change on disk may take to be served. The watcher debounces for milliseconds; this
 // is generous for loaded CI machines.
 constexpr std::chrono::seconds kDeadline{10};
-
-#define ASSERT_DAEMON(d) ASSERT_TRUE((d).ok()) << "cortex serve did not start:\n" << (d).log()
 
 std::string ToolYaml(const std::string& name, const std::string& summary = "a test tool") {
   return "kind: Tool\nname: " + name + "\nversion: \"1.0\"\nsummary: " + summary +

@@ -29,6 +29,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "integration/api_reply.h"
 #include "integration/daemon.h"
 
 namespace cortex::testing {
@@ -42,46 +43,6 @@ using ::testing::StartsWith;
 constexpr auto kDeadline = std::chrono::seconds(20);
 
 // ---- HTTP helpers -------------------------------------------------------------------------
-
-// One HTTP answer; `json` is discarded when the body is not JSON.
-struct Reply {
-  int status = 0;  // 0: transport failure
-  std::string body;
-  Json json;
-};
-
-Reply ToReply(const Result<http::ClientResponse>& r) {
-  Reply out;
-  if (!r.ok()) {
-    ADD_FAILURE() << "transport failure: " << r.status().ToString();
-    return out;
-  }
-  out.status = r->status;
-  out.body = r->body;
-  out.json = Json::parse(r->body, nullptr, false);
-  return out;
-}
-
-Reply Get(http::Client& c, const std::string& path) { return ToReply(c.Get(path)); }
-Reply Post(http::Client& c, const std::string& path, const std::string& body,
-           const http::Headers& headers = {}) {
-  return ToReply(c.Post(path, body, "application/json", headers));
-}
-
-std::string ErrorCode(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "<no error object: " + r.body + ">";
-  return r.json["error"].value("code", "<no code>");
-}
-std::string ErrorMessage(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "";
-  return r.json["error"].value("message", "");
-}
-
-// The JSON cut short, for failure messages.
-std::string Brief(const Json& j) {
-  std::string s = j.dump();
-  return s.size() > 3000 ? s.substr(0, 3000) + "...(" + std::to_string(s.size()) + " bytes)" : s;
-}
 
 // Polls `cond` every 10 ms until it holds or `timeout` passes (each poll is an HTTP round trip:
 // gentler than a 1 ms loop on a shared machine). True if it became true.
@@ -191,23 +152,6 @@ std::string EventTypes(const std::vector<Json>& events) {
   }
   return out;
 }
-
-// Like `pgrep -f marker`: every process (but this one) whose command line contains `marker`.
-std::vector<std::string> ProcessesMatching(const std::string& marker) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
-    std::string pid = it->path().filename().string();
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (pid == std::to_string(::getpid())) continue;
-    std::string cmd = ReadFile(it->path() / "cmdline");
-    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
-    if (cmd.find(marker) != std::string::npos) out.push_back(pid + ": " + cmd);
-  }
-  return out;
-}
-
-#define ASSERT_DAEMON(d) ASSERT_TRUE((d).ok()) << "cortex serve did not start:\n" << (d).log()
 
 // ---- The manifests ------------------------------------------------------------------------
 
