@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -97,5 +98,26 @@ class CliProcess {
   pid_t pid_ = -1;
   int exit_code_ = -1;
 };
+
+// A finished run of the binary: exit code and what it printed.
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const CliResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout:\n" << r.out << "--- stderr:\n" << r.err;
+}
+
+// Runs `cortex args...` to its end (CliProcess::kDefaultTimeout at most).
+inline CliResult RunCli(std::vector<std::string> args, const std::string& stdin_text = "",
+                        const std::vector<std::string>& env = {}) {
+  CliProcess p(std::move(args), stdin_text, env);
+  CliResult r;
+  r.exit_code = p.Wait();
+  r.out = p.out();
+  r.err = p.err();
+  return r;
+}
 
 }  // namespace cortex::testing

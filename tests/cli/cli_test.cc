@@ -36,25 +36,8 @@ using testing::WriteFile;
 // --- Running the binary ---------------------------------------------------------------------
 
 using testing::CliProcess;
-
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CliResult RunCli(std::vector<std::string> args, const std::string& stdin_text = "",
-                 const std::vector<std::string>& env = {}) {
-  CliProcess p(std::move(args), stdin_text, env);
-  CliResult r;
-  r.exit_code = p.Wait();
-  r.out = p.out();
-  r.err = p.err();
-  return r;
-}
-
-std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.exit_code << "\n--- stdout:\n" << r.out << "--- stderr:\n" << r.err;
-}
+using testing::CliResult;
+using testing::RunCli;
 
 // A TCP port that refuses connections for as long as this object lives: bound, never listening.
 class ClosedPort {

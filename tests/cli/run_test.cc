@@ -32,15 +32,8 @@ using testing::WriteFile;
 // --- Running the binary ---------------------------------------------------------------------
 
 using testing::CliProcess;
-
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.exit_code << "\n--- stdout:\n" << r.out << "--- stderr:\n" << r.err;
-}
+using testing::CliResult;
+using testing::RunCli;
 
 Json ParseJson(const std::string& text) { return Json::parse(text, nullptr, false); }
 
@@ -114,12 +107,7 @@ class RunTest : public ::testing::Test {
     return args;
   }
   CliResult Cli(std::vector<std::string> args, const std::string& stdin_text = "") {
-    CliProcess p(Args(std::move(args)), stdin_text);
-    CliResult r;
-    r.exit_code = p.Wait();
-    r.out = p.out();
-    r.err = p.err();
-    return r;
+    return RunCli(Args(std::move(args)), stdin_text);
   }
 
   // The record of an execution, through `executions get -o json`.

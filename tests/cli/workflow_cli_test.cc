@@ -24,21 +24,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::CliProcess;
+using testing::CliResult;
 using testing::Daemon;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::RunCli;
 using testing::TempDir;
 using testing::WaitFor;
 using testing::WriteFile;
-
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.exit_code << "\n--- stdout:\n" << r.out << "--- stderr:\n" << r.err;
-}
 
 Json ParseJson(const std::string& text) { return Json::parse(text, nullptr, false); }
 
@@ -95,12 +88,7 @@ class WorkflowCliTest : public ::testing::Test {
     return args;
   }
   CliResult Cli(std::vector<std::string> args, const std::string& stdin_text = "") {
-    CliProcess p(Args(std::move(args)), stdin_text);
-    CliResult r;
-    r.exit_code = p.Wait();
-    r.out = p.out();
-    r.err = p.err();
-    return r;
+    return RunCli(Args(std::move(args)), stdin_text);
   }
 
   // Starts a run without waiting; its id.
