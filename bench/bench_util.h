@@ -39,6 +39,35 @@ inline std::string LoadAvg() {
   return a + " " + b + " " + c;
 }
 
+// A fresh folder under the system temp folder (`<prefix>-XXXXXX`, mode 0755 so that sandboxed
+// tools running as uid 65534 can read what is put in it), removed at the end unless `keep`.
+class ScratchDir {
+ public:
+  ScratchDir(const std::string& prefix, bool keep) : keep_(keep) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    if (!::mkdtemp(tmpl.data())) {
+      std::perror("mkdtemp");
+      return;
+    }
+    path_ = tmpl;
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms(0755), ec);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!keep_ && !path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  bool ok() const { return !path_.empty(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  bool keep_;
+};
+
 // `<binary> serve --manifests M --data-dir D --listen 127.0.0.1:0 --log-level warn [extra...]`,
 // its stdout and stderr in `log`; Start returns once <data>/serve.json names the port.
 class ServeProcess {

@@ -651,23 +651,10 @@ int main(int argc, char** argv) {
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(max_seconds));
 
-  std::string tmpl = (fs::temp_directory_path() / "cortex-exec-bench-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  fs::path dir = tmpl;
-  struct Cleanup {
-    fs::path dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!keep) fs::remove_all(dir, ec);
-    }
-  } cleanup{dir, keep};
+  cortex::bench::ScratchDir scratch("cortex-exec-bench", keep);
+  if (!scratch.ok()) return 1;
+  const fs::path dir = scratch.path();
   std::error_code ec;
-  // The sandbox runs tools as uid 65534: the tool folders must be readable by it.
-  fs::permissions(dir, fs::perms(0755), ec);
   fs::path manifests = dir / "manifests";
   if (!WriteTools(manifests, python)) {
     std::fprintf(stderr, "cannot write the tools under %s\n", manifests.c_str());

@@ -235,20 +235,9 @@ int main(int argc, char** argv) {
                                      std::chrono::duration<double>(max_seconds));
   auto timeout = std::chrono::milliseconds(timeout_ms);
 
-  std::string tmpl = (fs::temp_directory_path() / "cortex-reload-bench-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  fs::path dir = tmpl;
-  struct Cleanup {
-    fs::path dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!keep) fs::remove_all(dir, ec);
-    }
-  } cleanup{dir, keep};
+  cortex::bench::ScratchDir scratch("cortex-reload-bench", keep);
+  if (!scratch.ok()) return 1;
+  const fs::path dir = scratch.path();
   fs::path manifests = dir / "manifests", data = dir / "data", log = dir / "serve.log";
 
   std::error_code ec;

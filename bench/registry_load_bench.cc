@@ -302,21 +302,10 @@ int main(int argc, char** argv) {
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(max_seconds));
 
-  std::string tmpl = (fs::temp_directory_path() / "cortex-load-bench-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  fs::path dir = tmpl;
+  cortex::bench::ScratchDir scratch("cortex-load-bench", keep);
+  if (!scratch.ok()) return 1;
+  const fs::path dir = scratch.path();
   fs::path root = dir / "manifests";
-  struct Cleanup {
-    fs::path dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!keep) fs::remove_all(dir, ec);
-    }
-  } cleanup{dir, keep};
 
   auto tg = Clock::now();
   cortex::bench::GeneratedSet set;

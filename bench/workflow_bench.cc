@@ -984,22 +984,10 @@ int main(int argc, char** argv) {
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(max_seconds));
 
-  std::string tmpl = (fs::temp_directory_path() / "cortex-workflow-bench-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) {
-    std::perror("mkdtemp");
-    return 1;
-  }
-  fs::path dir = tmpl;
-  struct Cleanup {
-    fs::path dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ec;
-      if (!keep) fs::remove_all(dir, ec);
-    }
-  } cleanup{dir, keep};
+  cortex::bench::ScratchDir scratch("cortex-workflow-bench", keep);
+  if (!scratch.ok()) return 1;
+  const fs::path dir = scratch.path();
   std::error_code ec;
-  fs::permissions(dir, fs::perms(0755), ec);  // the sandbox runs tools as uid 65534
   fs::path manifests = dir / "manifests";
   if (!WriteManifests(manifests, steps, seq)) {
     std::fprintf(stderr, "cannot write the manifests under %s\n", manifests.c_str());
