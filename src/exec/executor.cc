@@ -377,13 +377,10 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
                                   std::chrono::milliseconds inline_up_to) {
   CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, Prepare(request, field_errors));
   // Inline only when it cannot hold the caller longer than it would wait anyway.
-  ToolCall call;
-  call.tool = job->file->manifest.get();
-  call.tool_dir = job->file->path.substr(0, job->file->path.find_last_of('/'));
-  call.parameters = job->parameters;
-  auto spec = BuildToolProcess(call, options_.defaults, resolve_);
-  bool short_enough = spec.ok() && spec->limits.timeout &&
-                      *spec->limits.timeout + spec->limits.kill_grace < inline_up_to;
+  const auto* tool = job->file->manifest->As<registry::ToolSpec>();
+  bool short_enough = ToolTimeout(tool->implementation.resources, options_.defaults) +
+                          options_.defaults.kill_grace <
+                      inline_up_to;
   bool run_here = false;
   {
     std::lock_guard lock(mu_);

@@ -102,9 +102,7 @@ Result<std::vector<std::string>> ToolEnvironment(const ToolCall& call) {
 
 Result<Limits> ToolLimits(const registry::ToolResources& res, const ToolDefaults& defaults) {
   Limits limits;
-  limits.timeout =
-      res.timeout ? std::chrono::milliseconds(static_cast<int64_t>(res.timeout->seconds * 1000.0))
-                  : defaults.timeout;
+  limits.timeout = ToolTimeout(res, defaults);
   limits.kill_grace = defaults.kill_grace;
   limits.memory_bytes = defaults.memory_bytes;
   if (res.memory) {
@@ -123,6 +121,13 @@ Result<Limits> ToolLimits(const registry::ToolResources& res, const ToolDefaults
 }
 
 }  // namespace
+
+std::chrono::milliseconds ToolTimeout(const registry::ToolResources& resources,
+                                      const ToolDefaults& defaults) {
+  const auto& t = resources.timeout;
+  return t ? std::chrono::milliseconds(static_cast<int64_t>(t->seconds * 1000.0))
+           : defaults.timeout;
+}
 
 Result<uint64_t> ParseByteSize(const std::string& text) {
   size_t i = 0;

@@ -41,6 +41,10 @@ struct ToolCall {
   std::string idempotency_key;  // "" when none
 };
 
+// The wall-clock timeout of a tool's calls: its `resources.timeout`, else the default.
+std::chrono::milliseconds ToolTimeout(const registry::ToolResources& resources,
+                                      const ToolDefaults& defaults);
+
 // The process to run (not sandboxed yet: the caller wraps it when the sandbox is on).
 Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& defaults,
                                      const ProgramResolver& resolve);
