@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/log.h"
+#include "exec/executor.h"
 #include "registry/parser.h"
 #include "registry/variables.h"
 
@@ -483,7 +484,7 @@ void Engine::Decide(Run& run, int node) {
   st.error.clear();
   st.timed_out = false;
   st.execution_id.clear();
-  if (n.step->type == registry::StepType::kTool) st.execution_id = "ex_" + RandomHex(20);
+  if (n.step->type == registry::StepType::kTool) st.execution_id = exec::NewExecutionId();
   if (n.step->type == registry::StepType::kWorkflow) st.execution_id = NewRunId();
   run.running += 1;
   if (slot) inflight_ += 1;
@@ -1259,7 +1260,7 @@ Status Engine::Recover() {
       }
       // Dispatch the same attempt again (same idempotency key; a new execution id).
       if (n.step && n.step->type == registry::StepType::kTool) {
-        st.execution_id = "ex_" + RandomHex(20);
+        st.execution_id = exec::NewExecutionId();
       }
       Event(*run, "step_redispatched", node,
             st.execution_id.empty() ? Json() : Json{{"execution_id", st.execution_id}});
