@@ -9,6 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format libclang-rt-14-dev
   python3 bubblewrap
+  libcurl4-openssl-dev docker.io docker-compose busybox-static redis-server
 )
 # Only for the benchmarks (bench/*.sh): nginx as the static-file baseline, wrk as the load generator.
 if [[ "${CORTEX_WITH_BENCH:-0}" == 1 ]]; then

@@ -35,6 +35,7 @@ int Serve(const cortex::cli::ServeFlags& f) {
   if (f.service_ports && !s.services.registry) s.services.registry = "127.0.0.1:8082";
   if (f.service_ports && !s.services.executor) s.services.executor = "127.0.0.1:8083";
   if (f.service_ports && !s.services.workflows) s.services.workflows = "127.0.0.1:8085";
+  if (f.service_ports && !s.services.deployer) s.services.deployer = "127.0.0.1:8084";
   if (f.registry_listen) s.services.registry = *f.registry_listen;
   return cortex::api::RunServe(s);
 }

@@ -8,12 +8,15 @@
 #include <map>
 #include <mutex>
 
+#include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
 #include "api/workflow_routes.h"
 #include "common/log.h"
 #include "cortex/version.h"
+#include "deploy/discovery_redis.h"
+#include "deploy/process_driver.h"
 #include "exec/executor.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -182,7 +185,37 @@ int RunServe(const Settings& settings) {
     const char* v = std::getenv(std::string(name).c_str());
     return v ? std::optional<std::string>(v) : std::nullopt;
   };
-  auto relic_caller = std::make_unique<RelicCaller>();
+  // The deployer: relics recorded as running are adopted (or started again) now.
+  std::unique_ptr<deploy::RedisDiscovery> redis;
+  if (!s.deploy.redis_url.empty()) {
+    auto r = deploy::RedisDiscovery::Connect(s.deploy.redis_url);
+    if (!r.ok()) {
+      log::Error("discovery", "deploy.redis_url: " + r.status().message());
+      return 1;
+    }
+    redis = std::move(r).value();
+    log::Info("discovery", "publishing services to Redis at " + s.deploy.redis_url);
+  }
+  deploy::DeployerOptions dopts;
+  dopts.data_dir = s.data_dir;
+  dopts.path_env = search_path;
+  dopts.max_restarts = static_cast<int>(s.deploy.max_restarts);
+  dopts.stop_relics_on_exit = s.deploy.stop_relics_on_exit;
+  auto deployer = std::make_unique<deploy::Deployer>(
+      dopts, reg, *state,
+      std::make_unique<deploy::ProcessDriver>(
+          deploy::ProcessDriverOptions{.relics_dir = s.data_dir + "/relics"}),
+      nullptr);
+  if (redis) {
+    deployer->SetDiscoveryListener(
+        [&redis](const deploy::ServiceRecord& r, bool up) { redis->Publish(r, up); });
+  }
+  if (Status st = deployer->Start(); !st.ok()) {
+    log::Error("deploy", "cannot load the recorded deployments: " + st.message());
+    return 1;
+  }
+
+  auto relic_caller = std::make_unique<RelicCaller>(deployer.get());
   workflow::ExecutorDispatcher dispatcher(*executor, [&relic_caller](const auto& call, auto done) {
     return relic_caller->Call(call, std::move(done));
   });
@@ -206,6 +239,8 @@ int RunServe(const Settings& settings) {
     engine->Stop();    // runs stay as recorded: they resume at the next start
     executor.reset();  // cancels running tools, waits for the workers
     relic_caller.reset();
+    deployer->Stop();  // relics keep running unless deploy.stop_relics_on_exit
+    redis.reset();
   }};
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
@@ -214,6 +249,7 @@ int RunServe(const Settings& settings) {
     AddRegistryRoutes(srv, reg);
     AddExecuteRoutes(srv, *executor, *state);
     AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
+    AddDeployRoutes(srv, *deployer);
   });
   if (!gateway.ok()) {
     log::Error("serve", gateway.status().message());
@@ -238,6 +274,17 @@ int RunServe(const Settings& settings) {
       return 1;
     }
     executor_server = std::move(r).value();
+  }
+
+  std::unique_ptr<http::Server> deployer_server;
+  if (s.services.deployer) {
+    auto r = StartServer(*s.services.deployer, s, "deployment-controller",
+                         [&](http::Server& srv) { AddDeployRoutes(srv, *deployer); });
+    if (!r.ok()) {
+      log::Error("serve", r.status().message());
+      return 1;
+    }
+    deployer_server = std::move(r).value();
   }
 
   std::unique_ptr<http::Server> workflow_server;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "api/errors.h"
+#include "api/route_util.h"
 #include "registry/manifest.h"
 
 namespace cortex::api {
@@ -24,10 +25,6 @@ std::string IsoTime(std::chrono::system_clock::time_point tp) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-http::Response Ok(const Json& body, int status = 200) {
-  return http::Response::Json(status, body.dump());
 }
 
 std::string_view ViaName(DependencyVia via) {

@@ -1,75 +1,72 @@
 #include "api/relic_caller.h"
 
-#include "http/http.h"
-
 namespace cortex::api {
 
 namespace {
 
 using Json = nlohmann::ordered_json;
 
-Result<Json> Perform(const workflow::StepDispatcher::RelicCall& call) {
-  const std::string& target = call.target;
-  if (!target.starts_with("http://") && !target.starts_with("https://")) {
-    return FailedPreconditionError("relic '" + target +
-                                   "' has no known endpoint: relic steps by name need the "
-                                   "deployer, which has not landed yet (give a URL as target)");
+// A non-2xx answer fails the step, with the status and the start of the body.
+Result<Json> StepOutput(Result<deploy::CallResult> r) {
+  if (!r.ok()) return r.status();
+  if (r->status < 200 || r->status >= 300) {
+    std::string snippet = r->body.is_string() ? r->body.get<std::string>() : r->body.dump();
+    if (snippet.size() > 300) snippet.resize(300);
+    return UnavailableError(r->method + " " + r->url + " answered " + std::to_string(r->status) +
+                            (snippet.empty() || snippet == "null" ? "" : ": " + snippet));
   }
-  size_t path_start = target.find('/', target.find("//") + 2);
-  std::string base = path_start == std::string::npos ? target : target.substr(0, path_start);
-  std::string path = path_start == std::string::npos ? "" : target.substr(path_start);
+  return r->body;
+}
+
+}  // namespace
+
+Result<Json> RelicCaller::Perform(const workflow::StepDispatcher::RelicCall& call) const {
+  const std::string& target = call.target;
   Json params = call.parameters.is_object() ? call.parameters : Json::object();
-  std::string method = params.value("method", "");
+  if (!target.starts_with("http://") && !target.starts_with("https://")) {
+    if (!deployer_) return FailedPreconditionError("relic steps by name need the deployer");
+    // By name: the operation is the step's action, or parameters.operation / .action.
+    std::string op = call.action;
+    for (const char* key : {"operation", "action"}) {
+      if (auto it = params.find(key); it != params.end() && it->is_string()) {
+        if (op.empty()) op = it->get<std::string>();
+        params.erase(key);
+      }
+    }
+    if (op.empty()) {
+      return InvalidArgumentError("relic step on " + target +
+                                  ": no operation (set the step's action, or "
+                                  "parameters.operation)");
+    }
+    return StepOutput(deployer_->CallRelic(target, op, params, call.timeout));
+  }
+  deploy::HttpCall http_call;
+  http_call.url = target;
   std::string sub = call.action.starts_with("/") ? call.action : params.value("path", "");
   if (!sub.empty()) {
-    if (!path.empty() && path.back() == '/' && sub.front() == '/') path.pop_back();
-    path += sub.front() == '/' ? sub : "/" + sub;
+    if (http_call.url.back() == '/' && sub.front() == '/') http_call.url.pop_back();
+    http_call.url += sub.front() == '/' ? sub : "/" + sub;
   }
-  if (path.empty()) path = "/";
-  if (auto q = params.find("query"); q != params.end() && q->is_object()) {
-    std::string query;
-    for (const auto& [k, v] : q->items()) {
-      query += (query.empty() ? "" : "&") + http::UrlEncode(k) + "=" +
-               http::UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
-    }
-    if (!query.empty()) path += (path.find('?') == std::string::npos ? "?" : "&") + query;
-  }
-  Json body;
+  if (auto q = params.find("query"); q != params.end() && q->is_object()) http_call.query = *q;
   if (auto b = params.find("body"); b != params.end()) {
-    body = *b;
+    http_call.body = *b;
   } else {
     Json rest = Json::object();
     for (const auto& [k, v] : params.items()) {
       if (k != "method" && k != "path" && k != "query" && k != "headers") rest[k] = v;
     }
-    if (!rest.empty()) body = rest;
+    if (!rest.empty()) http_call.body = rest;
   }
-  if (method.empty()) method = body.is_null() ? "GET" : "POST";
+  std::string method = params.value("method", "");
+  if (method.empty()) method = http_call.body.is_null() ? "GET" : "POST";
   for (char& c : method) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  http::ClientOptions opts;
-  opts.read_timeout = call.timeout;
-  http::Client client(base, opts);
-  Result<http::ClientResponse> resp = InvalidArgumentError("unsupported method " + method);
-  std::string text = body.is_null() ? "" : body.dump();
-  if (method == "GET") resp = client.Get(path);
-  if (method == "POST") resp = client.Post(path, text);
-  if (method == "PUT") resp = client.Put(path, text);
-  if (method == "DELETE") resp = client.Delete(path);
-  if (!resp.ok())
-    return UnavailableError(method + " " + base + path + ": " + resp.status().message());
-  Json out = Json::parse(resp->body, nullptr, false);
-  if (out.is_discarded()) out = resp->body;
-  if (resp->status < 200 || resp->status >= 300) {
-    std::string snippet = resp->body.substr(0, 300);
-    return UnavailableError(method + " " + base + path + " answered " +
-                            std::to_string(resp->status) + (snippet.empty() ? "" : ": " + snippet));
-  }
-  return out;
+  http_call.method = method;
+  http_call.timeout = call.timeout;
+  return StepOutput(deploy::SendHttp(http_call));
 }
 
-}  // namespace
-
-RelicCaller::RelicCaller(int threads, size_t queue) : capacity_(queue) {
+RelicCaller::RelicCaller(const deploy::Deployer* deployer, int threads, size_t queue)
+    : deployer_(deployer), capacity_(queue) {
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Loop(); });
 }
 

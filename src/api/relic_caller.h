@@ -1,5 +1,6 @@
-// Relic steps of workflows over HTTP: `target` is a URL for now (by relic name once the deployer
-// registers relics' endpoints). Calls run on a small bounded pool of threads.
+// Relic steps of workflows over HTTP: `target` is a relic's name (its operation is the step's
+// `action`, or parameters.operation; called through the deployer) or a URL. Calls run on a small
+// bounded pool of threads.
 #pragma once
 
 #include <condition_variable>
@@ -9,13 +10,15 @@
 #include <thread>
 #include <vector>
 
+#include "deploy/deployer.h"
 #include "workflow/engine.h"
 
 namespace cortex::api {
 
 class RelicCaller {
  public:
-  explicit RelicCaller(int threads = 4, size_t queue = 256);
+  // `deployer` (may be null: then only URL targets work) resolves relic names.
+  explicit RelicCaller(const deploy::Deployer* deployer, int threads = 4, size_t queue = 256);
   ~RelicCaller();  // waits for calls in progress; queued ones fail with "the server stopped"
   RelicCaller(const RelicCaller&) = delete;
   RelicCaller& operator=(const RelicCaller&) = delete;
@@ -34,6 +37,9 @@ class RelicCaller {
   };
   void Loop();
 
+  Result<nlohmann::ordered_json> Perform(const workflow::StepDispatcher::RelicCall& call) const;
+
+  const deploy::Deployer* deployer_;
   size_t capacity_;
   std::mutex mu_;
   std::condition_variable cv_;

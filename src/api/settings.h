@@ -43,11 +43,13 @@ struct RegistrySettings {
 struct ServicePorts {
   std::optional<std::string> registry;   // "127.0.0.1:8082"
   std::optional<std::string> executor;   // "127.0.0.1:8083"
+  std::optional<std::string> deployer;   // "127.0.0.1:8084"
   std::optional<std::string> workflows;  // "127.0.0.1:8085"
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("registry", s.registry);
     v.Field("executor", s.executor);
+    v.Field("deployer", s.deployer, {.aliases = {"deployment_controller"}});
     v.Field("workflows", s.workflows, {.aliases = {"workflow_engine"}});
   }
 };
@@ -72,6 +74,19 @@ struct ExecSettings {
   }
 };
 
+struct DeploySettings {
+  // Publish discovery to Redis ("redis://[:password@]host:port/db"); "" = off.
+  std::string redis_url;
+  bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
+  int64_t max_restarts = 5;          // consecutive crashes before a relic is failed
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("redis_url", s.redis_url);
+    v.Field("stop_relics_on_exit", s.stop_relics_on_exit);
+    v.Field("max_restarts", s.max_restarts, {.min = 0, .max = 1000});
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -81,6 +96,7 @@ struct Settings {
   HttpSettings http;
   RegistrySettings registry;
   ExecSettings exec;
+  DeploySettings deploy;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -91,13 +107,15 @@ struct Settings {
     v.Field("http", s.http);
     v.Field("registry", s.registry);
     v.Field("exec", s.exec);
+    v.Field("deploy", s.deploy);
   }
 };
 
 // Reads a cortex.yml into `settings` (fields it sets override). Errors carry file:line:col.
 Status LoadSettingsFile(const std::string& path, Settings* settings);
 
-// Applies CORTEX_MANIFESTS, CORTEX_DATA_DIR, CORTEX_LISTEN, CORTEX_LOG_LEVEL, CORTEX_STRICT.
+// Applies CORTEX_MANIFESTS, CORTEX_DATA_DIR, CORTEX_LISTEN, CORTEX_LOG_LEVEL, CORTEX_STRICT,
+// CORTEX_REDIS_URL.
 // `getenv` is injected.
 Status ApplyEnvironment(const std::function<std::optional<std::string>(const char*)>& getenv,
                         Settings* settings);

@@ -1,6 +1,7 @@
 #include "api/workflow_routes.h"
 
 #include "api/errors.h"
+#include "api/route_util.h"
 #include "registry/variables.h"
 
 namespace cortex::api {
@@ -8,15 +9,6 @@ namespace cortex::api {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-http::Response Ok(const Json& body, int status = 200) {
-  return http::Response::Json(status, body.dump(-1, ' ', false, Json::error_handler_t::replace));
-}
-
-bool WantsEvents(const http::Request& req) {
-  auto accept = req.Header("Accept");
-  return accept && accept->find("text/event-stream") != std::string::npos;
-}
 
 Json Links(const std::string& id) {
   return {{"status", "/workflows/" + id + "/status"}, {"logs", "/workflows/" + id + "/logs"},
@@ -37,21 +29,6 @@ Json EventJson(const store::RunEvent& e) {
   return j;
 }
 
-// "30", "30s", "500ms", "2m" -> milliseconds (at most an hour).
-std::optional<std::chrono::milliseconds> ParseWaitTimeout(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0 || i > 7) return std::nullopt;
-  int64_t n = std::stoll(text.substr(0, i));
-  std::string unit = text.substr(i);
-  int64_t ms = unit.empty() || unit == "s" ? n * 1000
-               : unit == "ms"              ? n
-               : unit == "m"               ? n * 60000
-                                           : -1;
-  if (ms < 0 || ms > 3600000) return std::nullopt;
-  return std::chrono::milliseconds(ms);
-}
-
 http::Response RunStatus(store::Store& store, const std::string& id, int status = 200) {
   auto rec = store.GetRun(id);
   if (!rec.ok()) return ErrorFromStatus(rec.status());
@@ -66,7 +43,7 @@ http::Response RunStatus(store::Store& store, const std::string& id, int status 
 // Starts a run and answers: 202 at once, or (wait) the finished run.
 http::Response Start(workflow::Engine& engine, store::Store& store, const http::Request& req,
                      workflow::StartRequest start, bool wait) {
-  if (auto w = req.Query("wait")) wait = *w == "true" || *w == "1" || *w == "yes";
+  if (auto w = req.Query("wait")) wait = IsTrue(w);
   std::chrono::milliseconds timeout = std::chrono::minutes(10);
   if (auto t = req.Query("timeout")) {
     auto parsed = ParseWaitTimeout(*t);
@@ -100,15 +77,6 @@ http::Response Start(workflow::Engine& engine, store::Store& store, const http::
   bool finished =
       rec->status == "succeeded" || rec->status == "failed" || rec->status == "cancelled";
   return RunStatus(store, *id, finished ? 200 : 202);
-}
-
-Result<Json> BodyObject(const http::Request& req) {
-  if (req.body.empty()) return Json::object();
-  Json body = Json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return InvalidArgumentError("the body must be a JSON object");
-  }
-  return body;
 }
 
 // Constant-time comparison of a presented secret with the expected one.

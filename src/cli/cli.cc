@@ -27,7 +27,7 @@ int Run(int argc, char** argv, const ServeFn& serve) {
   s->add_flag("--no-watch", flags.no_watch, "Do not watch the manifests folder (no hot reload)");
   s->add_flag("--service-ports", flags.service_ports,
               "Also open the seed's per-service ports (registry 8082, executor 8083, "
-              "workflow engine 8085 on 127.0.0.1)");
+              "deployer 8084, workflow engine 8085 on 127.0.0.1)");
   s->add_option("--registry-listen", flags.registry_listen,
                 "Address of the registry service's own port");
   s->callback([&] { ctx.exit_code = serve(flags); });

@@ -168,7 +168,33 @@ CREATE TABLE workflow_schedules (
   last_due_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    {3, "deployments of relics and monuments", R"sql(
+CREATE TABLE deployments (
+  kind             TEXT NOT NULL,
+  name             TEXT NOT NULL,
+  driver           TEXT NOT NULL,
+  desired          TEXT NOT NULL,
+  state            TEXT NOT NULL,
+  error            TEXT NOT NULL,
+  owner            TEXT NOT NULL,
+  environment      TEXT NOT NULL,
+  pid              INTEGER NOT NULL,
+  pid_start        INTEGER NOT NULL,
+  project          TEXT NOT NULL,
+  restarts         INTEGER NOT NULL,
+  manifest_version TEXT NOT NULL,
+  detail_json      TEXT NOT NULL,
+  created_ms       INTEGER NOT NULL,
+  updated_ms       INTEGER NOT NULL,
+  started_ms       INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+)sql"},
 };
+
+constexpr std::string_view kDeploymentColumns =
+    "kind, name, driver, desired, state, error, owner, environment, pid, pid_start, project, "
+    "restarts, manifest_version, detail_json, created_ms, updated_ms, started_ms";
 
 constexpr std::string_view kRunColumns =
     "id, workflow, status, input_json, output_json, error, trigger, manifest_path, "
@@ -934,6 +960,57 @@ class SqliteStore final : public Store {
     return std::optional<int64_t>(stmt.Int(0));
   }
 
+  Status PutDeployment(const DeploymentRecord& r) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT OR REPLACE INTO deployments (" + std::string(kDeploymentColumns) +
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                    "?16, ?17)"));
+      stmt.Bind(1, r.kind);
+      stmt.Bind(2, r.name);
+      stmt.Bind(3, r.driver);
+      stmt.Bind(4, r.desired);
+      stmt.Bind(5, r.state);
+      stmt.Bind(6, r.error);
+      stmt.Bind(7, r.owner);
+      stmt.Bind(8, r.environment);
+      stmt.Bind(9, r.pid);
+      stmt.Bind(10, r.pid_start);
+      stmt.Bind(11, r.project);
+      stmt.Bind(12, r.restarts);
+      stmt.Bind(13, r.manifest_version);
+      stmt.Bind(14, r.detail_json);
+      stmt.Bind(15, r.created_ms);
+      stmt.Bind(16, r.updated_ms);
+      stmt.Bind(17, r.started_ms);
+      return stmt.Run();
+    });
+  }
+
+  Result<std::optional<DeploymentRecord>> GetDeployment(const std::string& kind,
+                                                        const std::string& name) override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows, QueryDeployments(kind, &name));
+    if (rows.empty()) return std::optional<DeploymentRecord>();
+    return std::optional<DeploymentRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<DeploymentRecord>> ListDeployments(const std::string& kind) override {
+    return QueryDeployments(kind, nullptr);
+  }
+
+  Status DeleteDeployment(const std::string& kind, const std::string& name) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                              c.Prepare("DELETE FROM deployments WHERE kind = ?1 AND name = ?2"));
+      stmt.Bind(1, kind);
+      stmt.Bind(2, name);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(c.db()) == 0) return NotFoundError("no " + kind + " deployment " + name);
+      return Status::Ok();
+    });
+  }
+
   Status SetScheduleMark(const std::string& workflow, int64_t due_ms) override {
     return Write([&](Connection& c) -> Status {
       CORTEX_ASSIGN_OR_RETURN(
@@ -947,6 +1024,42 @@ class SqliteStore final : public Store {
   }
 
  private:
+  Result<std::vector<DeploymentRecord>> QueryDeployments(const std::string& kind,
+                                                         const std::string* name) {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                            reader->Prepare("SELECT " + std::string(kDeploymentColumns) +
+                                            " FROM deployments WHERE kind = ?1" +
+                                            (name ? " AND name = ?2" : " ORDER BY name")));
+    stmt.Bind(1, kind);
+    if (name) stmt.Bind(2, *name);
+    std::vector<DeploymentRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      DeploymentRecord r;
+      r.kind = stmt.Text(0);
+      r.name = stmt.Text(1);
+      r.driver = stmt.Text(2);
+      r.desired = stmt.Text(3);
+      r.state = stmt.Text(4);
+      r.error = stmt.Text(5);
+      r.owner = stmt.Text(6);
+      r.environment = stmt.Text(7);
+      r.pid = stmt.Int(8);
+      r.pid_start = stmt.Int(9);
+      r.project = stmt.Text(10);
+      r.restarts = stmt.Int(11);
+      r.manifest_version = stmt.Text(12);
+      r.detail_json = stmt.Text(13);
+      r.created_ms = stmt.Int(14);
+      r.updated_ms = stmt.Int(15);
+      r.started_ms = stmt.Int(16);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
   static Status ValidateLines(const std::string& execution_id, const std::vector<LogLine>& lines) {
     for (size_t i = 0; i < lines.size(); ++i) {
       if (lines[i].seq < 1 || (i > 0 && lines[i].seq <= lines[i - 1].seq)) {

@@ -112,6 +112,29 @@ struct RunFilter {
   std::optional<std::string> before_id;  // page: runs created before this one
 };
 
+// ---- Deployments (the deployer's desired and observed state) -------------------------------
+// One row per deployed relic or monument. `desired` is what the user asked for; the deployer's
+// reconcile loop drives the runtime toward it and records what it observed. After a restart the
+// rows say what to adopt (by recorded pid, or by the compose project's labels).
+struct DeploymentRecord {
+  std::string kind = "relic";  // relic | monument
+  std::string name;
+  std::string driver;               // process | compose | monument
+  std::string desired = "running";  // running | stopped
+  // pending | starting | healthy | unhealthy | stopping | stopped | failed
+  std::string state = "pending";
+  std::string error;        // why it failed / the last probe's error
+  std::string owner;        // the monument that deployed this relic ("" = deployed on its own)
+  std::string environment;  // a monument's environment ("" for relics)
+  int64_t pid = 0;          // process driver: the supervised process (its process group)
+  int64_t pid_start = 0;    // its start time (clock ticks since boot), against pid reuse
+  std::string project;      // compose driver: the compose project name
+  int64_t restarts = 0;
+  std::string manifest_version;
+  std::string detail_json = "{}";  // driver and health details (JSON object)
+  int64_t created_ms = 0, updated_ms = 0, started_ms = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -147,6 +170,13 @@ class Store {
   // The last due time (Unix ms) a scheduled workflow was started for; nullopt when never.
   virtual Result<std::optional<int64_t>> GetScheduleMark(const std::string& workflow) = 0;
   virtual Status SetScheduleMark(const std::string& workflow, int64_t due_ms) = 0;
+
+  // Deployments: Put inserts or replaces the whole row; Delete is NotFound when absent.
+  virtual Status PutDeployment(const DeploymentRecord& record) = 0;
+  virtual Result<std::optional<DeploymentRecord>> GetDeployment(const std::string& kind,
+                                                                const std::string& name) = 0;
+  virtual Result<std::vector<DeploymentRecord>> ListDeployments(const std::string& kind) = 0;
+  virtual Status DeleteDeployment(const std::string& kind, const std::string& name) = 0;
 };
 
 struct SqliteOptions {

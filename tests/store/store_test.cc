@@ -271,6 +271,53 @@ TEST(SqliteStoreTest, FinishExecutionWritesTheLastLinesAndTheOutcomeTogether) {
   EXPECT_EQ(store->GetLogs("ex_f", 0, 100)->size(), 3u);
 }
 
+TEST(SqliteStoreTest, DeploymentsArePutReplacedListedAndDeleted) {
+  TempDir dir;
+  {
+    auto store = MustOpen(dir.File("cortex.db"));
+    DeploymentRecord r;
+    r.name = "kv";
+    r.driver = "process";
+    r.state = "healthy";
+    r.pid = 4242;
+    r.pid_start = 777;
+    r.restarts = 2;
+    r.owner = "stack";
+    r.detail_json = R"({"health":{"status":"healthy"}})";
+    r.created_ms = 1;
+    r.updated_ms = 2;
+    r.started_ms = 3;
+    ASSERT_TRUE(store->PutDeployment(r).ok());
+    DeploymentRecord m;
+    m.kind = "monument";
+    m.name = "stack";
+    m.driver = "monument";
+    m.environment = "dev";
+    ASSERT_TRUE(store->PutDeployment(m).ok());
+    r.state = "stopped";  // replaces the row
+    r.desired = "stopped";
+    ASSERT_TRUE(store->PutDeployment(r).ok());
+  }
+  auto store = MustOpen(dir.File("cortex.db"));  // survives a reopen
+  auto got = store->GetDeployment("relic", "kv");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->state, "stopped");
+  EXPECT_EQ((*got)->desired, "stopped");
+  EXPECT_EQ((*got)->pid, 4242);
+  EXPECT_EQ((*got)->pid_start, 777);
+  EXPECT_EQ((*got)->restarts, 2);
+  EXPECT_EQ((*got)->owner, "stack");
+  EXPECT_EQ((*got)->detail_json, R"({"health":{"status":"healthy"}})");
+  EXPECT_EQ((*got)->started_ms, 3);
+  EXPECT_EQ(store->ListDeployments("relic")->size(), 1u);
+  ASSERT_EQ(store->ListDeployments("monument")->size(), 1u);
+  EXPECT_EQ((*store->ListDeployments("monument"))[0].environment, "dev");
+  EXPECT_FALSE(store->GetDeployment("monument", "kv")->has_value());
+  ASSERT_TRUE(store->DeleteDeployment("relic", "kv").ok());
+  EXPECT_EQ(store->DeleteDeployment("relic", "kv").code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->ListDeployments("relic")->empty());
+}
+
 TEST(SqliteStoreTest, DuplicateIdIsAlreadyExists) {
   TempDir dir;
   auto store = MustOpen(dir.File("cortex.db"));

@@ -2,7 +2,8 @@
 """Cortex example relic: a tiny persistent key-value store over HTTP (standard library only).
 
 GET /health -> {"status": "ok"}; POST /set {key, value}; GET /get/<key>; DELETE /delete/<key>;
-GET /list. Data is kept in kv_store.json in the working folder.
+GET /list. Data is kept in kv_store.json in $CORTEX_RELIC_DATA (the folder Cortex gives each
+relic it deploys), else in the working folder. The port: --port, else $PORT, else 8004.
 """
 import argparse
 import json
@@ -11,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-DATA_FILE = "kv_store.json"
+DATA_FILE = os.path.join(os.environ.get("CORTEX_RELIC_DATA", "."), "kv_store.json")
 
 
 def load():
@@ -82,10 +83,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=8004)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8004")))
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    print(f"kv_store listening on {args.host}:{args.port}, data in {DATA_FILE}", flush=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

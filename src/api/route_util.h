@@ -1,0 +1,58 @@
+// Small helpers shared by the API's route files.
+#pragma once
+
+#include <cctype>
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "http/http.h"
+
+namespace cortex::api {
+
+// A JSON answer (invalid UTF-8 in strings is replaced, never an exception).
+inline http::Response Ok(const nlohmann::ordered_json& body, int status = 200) {
+  return http::Response::Json(
+      status, body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+}
+
+// The client asked for server-sent events.
+inline bool WantsEvents(const http::Request& req) {
+  auto accept = req.Header("Accept");
+  return accept && accept->find("text/event-stream") != std::string::npos;
+}
+
+// "true", "1", "yes" (a query flag).
+inline bool IsTrue(const std::optional<std::string>& v) {
+  return v && (*v == "true" || *v == "1" || *v == "yes");
+}
+
+// "30", "30s", "500ms", "2m" -> milliseconds (at most an hour).
+inline std::optional<std::chrono::milliseconds> ParseWaitTimeout(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 7) return std::nullopt;
+  int64_t n = std::stoll(text.substr(0, i));
+  std::string unit = text.substr(i);
+  int64_t ms = unit.empty() || unit == "s" ? n * 1000
+               : unit == "ms"              ? n
+               : unit == "m"               ? n * 60000
+                                           : -1;
+  if (ms < 0 || ms > 3600000) return std::nullopt;
+  return std::chrono::milliseconds(ms);
+}
+
+// The request's body as a JSON object ({} when empty); InvalidArgument otherwise.
+inline Result<nlohmann::ordered_json> BodyObject(const http::Request& req) {
+  if (req.body.empty()) return nlohmann::ordered_json::object();
+  auto body = nlohmann::ordered_json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) {
+    return InvalidArgumentError("the body must be a JSON object");
+  }
+  return body;
+}
+
+}  // namespace cortex::api

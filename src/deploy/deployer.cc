@@ -1,0 +1,782 @@
+#include "deploy/deployer.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "common/log.h"
+#include "deploy/health.h"
+#include "exec/executor.h"
+#include "http/http.h"
+
+namespace cortex::deploy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kComponent = "deploy";
+
+bool Settled(const std::string& state) {
+  return state != "pending" && state != "starting" && state != "stopping";
+}
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+struct Deployer::Supervisor {
+  std::string name;
+  mutable std::mutex mu;
+  std::condition_variable cv;  // commands in, state changes out
+  store::DeploymentRecord rec;
+  RelicPlan plan;
+  bool has_plan = false;
+  RelicDriver* driver = nullptr;
+  bool launched = false;      // its workload was started (or adopted) and not seen ended since
+  bool need_restart = false;  // restart requested (by the user, or after failing health checks)
+  bool removing = false, removed = false, quit = false;
+  uint64_t wake = 0;  // bumped by every command, so the loop re-checks at once
+  // Health.
+  std::string health = "unknown";  // unknown | passing | failing
+  std::string probe_error;
+  int64_t last_probe_ms = 0;
+  int failures = 0;  // consecutive failed probes
+  int crashes = 0;   // consecutive crashes/restarts without becoming healthy
+  Clock::time_point next_start{}, started{}, next_probe{};
+  std::string base_url;  // discovered at runtime, else the plan's
+  OJson info = OJson::object();
+  std::thread thread;
+};
+
+OJson ServiceRecord::ToJson() const {
+  return {{"name", name},           {"url", url},     {"state", state},
+          {"endpoints", endpoints}, {"owner", owner}, {"updated_ms", updated_ms}};
+}
+
+Deployer::Deployer(DeployerOptions options, registry::Registry& registry, store::Store& store,
+                   std::unique_ptr<RelicDriver> process, std::unique_ptr<RelicDriver> compose)
+    : options_(std::move(options)),
+      registry_(registry),
+      store_(store),
+      process_(std::move(process)),
+      compose_(std::move(compose)),
+      runner_(exec::MakeProcessRunner()) {}
+
+Deployer::~Deployer() { Stop(); }
+
+void Deployer::SetDiscoveryListener(std::function<void(const ServiceRecord&, bool)> listener) {
+  listener_ = std::move(listener);
+}
+
+RelicDriver* Deployer::DriverFor(const std::string& driver) const {
+  if (driver == "process") return process_.get();
+  if (driver == "compose") return compose_.get();
+  return nullptr;
+}
+
+std::shared_ptr<Deployer::Supervisor> Deployer::Find(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = supervisors_.find(name);
+  return it == supervisors_.end() ? nullptr : it->second;
+}
+
+Result<RelicPlan> Deployer::Plan(const std::string& name, Status* not_found) const {
+  auto snapshot = registry_.snapshot();
+  const registry::Entry* entry = snapshot->Find(registry::Kind::kRelic, name);
+  if (!entry) {
+    Status s = NotFoundError("no relic named '" + name + "' in the registry");
+    if (not_found) *not_found = s;
+    return s;
+  }
+  PlanContext ctx;
+  ctx.manifest_path = entry->file->path;
+  ctx.manifest_version = std::to_string(entry->file->revision);
+  ctx.data_dir = options_.data_dir + "/relics/" + name + "/data";
+  ctx.path_env = options_.path_env;
+  ctx.lookup = [this](std::string_view var) { return Lookup(var); };
+  auto plan = PlanRelic(entry->manifest(), ctx);
+  if (!plan.ok()) {
+    return Status(plan.status().code(),
+                  "relic " + name + " (" + entry->file->rel_path + "): " + plan.status().message());
+  }
+  return plan;
+}
+
+Status Deployer::Start() {
+  CORTEX_ASSIGN_OR_RETURN(auto records, store_.ListDeployments("relic"));
+  for (auto& rec : records) {
+    auto sv = std::make_shared<Supervisor>();
+    sv->name = rec.name;
+    auto plan = Plan(rec.name, nullptr);
+    if (plan.ok()) {
+      sv->plan = *plan;
+    } else {
+      // The manifest is gone or broken: what runs is still known by its record.
+      log::Warn(kComponent, plan.status().message());
+      sv->plan.name = rec.name;
+      sv->plan.driver = rec.driver;
+    }
+    sv->has_plan = true;
+    sv->driver = DriverFor(rec.driver);
+    sv->launched = rec.pid > 0 || !rec.project.empty();
+    sv->rec = std::move(rec);
+    if (!sv->driver) {
+      sv->rec.state = "failed";
+      sv->rec.error = "the " + sv->rec.driver + " driver is not available on this server";
+    }
+    std::lock_guard lock(mu_);
+    supervisors_[sv->name] = sv;
+    sv->thread = std::thread([this, sv] { Run(sv); });
+  }
+  return Status::Ok();
+}
+
+void Deployer::Stop() {
+  std::map<std::string, std::shared_ptr<Supervisor>> all;
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    all = supervisors_;
+  }
+  if (options_.stop_relics_on_exit) {
+    for (auto& [name, sv] : all) (void)StopRelic(name, false);
+    for (auto& [name, sv] : all) (void)WaitRelic(name, sv->plan.stop_timeout + Ms(10000));
+  }
+  for (auto& [name, sv] : all) {
+    {
+      std::lock_guard lock(sv->mu);
+      sv->quit = true;
+    }
+    sv->cv.notify_all();
+  }
+  for (auto& [name, sv] : all) {
+    if (sv->thread.joinable()) sv->thread.join();
+  }
+}
+
+void Deployer::Transition(Supervisor& sv, const std::string& state, const std::string& error) {
+  const bool was_healthy = sv.rec.state == "healthy";
+  sv.rec.state = state;
+  sv.rec.error = error;
+  sv.rec.updated_ms = exec::NowMs();
+  sv.rec.manifest_version = sv.plan.manifest_version;
+  OJson detail = {{"health",
+                   {{"type", ProbeTypeName(sv.plan.health.type)},
+                    {"status", sv.health},
+                    {"last_error", sv.probe_error},
+                    {"last_probe_ms", sv.last_probe_ms},
+                    {"consecutive_failures", sv.failures}}},
+                  {"base_url", sv.base_url.empty() ? sv.plan.base_url : sv.base_url},
+                  {"runtime", sv.info}};
+  sv.rec.detail_json = detail.dump();
+  if (Status s = store_.PutDeployment(sv.rec); !s.ok()) {
+    log::Error(kComponent, sv.name + ": cannot record state " + state + ": " + s.ToString());
+  }
+  if (state == "healthy" && !was_healthy) {
+    Publish(sv, true);
+  } else if (was_healthy && state != "healthy") {
+    Publish(sv, false);
+  }
+  if (state == "failed") {
+    log::Warn(kComponent, sv.name + ": failed: " + error);
+  } else {
+    log::Info(kComponent, sv.name + ": " + state + (error.empty() ? "" : " (" + error + ")"));
+  }
+  sv.cv.notify_all();
+}
+
+void Deployer::Publish(const Supervisor& sv, bool up) {
+  ServiceRecord r;
+  r.name = sv.name;
+  r.url = sv.base_url.empty() ? sv.plan.base_url : sv.base_url;
+  r.state = sv.rec.state;
+  for (const auto& e : sv.plan.endpoints) r.endpoints.push_back(e.name);
+  r.owner = sv.rec.owner;
+  r.updated_ms = exec::NowMs();
+  {
+    std::lock_guard lock(mu_);
+    if (up) {
+      services_[r.name] = r;
+    } else {
+      services_.erase(r.name);
+    }
+  }
+  if (listener_) listener_(r, up);
+}
+
+void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
+  Supervisor& sv = *svp;
+  std::unique_lock l(sv.mu);
+  sv.next_probe = Clock::now();
+  auto wait_until = [&](Clock::time_point until) {
+    uint64_t seen = sv.wake;
+    sv.cv.wait_until(l, until, [&] { return sv.quit || sv.wake != seen; });
+  };
+  auto stop_workload = [&](const std::string& then_state, const std::string& error) {
+    if (sv.rec.state != "stopping") Transition(sv, "stopping", sv.rec.error);
+    RelicPlan plan = sv.plan;
+    store::DeploymentRecord rec = sv.rec;
+    l.unlock();
+    Status st = sv.driver ? sv.driver->Stop(plan, rec) : Status::Ok();
+    l.lock();
+    sv.rec.pid = rec.pid;
+    sv.rec.project = rec.project;
+    sv.launched = false;
+    sv.health = "unknown";
+    sv.info = OJson::object();
+    Transition(sv, then_state,
+               st.ok()
+                   ? error
+                   : (error.empty() ? "" : error + "; ") + "stopping it failed: " + st.message());
+  };
+
+  while (!sv.quit) {
+    const auto now = Clock::now();
+    if (sv.rec.desired == "stopped") {
+      if (sv.launched || !(sv.rec.state == "stopped" || sv.rec.state == "failed")) {
+        stop_workload(sv.rec.state == "failed" ? "failed" : "stopped",
+                      sv.rec.state == "failed" ? sv.rec.error : "");
+        continue;
+      }
+      if (sv.removing) {
+        if (Status s = store_.DeleteDeployment("relic", sv.name);
+            !s.ok() && s.code() != StatusCode::kNotFound) {
+          log::Error(kComponent, sv.name + ": cannot delete its record: " + s.ToString());
+        }
+        sv.removed = true;
+        sv.cv.notify_all();
+        return;
+      }
+      wait_until(Clock::time_point::max());
+      continue;
+    }
+    // Desired: running.
+    if (sv.rec.state == "failed" && !sv.need_restart) {
+      if (sv.launched) {  // a failed relic leaves nothing running behind
+        stop_workload("failed", sv.rec.error);
+        continue;
+      }
+      wait_until(Clock::time_point::max());
+      continue;
+    }
+    if (sv.need_restart) {
+      sv.need_restart = false;
+      if (sv.launched)
+        stop_workload("pending", "");
+      else
+        Transition(sv, "pending", "");
+      continue;
+    }
+    if (!sv.launched) {
+      if (now < sv.next_start) {
+        wait_until(sv.next_start);
+        continue;
+      }
+      const uint64_t seen = sv.wake;
+      l.unlock();
+      auto plan = Plan(sv.name, nullptr);
+      l.lock();
+      if (sv.quit || sv.wake != seen) continue;
+      if (!plan.ok()) {
+        Transition(sv, "failed", plan.status().message());
+        continue;
+      }
+      sv.plan = std::move(*plan);
+      sv.driver = DriverFor(sv.plan.driver);
+      if (!sv.driver) {
+        Transition(sv, "failed",
+                   "the " + sv.plan.driver +
+                       " driver is not available on this server (is Docker "
+                       "Compose installed?)");
+        continue;
+      }
+      sv.rec.driver = sv.plan.driver;
+      RelicPlan launch = sv.plan;
+      store::DeploymentRecord rec = sv.rec;
+      l.unlock();
+      Status st = sv.driver->Start(launch, rec);
+      l.lock();
+      sv.rec.pid = rec.pid;
+      sv.rec.pid_start = rec.pid_start;
+      sv.rec.project = rec.project;
+      if (!st.ok()) {
+        sv.launched = rec.pid > 0 || !rec.project.empty();
+        Transition(sv, "failed", "cannot start: " + st.message());
+        continue;
+      }
+      sv.launched = true;
+      sv.started = Clock::now();
+      sv.rec.started_ms = exec::NowMs();
+      sv.failures = 0;
+      sv.health = "unknown";
+      sv.probe_error.clear();
+      sv.next_probe = sv.started;
+      if (sv.rec.desired == "running") Transition(sv, "starting", sv.rec.error);
+      continue;
+    }
+
+    // Launched: is it still up?
+    {
+      RelicPlan plan = sv.plan;
+      store::DeploymentRecord rec = sv.rec;
+      const uint64_t seen = sv.wake;
+      l.unlock();
+      Observation obs = sv.driver->Observe(plan, rec);
+      l.lock();
+      sv.rec.pid = rec.pid;
+      sv.rec.pid_start = rec.pid_start;
+      sv.info = obs.info;
+      if (!obs.base_url.empty()) sv.base_url = obs.base_url;
+      if (sv.quit || sv.wake != seen) continue;
+      if (!obs.running) {
+        sv.launched = false;
+        sv.health = "unknown";
+        const RestartPolicy policy = sv.plan.restart;
+        if (policy == RestartPolicy::kNever ||
+            (policy == RestartPolicy::kOnFailure && obs.exited_cleanly)) {
+          if (obs.exited_cleanly) {
+            sv.rec.desired = "stopped";
+            Transition(sv, "stopped", "it " + obs.detail);
+          } else {
+            Transition(sv, "failed", obs.detail + " (restart policy: never)");
+          }
+          continue;
+        }
+        ++sv.crashes;
+        if (sv.crashes > options_.max_restarts) {
+          Transition(sv, "failed",
+                     "crashed " + std::to_string(sv.crashes) +
+                         " times in a row without becoming healthy; last: " + obs.detail);
+          continue;
+        }
+        Ms delay = options_.restart_backoff * (1 << std::min(sv.crashes - 1, 16));
+        delay = std::min(delay, options_.max_restart_backoff);
+        sv.next_start = Clock::now() + delay;
+        ++sv.rec.restarts;
+        Transition(sv, "starting",
+                   obs.detail + "; restarting in " + std::to_string(delay.count()) + " ms (" +
+                       std::to_string(sv.crashes) + " of " + std::to_string(options_.max_restarts) +
+                       ")");
+        continue;
+      }
+    }
+
+    // Up: probe its health when due.
+    if (Clock::now() >= sv.next_probe) {
+      ProbeSpec spec = sv.plan.health;
+      std::string base = sv.base_url.empty() ? sv.plan.base_url : sv.base_url;
+      std::vector<std::string> env = sv.plan.env;
+      std::string cwd = sv.plan.cwd;
+      const uint64_t seen = sv.wake;
+      l.unlock();
+      ProbeResult pr = RunProbe(spec, base, env, cwd, *runner_);
+      l.lock();
+      if (sv.quit || sv.wake != seen) continue;
+      sv.last_probe_ms = exec::NowMs();
+      sv.probe_error = pr.error;
+      const std::string state = sv.rec.state;
+      if (pr.ok) {
+        sv.failures = 0;
+        sv.health = "passing";
+        if (state != "healthy") {
+          sv.crashes = 0;
+          Transition(sv, "healthy", "");
+        }
+      } else {
+        ++sv.failures;
+        sv.health = "failing";
+        if (state == "starting" || state == "pending") {
+          if (Clock::now() - sv.started > spec.start_period) {
+            stop_workload("failed", "the health check did not pass within " +
+                                        std::to_string(spec.start_period.count()) +
+                                        " ms; last probe: " + pr.error);
+            continue;
+          }
+        } else if (sv.failures >= spec.retries) {
+          if (state == "healthy") Transition(sv, "unhealthy", pr.error);
+          if (sv.plan.restart != RestartPolicy::kNever) {
+            ++sv.crashes;
+            if (sv.crashes > options_.max_restarts) {
+              stop_workload("failed", "unhealthy " + std::to_string(sv.crashes) +
+                                          " times in a row; last probe: " + pr.error);
+              continue;
+            }
+            ++sv.rec.restarts;
+            sv.need_restart = true;
+            sv.next_start = Clock::now() + options_.restart_backoff;
+            continue;
+          }
+        }
+      }
+      const bool starting = sv.rec.state == "starting" || sv.rec.state == "pending";
+      sv.next_probe = Clock::now() + (starting ? options_.starting_probe_interval : spec.interval);
+    }
+    wait_until(std::min(Clock::now() + sv.driver->observe_interval(), sv.next_probe));
+  }
+}
+
+OJson Deployer::StatusJson(const Supervisor& sv) const {
+  std::vector<std::string> ops;
+  for (const auto& e : sv.plan.endpoints) ops.push_back(e.name);
+  OJson j = {{"name", sv.name},
+             {"driver", sv.rec.driver},
+             {"desired", sv.rec.desired},
+             {"state", sv.rec.state},
+             {"error", sv.rec.error},
+             {"owner", sv.rec.owner},
+             {"restarts", sv.rec.restarts},
+             {"restart_policy", RestartPolicyName(sv.plan.restart)},
+             {"base_url", sv.base_url.empty() ? sv.plan.base_url : sv.base_url},
+             {"endpoints", ops},
+             {"health",
+              {{"type", ProbeTypeName(sv.plan.health.type)},
+               {"status", sv.health},
+               {"last_error", sv.probe_error},
+               {"last_probe_ms", sv.last_probe_ms},
+               {"consecutive_failures", sv.failures}}},
+             {"created_ms", sv.rec.created_ms},
+             {"started_ms", sv.rec.started_ms},
+             {"updated_ms", sv.rec.updated_ms},
+             {"manifest_version", sv.rec.manifest_version}};
+  if (sv.rec.pid > 0) j["pid"] = sv.rec.pid;
+  if (!sv.rec.project.empty()) j["project"] = sv.rec.project;
+  j["runtime"] = sv.info;
+  return j;
+}
+
+Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const std::string& owner) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return UnavailableError("the deployer is stopping");
+  }
+  // Check the manifest first: a relic that cannot be deployed as written records nothing.
+  Status not_found;
+  auto plan = Plan(name, &not_found);
+  if (!not_found.ok()) return not_found;
+  if (!plan.ok()) return InvalidArgumentError(plan.status().message());
+  if (!DriverFor(plan->driver)) {
+    return UnavailableError("relic " + name + " needs the " + plan->driver +
+                            " driver, which is not available on this server (Docker Compose "
+                            "was not found)");
+  }
+  if (auto sv = Find(name)) {
+    std::unique_lock l(sv->mu);
+    if (sv->removing) return ConflictError("relic " + name + " is being deleted");
+    if (!owner.empty() && sv->rec.owner != owner) sv->rec.owner = owner;
+    if (start && (sv->rec.desired != "running" || sv->rec.state == "failed")) {
+      sv->rec.desired = "running";
+      sv->crashes = 0;
+      sv->need_restart = sv->rec.state == "failed";
+      sv->next_start = Clock::now();
+      Transition(*sv, "pending", "");
+      ++sv->wake;
+      sv->cv.notify_all();
+    }
+    return StatusJson(*sv);
+  }
+  auto sv = std::make_shared<Supervisor>();
+  sv->name = name;
+  sv->plan = *plan;
+  sv->has_plan = true;
+  sv->driver = DriverFor(plan->driver);
+  sv->rec.name = name;
+  sv->rec.driver = plan->driver;
+  sv->rec.desired = start ? "running" : "stopped";
+  sv->rec.owner = owner;
+  sv->rec.created_ms = exec::NowMs();
+  {
+    std::lock_guard l(sv->mu);
+    Transition(*sv, start ? "pending" : "stopped", "");
+  }
+  std::lock_guard lock(mu_);
+  if (stopped_) return UnavailableError("the deployer is stopping");
+  auto [it, inserted] = supervisors_.emplace(name, sv);
+  if (!inserted) return ConflictError("relic " + name + " is being deployed by another request");
+  sv->thread = std::thread([this, sv] { Run(sv); });
+  std::lock_guard l(sv->mu);
+  return StatusJson(*sv);
+}
+
+Result<OJson> Deployer::WaitRelic(const std::string& name, Ms timeout) {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  std::unique_lock l(sv->mu);
+  sv->cv.wait_for(l, timeout, [&] {
+    if (sv->removed || sv->quit) return true;
+    if (!Settled(sv->rec.state) || sv->need_restart) return false;
+    if (sv->rec.desired == "stopped") return !sv->launched;
+    return true;
+  });
+  return StatusJson(*sv);
+}
+
+Result<OJson> Deployer::Command(const std::string& name, int command, bool wait) {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  {
+    std::lock_guard l(sv->mu);
+    if (sv->removing) return ConflictError("relic " + name + " is being deleted");
+    switch (command) {
+      case 0:  // stop
+        sv->rec.desired = "stopped";
+        if (sv->launched || !(sv->rec.state == "stopped" || sv->rec.state == "failed")) {
+          Transition(*sv, "stopping", "");
+        }
+        break;
+      case 1:  // start
+        if (sv->rec.desired != "running" || sv->rec.state == "failed") {
+          sv->rec.desired = "running";
+          sv->crashes = 0;
+          sv->next_start = Clock::now();
+          sv->need_restart = sv->rec.state == "failed";
+          Transition(*sv, "pending", "");
+        }
+        break;
+      case 2:  // restart
+        sv->rec.desired = "running";
+        sv->crashes = 0;
+        sv->need_restart = true;
+        sv->next_start = Clock::now();
+        Transition(*sv, "pending", "");
+        break;
+    }
+    ++sv->wake;
+  }
+  sv->cv.notify_all();
+  if (!wait) return RelicStatus(name);
+  Ms timeout = sv->plan.stop_timeout + Ms(15000);
+  return WaitRelic(name, timeout);
+}
+
+Result<OJson> Deployer::StopRelic(const std::string& name, bool wait) {
+  return Command(name, 0, wait);
+}
+Result<OJson> Deployer::StartRelic(const std::string& name) { return Command(name, 1, false); }
+Result<OJson> Deployer::RestartRelic(const std::string& name) { return Command(name, 2, false); }
+
+Status Deployer::DeleteRelic(const std::string& name) {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  {
+    std::unique_lock l(sv->mu);
+    sv->rec.desired = "stopped";
+    sv->removing = true;
+    ++sv->wake;
+    sv->cv.notify_all();
+    sv->cv.wait_for(l, sv->plan.stop_timeout + Ms(30000), [&] { return sv->removed || sv->quit; });
+    if (!sv->removed) return UnavailableError("relic " + name + " did not stop in time");
+  }
+  if (sv->thread.joinable()) sv->thread.join();
+  std::lock_guard lock(mu_);
+  supervisors_.erase(name);
+  return Status::Ok();
+}
+
+Status Deployer::ScaleRelic(const std::string& name, const std::string& service, int replicas) {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  if (replicas < 0) return InvalidArgumentError("replicas must be 0 or more");
+  RelicPlan plan;
+  store::DeploymentRecord rec;
+  RelicDriver* driver;
+  {
+    std::lock_guard l(sv->mu);
+    if (!sv->launched) {
+      return FailedPreconditionError("relic " + name + " is not running (state: " + sv->rec.state +
+                                     ")");
+    }
+    plan = sv->plan;
+    rec = sv->rec;
+    driver = sv->driver;
+  }
+  return driver->Scale(plan, rec, service, replicas);
+}
+
+Result<OJson> Deployer::RelicStatus(const std::string& name) const {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  std::lock_guard l(sv->mu);
+  return StatusJson(*sv);
+}
+
+OJson Deployer::ListRelics() const {
+  std::vector<std::shared_ptr<Supervisor>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sv] : supervisors_) all.push_back(sv);
+  }
+  OJson out = OJson::array();
+  for (const auto& sv : all) {
+    std::lock_guard l(sv->mu);
+    if (!sv->removed) out.push_back(StatusJson(*sv));
+  }
+  return out;
+}
+
+Result<std::vector<RelicLogLine>> Deployer::RelicLogs(const std::string& name,
+                                                      const std::string& service,
+                                                      size_t tail) const {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  RelicPlan plan;
+  store::DeploymentRecord rec;
+  RelicDriver* driver;
+  {
+    std::lock_guard l(sv->mu);
+    plan = sv->plan;
+    rec = sv->rec;
+    driver = sv->driver;
+  }
+  if (!driver) return FailedPreconditionError("relic " + name + " has no driver on this server");
+  return driver->Logs(plan, rec, service, tail);
+}
+
+Status Deployer::FollowRelicLogs(const std::string& name, const std::string& service, size_t tail,
+                                 const std::function<bool(const RelicLogLine*)>& on_line) const {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  RelicPlan plan;
+  store::DeploymentRecord rec;
+  RelicDriver* driver;
+  {
+    std::lock_guard l(sv->mu);
+    plan = sv->plan;
+    rec = sv->rec;
+    driver = sv->driver;
+  }
+  if (!driver) return FailedPreconditionError("relic " + name + " has no driver on this server");
+  return driver->FollowLogs(plan, rec, service, tail, on_line);
+}
+
+std::vector<ServiceRecord> Deployer::Services() const {
+  std::lock_guard lock(mu_);
+  std::vector<ServiceRecord> out;
+  for (const auto& [name, r] : services_) out.push_back(r);
+  return out;
+}
+
+std::optional<std::string> Deployer::Lookup(std::string_view variable) const {
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, r] : services_) {
+      if (variable == VariablePrefix(name) + "_URL") return r.url;
+    }
+  }
+  if (const char* v = std::getenv(std::string(variable).c_str())) return std::string(v);
+  return std::nullopt;
+}
+
+Result<CallResult> Deployer::CallRelic(const std::string& name, const std::string& operation,
+                                       const OJson& params, Ms timeout) const {
+  std::string base;
+  std::vector<registry::RelicEndpoint> endpoints;
+  if (auto sv = Find(name)) {
+    std::lock_guard l(sv->mu);
+    if (sv->rec.state != "healthy") {
+      return UnavailableError("relic " + name + " is not healthy (state: " + sv->rec.state +
+                              (sv->rec.error.empty() ? "" : ": " + sv->rec.error) + ")");
+    }
+    base = sv->base_url.empty() ? sv->plan.base_url : sv->base_url;
+    endpoints = sv->plan.endpoints;
+  } else {
+    // Not deployed by Cortex: an external service reached at its declared base URL.
+    auto snapshot = registry_.snapshot();
+    const registry::Entry* entry = snapshot->Find(registry::Kind::kRelic, name);
+    if (!entry) return NotFoundError("no relic named '" + name + "' in the registry");
+    const auto* spec = entry->manifest().As<registry::RelicSpec>();
+    if (spec->interface) endpoints = spec->interface->endpoints;
+    if (!spec->interface || !spec->interface->base_url) {
+      return UnavailableError("relic " + name +
+                              " is not deployed and declares no interface.base_url");
+    }
+    PlanContext ctx;
+    ctx.lookup = [this](std::string_view var) { return Lookup(var); };
+    CORTEX_ASSIGN_OR_RETURN(base, ResolveText(*spec->interface->base_url, ctx));
+  }
+  const registry::RelicEndpoint* ep = nullptr;
+  std::vector<std::string> known;
+  for (const auto& e : endpoints) {
+    known.push_back(e.name);
+    if (e.name == operation) ep = &e;
+  }
+  if (!ep) {
+    return NotFoundError("relic " + name + " has no operation '" + operation +
+                         "' (operations: " + JoinNames(known) + ")");
+  }
+  if (base.empty() && !ep->path.starts_with("http")) {
+    return UnavailableError("relic " + name + " has no base URL");
+  }
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  OJson rest = params.is_object() ? params : OJson::object();
+  // Path parameters: {key} from the parameters, percent-encoded.
+  std::string path = ep->path;
+  for (size_t open = path.find('{'); open != std::string::npos; open = path.find('{', open)) {
+    size_t close = path.find('}', open);
+    if (close == std::string::npos) break;
+    std::string key = path.substr(open + 1, close - open - 1);
+    auto it = rest.find(key);
+    if (it == rest.end()) {
+      return InvalidArgumentError("operation " + operation + " of relic " + name +
+                                  " needs the parameter '" + key + "' (path " + ep->path + ")");
+    }
+    std::string value = it->is_string() ? it->get<std::string>() : it->dump();
+    rest.erase(key);
+    std::string enc = http::UrlEncode(value);
+    path.replace(open, close - open + 1, enc);
+    open += enc.size();
+  }
+  std::string url = path.starts_with("http") ? path : base + path;
+  HttpCall call;
+  call.method = ep->method;
+  call.url = url;
+  call.timeout = timeout;
+  if (call.method == "GET" || call.method == "DELETE" || call.method == "HEAD") {
+    call.query = rest;
+  } else if (auto b = rest.find("body"); b != rest.end()) {
+    call.body = *b;
+  } else {
+    call.body = rest;
+  }
+  return SendHttp(call);
+}
+
+Result<CallResult> SendHttp(const HttpCall& call) {
+  auto [base, path] = SplitUrl(call.url);
+  if (call.query.is_object() && !call.query.empty()) {
+    std::string query;
+    for (const auto& [k, v] : call.query.items()) {
+      query += (query.empty() ? "" : "&") + http::UrlEncode(k) + "=" +
+               http::UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    path += (path.find('?') == std::string::npos ? "?" : "&") + query;
+  }
+  http::ClientOptions opts;
+  opts.read_timeout = call.timeout;
+  http::Client client(base, opts);
+  std::string text = call.body.is_null() ? "" : call.body.dump();
+  Result<http::ClientResponse> resp =
+      InvalidArgumentError("method " + call.method + " is not supported for relic calls yet");
+  if (call.method == "GET" || call.method == "HEAD") resp = client.Get(path);
+  if (call.method == "POST") resp = client.Post(path, text);
+  if (call.method == "PUT") resp = client.Put(path, text);
+  if (call.method == "DELETE") resp = client.Delete(path);
+  if (!resp.ok()) {
+    if (resp.status().code() == StatusCode::kInvalidArgument) return resp.status();
+    return UnavailableError(call.method + " " + base + path + ": " + resp.status().message());
+  }
+  CallResult out;
+  out.status = resp->status;
+  out.method = call.method;
+  out.url = base + path;
+  out.body = OJson::parse(resp->body, nullptr, false);
+  if (out.body.is_discarded()) out.body = resp->body;
+  return out;
+}
+
+}  // namespace cortex::deploy

@@ -1,0 +1,149 @@
+// The deployer: relics on their drivers, kept in their desired state.
+//
+// Each deployed relic has a supervisor (one thread) that drives its workload toward the desired
+// state recorded in the Store: it launches it, checks it is still up, probes its health, restarts
+// it per its policy (with backoff, until a crash loop makes it `failed`) and stops it. Every state
+// change is written to the Store before anyone is told. States:
+//   pending -> starting -> healthy <-> unhealthy;  stopping -> stopped;  failed
+// A healthy relic's endpoints are registered in discovery (and published through the discovery
+// listener, e.g. to Redis); `${<NAME>_URL:-...}` references resolve from there.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "deploy/driver.h"
+#include "exec/process.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+namespace cortex::deploy {
+
+using OJson = nlohmann::ordered_json;
+
+struct DeployerOptions {
+  std::string data_dir;          // relics' folders go in <data_dir>/relics/<name>
+  std::string path_env;          // PATH for relic processes and for resolving their programs
+  int max_restarts = 5;          // consecutive crashes (without becoming healthy) before `failed`
+  Ms restart_backoff{250};       // first delay before a restart, doubled each time...
+  Ms max_restart_backoff{8000};  // ...up to this
+  Ms starting_probe_interval{100};   // how often a starting relic is probed
+  bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
+};
+
+// One healthy relic as discovery serves it.
+struct ServiceRecord {
+  std::string name;
+  std::string url;  // base URL
+  std::string state;
+  std::vector<std::string> endpoints;  // operation names
+  std::string owner;
+  int64_t updated_ms = 0;
+  OJson ToJson() const;
+};
+
+// The answer of a relic operation.
+struct CallResult {
+  int status = 0;
+  OJson body;  // JSON, or the text as a JSON string
+  std::string method, url;
+};
+
+// One HTTP request to a relic (or any URL): the query from `query` (object), the body is `body`
+// as JSON (null: none). Transport failures are Unavailable; any HTTP status is a CallResult.
+struct HttpCall {
+  std::string method = "GET";
+  std::string url;
+  OJson query;
+  OJson body;
+  Ms timeout{30000};
+};
+Result<CallResult> SendHttp(const HttpCall& call);
+
+class Deployer {
+ public:
+  // `compose` may be null (Docker tooling missing): compose relics then fail with a clear error.
+  Deployer(DeployerOptions options, registry::Registry& registry, store::Store& store,
+           std::unique_ptr<RelicDriver> process, std::unique_ptr<RelicDriver> compose);
+  ~Deployer();  // Stop()
+  Deployer(const Deployer&) = delete;
+  Deployer& operator=(const Deployer&) = delete;
+
+  // Loads the recorded deployments: adopts what still runs, restarts what should run.
+  Status Start();
+  // Ends the supervisors. Relics keep running (adopted at the next Start) unless
+  // options.stop_relics_on_exit. Idempotent.
+  void Stop();
+
+  // Called on each discovery change (a relic became healthy: up=true; else up=false), from the
+  // relic's supervisor thread. Set before Start().
+  void SetDiscoveryListener(std::function<void(const ServiceRecord&, bool up)> listener);
+
+  // Records the relic's desired state (running unless !start) and starts its supervisor.
+  // InvalidArgument when the manifest cannot be deployed as written (nothing is recorded),
+  // NotFound for an unknown relic, Unavailable when its runtime is down. An already running
+  // relic is left as it is. Returns its status.
+  Result<OJson> DeployRelic(const std::string& name, bool start = true,
+                            const std::string& owner = "");
+  // Waits until the relic is healthy, failed or stopped (or `timeout`), then returns its status.
+  Result<OJson> WaitRelic(const std::string& name, Ms timeout);
+  Result<OJson> StopRelic(const std::string& name, bool wait = true);
+  Result<OJson> StartRelic(const std::string& name);
+  Result<OJson> RestartRelic(const std::string& name);
+  // Stops it and forgets it (NotFound when it was never deployed).
+  Status DeleteRelic(const std::string& name);
+  Status ScaleRelic(const std::string& name, const std::string& service, int replicas);
+
+  Result<OJson> RelicStatus(const std::string& name) const;
+  OJson ListRelics() const;
+  Result<std::vector<RelicLogLine>> RelicLogs(const std::string& name, const std::string& service,
+                                              size_t tail) const;
+  Status FollowRelicLogs(const std::string& name, const std::string& service, size_t tail,
+                         const std::function<bool(const RelicLogLine*)>& on_line) const;
+
+  // Discovery: the healthy relics.
+  std::vector<ServiceRecord> Services() const;
+  // `<NAME>_URL` of a healthy relic (for `${KV_STORE_URL:-...}`), else the server's environment.
+  std::optional<std::string> Lookup(std::string_view variable) const;
+
+  // Invokes a declared operation of a relic: `{key}` path parameters come from `params`, the
+  // rest go to the query (GET/DELETE/HEAD) or the JSON body (others; `params.body` when given).
+  // NotFound for an unknown relic or operation (listing the known ones), Unavailable when the
+  // relic is deployed but not healthy or cannot be reached.
+  Result<CallResult> CallRelic(const std::string& name, const std::string& operation,
+                               const OJson& params, Ms timeout = Ms(30000)) const;
+
+ private:
+  struct Supervisor;
+  Result<RelicPlan> Plan(const std::string& name, Status* not_found) const;
+  RelicDriver* DriverFor(const std::string& driver) const;
+  std::shared_ptr<Supervisor> Find(const std::string& name) const;
+  void Run(const std::shared_ptr<Supervisor>& sv);
+  void Transition(Supervisor& sv, const std::string& state, const std::string& error);
+  OJson StatusJson(const Supervisor& sv) const;
+  void Publish(const Supervisor& sv, bool up);
+  Result<OJson> Command(const std::string& name, int command, bool wait);
+
+  DeployerOptions options_;
+  registry::Registry& registry_;
+  store::Store& store_;
+  std::unique_ptr<RelicDriver> process_, compose_;
+  std::unique_ptr<exec::ProcessRunner> runner_;  // command health probes
+  std::function<void(const ServiceRecord&, bool)> listener_;
+
+  mutable std::mutex mu_;  // guards supervisors_ and services_
+  std::map<std::string, std::shared_ptr<Supervisor>> supervisors_;
+  std::map<std::string, ServiceRecord> services_;
+  bool stopped_ = false;
+};
+
+}  // namespace cortex::deploy
