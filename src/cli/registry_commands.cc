@@ -27,6 +27,9 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddRunCommand(app, ctx);
   AddExecutionsCommand(app, ctx);
   AddWorkflowsCommand(app, ctx);
+  AddDeployCommand(app, ctx);
+  AddRelicsCommand(app, ctx);
+  AddScaleCommand(app, ctx);
 }
 
 }  // namespace cortex::cli

@@ -34,6 +34,9 @@ void AddDepsCommand(CLI::App& app, Context& ctx);
 void AddRunCommand(CLI::App& app, Context& ctx);
 void AddExecutionsCommand(CLI::App& app, Context& ctx);
 void AddWorkflowsCommand(CLI::App& app, Context& ctx);
+void AddDeployCommand(CLI::App& app, Context& ctx);
+void AddRelicsCommand(CLI::App& app, Context& ctx);
+void AddScaleCommand(CLI::App& app, Context& ctx);
 
 // Shared by `run`, `executions` and `workflows` (defined in verb_executions.cc).
 // "52 ms" below 10 s, else "12.3 s".
