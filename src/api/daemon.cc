@@ -214,6 +214,11 @@ int RunServe(const Settings& settings) {
     log::Error("deploy", "cannot load the recorded deployments: " + st.message());
     return 1;
   }
+  auto monuments = std::make_unique<deploy::Monuments>(*deployer, reg, *state);
+  if (Status st = monuments->Start(); !st.ok()) {
+    log::Error("deploy", "cannot load the recorded monuments: " + st.message());
+    return 1;
+  }
 
   auto relic_caller = std::make_unique<RelicCaller>(deployer.get());
   workflow::ExecutorDispatcher dispatcher(*executor, [&relic_caller](const auto& call, auto done) {
@@ -239,7 +244,9 @@ int RunServe(const Settings& settings) {
     engine->Stop();    // runs stay as recorded: they resume at the next start
     executor.reset();  // cancels running tools, waits for the workers
     relic_caller.reset();
-    deployer->Stop();  // relics keep running unless deploy.stop_relics_on_exit
+    monuments->Shutdown();
+    deployer->Stop();   // relics keep running unless deploy.stop_relics_on_exit
+    monuments.reset();  // after the deployer: a deployment in progress ends at once
     redis.reset();
   }};
   WorkflowRouteOptions wroutes;
@@ -249,7 +256,7 @@ int RunServe(const Settings& settings) {
     AddRegistryRoutes(srv, reg);
     AddExecuteRoutes(srv, *executor, *state);
     AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
-    AddDeployRoutes(srv, *deployer);
+    AddDeployRoutes(srv, *deployer, *monuments);
   });
   if (!gateway.ok()) {
     log::Error("serve", gateway.status().message());
@@ -279,7 +286,7 @@ int RunServe(const Settings& settings) {
   std::unique_ptr<http::Server> deployer_server;
   if (s.services.deployer) {
     auto r = StartServer(*s.services.deployer, s, "deployment-controller",
-                         [&](http::Server& srv) { AddDeployRoutes(srv, *deployer); });
+                         [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); });
     if (!r.ok()) {
       log::Error("serve", r.status().message());
       return 1;

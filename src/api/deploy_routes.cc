@@ -90,6 +90,18 @@ http::Response Deploy(deploy::Deployer& deployer, const http::Request& req, std:
   return Settled(*done);
 }
 
+// The lines of a log answer.
+Json LinesJson(const std::vector<deploy::RelicLogLine>& lines) {
+  Json out = Json::array();
+  for (const auto& l : lines) {
+    Json j = {{"line", l.text}};
+    if (!l.service.empty()) j["service"] = l.service;
+    if (l.is_stderr) j["stream"] = "stderr";
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 http::Response Logs(deploy::Deployer& deployer, const http::Request& req) {
   const std::string name = req.PathParam("name");
   const std::string service = req.Query("service").value_or("");
@@ -121,19 +133,110 @@ http::Response Logs(deploy::Deployer& deployer, const http::Request& req) {
   }
   auto lines = deployer.RelicLogs(name, service, tail);
   if (!lines.ok()) return ErrorFromStatus(lines.status());
-  Json out = Json::array();
-  for (const auto& l : *lines) {
-    Json j = {{"line", l.text}};
-    if (!l.service.empty()) j["service"] = l.service;
-    if (l.is_stderr) j["stream"] = "stderr";
-    out.push_back(std::move(j));
-  }
+  Json out = LinesJson(*lines);
   return Ok({{"relic", name}, {"count", out.size()}, {"lines", out}});
+}
+
+http::Response DeployMonument(deploy::Monuments& monuments, const http::Request& req,
+                              std::string name) {
+  auto body = BodyObject(req);
+  if (!body.ok()) return ErrorFromStatus(body.status());
+  if (name.empty()) {
+    auto n = body->find("name");
+    if (n != body->end() && n->is_string()) name = n->get<std::string>();
+    if (name.empty()) name = req.Query("name").value_or("");
+    if (name.empty()) {
+      return ErrorFromStatus(InvalidArgumentError("name: the monument to deploy is required"));
+    }
+  }
+  auto env = body->find("environment");
+  if (env != body->end() && !env->is_string()) {
+    return ErrorFromStatus(InvalidArgumentError("environment must be a string"));
+  }
+  bool wait = false;
+  std::chrono::milliseconds timeout{};
+  if (Status s = WaitOptions(req, *body, &wait, &timeout); !s.ok()) return ErrorFromStatus(s);
+  auto st = monuments.Deploy(name, env == body->end() ? "default" : env->get<std::string>());
+  if (!st.ok()) return ErrorFromStatus(st.status());
+  if (!wait) return Ok(*st, 202);
+  auto done = monuments.Wait(name, timeout);
+  if (!done.ok()) return ErrorFromStatus(done.status());
+  const std::string state = done->value("state", "");
+  if (state == "failed") {
+    return http::ErrorResponse(502, "deploy_failed",
+                               "monument " + name + ": " + done->value("error", ""),
+                               done->dump(-1, ' ', false, Json::error_handler_t::replace));
+  }
+  return Ok(*done, state == "healthy" ? 200 : 202);
+}
+
+void AddMonumentRoutes(http::Server& server, deploy::Monuments& monuments) {
+  server.Handle("POST", "/deploy/monument", [&monuments](const http::Request& req) {
+    return DeployMonument(monuments, req, "");
+  });
+  server.Handle("POST", "/deploy/monument/{name}", [&monuments](const http::Request& req) {
+    return DeployMonument(monuments, req, req.PathParam("name"));
+  });
+  server.Handle("GET", "/monuments", [&monuments](const http::Request&) {
+    Json all = monuments.List();
+    return Ok({{"count", all.size()}, {"monuments", all}});
+  });
+  auto status = [&monuments](const http::Request& req) {
+    auto s = monuments.Get(req.PathParam("name"));
+    if (!s.ok()) return ErrorFromStatus(s.status());
+    return Ok(*s);
+  };
+  server.Handle("GET", "/monuments/{name}", status);
+  server.Handle("GET", "/monuments/{name}/status", status);
+  server.Handle("GET", "/monuments/{name}/health", [&monuments](const http::Request& req) {
+    auto h = monuments.Health(req.PathParam("name"));
+    if (!h.ok()) return ErrorFromStatus(h.status());
+    return Ok(*h, h->value("status", "") == "healthy" ? 200 : 503);
+  });
+  server.Handle("POST", "/monuments/{name}/scale", [&monuments](const http::Request& req) {
+    auto body = BodyObject(req);
+    if (!body.ok()) return ErrorFromStatus(body.status());
+    auto replicas = body->find("replicas");
+    auto service = body->find("service");
+    if (service == body->end() || !service->is_string() || service->get<std::string>().empty()) {
+      return ErrorFromStatus(
+          InvalidArgumentError("service: the relic (or relic/service) to scale is required"));
+    }
+    if (replicas == body->end() || !replicas->is_number_integer() || replicas->get<int>() < 0) {
+      return ErrorFromStatus(InvalidArgumentError("replicas must be a whole number >= 0"));
+    }
+    const std::string name = req.PathParam("name");
+    if (Status s = monuments.Scale(name, service->get<std::string>(), replicas->get<int>());
+        !s.ok()) {
+      return ErrorFromStatus(s);
+    }
+    return Ok({{"name", name}, {"service", *service}, {"replicas", *replicas}});
+  });
+  server.Handle("GET", "/monuments/{name}/logs", [&monuments](const http::Request& req) {
+    size_t tail = 100;
+    if (auto t = req.Query("tail")) tail = static_cast<size_t>(std::max(0L, std::atol(t->c_str())));
+    auto lines = monuments.Logs(req.PathParam("name"), req.Query("service").value_or(""), tail);
+    if (!lines.ok()) return ErrorFromStatus(lines.status());
+    Json out = LinesJson(*lines);
+    return Ok({{"monument", req.PathParam("name")}, {"count", out.size()}, {"lines", out}});
+  });
+  server.Handle("POST", "/monuments/{name}/stop", [&monuments](const http::Request& req) {
+    auto s = monuments.StopAll(req.PathParam("name"), false);
+    if (!s.ok()) return ErrorFromStatus(s.status());
+    return Ok(*s);
+  });
+  server.Handle("DELETE", "/monuments/{name}", [&monuments](const http::Request& req) {
+    auto s = monuments.StopAll(req.PathParam("name"), true);
+    if (!s.ok()) return ErrorFromStatus(s.status());
+    return Ok(*s);
+  });
 }
 
 }  // namespace
 
-void AddDeployRoutes(http::Server& server, deploy::Deployer& deployer) {
+void AddDeployRoutes(http::Server& server, deploy::Deployer& deployer,
+                     deploy::Monuments& monuments) {
+  AddMonumentRoutes(server, monuments);
   server.Handle("POST", "/deploy/relic",
                 [&deployer](const http::Request& req) { return Deploy(deployer, req, ""); });
   server.Handle("POST", "/deploy/relic/{name}", [&deployer](const http::Request& req) {
