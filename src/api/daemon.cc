@@ -15,6 +15,7 @@
 #include "api/workflow_routes.h"
 #include "common/log.h"
 #include "cortex/version.h"
+#include "deploy/compose_driver.h"
 #include "deploy/discovery_redis.h"
 #include "deploy/process_driver.h"
 #include "exec/executor.h"
@@ -201,11 +202,26 @@ int RunServe(const Settings& settings) {
   dopts.path_env = search_path;
   dopts.max_restarts = static_cast<int>(s.deploy.max_restarts);
   dopts.stop_relics_on_exit = s.deploy.stop_relics_on_exit;
+  std::unique_ptr<deploy::RelicDriver> compose_driver;
+  {
+    deploy::ComposeDriverOptions copts;
+    copts.path_env = search_path;
+    const char* home = std::getenv("HOME");
+    copts.home = home ? home : s.data_dir;
+    copts.override_dir = s.data_dir + "/compose";
+    std::filesystem::create_directories(copts.override_dir, ec);
+    auto d = deploy::ComposeDriver::Create(copts);
+    if (d.ok()) {
+      compose_driver = std::move(d).value();
+    } else {
+      log::Warn("deploy", "compose relics cannot be deployed: " + d.status().message());
+    }
+  }
   auto deployer = std::make_unique<deploy::Deployer>(
       dopts, reg, *state,
       std::make_unique<deploy::ProcessDriver>(
           deploy::ProcessDriverOptions{.relics_dir = s.data_dir + "/relics"}),
-      nullptr);
+      std::move(compose_driver));
   if (redis) {
     deployer->SetDiscoveryListener(
         [&redis](const deploy::ServiceRecord& r, bool up) { redis->Publish(r, up); });

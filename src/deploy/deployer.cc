@@ -465,6 +465,11 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
                             " driver, which is not available on this server (Docker Compose "
                             "was not found)");
   }
+  if (start) {
+    if (Status s = DriverFor(plan->driver)->Available(); !s.ok()) {
+      return Status(s.code(), "relic " + name + ": " + s.message());
+    }
+  }
   if (auto sv = Find(name)) {
     std::unique_lock l(sv->mu);
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
