@@ -29,6 +29,7 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddWorkflowsCommand(app, ctx);
   AddDeployCommand(app, ctx);
   AddRelicsCommand(app, ctx);
+  AddMonumentsCommand(app, ctx);
   AddScaleCommand(app, ctx);
 }
 

@@ -1,10 +1,12 @@
 // cortex deploy relic NAME [--wait]: deploy a relic and follow it to healthy (or failed).
 // cortex relics ls|status|logs|stop|start|restart|rm|call: deployed relics (GET /relics...).
-// cortex scale RELIC REPLICAS [--service S]: scale a compose relic's service.
+// cortex deploy monument NAME [--wait], cortex monuments ls|status|health|logs|stop|rm.
+// cortex scale RELIC REPLICAS [--service S] [--monument M]: scale a compose relic's service.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -15,7 +17,7 @@ namespace cortex::cli {
 
 namespace {
 
-constexpr int kLabelWidth = 12;
+constexpr int kLabelWidth = 13;
 constexpr auto kPollInterval = std::chrono::milliseconds(200);
 using Clock = std::chrono::steady_clock;
 
@@ -138,11 +140,56 @@ int Logs(const Context& ctx, const std::string& name, size_t tail, bool follow,
   return kExitOk;
 }
 
+std::string MonumentPath(const std::string& name) { return "/monuments/" + PathSegment(name); }
+
+// Polls the monument, printing one line per component whose state changes (elapsed, stage,
+// component, state, health), until the deployment ends. Exit 0 when it is healthy.
+int FollowMonument(ApiClient& api, const std::string& name, std::chrono::milliseconds timeout) {
+  const auto start = Clock::now();
+  std::map<std::string, std::string> last;
+  for (;;) {
+    auto m = api.GetJson(MonumentPath(name));
+    if (!m) return api.exit_code();
+    double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(1) << secs << "s";
+    for (const auto& c : (*m)["components"]) {
+      std::string key = Text(c, "kind") + "/" + Text(c, "name");
+      std::string line = Text(c, "state");
+      if (c.contains("health")) line += "  " + HealthLine(c);
+      if (!Text(c, "error").empty() && Text(c, "state") != "healthy") {
+        line += "  (" + Text(c, "error") + ")";
+      }
+      if (last[key] == line) continue;
+      last[key] = line;
+      std::string stage = c.contains("stage") ? "[" + Text(c, "stage") + "] " : "    ";
+      std::cout << std::setw(7) << t.str() << "  " << stage << key << "  " << line << std::endl;
+    }
+    std::string state = Text(*m, "state");
+    if (state == "healthy") {
+      std::cout << name << ": deployed\n";
+      return kExitOk;
+    }
+    if (state == "failed" || state == "stopped") {
+      std::cerr << "error: " << name << " " << state
+                << (Text(*m, "error").empty() ? "" : ": " + Text(*m, "error")) << "\n";
+      return kExitApiError;
+    }
+    if (Clock::now() - start > timeout) {
+      std::cerr << "error: " << name << " is still " << state << "\n";
+      return kExitApiError;
+    }
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
 std::chrono::milliseconds Seconds(double s) {
   return std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
 }
 
 }  // namespace
+
+void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx);
 
 void AddDeployCommand(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("deploy", "Deploy a relic (or a monument) from the registry");
@@ -164,6 +211,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
   relic->add_option("--timeout", o->timeout, "With --wait: give up after this many seconds")
       ->check(CLI::Range(1.0, 3600.0))
       ->capture_default_str();
+  AddDeployMonumentCommand(cmd, ctx);
   relic->callback([&ctx, o] {
     ApiClient api(ctx.server);
     Json body = {{"name", o->name}, {"auto_start", !o->no_start}};
@@ -184,6 +232,163 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
                   << "\n";
       }
     }
+  });
+}
+
+void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
+  struct Options {
+    std::string name, environment = "default";
+    bool wait = false;
+    double timeout = 600;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = deploy->add_subcommand(
+      "monument", "Deploy a monument: its relics stage by stage, then its workflows and agents");
+  cmd->fallthrough();
+  cmd->add_option("name", o->name, "The monument's name")->required();
+  cmd->add_option("-e,--env", o->environment, "The environment (recorded with the deployment)")
+      ->capture_default_str();
+  cmd->add_flag("-w,--wait", o->wait,
+                "Follow it, one line per component change, until it is deployed (exit 0) or "
+                "failed and rolled back (exit 1)");
+  cmd->add_option("--timeout", o->timeout, "With --wait: give up after this many seconds")
+      ->check(CLI::Range(1.0, 3600.0))
+      ->capture_default_str();
+  cmd->callback([&ctx, o] {
+    ApiClient api(ctx.server);
+    Json body = {{"name", o->name}, {"environment", o->environment}};
+    auto r = api.PostJson("/deploy/monument", body.dump());
+    if (!r) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    if (!o->wait) {
+      std::cout << o->name << ": " << Text(*r, "state") << "\n";
+      ctx.exit_code = kExitOk;
+      return;
+    }
+    ctx.exit_code = FollowMonument(api, o->name, Seconds(o->timeout));
+  });
+}
+
+void AddMonumentsCommand(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand(
+      "monuments", "Deployed monuments: list, show, health, logs, stop, remove (default: ls)");
+  cmd->fallthrough();
+  auto list = [&ctx] {
+    ApiClient api(ctx.server);
+    auto r = api.GetJson("/monuments");
+    if (!r) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    Table t({"NAME", "ENVIRONMENT", "STATE", "RELICS", "ERROR"});
+    for (const auto& m : (*r)["monuments"]) {
+      int relics = 0, healthy = 0;
+      for (const auto& c : m["components"]) {
+        if (Text(c, "kind") != "relic") continue;
+        ++relics;
+        healthy += Text(c, "state") == "healthy" ? 1 : 0;
+      }
+      t.AddRow({Text(m, "name"), Text(m, "environment"), Text(m, "state"),
+                std::to_string(healthy) + "/" + std::to_string(relics) + " healthy",
+                Truncate(Text(m, "error"), 60)});
+    }
+    if (t.size() == 0) {
+      std::cout << "No monuments deployed.\n";
+    } else {
+      t.Print(std::cout);
+    }
+    ctx.exit_code = kExitOk;
+  };
+  cmd->add_subcommand("ls", "List deployed monuments")->alias("list")->callback(list);
+
+  struct Named {
+    const char* name;
+    const char* help;
+  };
+  for (const Named& n : {Named{"status", "Show a monument and each component's state"},
+                         Named{"health", "A monument's aggregate health (exit 1 unless healthy)"},
+                         Named{"stop", "Stop the relics it deployed (newest stage first)"},
+                         Named{"rm", "Stop and forget the monument and the relics it deployed"}}) {
+    auto name = std::make_shared<std::string>();
+    auto* sub = cmd->add_subcommand(n.name, n.help);
+    sub->fallthrough();
+    sub->add_option("name", *name, "The monument's name")->required();
+    std::string verb = n.name;
+    sub->callback([&ctx, name, verb] {
+      ApiClient api(ctx.server);
+      std::optional<Json> r;
+      if (verb == "status") r = api.GetJson(MonumentPath(*name));
+      if (verb == "health") {
+        auto resp = api.Get(MonumentPath(*name) + "/health");
+        // 503 (not healthy) still carries the health: show it.
+        if (resp) r = Json::parse(resp->body, nullptr, false);
+      }
+      if (verb == "stop") r = api.PostJson(MonumentPath(*name) + "/stop", "{}");
+      if (verb == "rm") r = api.DeleteJson(MonumentPath(*name));
+      if (!r || r->is_discarded()) {
+        ctx.exit_code = api.exit_code() == kExitOk ? kExitApiError : api.exit_code();
+        return;
+      }
+      if (verb == "rm") {
+        std::cout << *name << ": deleted\n";
+      } else if (verb == "health") {
+        std::cout << *name << ": " << Text(*r, "status") << " (" << Text(*r, "healthy_relics")
+                  << "/" << Text(*r, "relics") << " relics healthy)\n";
+        for (const auto& c : (*r)["components"]) {
+          std::cout << "  " << Text(c, "kind") << "/" << Text(c, "name") << "  " << Text(c, "state")
+                    << (Text(c, "error").empty() ? "" : "  (" + Text(c, "error") + ")") << "\n";
+        }
+        ctx.exit_code = Text(*r, "status") == "healthy" ? kExitOk : kExitApiError;
+        return;
+      } else {
+        PrintField(std::cout, "Name", Text(*r, "name"), kLabelWidth);
+        PrintField(std::cout, "Environment", Text(*r, "environment"), kLabelWidth);
+        PrintField(std::cout, "State", Text(*r, "state"), kLabelWidth);
+        if (!Text(*r, "error").empty())
+          PrintField(std::cout, "Error", Text(*r, "error"), kLabelWidth);
+        Table t({"STAGE", "COMPONENT", "STATE", "DETAIL"});
+        for (const auto& c : (*r)["components"]) {
+          std::string detail = c.contains("health") ? HealthLine(c) : "";
+          if (!Text(c, "error").empty()) detail = Text(c, "error");
+          t.AddRow({Text(c, "stage"), Text(c, "kind") + "/" + Text(c, "name"), Text(c, "state"),
+                    Truncate(detail, 60)});
+        }
+        std::cout << "\n";
+        t.Print(std::cout);
+      }
+      ctx.exit_code = kExitOk;
+    });
+  }
+
+  struct LogOptions {
+    std::string name, service;
+    size_t tail = 100;
+  };
+  auto lo = std::make_shared<LogOptions>();
+  auto* logs = cmd->add_subcommand("logs", "Print the output of a monument's relics");
+  logs->fallthrough();
+  logs->add_option("name", lo->name, "The monument's name")->required();
+  logs->add_option("--service", lo->service, "Only this relic (or relic/compose-service)");
+  logs->add_option("-n,--tail", lo->tail, "How many of the last lines per relic")
+      ->capture_default_str();
+  logs->callback([&ctx, lo] {
+    ApiClient api(ctx.server);
+    auto r =
+        api.GetJson(MonumentPath(lo->name) + "/logs" +
+                    QueryString({{"tail", std::to_string(lo->tail)}, {"service", lo->service}}));
+    if (!r) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    for (const auto& l : (*r)["lines"]) {
+      std::cout << Text(l, "service") << " | " << Text(l, "line") << "\n";
+    }
+    ctx.exit_code = kExitOk;
+  });
+  cmd->callback([cmd, list] {
+    if (cmd->get_subcommands().empty()) list();
   });
 }
 
@@ -327,11 +532,13 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
 
 void AddScaleCommand(CLI::App& app, Context& ctx) {
   struct Options {
-    std::string relic, service;
+    std::string relic, service, monument;
     int replicas = 1;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("scale", "Scale a compose relic's service to N containers");
+  cmd->add_option("--monument", o->monument,
+                  "Scale the relic as a component of this monument (POST /monuments/M/scale)");
   cmd->add_option("relic", o->relic, "The relic's name")->required();
   cmd->add_option("replicas", o->replicas, "How many containers")
       ->required()
@@ -342,7 +549,12 @@ void AddScaleCommand(CLI::App& app, Context& ctx) {
     ApiClient api(ctx.server);
     Json body = {{"replicas", o->replicas}};
     if (!o->service.empty()) body["service"] = o->service;
-    auto r = api.PostJson(RelicPath(o->relic) + "/scale", body.dump());
+    std::string path = RelicPath(o->relic) + "/scale";
+    if (!o->monument.empty()) {
+      body["service"] = o->relic + (o->service.empty() ? "" : "/" + o->service);
+      path = MonumentPath(o->monument) + "/scale";
+    }
+    auto r = api.PostJson(path, body.dump());
     if (!r) {
       ctx.exit_code = api.exit_code();
       return;

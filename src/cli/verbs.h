@@ -36,6 +36,7 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx);
 void AddWorkflowsCommand(CLI::App& app, Context& ctx);
 void AddDeployCommand(CLI::App& app, Context& ctx);
 void AddRelicsCommand(CLI::App& app, Context& ctx);
+void AddMonumentsCommand(CLI::App& app, Context& ctx);
 void AddScaleCommand(CLI::App& app, Context& ctx);
 
 // Shared by `run`, `executions` and `workflows` (defined in verb_executions.cc).
