@@ -584,23 +584,13 @@ Status Deployer::DeleteRelic(const std::string& name) {
 }
 
 Status Deployer::ScaleRelic(const std::string& name, const std::string& service, int replicas) {
-  auto sv = Find(name);
-  if (!sv) return NotFoundError("relic " + name + " is not deployed");
   if (replicas < 0) return InvalidArgumentError("replicas must be 0 or more");
-  RelicPlan plan;
-  store::DeploymentRecord rec;
-  RelicDriver* driver;
-  {
-    std::lock_guard l(sv->mu);
-    if (!sv->launched) {
-      return FailedPreconditionError("relic " + name + " is not running (state: " + sv->rec.state +
-                                     ")");
-    }
-    plan = sv->plan;
-    rec = sv->rec;
-    driver = sv->driver;
+  CORTEX_ASSIGN_OR_RETURN(Workload w, Copy(name));
+  if (!w.launched) {
+    return FailedPreconditionError("relic " + name + " is not running (state: " + w.rec.state +
+                                   ")");
   }
-  return driver->Scale(plan, rec, service, replicas);
+  return w.driver->Scale(w.plan, w.rec, service, replicas);
 }
 
 Result<OJson> Deployer::RelicStatus(const std::string& name) const {
@@ -624,39 +614,27 @@ OJson Deployer::ListRelics() const {
   return out;
 }
 
+Result<Deployer::Workload> Deployer::Copy(const std::string& name) const {
+  auto sv = Find(name);
+  if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  std::lock_guard l(sv->mu);
+  if (!sv->driver) {
+    return FailedPreconditionError("relic " + name + " has no driver on this server");
+  }
+  return Workload{sv->plan, sv->rec, sv->driver, sv->launched};
+}
+
 Result<std::vector<RelicLogLine>> Deployer::RelicLogs(const std::string& name,
                                                       const std::string& service,
                                                       size_t tail) const {
-  auto sv = Find(name);
-  if (!sv) return NotFoundError("relic " + name + " is not deployed");
-  RelicPlan plan;
-  store::DeploymentRecord rec;
-  RelicDriver* driver;
-  {
-    std::lock_guard l(sv->mu);
-    plan = sv->plan;
-    rec = sv->rec;
-    driver = sv->driver;
-  }
-  if (!driver) return FailedPreconditionError("relic " + name + " has no driver on this server");
-  return driver->Logs(plan, rec, service, tail);
+  CORTEX_ASSIGN_OR_RETURN(Workload w, Copy(name));
+  return w.driver->Logs(w.plan, w.rec, service, tail);
 }
 
 Status Deployer::FollowRelicLogs(const std::string& name, const std::string& service, size_t tail,
                                  const std::function<bool(const RelicLogLine*)>& on_line) const {
-  auto sv = Find(name);
-  if (!sv) return NotFoundError("relic " + name + " is not deployed");
-  RelicPlan plan;
-  store::DeploymentRecord rec;
-  RelicDriver* driver;
-  {
-    std::lock_guard l(sv->mu);
-    plan = sv->plan;
-    rec = sv->rec;
-    driver = sv->driver;
-  }
-  if (!driver) return FailedPreconditionError("relic " + name + " has no driver on this server");
-  return driver->FollowLogs(plan, rec, service, tail, on_line);
+  CORTEX_ASSIGN_OR_RETURN(Workload w, Copy(name));
+  return w.driver->FollowLogs(w.plan, w.rec, service, tail, on_line);
 }
 
 std::vector<ServiceRecord> Deployer::Services() const {

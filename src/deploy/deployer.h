@@ -124,6 +124,14 @@ class Deployer {
 
  private:
   struct Supervisor;
+  // A copy of what a relic's supervisor holds, for calls into its driver outside its lock.
+  struct Workload {
+    RelicPlan plan;
+    store::DeploymentRecord rec;
+    RelicDriver* driver = nullptr;
+    bool launched = false;
+  };
+  Result<Workload> Copy(const std::string& name) const;
   Result<RelicPlan> Plan(const std::string& name, Status* not_found) const;
   RelicDriver* DriverFor(const std::string& driver) const;
   std::shared_ptr<Supervisor> Find(const std::string& name) const;
