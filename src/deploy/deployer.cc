@@ -125,6 +125,11 @@ Status Deployer::Start() {
     sv->driver = DriverFor(rec.driver);
     sv->launched = rec.pid > 0 || !rec.project.empty();
     sv->rec = std::move(rec);
+    sv->started = Clock::now();
+    if (sv->launched && sv->rec.desired == "running" && sv->rec.state != "failed") {
+      // Adopted: it is healthy again (and back in discovery) once its first probe passes.
+      sv->rec.state = "starting";
+    }
     if (!sv->driver) {
       sv->rec.state = "failed";
       sv->rec.error = "the " + sv->rec.driver + " driver is not available on this server";
@@ -337,6 +342,20 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       if (!obs.running) {
         sv.launched = false;
         sv.health = "unknown";
+        if (Clock::now() - sv.started > options_.stable_after) sv.crashes = 0;
+        {
+          // What it said last usually says why ("Address already in use").
+          l.unlock();
+          auto last = sv.driver->Logs(plan, rec, "", 1);
+          l.lock();
+          if (last.ok() && !last->empty() && !last->back().text.empty() &&
+              last->back().text.rfind("--- cortex:", 0) != 0) {
+            std::string text = last->back().text;
+            if (text.size() > 300) text = text.substr(0, 300) + "...";
+            obs.detail += "; its last output: " + text;
+          }
+          if (sv.quit || sv.wake != seen) continue;
+        }
         const RestartPolicy policy = sv.plan.restart;
         if (policy == RestartPolicy::kNever ||
             (policy == RestartPolicy::kOnFailure && obs.exited_cleanly)) {
@@ -381,13 +400,17 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       sv.last_probe_ms = exec::NowMs();
       sv.probe_error = pr.error;
       const std::string state = sv.rec.state;
+      if (pr.ok && spec.type == ProbeSpec::Type::kNone &&
+          Clock::now() - sv.started < options_.min_uptime) {
+        // No check: healthy once it has stayed up a moment (not when it exits at once).
+        sv.next_probe = sv.started + options_.min_uptime;
+        wait_until(std::min(Clock::now() + sv.driver->observe_interval(), sv.next_probe));
+        continue;
+      }
       if (pr.ok) {
         sv.failures = 0;
         sv.health = "passing";
-        if (state != "healthy") {
-          sv.crashes = 0;
-          Transition(sv, "healthy", "");
-        }
+        if (state != "healthy") Transition(sv, "healthy", "");
       } else {
         ++sv.failures;
         sv.health = "failing";
@@ -401,6 +424,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         } else if (sv.failures >= spec.retries) {
           if (state == "healthy") Transition(sv, "unhealthy", pr.error);
           if (sv.plan.restart != RestartPolicy::kNever) {
+            if (Clock::now() - sv.started > options_.stable_after) sv.crashes = 0;
             ++sv.crashes;
             if (sv.crashes > options_.max_restarts) {
               stop_workload("failed", "unhealthy " + std::to_string(sv.crashes) +

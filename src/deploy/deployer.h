@@ -36,7 +36,11 @@ struct DeployerOptions {
   int max_restarts = 5;          // consecutive crashes (without becoming healthy) before `failed`
   Ms restart_backoff{250};       // first delay before a restart, doubled each time...
   Ms max_restart_backoff{8000};  // ...up to this
-  Ms starting_probe_interval{100};   // how often a starting relic is probed
+  Ms starting_probe_interval{100};  // how often a starting relic is probed
+  // A relic up this long is past its start-up: the count of crashes in a row starts again.
+  Ms stable_after{10000};
+  // A relic without a health check counts as healthy once it has been up this long.
+  Ms min_uptime{500};
   bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
 };
 

@@ -28,7 +28,9 @@ Ms ToMs(const std::optional<registry::Duration>& d, Ms fallback) {
 std::string Absolute(const std::string& base_dir, const std::string& path) {
   fs::path p(path);
   if (p.is_relative()) p = fs::path(base_dir) / p;
-  return p.lexically_normal().string();
+  std::string out = p.lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
 }
 
 // argv[0] as an absolute path: a path (with '/') relative to `cwd`, else looked up in PATH.

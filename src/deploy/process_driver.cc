@@ -1,8 +1,10 @@
 #include "deploy/process_driver.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,7 +91,33 @@ std::string ProcessDriver::LogPath(const std::string& relic) const {
   return options_.relics_dir + "/" + relic + "/output.log";
 }
 
+namespace {
+
+// FailedPrecondition when something already listens on the port (any address): the relic
+// could not bind it, and a health check would talk to the other program.
+Status CheckPortFree(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::Ok();
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0 && err == EADDRINUSE) {
+    return FailedPreconditionError("deployment.port: port " + std::to_string(port) +
+                                   " is already in use by another program");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& record) {
+  if (plan.port) CORTEX_RETURN_IF_ERROR(CheckPortFree(*plan.port));
   std::error_code ec;
   fs::create_directories(options_.relics_dir + "/" + plan.name + "/data", ec);
   if (ec) return UnavailableError("cannot create the relic's folder: " + ec.message());

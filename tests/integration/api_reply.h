@@ -52,11 +52,13 @@ inline Reply Post(http::Client& c, const std::string& path, const std::string& b
 
 // The API's error fields ({"error": {"code", "message", "details"}}).
 inline std::string ErrorCode(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "<no error object: " + r.body + ">";
+  if (!r.json.is_object() || !r.json.contains("error") || !r.json["error"].is_object()) {
+    return "<no error object: " + r.body + ">";
+  }
   return r.json["error"].value("code", "<no code>");
 }
 inline std::string ErrorMessage(const Reply& r) {
-  if (!r.json.is_object() || !r.json.contains("error")) return "";
+  if (!r.json.is_object() || !r.json.contains("error") || !r.json["error"].is_object()) return "";
   return r.json["error"].value("message", "");
 }
 
