@@ -315,6 +315,18 @@ Result<std::string> ComposeCli::WriteOverrideFrom(const ComposeProject& project,
   section("services", config.services);
   section("networks", config.networks);
   section("volumes", config.volumes);
+  if (!project.external_networks.empty()) {
+    for (const auto& service : config.services) {
+      nlohmann::ordered_json nets = {{"default", nlohmann::ordered_json::object()}};
+      for (const auto& n : project.external_networks) {
+        nets[EscapeDollars(n)] = nlohmann::ordered_json::object();
+      }
+      doc["services"][EscapeDollars(service)]["networks"] = std::move(nets);
+    }
+    for (const auto& n : project.external_networks) {
+      doc["networks"][EscapeDollars(n)] = {{"external", true}};
+    }
+  }
 
   std::string path = OverridePath(project);
   std::error_code ec;

@@ -37,6 +37,9 @@ struct ComposeProject {
   // (PATH, HOME and DOCKER_HOST are Cortex's and cannot be overridden from here).
   std::vector<std::string> env;
   std::string override_dir;  // where <name>.override.yml is written ("" = no labels added)
+  // Networks created outside the project (e.g. a monument's) that every service joins, beside
+  // the project's own default network. Written in the override file (so needs override_dir).
+  std::vector<std::string> external_networks;
 };
 
 struct CommandResult {

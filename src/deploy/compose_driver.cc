@@ -38,8 +38,14 @@ ComposeDriver::ComposeDriver(ComposeDriverOptions options, ComposeCli cli)
 
 Status ComposeDriver::Available() const { return docker_.Ping(); }
 
-ComposeProject ComposeDriver::Project(const RelicPlan& plan) const {
+std::string MonumentNetwork(const std::string& monument) {
+  return ComposeProjectName(monument) + "_net";
+}
+
+ComposeProject ComposeDriver::Project(const RelicPlan& plan,
+                                      const store::DeploymentRecord& record) const {
   ComposeProject p;
+  if (!record.owner.empty()) p.external_networks.push_back(MonumentNetwork(record.owner));
   p.name = ComposeProjectName(plan.name);
   p.compose_file = plan.compose_file;
   p.project_dir = plan.cwd;
@@ -53,7 +59,14 @@ ComposeProject ComposeDriver::Project(const RelicPlan& plan) const {
 
 Status ComposeDriver::Start(const RelicPlan& plan, store::DeploymentRecord& record) {
   CORTEX_RETURN_IF_ERROR(docker_.Ping());
-  ComposeProject project = Project(plan);
+  ComposeProject project = Project(plan, record);
+  if (!record.owner.empty()) {
+    // The monument's network: its compose relics reach each other by service name on it.
+    auto net =
+        docker_.CreateNetwork(MonumentNetwork(record.owner),
+                              {{"cortex.managed", "true"}, {"cortex.monument", record.owner}});
+    if (!net.ok()) return net.status();
+  }
   CORTEX_RETURN_IF_ERROR(cli_.Validate(project).status());
   std::map<std::string, int> scale;
   {
@@ -68,7 +81,7 @@ Status ComposeDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
 
 Status ComposeDriver::Stop(const RelicPlan& plan, store::DeploymentRecord& record) {
   if (record.project.empty()) return Status::Ok();
-  ComposeProject project = Project(plan);
+  ComposeProject project = Project(plan, record);
   project.name = record.project;
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(plan.stop_timeout + Ms(999));
   Status down = plan.compose_file.empty() ? NotFoundError("no compose file")
@@ -82,6 +95,10 @@ Status ComposeDriver::Stop(const RelicPlan& plan, store::DeploymentRecord& recor
     if (!n.ok()) return n;
   }
   record.project.clear();
+  if (!record.owner.empty()) {
+    // Removed with the monument's last compose relic (in use by another: it stays).
+    (void)docker_.RemoveNetwork(MonumentNetwork(record.owner));
+  }
   return Status::Ok();
 }
 
@@ -140,7 +157,7 @@ Observation ComposeDriver::Observe(const RelicPlan& plan, store::DeploymentRecor
 
 Status ComposeDriver::Scale(const RelicPlan& plan, store::DeploymentRecord& record,
                             const std::string& service, int replicas) {
-  ComposeProject project = Project(plan);
+  ComposeProject project = Project(plan, record);
   project.name = record.project;
   std::string svc = service;
   if (svc.empty()) {

@@ -19,6 +19,9 @@ struct ComposeDriverOptions {
   std::string override_dir;  // where Cortex writes each project's label override file
 };
 
+// The network a monument's compose relics share: "cortex_<monument>_net".
+std::string MonumentNetwork(const std::string& monument);
+
 class ComposeDriver final : public RelicDriver {
  public:
   // FailedPrecondition when no Compose CLI is installed.
@@ -41,7 +44,7 @@ class ComposeDriver final : public RelicDriver {
 
  private:
   ComposeDriver(ComposeDriverOptions options, ComposeCli cli);
-  ComposeProject Project(const RelicPlan& plan) const;
+  ComposeProject Project(const RelicPlan& plan, const store::DeploymentRecord& record) const;
   Result<std::vector<docker::Container>> Containers(const std::string& project,
                                                     const std::string& service) const;
 
