@@ -287,6 +287,11 @@ void AddDeployRoutes(http::Server& server, deploy::Deployer& deployer,
     if (Status s = deployer.DeleteRelic(name); !s.ok()) return ErrorFromStatus(s);
     return Ok({{"name", name}, {"deleted", true}});
   });
+  server.Handle("GET", "/relics/{name}/stats", [&deployer](const http::Request& req) {
+    auto s = deployer.RelicStats(req.PathParam("name"));
+    if (!s.ok()) return ErrorFromStatus(s.status());
+    return Ok(*s);
+  });
   server.Handle("GET", "/relics/{name}/logs",
                 [&deployer](const http::Request& req) { return Logs(deployer, req); });
   server.Handle("POST", "/relics/{name}/scale", [&deployer](const http::Request& req) {

@@ -176,6 +176,37 @@ Status ComposeDriver::Scale(const RelicPlan& plan, store::DeploymentRecord& reco
   return Status::Ok();
 }
 
+Result<OJson> ComposeDriver::Stats(const RelicPlan& plan, const store::DeploymentRecord& record) {
+  if (record.project.empty())
+    return FailedPreconditionError("relic " + plan.name + " is not running");
+  CORTEX_ASSIGN_OR_RETURN(auto list, Containers(record.project, ""));
+  // One-shot stats take about a second each (two samples): ask for them all at once.
+  std::vector<std::pair<const docker::Container*, Result<docker::Stats>>> got;
+  std::vector<std::thread> threads;
+  got.reserve(list.size());
+  for (const auto& c : list) {
+    if (c.state == "running") got.emplace_back(&c, UnavailableError("no answer"));
+  }
+  for (auto& g : got) {
+    threads.emplace_back([this, &g] { g.second = docker_.OneShotStats(g.first->id); });
+  }
+  for (auto& t : threads) t.join();
+  OJson out = OJson::array();
+  for (const auto& [c, st] : got) {
+    OJson j = {{"name", c->name}, {"service", c->service}};
+    if (st.ok()) {
+      j["cpu_percent"] = st->cpu_percent;
+      j["memory_bytes"] = st->memory_usage_bytes;
+      j["memory_limit_bytes"] = st->memory_limit_bytes;
+      j["pids"] = st->pids;
+    } else {
+      j["error"] = st.status().message();
+    }
+    out.push_back(std::move(j));
+  }
+  return OJson{{"containers", out}};
+}
+
 Result<std::vector<RelicLogLine>> ComposeDriver::Logs(const RelicPlan&,
                                                       const store::DeploymentRecord& record,
                                                       const std::string& service, size_t tail) {

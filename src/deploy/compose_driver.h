@@ -40,6 +40,8 @@ class ComposeDriver final : public RelicDriver {
   Status FollowLogs(const RelicPlan& plan, const store::DeploymentRecord& record,
                     const std::string& service, size_t tail,
                     const std::function<bool(const RelicLogLine*)>& on_line) override;
+  Result<nlohmann::ordered_json> Stats(const RelicPlan& plan,
+                                       const store::DeploymentRecord& record) override;
   Ms observe_interval() const override { return Ms(1000); }
 
  private:

@@ -648,6 +648,18 @@ Result<Deployer::Workload> Deployer::Copy(const std::string& name) const {
   return Workload{sv->plan, sv->rec, sv->driver, sv->launched};
 }
 
+Result<OJson> Deployer::RelicStats(const std::string& name) const {
+  CORTEX_ASSIGN_OR_RETURN(Workload w, Copy(name));
+  if (!w.launched) {
+    return FailedPreconditionError("relic " + name + " is not running (state: " + w.rec.state +
+                                   ")");
+  }
+  CORTEX_ASSIGN_OR_RETURN(OJson stats, w.driver->Stats(w.plan, w.rec));
+  OJson out = {{"relic", name}, {"driver", w.rec.driver}};
+  for (auto& [k, v] : stats.items()) out[k] = v;
+  return out;
+}
+
 Result<std::vector<RelicLogLine>> Deployer::RelicLogs(const std::string& name,
                                                       const std::string& service,
                                                       size_t tail) const {

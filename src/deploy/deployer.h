@@ -108,6 +108,8 @@ class Deployer {
   Status ScaleRelic(const std::string& name, const std::string& service, int replicas);
 
   Result<OJson> RelicStatus(const std::string& name) const;
+  // What its processes or containers use now (CPU, memory, pids).
+  Result<OJson> RelicStats(const std::string& name) const;
   OJson ListRelics() const;
   Result<std::vector<RelicLogLine>> RelicLogs(const std::string& name, const std::string& service,
                                               size_t tail) const;

@@ -59,6 +59,9 @@ class RelicDriver {
   virtual Status FollowLogs(const RelicPlan& plan, const store::DeploymentRecord& record,
                             const std::string& service, size_t tail,
                             const std::function<bool(const RelicLogLine*)>& on_line) = 0;
+  // Resource use now: {"processes"|"containers": [{cpu..., memory_bytes...}]}.
+  virtual Result<nlohmann::ordered_json> Stats(const RelicPlan& plan,
+                                               const store::DeploymentRecord& record) = 0;
   // Whether the runtime can take a deployment now (Unavailable with why, e.g. Docker is down).
   virtual Status Available() const { return Status::Ok(); }
   // How often the supervisor checks that the workload is still up.

@@ -257,6 +257,45 @@ void ProcessDriver::RotateIfNeeded(const std::string& relic) {
   if (!ec) ::truncate(path.c_str(), 0);
 }
 
+Result<nlohmann::ordered_json> ProcessDriver::Stats(const RelicPlan& plan,
+                                                    const store::DeploymentRecord& record) {
+  if (record.pid <= 0 || ProcessStartTime(record.pid) == 0) {
+    return FailedPreconditionError("relic " + plan.name + " is not running");
+  }
+  const std::string proc = "/proc/" + std::to_string(record.pid);
+  nlohmann::ordered_json p = {{"pid", record.pid}};
+  {
+    std::ifstream in(proc + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    auto close = stat.rfind(')');
+    if (close != std::string::npos) {
+      std::istringstream fields(stat.substr(close + 2));
+      std::string f;
+      int64_t utime = 0, stime = 0;
+      for (int i = 0; i < 13 && fields >> f; ++i) {
+        if (i == 11) utime = std::atoll(f.c_str());  // field 14
+        if (i == 12) stime = std::atoll(f.c_str());  // field 15
+      }
+      const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+      p["cpu_user_seconds"] = static_cast<double>(utime) / hz;
+      p["cpu_system_seconds"] = static_cast<double>(stime) / hz;
+    }
+  }
+  {
+    std::ifstream in(proc + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) {
+        p["memory_bytes"] = std::atoll(line.c_str() + 6) * 1024;
+      } else if (line.rfind("Threads:", 0) == 0) {
+        p["threads"] = std::atoll(line.c_str() + 8);
+      }
+    }
+  }
+  return nlohmann::ordered_json{{"processes", nlohmann::ordered_json::array({p})}};
+}
+
 Result<std::vector<RelicLogLine>> ProcessDriver::Logs(const RelicPlan& plan,
                                                       const store::DeploymentRecord&,
                                                       const std::string&, size_t tail) {

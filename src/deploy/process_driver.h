@@ -31,6 +31,9 @@ class ProcessDriver final : public RelicDriver {
                     const std::string& service, size_t tail,
                     const std::function<bool(const RelicLogLine*)>& on_line) override;
 
+  Result<nlohmann::ordered_json> Stats(const RelicPlan& plan,
+                                       const store::DeploymentRecord& record) override;
+
   std::string LogPath(const std::string& relic) const;
 
  private:
