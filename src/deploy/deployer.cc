@@ -474,30 +474,38 @@ OJson Deployer::StatusJson(const Supervisor& sv) const {
   return j;
 }
 
+Result<RelicPlan> Deployer::Check(const std::string& name, bool start) const {
+  Status not_found;
+  auto plan = Plan(name, &not_found);
+  if (!not_found.ok()) return not_found;
+  if (!plan.ok()) return InvalidArgumentError(plan.status().message());
+  RelicDriver* driver = DriverFor(plan->driver);
+  if (!driver) {
+    return UnavailableError("relic " + name + " needs the " + plan->driver +
+                            " driver, which is not available on this server (Docker Compose "
+                            "was not found)");
+  }
+  if (start) {
+    if (Status s = driver->Available(); !s.ok()) {
+      return Status(s.code(), "relic " + name + ": " + s.message());
+    }
+  }
+  return plan;
+}
+
 Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const std::string& owner) {
   {
     std::lock_guard lock(mu_);
     if (stopped_) return UnavailableError("the deployer is stopping");
   }
   // Check the manifest first: a relic that cannot be deployed as written records nothing.
-  Status not_found;
-  auto plan = Plan(name, &not_found);
-  if (!not_found.ok()) return not_found;
-  if (!plan.ok()) return InvalidArgumentError(plan.status().message());
-  if (!DriverFor(plan->driver)) {
-    return UnavailableError("relic " + name + " needs the " + plan->driver +
-                            " driver, which is not available on this server (Docker Compose "
-                            "was not found)");
-  }
-  if (start) {
-    if (Status s = DriverFor(plan->driver)->Available(); !s.ok()) {
-      return Status(s.code(), "relic " + name + ": " + s.message());
-    }
-  }
+  CORTEX_ASSIGN_OR_RETURN(RelicPlan plan_ok, Check(name, start));
+  auto plan = Result<RelicPlan>(std::move(plan_ok));
   if (auto sv = Find(name)) {
     std::unique_lock l(sv->mu);
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
-    if (!owner.empty() && sv->rec.owner != owner) sv->rec.owner = owner;
+    // Its owner stays who deployed it first: a monument including a relic deployed on its own
+    // does not take it over (and will not stop it).
     if (start && (sv->rec.desired != "running" || sv->rec.state == "failed")) {
       sv->rec.desired = "running";
       sv->crashes = 0;

@@ -98,6 +98,9 @@ class Deployer {
   // relic is left as it is. Returns its status.
   Result<OJson> DeployRelic(const std::string& name, bool start = true,
                             const std::string& owner = "");
+  // What DeployRelic checks before it records anything: the relic's plan, or why it cannot be
+  // deployed (NotFound, InvalidArgument naming the field, Unavailable when its runtime is down).
+  Result<RelicPlan> Check(const std::string& name, bool start = true) const;
   // Waits until the relic is healthy, failed or stopped (or `timeout`), then returns its status.
   Result<OJson> WaitRelic(const std::string& name, Ms timeout);
   Result<OJson> StopRelic(const std::string& name, bool wait = true);

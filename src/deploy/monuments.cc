@@ -23,7 +23,13 @@ bool RelicSettled(const OJson& s) {
 
 Result<MonumentPlan> PlanMonument(const registry::Snapshot& snapshot, const std::string& name) {
   const registry::Entry* entry = snapshot.Find(registry::Kind::kMonument, name);
-  if (!entry) return NotFoundError("no monument named '" + name + "' in the registry");
+  if (!entry) {
+    return NotFoundError("no monument named '" + name + "' in the registry" +
+                         (snapshot.errors().empty()
+                              ? std::string()
+                              : " (" + std::to_string(snapshot.errors().size()) +
+                                    " manifest files have errors: GET /registry/errors)"));
+  }
   const auto* spec = entry->manifest().As<registry::MonumentSpec>();
   MonumentPlan plan;
   plan.name = name;
@@ -245,6 +251,20 @@ OJson Monuments::StatusJson(const Entry& e) const {
 
 Result<OJson> Monuments::Deploy(const std::string& name, const std::string& environment) {
   CORTEX_ASSIGN_OR_RETURN(MonumentPlan plan, PlanMonument(*registry_.snapshot(), name));
+  // Every relic must be deployable as written before the first one starts.
+  std::string problems;
+  StatusCode code = StatusCode::kInvalidArgument;
+  for (const auto& stage : plan.stages) {
+    for (const auto& relic : stage) {
+      auto checked = deployer_.Check(relic);
+      if (checked.ok()) continue;
+      if (checked.status().code() == StatusCode::kUnavailable) code = StatusCode::kUnavailable;
+      problems += (problems.empty() ? "" : "; ") + checked.status().message();
+    }
+  }
+  if (!problems.empty()) {
+    return Status(code, "monument " + name + " cannot be deployed: " + problems);
+  }
   std::shared_ptr<Entry> e;
   {
     std::lock_guard lock(mu_);
