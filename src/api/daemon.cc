@@ -209,6 +209,7 @@ int RunServe(const Settings& settings) {
     const char* home = std::getenv("HOME");
     copts.home = home ? home : s.data_dir;
     copts.override_dir = s.data_dir + "/compose";
+    copts.docker_socket = s.deploy.docker_socket;
     std::filesystem::create_directories(copts.override_dir, ec);
     auto d = deploy::ComposeDriver::Create(copts);
     if (d.ok()) {

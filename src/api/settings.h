@@ -79,9 +79,11 @@ struct DeploySettings {
   std::string redis_url;
   bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
   int64_t max_restarts = 5;          // consecutive crashes before a relic is failed
+  std::string docker_socket = "/var/run/docker.sock";  // the Docker Engine API (compose relics)
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("redis_url", s.redis_url);
+    v.Field("docker_socket", s.docker_socket);
     v.Field("stop_relics_on_exit", s.stop_relics_on_exit);
     v.Field("max_restarts", s.max_restarts, {.min = 0, .max = 1000});
   }

@@ -53,6 +53,13 @@ struct Deployer::Supervisor {
   std::thread thread;
 };
 
+// Something of the relic may still be there: running, or left by a failure (the exited
+// containers of a compose project are kept for their logs until a stop or delete).
+bool Deployer::NeedsStop(const Supervisor& sv) {
+  return sv.launched || sv.rec.pid > 0 || !sv.rec.project.empty() ||
+         !(sv.rec.state == "stopped" || sv.rec.state == "failed");
+}
+
 OJson ServiceRecord::ToJson() const {
   return {{"name", name},           {"url", url},     {"state", state},
           {"endpoints", endpoints}, {"owner", owner}, {"updated_ms", updated_ms}};
@@ -244,7 +251,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
   while (!sv.quit) {
     const auto now = Clock::now();
     if (sv.rec.desired == "stopped") {
-      if (sv.launched || !(sv.rec.state == "stopped" || sv.rec.state == "failed")) {
+      if (NeedsStop(sv)) {
         stop_workload(sv.rec.state == "failed" ? "failed" : "stopped",
                       sv.rec.state == "failed" ? sv.rec.error : "");
         continue;
@@ -562,7 +569,7 @@ Result<OJson> Deployer::Command(const std::string& name, int command, bool wait)
     switch (command) {
       case 0:  // stop
         sv->rec.desired = "stopped";
-        if (sv->launched || !(sv->rec.state == "stopped" || sv->rec.state == "failed")) {
+        if (NeedsStop(*sv)) {
           Transition(*sv, "stopping", "");
         }
         break;

@@ -133,6 +133,7 @@ class Deployer {
 
  private:
   struct Supervisor;
+  static bool NeedsStop(const Supervisor& sv);
   // A copy of what a relic's supervisor holds, for calls into its driver outside its lock.
   struct Workload {
     RelicPlan plan;

@@ -37,6 +37,7 @@
 
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
+#include "integration/deploy_helpers.h"
 #include "store/redis.h"
 #include "store/redis_server.h"
 
@@ -50,30 +51,11 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-constexpr auto kDeadline = std::chrono::seconds(20);
-
-// Polls `cond` every 20 ms until it holds or `timeout` passes. True if it became true.
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = kDeadline) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
-
 // ---- Processes ----------------------------------------------------------------------------------
 
 // A marker unique to this test process and test, put in the command line of its relics.
 std::string Marker(const std::string& what) {
   return "dpt-" + what + "-" + std::to_string(::getpid());
-}
-
-// The PIDs of the processes whose command line contains `marker`.
-std::vector<pid_t> PidsMatching(const std::string& marker) {
-  std::vector<pid_t> out;
-  for (const std::string& p : ProcessesMatching(marker)) out.push_back(std::stoi(p));
-  return out;
 }
 
 // True while `pid` exists and is not a zombie.
@@ -83,30 +65,6 @@ bool Running(int64_t pid) {
   auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
-
-// Kills (SIGKILL, by PID, with its process group) whatever still runs with `marker` in its
-// command line when it goes out of scope. Declare it before the Daemon, so that the server is
-// stopped first and cannot start a relic again.
-class KillAtEnd {
- public:
-  explicit KillAtEnd(std::string marker) : marker_(std::move(marker)) {}
-  ~KillAtEnd() {
-    for (int round = 0; round < 5; ++round) {
-      std::vector<pid_t> pids = PidsMatching(marker_);
-      if (pids.empty()) return;
-      for (pid_t pid : pids) {
-        ::kill(-pid, SIGKILL);  // a relic leads its own process group
-        ::kill(pid, SIGKILL);
-      }
-      WaitFor([&] { return PidsMatching(marker_).empty(); }, std::chrono::seconds(2));
-    }
-  }
-  KillAtEnd(const KillAtEnd&) = delete;
-  KillAtEnd& operator=(const KillAtEnd&) = delete;
-
- private:
-  std::string marker_;
-};
 
 // ---- The manifests ------------------------------------------------------------------------------
 
@@ -173,12 +131,6 @@ constexpr char kFastHealth[] =
     "  retries: 2\n"
     "  start_period: 10s\n";
 
-void WriteRelicManifest(const fs::path& m, const std::string& name, const std::string& body) {
-  WriteFile(m / "relics" / name / "relic.yml",
-            "kind: Relic\nversion: \"1.0\"\nname: " + name +
-                "\nsummary: a relic of the deployer integration tests\n" + body);
-}
-
 // The python relic `name` on `port`, its command line carrying `marker`. `extra_deployment` is
 // added to the deployment block ("  env: {...}\n"); `health` replaces the fast HTTP check.
 void WriteRelic(const fs::path& m, const std::string& name, int port, const std::string& marker,
@@ -200,80 +152,16 @@ void WriteRelic(const fs::path& m, const std::string& name, int port, const std:
                          "    - {name: update, method: POST, path: \"/items/{id}\"}\n");
 }
 
-// A cortex.yml in its own folder; the flags that make `cortex serve` read it.
-class Config {
- public:
-  explicit Config(const std::string& yaml) { WriteFile(path(), yaml); }
-  std::vector<std::string> flags() const { return {"--config", path().string()}; }
-
- private:
-  fs::path path() const { return dir_.path() / "cortex.yml"; }
-  TempDir dir_;
-};
-
 // ---- The API ------------------------------------------------------------------------------------
-
-// POST /deploy/relic, waiting for the relic to be healthy (or failed).
-Reply Deploy(http::Client& c, const std::string& name, bool wait = true) {
-  Json body = {{"name", name}, {"wait", wait}, {"timeout_seconds", 30}};
-  return Post(c, "/deploy/relic", body.dump());
-}
-
-Json StatusOf(http::Client& c, const std::string& name) {
-  auto r = c.Get("/relics/" + name + "/status");
-  if (!r.ok() || r->status != 200) return nullptr;
-  return Json::parse(r->body, nullptr, false);
-}
-
-// Polls the relic's status until `pred` holds (deadline); the last status seen.
-Json WaitForStatus(http::Client& c, const std::string& name,
-                   const std::function<bool(const Json&)>& pred,
-                   std::chrono::milliseconds timeout = kDeadline) {
-  Json last;
-  Eventually(
-      [&] {
-        last = StatusOf(c, name);
-        return last.is_object() && pred(last);
-      },
-      timeout);
-  return last;
-}
 
 int64_t PidOf(const Json& status) {
   return status.is_object() && status.contains("pid") ? status["pid"].get<int64_t>() : 0;
-}
-
-Reply Call(http::Client& c, const std::string& name, const std::string& op, const Json& params) {
-  return Post(c, "/relics/" + name + "/call/" + op, params.dump());
-}
-
-std::vector<std::string> LogLines(http::Client& c, const std::string& name, int tail = 200) {
-  Reply r = Get(c, "/relics/" + name + "/logs?tail=" + std::to_string(tail));
-  EXPECT_EQ(r.status, 200) << r.body;
-  std::vector<std::string> out;
-  if (r.json.is_object() && r.json.contains("lines")) {
-    for (const Json& l : r.json["lines"]) out.push_back(l.value("line", ""));
-  }
-  return out;
-}
-
-bool AnyLineHas(const std::vector<std::string>& lines, const std::string& text) {
-  for (const auto& l : lines) {
-    if (l.find(text) != std::string::npos) return true;
-  }
-  return false;
 }
 
 int CountLinesWith(const std::vector<std::string>& lines, const std::string& text) {
   int n = 0;
   for (const auto& l : lines) n += l.find(text) != std::string::npos;
   return n;
-}
-
-std::string Joined(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
 }
 
 // ---- 1. The whole life of a relic ---------------------------------------------------------------
@@ -674,19 +562,6 @@ TEST(DeployApi, BadInput) {
 }
 
 // ---- 7. Adoption by a restarted server ----------------------------------------------------------
-
-// A second server on `data` (the first one's data folder, through a symlink), with the same
-// manifests as `write`.
-std::unique_ptr<Daemon> RestartOn(const fs::path& data,
-                                  const std::function<void(const fs::path&)>& write,
-                                  const std::vector<std::string>& flags = {}) {
-  std::error_code ec;
-  fs::remove(data / "serve.json", ec);  // a killed server leaves it behind
-  return std::make_unique<Daemon>(flags, [&](const fs::path& m) {
-    write(m);
-    fs::create_directory_symlink(data, m.parent_path() / "data");
-  });
-}
 
 TEST(DeployApi, RestartedServerAdoptsTheRunningRelic) {
   const std::string marker = Marker("adopt");
