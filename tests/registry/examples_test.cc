@@ -70,8 +70,8 @@ TEST(ExamplesTest, LoadStrictlyWithEverythingResolved) {
   }
   EXPECT_GE(snap->List(Kind::kTool).size(), 4u);
   EXPECT_EQ(snap->List(Kind::kAgent).size(), 1u);
-  EXPECT_EQ(snap->List(Kind::kRelic).size(), 1u);
-  EXPECT_EQ(snap->List(Kind::kMonument).size(), 1u);
+  EXPECT_EQ(snap->List(Kind::kRelic).size(), 2u);     // kv_store (process), static_site (compose)
+  EXPECT_EQ(snap->List(Kind::kMonument).size(), 2u);  // demo_stack, web_stack
 }
 
 TEST(ExamplesTest, ToolsRunTheirFirstExample) {
