@@ -250,6 +250,8 @@ int RunServe(const Settings& settings) {
     return 1;
   }
   workflow::Scheduler scheduler(reg, *state, *engine);
+  scheduler.SetEnabled(
+      [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
   scheduler.Start();
   // On every way out (also the error returns below), in this order: nothing may call into the
   // engine after it stopped, and the executor's completions must find the engine alive.

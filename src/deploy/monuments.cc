@@ -402,6 +402,22 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
   log::Info(kComponent, e.name + ": deployed (" + std::to_string(plan.stages.size()) + " stages)");
 }
 
+bool Monuments::WorkflowEnabled(const std::string& workflow) const {
+  auto snapshot = registry_.snapshot();
+  bool in_a_monument = false;
+  for (const registry::Entry* m : snapshot->List(registry::Kind::kMonument)) {
+    const auto* spec = m->manifest().As<registry::MonumentSpec>();
+    for (const auto* c : spec->Workflows()) {
+      if (c->name != workflow) continue;
+      in_a_monument = true;
+      std::lock_guard lock(mu_);
+      auto it = entries_.find(m->name());
+      if (it != entries_.end() && it->second->state == "healthy") return true;
+    }
+  }
+  return !in_a_monument;
+}
+
 Result<OJson> Monuments::Wait(const std::string& name, Ms timeout) {
   auto e = Find(name);
   if (!e) return NotFoundError("monument " + name + " is not deployed");

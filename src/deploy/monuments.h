@@ -57,6 +57,10 @@ class Monuments {
   Status Scale(const std::string& name, const std::string& service, int replicas);
   Result<std::vector<RelicLogLine>> Logs(const std::string& name, const std::string& service,
                                          size_t tail) const;
+  // Whether a workflow's schedule runs: a workflow that is a component of a monument in the
+  // registry runs on schedule only while one such monument is deployed (healthy); any other
+  // workflow always does.
+  bool WorkflowEnabled(const std::string& workflow) const;
 
  private:
   struct Entry;

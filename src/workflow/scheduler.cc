@@ -41,6 +41,10 @@ Scheduler::Scheduler(registry::Registry& registry, store::Store& store, Engine& 
 
 Scheduler::~Scheduler() { Stop(); }
 
+void Scheduler::SetEnabled(std::function<bool(const std::string&)> enabled) {
+  enabled_ = std::move(enabled);
+}
+
 void Scheduler::Start() {
   thread_ = std::thread([this] {
     std::unique_lock lock(mu_);
@@ -82,6 +86,13 @@ int Scheduler::Tick(int64_t now_ms) {
     std::string name(e->name());
     auto cron = ParseCron(*spec->trigger.schedule);
     if (!cron.ok()) continue;  // reported at load time
+    if (enabled_ && !enabled_(name)) {
+      // Not enabled now: when it is, it counts from then (the mark follows the clock).
+      if (Status st = store_.SetScheduleMark(name, now_ms); !st.ok()) {
+        log::Warn(kComponent, name + ": " + st.message());
+      }
+      continue;
+    }
     auto mark = store_.GetScheduleMark(name);
     if (!mark.ok()) {
       log::Warn(kComponent, name + ": " + mark.status().message());

@@ -30,6 +30,11 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
+  // When set, a scheduled workflow for which it answers false is not started (and its schedule
+  // counts again from when it answers true: no catching up). The deployer uses it for the
+  // workflows of monuments, which run on schedule only while their monument is deployed.
+  void SetEnabled(std::function<bool(const std::string& workflow)> enabled);
+
   void Start();  // a thread that calls Tick when something is due (at least every second)
   void Stop();
 
@@ -41,6 +46,7 @@ class Scheduler {
   store::Store& store_;
   Engine& engine_;
   std::function<int64_t()> now_ms_;
+  std::function<bool(const std::string&)> enabled_;
   std::map<std::string, std::string> warned_;  // workflow -> last problem logged
 
   std::mutex mu_;

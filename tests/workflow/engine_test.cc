@@ -407,5 +407,27 @@ steps:
   EXPECT_EQ(sched.Tick(t0 + 3'900'000), 0);
 }
 
+TEST_F(EngineTest, SchedulerSkipsWorkflowsThatAreNotEnabledWithoutCatchingUp) {
+  Write("s", R"y(kind: Workflow
+name: s
+description: d
+trigger: {type: scheduled, schedule: "*/5 * * * *"}
+steps:
+  - {name: a, type: tool, target: ok}
+)y");
+  Open();
+  const int64_t t0 = 1'800'000'000'000;
+  bool enabled = false;
+  Scheduler sched(*registry_, *store_, *engine_, [] { return int64_t{0}; });
+  sched.SetEnabled([&](const std::string& wf) { return wf == "s" && enabled; });
+  EXPECT_EQ(sched.Tick(t0), 0);
+  EXPECT_EQ(sched.Tick(t0 + 300'000), 0) << "due, but not enabled";
+  EXPECT_EQ(sched.Tick(t0 + 900'000), 0);
+  enabled = true;  // e.g. its monument was deployed: it counts from now, no catching up
+  EXPECT_EQ(sched.Tick(t0 + 960'000), 0);
+  EXPECT_EQ(sched.Tick(t0 + 1'200'000), 1);
+  EXPECT_EQ(store_->ListRuns({})->size(), 1u);
+}
+
 }  // namespace
 }  // namespace cortex::workflow
