@@ -67,7 +67,9 @@ Status ComposeDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
                               {{"cortex.managed", "true"}, {"cortex.monument", record.owner}});
     if (!net.ok()) return net.status();
   }
-  CORTEX_RETURN_IF_ERROR(cli_.Validate(project).status());
+  // No `config -q` (a Python start, ~0.3 s): the file is read here (a YAML error is reported
+  // with its line, before anything is created) and `up` rejects what Compose does not accept.
+  CORTEX_RETURN_IF_ERROR(cli_.WriteOverride(project).status());
   std::map<std::string, int> scale;
   {
     std::lock_guard lock(mu_);
