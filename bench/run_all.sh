@@ -8,6 +8,7 @@
 # --extra / --edits, defaults 1000 / 200), DURATION (http_bench.sh wrk duration, default 10s),
 # CALLS and TP_CALLS (execute_bench --calls / --throughput-calls, defaults 300 / 1000),
 # STEPS, SEQ and REPS (workflow_bench --steps / --seq / --reps, defaults 1000 / 40 / 3),
+# ITERATIONS (deploy_bench --iterations, default 10),
 # OUT_DIR (default bench/out/<time>).
 # Exits non-zero only when something could not be built or run; missed goals are reported, not
 # failed (benchmarks do not assert timing).
@@ -23,6 +24,7 @@ TP_CALLS=${TP_CALLS:-1000}
 STEPS=${STEPS:-1000}
 SEQ=${SEQ:-40}
 REPS=${REPS:-3}
+ITERATIONS=${ITERATIONS:-10}
 OUT=${OUT_DIR:-$REPO/bench/out/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
@@ -38,7 +40,7 @@ case "$build_type" in
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
 cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench \
-  workflow_bench
+  workflow_bench deploy_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -57,6 +59,7 @@ run hot_reload "$BUILD/bench/hot_reload_bench" --extra "$EXTRA" --edits "$EDITS"
 run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
+run deploy "$BUILD/bench/deploy_bench" --iterations "$ITERATIONS"
 
 echo
 echo "================================ summary ================================"
@@ -75,5 +78,8 @@ grep -E '^(unsandboxed, |sandboxed, |  -> |workers |  cortex API:|  direct spawn
 echo "-- workflow_bench --steps $STEPS --seq $SEQ --reps $REPS"
 grep -E '^(unsandboxed|sandboxed)(, (chain|fanout))?:$|^  (cortex |ninja|-> |raw sqlite3|Store, )|^  *(engine alone|chain |fanout )|^(synchronous|goal:|WARNING)' \
   "$OUT/workflow.txt" || true
+echo "-- deploy_bench --iterations $ITERATIONS"
+grep -E '^(  cortex: |  baseline: |  monument: |  serial sum|  -> ratio|goal:|expected:|WARNING)' \
+  "$OUT/deploy.txt" || true
 echo "full outputs: $OUT"
 exit $status
