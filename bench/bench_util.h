@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,31 @@
 extern char** environ;
 
 namespace cortex::bench {
+
+// Walks a benchmark's command line: `for (std::string a; flags.Next(&a);)`, and Value() reads
+// the current flag's argument (printing the usage and exiting with 2 when it is missing).
+class Flags {
+ public:
+  Flags(int argc, char** argv, void (*usage)()) : argc_(argc), argv_(argv), usage_(usage) {}
+  bool Next(std::string* flag) {
+    if (++i_ >= argc_) return false;
+    *flag = argv_[i_];
+    return true;
+  }
+  const char* Value() {
+    if (i_ + 1 >= argc_) {
+      usage_();
+      std::exit(2);
+    }
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  void (*usage_)();
+  int i_ = 0;
+};
 
 inline std::string ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -532,25 +532,18 @@ int main(int argc, char** argv) {
   int iterations = 10, stop_timeout_s = 5;
   double delay = 0.55, max_seconds = 3600;
   bool keep = false, compose_monument = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cortex::bench::Flags flags(argc, argv, Usage);
+  for (std::string a; flags.Next(&a);) {
     if (a == "--iterations") {
-      iterations = std::clamp(std::atoi(value()), 1, 1000);
+      iterations = std::clamp(std::atoi(flags.Value()), 1, 1000);
     } else if (a == "--stop-timeout") {
-      stop_timeout_s = std::clamp(std::atoi(value()), 0, 300);
+      stop_timeout_s = std::clamp(std::atoi(flags.Value()), 0, 300);
     } else if (a == "--delay") {
-      delay = std::clamp(std::atof(value()), 0.0, 60.0);
+      delay = std::clamp(std::atof(flags.Value()), 0.0, 60.0);
     } else if (a == "--compose-monument") {
       compose_monument = true;
     } else if (a == "--max-seconds") {
-      max_seconds = std::atof(value());
+      max_seconds = std::atof(flags.Value());
     } else if (a == "--keep") {
       keep = true;
     } else {

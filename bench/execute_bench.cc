@@ -614,24 +614,17 @@ int main(int argc, char** argv) {
   std::vector<int> worker_counts = {2, 8};
   bool python = true, keep = false;
   double max_seconds = 900;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cortex::bench::Flags flags(argc, argv, Usage);
+  for (std::string a; flags.Next(&a);) {
     if (a == "--calls") {
-      calls = std::clamp(std::atoi(value()), 1, 100000);
+      calls = std::clamp(std::atoi(flags.Value()), 1, 100000);
     } else if (a == "--throughput-calls") {
-      tp_calls = std::clamp(std::atoi(value()), 0, 100000);
+      tp_calls = std::clamp(std::atoi(flags.Value()), 0, 100000);
     } else if (a == "--clients") {
-      clients = std::clamp(std::atoi(value()), 1, 256);
+      clients = std::clamp(std::atoi(flags.Value()), 1, 256);
     } else if (a == "--workers") {
       worker_counts.clear();
-      std::stringstream ss(value());
+      std::stringstream ss(flags.Value());
       std::string item;
       while (std::getline(ss, item, ',')) {
         int w = std::atoi(item.c_str());
@@ -640,7 +633,7 @@ int main(int argc, char** argv) {
     } else if (a == "--no-python") {
       python = false;
     } else if (a == "--max-seconds") {
-      max_seconds = std::atof(value());
+      max_seconds = std::atof(flags.Value());
     } else if (a == "--keep") {
       keep = true;
     } else {

@@ -199,27 +199,20 @@ int main(int argc, char** argv) {
   int timeout_ms = 5000;
   double max_seconds = 300;
   bool keep = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cortex::bench::Flags flags(argc, argv, Usage);
+  for (std::string a; flags.Next(&a);) {
     if (a == "--extra") {
-      extra = std::strtoul(value(), nullptr, 10);
+      extra = std::strtoul(flags.Value(), nullptr, 10);
     } else if (a == "--edits") {
-      edits = std::max(1, std::atoi(value()));
+      edits = std::max(1, std::atoi(flags.Value()));
     } else if (a == "--tool") {
-      tool = value();
+      tool = flags.Value();
     } else if (a == "--examples") {
-      examples = value();
+      examples = flags.Value();
     } else if (a == "--timeout-ms") {
-      timeout_ms = std::max(1, std::atoi(value()));
+      timeout_ms = std::max(1, std::atoi(flags.Value()));
     } else if (a == "--max-seconds") {
-      max_seconds = std::atof(value());
+      max_seconds = std::atof(flags.Value());
     } else if (a == "--keep") {
       keep = true;
     } else {

@@ -273,21 +273,14 @@ int main(int argc, char** argv) {
   int reps = 5;
   double max_seconds = 600;
   bool keep = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cortex::bench::Flags flags(argc, argv, Usage);
+  for (std::string a; flags.Next(&a);) {
     if (a == "--count") {
-      count = std::strtoul(value(), nullptr, 10);
+      count = std::strtoul(flags.Value(), nullptr, 10);
     } else if (a == "--reps") {
-      reps = std::max(1, std::atoi(value()));
+      reps = std::max(1, std::atoi(flags.Value()));
     } else if (a == "--max-seconds") {
-      max_seconds = std::atof(value());
+      max_seconds = std::atof(flags.Value());
     } else if (a == "--keep") {
       keep = true;
     } else {

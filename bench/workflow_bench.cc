@@ -950,27 +950,20 @@ int main(int argc, char** argv) {
   int steps = 1000, seq = 40, reps = 3, runner_calls = 200;
   double max_seconds = 600, store_seconds = 2;
   bool keep = false, with_sandbox = true;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        Usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cortex::bench::Flags flags(argc, argv, Usage);
+  for (std::string a; flags.Next(&a);) {
     if (a == "--steps") {
-      steps = std::clamp(std::atoi(value()), 2, 100000);
+      steps = std::clamp(std::atoi(flags.Value()), 2, 100000);
     } else if (a == "--seq") {
-      seq = std::clamp(std::atoi(value()), 1, 10000);
+      seq = std::clamp(std::atoi(flags.Value()), 1, 10000);
     } else if (a == "--reps") {
-      reps = std::clamp(std::atoi(value()), 1, 100);
+      reps = std::clamp(std::atoi(flags.Value()), 1, 100);
     } else if (a == "--runner-calls") {
-      runner_calls = std::clamp(std::atoi(value()), 0, 100000);
+      runner_calls = std::clamp(std::atoi(flags.Value()), 0, 100000);
     } else if (a == "--store-seconds") {
-      store_seconds = std::clamp(std::atof(value()), 0.1, 600.0);
+      store_seconds = std::clamp(std::atof(flags.Value()), 0.1, 600.0);
     } else if (a == "--max-seconds") {
-      max_seconds = std::atof(value());
+      max_seconds = std::atof(flags.Value());
     } else if (a == "--no-sandbox") {
       with_sandbox = false;
     } else if (a == "--keep") {

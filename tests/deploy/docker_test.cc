@@ -26,6 +26,7 @@
 #include "deploy/compose.h"
 #include "deploy/docker.h"
 #include "deploy/docker_env.h"
+#include "free_port.h"
 
 namespace cortex::deploy {
 namespace {
@@ -63,22 +64,6 @@ constexpr const char* kComposeYaml = R"(services:
     restart: "no"
     command: ["sh", "-c", "echo one; echo two >&2; exit 3"]
 )";
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
 
 // GET http://127.0.0.1:<port><path> with HTTP/1.0; the whole reply, or nullopt.
 std::optional<std::string> HttpGet(int port, const std::string& path) {
@@ -143,7 +128,7 @@ class DockerTest : public ::testing::Test {
     shared_->run_id = testing::NewRunId();
     std::string tmpl = (fs::temp_directory_path() / "docker_test.XXXXXX").string();
     shared_->dir = ::mkdtemp(tmpl.data());
-    shared_->web_port = FreePort();
+    shared_->web_port = cortex::testing::FreeLoopbackPort();
   }
 
   // Everything goes by label, through the Engine API (faster than `down`, which has a test).

@@ -58,14 +58,6 @@ std::string Marker(const std::string& what) {
   return "dpt-" + what + "-" + std::to_string(::getpid());
 }
 
-// True while `pid` exists and is not a zombie.
-bool Running(int64_t pid) {
-  if (pid <= 0) return false;
-  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  auto close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
-}
-
 // ---- The manifests ------------------------------------------------------------------------------
 
 // The relic: a small JSON HTTP service on $PORT. GET /health answers $HEALTH_STATUS (200 by

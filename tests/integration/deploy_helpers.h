@@ -44,6 +44,14 @@ inline std::vector<pid_t> PidsMatching(const std::string& marker) {
   return out;
 }
 
+// True while `pid` exists and is not a zombie.
+inline bool Running(int64_t pid) {
+  if (pid <= 0) return false;
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
 // Kills (SIGKILL, by PID, with its process group) whatever still runs with `marker` in its
 // command line when it goes out of scope. Declare it before the Daemon, so that the server is
 // stopped first and cannot start a relic again.

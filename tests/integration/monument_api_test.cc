@@ -34,8 +34,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_process.h"
+#include "free_port.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
+#include "integration/deploy_helpers.h"
 
 namespace cortex::testing {
 namespace {
@@ -46,78 +48,11 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 
-constexpr auto kDeadline = std::chrono::seconds(20);
-
-// Polls `cond` every 20 ms until it holds or `timeout` passes. True if it became true.
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = kDeadline) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
-
 // ---- Processes ----------------------------------------------------------------------------------
 
 // A marker unique to this test process and test, put in the command line of its relics.
 std::string Marker(const std::string& what) {
   return "mnt-" + what + "-" + std::to_string(::getpid());
-}
-
-std::vector<pid_t> PidsMatching(const std::string& marker) {
-  std::vector<pid_t> out;
-  for (const std::string& p : ProcessesMatching(marker)) out.push_back(std::stoi(p));
-  return out;
-}
-
-// True while `pid` exists and is not a zombie.
-bool Running(int64_t pid) {
-  if (pid <= 0) return false;
-  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  auto close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
-}
-
-// Kills (SIGKILL, by PID, with its process group) whatever still runs with `marker` in its
-// command line when it goes out of scope. Declared before the Daemon, so that the server is
-// stopped first and cannot start a relic again.
-class KillAtEnd {
- public:
-  explicit KillAtEnd(std::string marker) : marker_(std::move(marker)) {}
-  ~KillAtEnd() {
-    for (int round = 0; round < 5; ++round) {
-      std::vector<pid_t> pids = PidsMatching(marker_);
-      if (pids.empty()) return;
-      for (pid_t pid : pids) {
-        ::kill(-pid, SIGKILL);  // a relic leads its own process group
-        ::kill(pid, SIGKILL);
-      }
-      WaitFor([&] { return PidsMatching(marker_).empty(); }, std::chrono::seconds(2));
-    }
-  }
-  KillAtEnd(const KillAtEnd&) = delete;
-  KillAtEnd& operator=(const KillAtEnd&) = delete;
-
- private:
-  std::string marker_;
-};
-
-// A loopback port nothing listens on (bound, read back, released).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
 }
 
 // ---- The manifests ------------------------------------------------------------------------------
@@ -333,7 +268,7 @@ std::unique_ptr<Daemon> RestartOn(const fs::path& data,
 
 TEST(MonumentApi, StagedDeploymentWithWorkflowAndAgent) {
   const std::string marker = Marker("staged");
-  const int pa = FreePort(), pb = FreePort(), pc = FreePort();
+  const int pa = FreeLoopbackPort(), pb = FreeLoopbackPort(), pc = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     // a and b take a moment to become healthy: were a stage started before the previous one is
@@ -432,7 +367,8 @@ TEST(MonumentApi, StagedDeploymentWithWorkflowAndAgent) {
 
 TEST(MonumentApi, StagesFollowDependsOn) {
   const std::string marker = Marker("deps");
-  const int px = FreePort(), py = FreePort(), pz = FreePort(), pw = FreePort();
+  const int px = FreeLoopbackPort(), py = FreeLoopbackPort(), pz = FreeLoopbackPort(),
+            pw = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "x", px, marker, "HEALTH_DELAY_MS: \"400\"");
@@ -485,7 +421,7 @@ TEST(MonumentApi, StagesFollowDependsOn) {
 
 TEST(MonumentApi, FailingRelicRollsBackWhatTheDeploymentStarted) {
   const std::string marker = Marker("rollback");
-  const int pa = FreePort(), pb = FreePort(), pc = FreePort();
+  const int pa = FreeLoopbackPort(), pb = FreeLoopbackPort(), pc = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "a", pa, marker);
@@ -538,7 +474,7 @@ TEST(MonumentApi, FailingRelicRollsBackWhatTheDeploymentStarted) {
 
 TEST(MonumentApi, RelicDeployedOnItsOwnIsNotStoppedByTheMonument) {
   const std::string marker = Marker("solo");
-  const int ps = FreePort(), pm = FreePort(), pk = FreePort();
+  const int ps = FreeLoopbackPort(), pm = FreeLoopbackPort(), pk = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "solo", ps, marker);
@@ -598,7 +534,8 @@ TEST(MonumentApi, RelicDeployedOnItsOwnIsNotStoppedByTheMonument) {
 
 TEST(MonumentApi, BadInput) {
   const std::string marker = Marker("bad");
-  const int pg = FreePort(), p1 = FreePort(), p2 = FreePort(), ps = FreePort();
+  const int pg = FreeLoopbackPort(), p1 = FreeLoopbackPort(), p2 = FreeLoopbackPort(),
+            ps = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "good", pg, marker);
@@ -715,7 +652,7 @@ TEST(MonumentApi, BadInput) {
 
 TEST(MonumentApi, StopDeleteScaleAndLogs) {
   const std::string marker = Marker("ops");
-  const int pa = FreePort(), pb = FreePort();
+  const int pa = FreeLoopbackPort(), pb = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "a", pa, marker);
@@ -792,7 +729,7 @@ TEST(MonumentApi, StopDeleteScaleAndLogs) {
 
 TEST(MonumentCli, DeployWaitStatusHealth) {
   const std::string marker = Marker("cli");
-  const int pa = FreePort(), pb = FreePort(), pc = FreePort();
+  const int pa = FreeLoopbackPort(), pb = FreeLoopbackPort(), pc = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   Daemon d({}, [&](const fs::path& m) {
     WriteRelic(m, "a", pa, marker);
@@ -855,7 +792,7 @@ TEST(MonumentCli, DeployWaitStatusHealth) {
 
 TEST(MonumentApi, RestartedServerStillListsTheMonumentHealthy) {
   const std::string marker = Marker("restart");
-  const int pa = FreePort(), pb = FreePort();
+  const int pa = FreeLoopbackPort(), pb = FreeLoopbackPort();
   KillAtEnd cleanup(marker);
   auto write = [&](const fs::path& m) {
     WriteRelic(m, "a", pa, marker);

@@ -25,26 +25,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "free_port.h"
 
 namespace cortex::testing {
 
 inline constexpr char kNoRedis[] =
     "redis-server is not installed: the Redis tests need a real server "
     "(Debian: apt-get install redis-server; or set CORTEX_REDIS_SERVER to its path)";
-
-// A loopback port nothing listens on (bound, read back, released).
-inline int FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CORTEX_CHECK(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CORTEX_CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  CORTEX_CHECK(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // True when something on 127.0.0.1:`port` answers a PING with any RESP reply (+PONG, or
 // -NOAUTH).
