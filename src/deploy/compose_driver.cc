@@ -67,17 +67,24 @@ Status ComposeDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
                               {{"cortex.managed", "true"}, {"cortex.monument", record.owner}});
     if (!net.ok()) return net.status();
   }
-  // No `config -q` (a Python start, ~0.3 s): the file is read here (a YAML error is reported
-  // with its line, before anything is created) and `up` rejects what Compose does not accept.
-  CORTEX_RETURN_IF_ERROR(cli_.WriteOverride(project).status());
   std::map<std::string, int> scale;
   {
     std::lock_guard lock(mu_);
     scale = scale_[project.name];
   }
-  record.project = project.name;  // set first: a failed `up` can leave containers to clean up
+  // No `config -q` (a Python start, ~0.3 s): Up reads the file itself and `up` rejects what
+  // Compose does not accept. Set first: a failed `up` can leave containers to clean up...
+  record.project = project.name;
   auto up = cli_.Up(project, scale);
-  if (!up.ok()) return up.status();
+  if (!up.ok()) {
+    // ...but a file Cortex could not read (NotFound, InvalidArgument with its line) or a bad
+    // scale was refused before the CLI ran: nothing was created.
+    StatusCode code = up.status().code();
+    if (code == StatusCode::kNotFound || code == StatusCode::kInvalidArgument) {
+      record.project.clear();
+    }
+    return up.status();
+  }
   return Status::Ok();
 }
 
