@@ -363,7 +363,7 @@ void Executor::WorkerLoop() {
       queue_.pop_front();
       ++running_;
     }
-    RunJob(job);
+    (void)RunJob(job, /*record_at_spawn=*/false);  // always OK without record_at_spawn
     {
       std::lock_guard lock(mu_);
       --running_;
@@ -396,15 +396,24 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
     return job->id;
   }
   // Durable before it runs, as when queued: recorded as running at once (one write less).
+  // Sandboxed, the record is written while bwrap sets the sandbox up, and the tool starts only
+  // once it is in the Store (ProcessSpec::start_gate); unsandboxed, before the spawn.
   job->record.status = "running";
   job->record.started_ms = NowMs();
-  Status written = store_.CreateExecution(job->record);
-  if (written.ok()) {
-    {
-      std::lock_guard lock(mu_);
-      jobs_[job->id] = job;
-    }
-    RunJob(job);
+  {
+    std::lock_guard lock(mu_);
+    jobs_[job->id] = job;
+  }
+  Status written;
+  if (options_.sandbox) {
+    written = RunJob(job, /*record_at_spawn=*/true);
+  } else {
+    written = store_.CreateExecution(job->record);
+    if (written.ok()) (void)RunJob(job, /*record_at_spawn=*/false);
+  }
+  if (!written.ok()) {
+    std::lock_guard lock(mu_);
+    jobs_.erase(job->id);
   }
   {
     std::lock_guard lock(mu_);
@@ -415,19 +424,29 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
   return job->id;
 }
 
-void Executor::RunJob(const std::shared_ptr<Job>& job) {
+Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   store::ExecutionRecord r;
   {
     std::lock_guard lock(job->mu);
     job->started = true;
     r = job->record;
   }
+  // With record_at_spawn the execution is not in the Store yet: it is created (as running) once
+  // the sandbox is spawned, or before an outcome is written.
+  bool recorded = !record_at_spawn;
+  store::ExecutionRecord running = r;
+  auto record = [&]() -> Status {
+    Status st = store_.CreateExecution(running);
+    recorded = st.ok();
+    return st;
+  };
   if (job->cancel.cancelled()) {
     r.status = "cancelled";
     r.error = "cancelled before it started";
     r.finished_ms = NowMs();
+    if (!recorded) CORTEX_RETURN_IF_ERROR(record());
     Finish(job, std::move(r));
-    return;
+    return Status::Ok();
   }
   if (r.status != "running") {  // an inline call was recorded as running from the start
     r.status = "running";
@@ -441,12 +460,14 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     job->record = r;
   }
 
-  auto fail = [&](const std::string& why) {
+  auto fail = [&](const std::string& why) -> Status {
+    if (!recorded) CORTEX_RETURN_IF_ERROR(record());
     r.status = "failed";
     r.error = why;
     r.finished_ms = NowMs();
     r.duration_ms = r.finished_ms - r.started_ms;
     Finish(job, std::move(r));
+    return Status::Ok();
   };
   ToolCall call;
   call.tool = job->file->manifest.get();
@@ -458,6 +479,11 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
   if (!spec.ok()) return fail(spec.status().message());
   if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
     spec->limits.timeout = *job->request.timeout;
+  }
+  Status record_status;
+  if (record_at_spawn) {
+    spec->start_gate = true;  // bwrap --block-fd: the tool waits for the record
+    spec->on_spawned = [&] { return record_status = record(); };
   }
   auto wrapped = Sandboxed(std::move(spec).value(), call);
   if (!wrapped.ok()) return fail(wrapped.status().message());
@@ -490,6 +516,15 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
     }
   };
   auto result = runner_.Run(to_run, on_line, &job->cancel);
+  if (result.ok() && record_status.ok() && !recorded) record_status = record();  // no callback
+  if (!record_status.ok()) {
+    // Not recorded, and killed before the tool ran: the caller answers with the Store's error.
+    std::lock_guard lock(job->mu);
+    job->record.status = "failed";
+    job->record.error = "not run: " + record_status.message();
+    job->done = true;
+    return record_status;
+  }
   if (!result.ok()) {
     flush_logs();
     return fail(result.status().message());
@@ -539,6 +574,7 @@ void Executor::RunJob(const std::shared_ptr<Job>& job) {
       r.status = outcome.success ? "succeeded" : "failed";
   }
   Finish(job, std::move(r), std::move(pending_logs));  // the last lines and the outcome together
+  return Status::Ok();
 }
 
 void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record,

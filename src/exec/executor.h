@@ -140,7 +140,10 @@ class Executor {
   Status Enqueue(const std::vector<std::shared_ptr<Job>>& jobs);
   Result<ProcessSpec> Sandboxed(ProcessSpec spec, const ToolCall& call) const;
   void WorkerLoop();
-  void RunJob(const std::shared_ptr<Job>& job);
+  // Runs a job that holds a worker's place. With record_at_spawn (inline sandboxed calls) the
+  // job is not in the Store yet: it is recorded while the sandbox is set up, before the tool
+  // runs; an error here means it could not be, and nothing ran. Otherwise always OK.
+  Status RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn);
   void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record,
               std::vector<store::LogLine> lines = {});
 

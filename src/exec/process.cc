@@ -13,7 +13,11 @@
 //   the leader of its own process group, applies rlimits (RLIMIT_CORE is always 0), wires the
 //   pipes to 0/1/2, chdir, marks every other fd close-on-exec, clears the signal mask, execve.
 // All signals are blocked in the calling thread around clone, so no handler of the server ever
-// runs on the child's stack.
+// runs on the child's stack. When the run's cgroup slot holds a standby child (see "Standby
+// children" below: cloned ahead of time, already inside the cgroups), that child takes the run
+// instead, and no cgroup migration is left on the calling path.
+// A start gate (ProcessSpec::start_gate) is a pipe whose read end the child gets as descriptor 3;
+// the runner writes to it once ProcessSpec::on_spawned has returned OK.
 //
 // Supervision. One poll() loop per Run over stdout, stderr, stdin (while there is data to
 // write) and a pidfd of the child (readable when it exits). Deadlines (timeout, SIGKILL after the
@@ -40,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -262,6 +267,309 @@ std::string NextRunName() {
   static std::atomic<uint64_t> sequence{0};
   return std::to_string(::getpid()) + "-" + std::to_string(sequence.fetch_add(1) + 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The child side of clone(CLONE_VM | CLONE_VFORK). Everything here runs on the child's stack in
+// the parent's memory: system calls only, on data prepared by the parent.
+
+struct ChildRlimit {
+  int resource;
+  struct rlimit value;
+};
+
+struct ChildArgs {
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;  // nullptr: inherit
+  int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
+  int gate_fd = -1;  // becomes descriptor 3 (ProcessSpec::start_gate); never 3 itself
+  const int* cgroup_fds = nullptr;
+  size_t cgroup_fd_count = 0;
+  const ChildRlimit* rlimits = nullptr;
+  size_t rlimit_count = 0;
+  const struct rlimit* memory_fallback = nullptr;  // RLIMIT_AS if joining the cgroup fails
+  // Written by the child:
+  int err = 0;  // errno of the failed step; 0 when execve succeeded
+  const char* failed_step = nullptr;
+  int cgroup_join_err = 0;  // joining failed; the fallback rlimit was applied instead
+};
+
+[[noreturn]] void ChildFail(ChildArgs* a, const char* step) {
+  a->err = errno != 0 ? errno : EINVAL;
+  a->failed_step = step;
+  _exit(127);
+}
+
+// Default dispositions for every signal: the server's handlers point into shared memory and must
+// not run here, and an ignored SIGPIPE would otherwise be inherited by the program. glibc refuses
+// its two internal signals; they are never sent to this process.
+void ResetSignalDispositions() {
+  struct sigaction dfl;
+  std::memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+  }
+}
+
+// From the cgroup on: process group, rlimits, stdio, working directory, descriptors, signal
+// mask, execve. Shared by a freshly cloned child and a standby taking its run.
+[[noreturn]] void ChildExec(ChildArgs* a) {
+  if (a->cgroup_join_err != 0 && a->memory_fallback &&
+      ::setrlimit(RLIMIT_AS, a->memory_fallback) != 0) {
+    ChildFail(a, "setrlimit(RLIMIT_AS)");
+  }
+  if (::setpgid(0, 0) != 0) ChildFail(a, "setpgid");
+  for (size_t i = 0; i < a->rlimit_count; ++i) {
+    if (::setrlimit(a->rlimits[i].resource, &a->rlimits[i].value) != 0) {
+      ChildFail(a, "setrlimit");
+    }
+  }
+  if (::dup2(a->stdin_fd, 0) < 0 || ::dup2(a->stdout_fd, 1) < 0 || ::dup2(a->stderr_fd, 2) < 0) {
+    ChildFail(a, "dup2");
+  }
+  if (a->cwd && ::chdir(a->cwd) != 0) ChildFail(a, "chdir");
+#ifdef SYS_close_range
+  // Descriptors other libraries of the server opened without O_CLOEXEC do not leak either.
+  ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+#endif
+  if (a->gate_fd >= 0 && ::dup2(a->gate_fd, 3) < 0) ChildFail(a, "dup2");  // without CLOEXEC
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execve(a->path, a->argv, a->envp);
+  ChildFail(a, "exec");
+}
+
+int ChildMain(void* arg) {
+  auto* a = static_cast<ChildArgs*>(arg);
+  ResetSignalDispositions();
+  for (size_t i = 0; i < a->cgroup_fd_count; ++i) {
+    if (::write(a->cgroup_fds[i], "0", 1) != 1) {
+      a->cgroup_join_err = errno != 0 ? errno : EIO;
+      break;
+    }
+  }
+  ChildExec(a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Standby children.
+//
+// Joining a cgroup is a task migration, and a migration takes the kernel's cgroup_threadgroup_rwsem
+// for writing, which waits for an RCU grace period whenever no other migration happened in the
+// last few milliseconds: measured here, 0.01 ms when migrations come back to back, ~8 ms when
+// they are 20 ms apart, i.e. for a tool call that comes alone. So an idle cgroup slot gets a
+// child cloned ahead of time that joins the slot's cgroups off the calling path and then waits;
+// the run that takes the slot sends it its three stdio descriptors, and it applies the run's
+// limits and execs at once, with no migration left to do.
+//
+// A standby is cloned with CLONE_VM (but not CLONE_VFORK: nobody waits for it) on a stack of its
+// own, so it costs no page-table copy, and it lives under ChildMain's discipline for as long as
+// it waits: system calls only, on data the parent prepared (StandbyShared). It shares the TLS of
+// the thread that cloned it (a failed system call writes that thread's errno), which is why one
+// thread of the pool clones them and does nothing else. The first thing it does is to drop every
+// descriptor but its end of a socketpair (moved to kStandbySock), so that it holds none of the
+// server's connections or files while it waits. It exits when the parent's end is closed.
+constexpr int kStandbySock = 10;  // above what the run's descriptors become (0-3)
+
+struct StandbyShared {
+  int sock = -1;                       // the child's end (in the parent's table at clone time)
+  const char* const* procs = nullptr;  // cgroup.procs paths to join
+  size_t procs_count = 0;
+  std::atomic<int> join_err{0};   // joining failed (errno); ChildExec falls back to rlimits
+  std::atomic<int> setup_err{0};  // errno of a failed step before it waits
+  std::atomic<const char*> setup_step{nullptr};
+  std::atomic<int> received{0};  // it took a run (after which it execs or fails)
+  ChildArgs args;                // written by the parent before the hand-over
+};
+
+// One byte and up to four descriptors over the standby's socket. Plain stack memory, no
+// allocation: the standby builds one too.
+struct FdMessage {
+  char byte = 0;
+  struct iovec iov;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  struct msghdr msg;
+
+  FdMessage() {
+    std::memset(control, 0, sizeof control);
+    std::memset(&msg, 0, sizeof msg);
+    iov = {&byte, 1};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+};
+
+int StandbyMain(void* arg) {
+  auto* s = static_cast<StandbyShared*>(arg);
+  ResetSignalDispositions();
+  int sock = s->sock;
+  if (sock != kStandbySock) {
+    if (::dup3(sock, kStandbySock, O_CLOEXEC) < 0) _exit(0);
+    sock = kStandbySock;
+  }
+#ifdef SYS_close_range
+  ::syscall(SYS_close_range, 3U, static_cast<unsigned>(kStandbySock - 1), 0U);
+  ::syscall(SYS_close_range, static_cast<unsigned>(kStandbySock + 1), ~0U, 0U);
+#else
+  for (int fd = 3; fd < 4096; ++fd) {
+    if (fd != kStandbySock) ::close(fd);
+  }
+#endif
+  for (size_t i = 0; i < s->procs_count; ++i) {
+    int fd = ::open(s->procs[i], O_WRONLY | O_CLOEXEC);
+    bool joined = fd >= 0 && ::write(fd, "0", 1) == 1;
+    int err = errno != 0 ? errno : EIO;
+    if (fd >= 0) ::close(fd);
+    if (!joined) {
+      s->join_err.store(err);
+      break;
+    }
+  }
+  if (::setpgid(0, 0) != 0) {
+    s->setup_err.store(errno != 0 ? errno : EINVAL);
+    s->setup_step.store("setpgid");
+  }
+
+  // Wait for a run: one byte and three or four descriptors (stdin, stdout, stderr, the start
+  // gate), or EOF.
+  FdMessage m;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  char byte = m.byte;
+  struct cmsghdr* c = n == 1 ? CMSG_FIRSTHDR(&m.msg) : nullptr;
+  size_t count = 0;
+  if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    count = c->cmsg_len == CMSG_LEN(3 * sizeof(int))   ? 3
+            : c->cmsg_len == CMSG_LEN(4 * sizeof(int)) ? 4
+                                                       : 0;
+  }
+  if (byte != 'g' || count == 0) _exit(0);
+  int fds[4] = {-1, -1, -1, -1};
+  std::memcpy(fds, CMSG_DATA(c), count * sizeof(int));
+  for (size_t i = 0; i < count; ++i) {
+    // Never one that a dup2 onto 0-3 would overwrite before it is used.
+    if (fds[i] <= 3) fds[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, kStandbySock + 1);
+  }
+  s->received.store(1);
+  ChildArgs* a = &s->args;
+  a->stdin_fd = fds[0];
+  a->stdout_fd = fds[1];
+  a->stderr_fd = fds[2];
+  a->gate_fd = fds[3];
+  a->cgroup_join_err = s->join_err.load();
+  if (int err = s->setup_err.load(); err != 0) {
+    errno = err;
+    ChildFail(a, s->setup_step.load());
+  }
+  ChildExec(a);
+}
+
+// The parent's side of one standby. Not movable: the child holds a pointer to `shared_`.
+class Standby {
+ public:
+  // Clones a standby that joins the cgroups whose cgroup.procs files are `procs`. Only the
+  // pool's standby thread calls this (see above). nullptr and *why when it cannot be cloned.
+  static std::unique_ptr<Standby> Start(std::vector<std::string> procs, std::string* why) {
+    auto sb = std::unique_ptr<Standby>(new Standby(std::move(procs)));
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+      *why = "socketpair: " + ErrnoText(errno);
+      return nullptr;
+    }
+    sb->sock_ = Fd(pair[0]);
+    Fd child_end(pair[1]);
+    sb->shared_.sock = child_end.get();
+    sb->stack_ = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (sb->stack_ == MAP_FAILED) {
+      sb->stack_ = nullptr;
+      *why = "mmap: " + ErrnoText(errno);
+      return nullptr;
+    }
+    pid_t pid = ::clone(StandbyMain, static_cast<char*>(sb->stack_) + kChildStackBytes,
+                        CLONE_VM | SIGCHLD, &sb->shared_);
+    if (pid < 0) {
+      *why = "clone: " + ErrnoText(errno);
+      return nullptr;
+    }
+    sb->pid_ = pid;
+    return sb;
+  }
+
+  Standby(const Standby&) = delete;
+  Standby& operator=(const Standby&) = delete;
+  ~Standby() {
+    if (pid_ > 0) {
+      sock_.Reset();  // EOF: it exits (after its cgroup join, if that is still under way)
+      int status;
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (stack_) ::munmap(stack_, kChildStackBytes);
+  }
+
+  // Hands it a run: `args` (pointing into the caller's memory) and the three stdio descriptors.
+  // Returns once it has exec'd or failed, like a vfork: its pid, with the child-written fields
+  // of `args` filled in; the caller then owns the process. 0 when the standby was gone before it
+  // took the run (it is reaped here; the caller clones a child instead).
+  pid_t Go(ChildArgs* args) {
+    shared_.args = *args;
+    int fds[4] = {args->stdin_fd, args->stdout_fd, args->stderr_fd, args->gate_fd};
+    size_t fds_bytes = (args->gate_fd >= 0 ? 4 : 3) * sizeof(int);
+    FdMessage m;
+    m.byte = 'g';
+    struct msghdr& msg = m.msg;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(fds_bytes);
+    std::memcpy(CMSG_DATA(c), fds, fds_bytes);
+    msg.msg_controllen = CMSG_SPACE(fds_bytes);
+    ssize_t n;
+    do {
+      n = ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1) {
+      // Its end closes on exec (close-on-exec) or exit: then it no longer runs in our memory.
+      char ignored;
+      while (::recv(sock_.get(), &ignored, 1, 0) < 0 && errno == EINTR) {
+      }
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (n != 1 || shared_.received.load() == 0) return 0;  // ~Standby reaps it
+    args->err = shared_.args.err;
+    args->failed_step = shared_.args.failed_step;
+    args->cgroup_join_err = shared_.args.cgroup_join_err;
+    pid_t pid = std::exchange(pid_, -1);
+    sock_.Reset();
+    ::munmap(stack_, kChildStackBytes);
+    stack_ = nullptr;
+    return pid;
+  }
+
+ private:
+  explicit Standby(std::vector<std::string> procs) : procs_(std::move(procs)) {
+    for (const auto& p : procs_) procs_ptrs_.push_back(p.c_str());
+    shared_.procs = procs_ptrs_.data();
+    shared_.procs_count = procs_ptrs_.size();
+  }
+
+  std::vector<std::string> procs_;
+  std::vector<const char*> procs_ptrs_;
+  StandbyShared shared_;
+  Fd sock_;  // the parent's end
+  void* stack_ = nullptr;
+  pid_t pid_ = -1;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Cgroups.
@@ -508,28 +816,49 @@ struct CgroupSlot {
   std::string memory_limit = "unset", pids_limit = "unset";  // as last written
   uint64_t oom_base = 0, fork_failure_base = 0;              // counters at the run's start
   bool reused = false;
+  std::unique_ptr<Standby> standby;  // a child waiting inside these cgroups (idle slots only)
+
+  std::vector<std::string> procs_paths() const {
+    std::vector<std::string> paths;
+    for (const auto& d : dirs) paths.push_back(d.path + "/cgroup.procs");
+    return paths;
+  }
 };
 
 class CgroupPool {
  public:
   static constexpr size_t kMaxIdle = 16;
+  static constexpr size_t kMaxStandbys = 8;  // idle slots with a child waiting in them
   static constexpr uint64_t kMaxLeftoverBytes = 16ull << 20;
 
-  explicit CgroupPool(int version) : version_(version) {}
+  explicit CgroupPool(int version) : version_(version) {
+    if (version_ == 1) standby_thread_ = std::thread([this] { StandbyLoop(); });
+  }
   ~CgroupPool() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (standby_thread_.joinable()) standby_thread_.join();
     std::vector<std::string> paths;
     for (auto& slot : idle_) {
+      slot->standby.reset();  // tells it to exit and reaps it: the cgroup is then empty
       for (auto& d : slot->dirs) paths.push_back(d.path);
     }
     idle_.clear();  // closes the descriptors first
     for (const auto& p : paths) CgroupJanitor::RemoveNow(p);
   }
 
+  // An idle slot, one with a standby child when there is one.
   std::unique_ptr<CgroupSlot> Take() {
     std::lock_guard lock(mu_);
     if (idle_.empty()) return nullptr;
-    auto slot = std::move(idle_.back());
-    idle_.pop_back();
+    auto it = std::find_if(idle_.rbegin(), idle_.rend(),
+                           [](const auto& s) { return s->standby != nullptr; });
+    auto pick = it == idle_.rend() ? std::prev(idle_.end()) : std::prev(it.base());
+    auto slot = std::move(*pick);
+    idle_.erase(pick);
     slot->reused = true;
     return slot;
   }
@@ -542,20 +871,62 @@ class CgroupPool {
       auto usage = ReadU64File(d.path + "/memory.usage_in_bytes");
       if (!usage || *usage > kMaxLeftoverBytes) return false;
     }
-    std::lock_guard lock(mu_);
-    if (idle_.size() >= kMaxIdle) return false;
-    slot->procs_fds.clear();  // an idle slot holds no descriptor
-    idle_.push_back(std::move(slot));
+    {
+      std::lock_guard lock(mu_);
+      if (idle_.size() >= kMaxIdle) return false;
+      slot->procs_fds.clear();  // an idle slot holds no descriptor
+      idle_.push_back(std::move(slot));
+    }
+    cv_.notify_all();  // the standby thread gives it a child
     return true;
   }
 
   CgroupJanitor& janitor() { return janitor_; }
 
  private:
+  // Clones a standby into idle slots that have none (see "Standby children"). The only thread
+  // that clones standbys: they share its TLS. It blocks every signal, so they start with every
+  // signal blocked (ChildExec clears the mask before execve).
+  void StandbyLoop() {
+    ::pthread_setname_np(::pthread_self(), "cortex-standby");
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      auto wanted = [&] {
+        size_t have = static_cast<size_t>(std::count_if(
+            idle_.begin(), idle_.end(), [](const auto& s) { return s->standby != nullptr; }));
+        if (have >= kMaxStandbys || standby_error_) return idle_.end();
+        return std::find_if(idle_.begin(), idle_.end(),
+                            [](const auto& s) { return s->standby == nullptr; });
+      };
+      cv_.wait(lock, [&] { return stopping_ || wanted() != idle_.end(); });
+      if (stopping_) return;
+      auto it = wanted();
+      auto slot = std::move(*it);
+      idle_.erase(it);
+      lock.unlock();
+      std::string why;
+      slot->standby = Standby::Start(slot->procs_paths(), &why);
+      lock.lock();
+      if (!slot->standby) {
+        standby_error_ = true;  // runs clone their child and join the cgroup themselves
+        log::Warn(kComponent, "cannot keep a child ready in an idle cgroup (" + why +
+                                  "): each run joins its cgroup itself");
+      }
+      idle_.push_back(std::move(slot));
+    }
+  }
+
   const int version_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<std::unique_ptr<CgroupSlot>> idle_;  // guarded by mu_
+  bool stopping_ = false;                          // guarded by mu_
+  bool standby_error_ = false;                     // guarded by mu_
   CgroupJanitor janitor_;
+  std::thread standby_thread_;
 };
 
 // The cgroup(s) of one run. Created before the spawn (the child joins them before exec);
@@ -622,6 +993,7 @@ class RunCgroup {
 
   ~RunCgroup() {
     if (!slot_) return;
+    slot_->standby.reset();  // an untaken standby exits on its own
     auto deadline = Clock::now() + kGoneDeadline;
     bool empty = false;
     while (!(empty = KillAll()) && Clock::now() < deadline) {
@@ -630,6 +1002,9 @@ class RunCgroup {
     if (empty && pool_ && pool_->Give(slot_)) return;
     Discard(*slot_);
   }
+
+  // The child waiting in this slot's cgroups, if any (to take the run).
+  std::unique_ptr<Standby> TakeStandby() { return std::move(slot_->standby); }
 
   // Descriptors of cgroup.procs, one per hierarchy: the child writes "0" into each.
   std::vector<int> procs_fds() const {
@@ -769,6 +1144,7 @@ class RunCgroup {
 
   // Removes the slot's directories (in the background when the janitor has room).
   void Discard(CgroupSlot& slot) {
+    slot.standby.reset();
     slot.procs_fds.clear();
     std::vector<std::string> paths;
     for (const auto& d : slot.dirs) paths.push_back(d.path);
@@ -781,79 +1157,6 @@ class RunCgroup {
   CgroupPool* pool_;
   std::unique_ptr<CgroupSlot> slot_;
 };
-
-// ---------------------------------------------------------------------------------------------
-// The child side of clone(CLONE_VM | CLONE_VFORK). Everything here runs on the child's stack in
-// the parent's memory: system calls only, on data prepared by the parent.
-
-struct ChildRlimit {
-  int resource;
-  struct rlimit value;
-};
-
-struct ChildArgs {
-  const char* path = nullptr;
-  char* const* argv = nullptr;
-  char* const* envp = nullptr;
-  const char* cwd = nullptr;  // nullptr: inherit
-  int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
-  const int* cgroup_fds = nullptr;
-  size_t cgroup_fd_count = 0;
-  const ChildRlimit* rlimits = nullptr;
-  size_t rlimit_count = 0;
-  const struct rlimit* memory_fallback = nullptr;  // RLIMIT_AS if joining the cgroup fails
-  // Written by the child:
-  int err = 0;  // errno of the failed step; 0 when execve succeeded
-  const char* failed_step = nullptr;
-  int cgroup_join_err = 0;  // joining failed; the fallback rlimit was applied instead
-};
-
-[[noreturn]] void ChildFail(ChildArgs* a, const char* step) {
-  a->err = errno != 0 ? errno : EINVAL;
-  a->failed_step = step;
-  _exit(127);
-}
-
-int ChildMain(void* arg) {
-  auto* a = static_cast<ChildArgs*>(arg);
-  // The server's handlers point into shared memory and must not run here; also give the program
-  // default dispositions (an ignored SIGPIPE would otherwise be inherited). glibc refuses its two
-  // internal signals; they are never sent to this process.
-  struct sigaction dfl;
-  std::memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
-  }
-  for (size_t i = 0; i < a->cgroup_fd_count; ++i) {
-    if (::write(a->cgroup_fds[i], "0", 1) != 1) {
-      a->cgroup_join_err = errno != 0 ? errno : EIO;
-      if (a->memory_fallback && ::setrlimit(RLIMIT_AS, a->memory_fallback) != 0) {
-        ChildFail(a, "setrlimit(RLIMIT_AS)");
-      }
-      break;
-    }
-  }
-  if (::setpgid(0, 0) != 0) ChildFail(a, "setpgid");
-  for (size_t i = 0; i < a->rlimit_count; ++i) {
-    if (::setrlimit(a->rlimits[i].resource, &a->rlimits[i].value) != 0) {
-      ChildFail(a, "setrlimit");
-    }
-  }
-  if (::dup2(a->stdin_fd, 0) < 0 || ::dup2(a->stdout_fd, 1) < 0 || ::dup2(a->stderr_fd, 2) < 0) {
-    ChildFail(a, "dup2");
-  }
-  if (a->cwd && ::chdir(a->cwd) != 0) ChildFail(a, "chdir");
-#ifdef SYS_close_range
-  // Descriptors other libraries of the server opened without O_CLOEXEC do not leak either.
-  ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
-#endif
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execve(a->path, a->argv, a->envp);
-  ChildFail(a, "exec");
-}
 
 Status StartError(const ChildArgs& a, const ProcessSpec& spec) {
   const std::string& program = spec.argv[0];
@@ -1213,6 +1516,19 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   if (!in_read.valid() || !out_write.valid() || !err_write.valid()) {
     return ResourceExhaustedError("cannot run " + program + ": " + ErrnoText(errno));
   }
+  Fd gate_read, gate_write;  // the child's descriptor 3 (see ProcessSpec::start_gate)
+  if (spec.start_gate) {
+    int gate[2];
+    if (::pipe2(gate, O_CLOEXEC) != 0) {
+      return ResourceExhaustedError("cannot run " + program + ": pipe: " + ErrnoText(errno));
+    }
+    gate_read = Fd(gate[0]);
+    gate_write = Fd(gate[1]);
+    if (gate_read.get() <= 3) gate_read = Fd(::fcntl(gate_read.get(), F_DUPFD_CLOEXEC, 4));
+    if (!gate_read.valid()) {
+      return ResourceExhaustedError("cannot run " + program + ": " + ErrnoText(errno));
+    }
+  }
 
   // Everything the child needs, prepared here (the child may not allocate).
   std::vector<char*> argv, envp;
@@ -1229,33 +1545,42 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   args.stdin_fd = in_read.get();
   args.stdout_fd = out_write.get();
   args.stderr_fd = err_write.get();
+  args.gate_fd = gate_read.get();
   args.cgroup_fds = cgroup_fds.data();
   args.cgroup_fd_count = cgroup_fds.size();
   args.rlimits = rlimits.data();
   args.rlimit_count = rlimits.size();
   args.memory_fallback = limits.memory_bytes && memory_by_cgroup ? &memory_rlimit : nullptr;
 
-  void* stack = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
-    return ResourceExhaustedError("cannot run " + program + ": mmap: " + ErrnoText(errno));
+  // The child: the slot's standby when it has one (already in the cgroups), else a fresh clone.
+  std::unique_ptr<Standby> standby = cgroup ? cgroup->TakeStandby() : nullptr;
+  auto start = Clock::now();
+  pid_t pid = standby ? standby->Go(&args) : 0;
+  standby.reset();
+  if (pid <= 0) {
+    void* stack = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+      return ResourceExhaustedError("cannot run " + program + ": mmap: " + ErrnoText(errno));
+    }
+    start = Clock::now();
+    sigset_t all, old_mask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old_mask);
+    pid = ::clone(ChildMain, static_cast<char*>(stack) + kChildStackBytes,
+                  CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    int clone_err = errno;
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::munmap(stack, kChildStackBytes);
+    if (pid < 0) {
+      return (clone_err == EAGAIN || clone_err == ENOMEM ? ResourceExhaustedError : InternalError)(
+          "cannot run " + program + ": clone: " + ErrnoText(clone_err));
+    }
   }
-  const auto start = Clock::now();
-  sigset_t all, old_mask;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old_mask);
-  pid_t pid = ::clone(ChildMain, static_cast<char*>(stack) + kChildStackBytes,
-                      CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-  int clone_err = errno;
-  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-  ::munmap(stack, kChildStackBytes);
   in_read.Reset();
   out_write.Reset();
   err_write.Reset();
-  if (pid < 0) {
-    return (clone_err == EAGAIN || clone_err == ENOMEM ? ResourceExhaustedError : InternalError)(
-        "cannot run " + program + ": clone: " + ErrnoText(clone_err));
-  }
+  gate_read.Reset();
   Child child(pid, std::move(cgroup));
   if (args.err != 0) return StartError(args, spec);  // ~Child reaps the exited child
   if (args.cgroup_join_err != 0) {
@@ -1268,6 +1593,16 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   result.pid = pid;
   result.used_cgroup = memory_by_cgroup || pids_by_cgroup;
   Fd pidfd(PidfdOpen(pid));  // readable once the child exits
+  if (spec.on_spawned) {
+    if (Status st = spec.on_spawned(); !st.ok()) return st;  // ~Child kills and reaps it
+  }
+  if (gate_write.valid()) {
+    // Open the gate. A child that exited already (or closed its end) is no error: EPIPE,
+    // reported in the result like any other early exit (SIGPIPE is blocked for the write).
+    ScopedSigpipeBlock block;
+    if (::write(gate_write.get(), "g", 1) < 0 && errno == EPIPE) block.NoteEpipe();
+    gate_write.Reset();
+  }
 
   // Supervise.
   Stream streams[2];

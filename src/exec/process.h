@@ -36,6 +36,14 @@ struct ProcessSpec {
   std::string cwd;                // working directory ("" = inherit)
   std::string stdin_data;         // written to the child's stdin, then stdin is closed
   Limits limits;
+  // A start gate: the child gets descriptor 3, the read end of a pipe that stays empty until
+  // `on_spawned` (when set) has returned OK on the calling thread, right after the spawn. A
+  // program that waits on it (bwrap --block-fd 3) does not exec the real command before then,
+  // so the caller's work (the executor records the call) overlaps the sandbox's setup and is
+  // still done before the command runs. When on_spawned fails, the child is killed and Run
+  // returns its error. Without start_gate, on_spawned is still called after the spawn.
+  bool start_gate = false;
+  std::function<Status()> on_spawned;
 };
 
 // Why a process ended. kExited/kSignaled are the process's own doing; the others are Cortex's.

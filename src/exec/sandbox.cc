@@ -670,6 +670,12 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   // session (no controlling terminal: no TIOCSTI) from setsid(1) instead, below.
   for (const char* a : {"--die-with-parent", "--hostname"}) argv.push_back(a);
   argv.push_back(policy.hostname.empty() ? "cortex-sandbox" : policy.hostname);
+  if (inner.start_gate) {
+    // bwrap sets the sandbox up, then waits for the gate before it runs anything of the tool's
+    // (and closes it: the tool does not see descriptor 3).
+    argv.push_back("--block-fd");
+    argv.push_back("3");
+  }
   for (const auto& op : ops) argv.insert(argv.end(), op.args.begin(), op.args.end());
   for (const auto& r : remounts) {
     argv.push_back("--remount-ro");
@@ -726,6 +732,8 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   out.cwd = "/";
   out.stdin_data = inner.stdin_data;
   out.limits = inner.limits;
+  out.start_gate = inner.start_gate;
+  out.on_spawned = inner.on_spawned;
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include "exec/process.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -50,9 +51,49 @@ int CountOpenFds() {
   return n;
 }
 
+// Child processes of this test process, from /proc (nothing is reaped by looking).
+struct ChildProc {
+  pid_t pid = 0;
+  char state = '?';
+  std::string comm;
+};
+std::vector<ChildProc> Children() {
+  std::vector<ChildProc> out;
+  for (auto& e : fs::directory_iterator("/proc")) {
+    std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // Plain read(2): the process may be gone by now (ESRCH), which is no error here.
+    int fd = ::open((e.path() / "stat").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[1024];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) continue;
+    std::string stat(buf, static_cast<size_t>(n));
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
+    if (ppid != ::getpid()) continue;
+    out.push_back({std::stoi(name), state, stat.substr(open + 1, close - open - 1)});
+  }
+  return out;
+}
+
+// No exited child left unreaped (a runner may keep standby children waiting in idle cgroups).
 bool NoZombieChildren() {
-  int status;
-  return ::waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD;
+  auto children = Children();
+  return std::none_of(children.begin(), children.end(), [](auto& c) { return c.state == 'Z'; });
+}
+
+// The runner's standby children (see process.cc, "Standby children").
+std::vector<pid_t> Standbys() {
+  std::vector<pid_t> pids;
+  for (auto& c : Children()) {
+    if (c.comm == "cortex-standby" && c.state != 'Z') pids.push_back(c.pid);
+  }
+  return pids;
 }
 
 std::string Python() {
@@ -357,6 +398,159 @@ TEST_F(ProcessTest, AReusedCgroupStartsClean) {
   EXPECT_LT(r->cpu_user + r->cpu_system, milliseconds(200)) << "an earlier run's CPU time";
 }
 
+// The descriptors a process holds beyond 0-2, as "N -> target".
+std::vector<std::string> FdsAboveStdio(pid_t pid) {
+  std::vector<std::string> fds;
+  std::error_code ec;
+  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (std::stoi(name) <= 2) continue;
+    fds.push_back(name + " -> " + fs::read_symlink(e.path(), ec).string());
+  }
+  return fds;
+}
+
+// A standby that has settled: it dropped every inherited descriptor but its one socket (it does
+// that right after it is cloned, asynchronously).
+bool Settled(pid_t pid) {
+  auto fds = FdsAboveStdio(pid);
+  return fds.size() == 1 && fds[0].find("socket:") != std::string::npos;
+}
+
+// Waits (bounded) until the runner has a settled standby child; 0 when none came.
+pid_t WaitForStandby() {
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (pid_t pid : Standbys()) {
+      if (Settled(pid)) return pid;
+    }
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return 0;
+}
+
+TEST_F(ProcessTest, AStandbyInTheIdleCgroupTakesTheNextRun) {
+  ProcessSpec spec = Sh("echo $$");
+  spec.limits.memory_bytes = 64ull << 20;
+  spec.limits.max_processes = 8;
+  int stray[2];  // a descriptor of the server's without close-on-exec: no standby may hold it
+  ASSERT_EQ(::pipe(stray), 0);
+  auto first = Run(spec);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  if (!first->used_cgroup) GTEST_SKIP() << "no cgroups here: " << first->limits_note;
+  pid_t standby = WaitForStandby();
+  if (standby == 0) GTEST_SKIP() << "no standby (cgroup v2 slots are not reused)";
+  // It waits inside the slot's cgroups, holding nothing of ours but stdio and its one socket
+  // (WaitForStandby waited for that): not `stray`, nor anything else of this process.
+  auto held = FdsAboveStdio(standby);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_NE(held[0].find("socket:"), std::string::npos) << held[0];
+  std::ifstream cg("/proc/" + std::to_string(standby) + "/cgroup");
+  std::string cgroups((std::istreambuf_iterator<char>(cg)), std::istreambuf_iterator<char>());
+  EXPECT_NE(cgroups.find("/cortex/"), std::string::npos) << cgroups;
+  ::close(stray[0]);
+  ::close(stray[1]);
+
+  auto second = Run(spec);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->pid, standby);  // the standby became the run's process
+  EXPECT_EQ(second->stdout_data, std::to_string(standby) + "\n");
+  EXPECT_EQ(second->reason, EndReason::kExited);
+  EXPECT_TRUE(second->used_cgroup);
+  EXPECT_TRUE(second->limits_note.empty()) << second->limits_note;
+
+  // A start failure on a standby is reported like any other, and the runner carries on.
+  ASSERT_NE(WaitForStandby(), 0);
+  ProcessSpec missing = spec;
+  missing.argv = {"/nonexistent/tool"};
+  auto bad = Run(missing);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kNotFound) << bad.status().ToString();
+  ProcessSpec in_dir = spec;
+  in_dir.cwd = "/nonexistent-dir";
+  bad = Run(in_dir);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("working directory"), std::string::npos);
+  auto third = Run(spec);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  EXPECT_EQ(third->stdout_data, std::to_string(third->pid) + "\n");
+  EXPECT_TRUE(NoZombieChildren());
+}
+
+TEST_F(ProcessTest, AStartGateHoldsTheChildUntilOnSpawnedHasReturned) {
+  TempDir dir;
+  // Without limits (a fresh clone), then with a cgroup (a fresh clone, then the slot's standby).
+  for (int i = 0; i < 4; ++i) {
+    std::string flag = dir.path() + "/recorded-" + std::to_string(i);
+    ProcessSpec spec = Sh("head -c1 <&3 >/dev/null; cat " + flag + "; exec 3<&-; echo done");
+    if (i > 0) spec.limits.memory_bytes = 64ull << 20;
+    spec.start_gate = true;
+    int calls = 0;
+    spec.on_spawned = [&] {
+      ++calls;
+      std::this_thread::sleep_for(milliseconds(30));  // the child would be done by now
+      std::ofstream(flag) << "recorded\n";
+      return Status::Ok();
+    };
+    if (i == 3) WaitForStandby();
+    auto r = Run(spec);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(r->stdout_data, "recorded\ndone\n") << r->stderr_data;
+    EXPECT_EQ(r->exit_code, 0);
+  }
+  // A failing callback: the child is killed before it got past the gate, Run returns the error.
+  for (int i = 0; i < 2; ++i) {
+    ProcessSpec spec = Sh("head -c1 <&3 >/dev/null; echo ran; /bin/sleep 100");
+    if (i > 0) spec.limits.memory_bytes = 64ull << 20;
+    spec.start_gate = true;
+    spec.on_spawned = [&] { return UnavailableError("the store is down"); };
+    auto r = Run(spec);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(r.status().message(), "the store is down");
+  }
+  EXPECT_TRUE(NoZombieChildren());
+  // on_spawned without a gate is called too (after the spawn); the child gets no descriptor 3.
+  ProcessSpec plain = Sh("if [ -e /proc/self/fd/3 ]; then echo fd3; else echo none; fi");
+  int calls = 0;
+  plain.on_spawned = [&] {
+    ++calls;
+    return Status::Ok();
+  };
+  auto r = Run(plain);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(r->stdout_data, "none\n");
+}
+
+TEST_F(ProcessTest, AKilledStandbyIsReplacedByAFreshChild) {
+  ProcessSpec spec = Sh("echo $$");
+  spec.limits.memory_bytes = 64ull << 20;
+  auto first = Run(spec);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  if (!first->used_cgroup) GTEST_SKIP() << "no cgroups here: " << first->limits_note;
+  pid_t standby = WaitForStandby();
+  if (standby == 0) GTEST_SKIP() << "no standby (cgroup v2 slots are not reused)";
+  ASSERT_EQ(::kill(standby, SIGKILL), 0);
+  auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (!ProcessGone(standby) && std::chrono::steady_clock::now() < deadline) {
+    auto children = Children();
+    bool zombie = std::any_of(children.begin(), children.end(),
+                              [&](auto& c) { return c.pid == standby && c.state == 'Z'; });
+    if (zombie) break;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  auto r = Run(spec);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->reason, EndReason::kExited) << r->reason_text;
+  EXPECT_NE(r->pid, standby);
+  EXPECT_EQ(r->stdout_data, std::to_string(r->pid) + "\n");
+  EXPECT_TRUE(r->used_cgroup);
+  EXPECT_TRUE(ProcessGone(standby));  // reaped
+}
+
 TEST_F(ProcessTest, WithoutCgroupsMemoryFallsBackToRlimitAs) {
   auto runner = MakeProcessRunner({.cgroup_root = "", .use_cgroups = false});
   ProcessSpec spec;
@@ -577,11 +771,12 @@ TEST_F(ProcessTest, NothingLeaks) {
   ProcessSpec timeout = Sh("/bin/sleep 100");
   timeout.limits.timeout = milliseconds(50);
   ASSERT_TRUE(Run(timeout).ok());
-  EXPECT_EQ(CountOpenFds(), before);
   EXPECT_TRUE(NoZombieChildren());
-  // The runner's per-run cgroups are gone too, at the latest when the runner is (its janitor
-  // removes them in the background).
+  // The standbys, and the runner's per-run cgroups, are gone when the runner is (its janitor
+  // removes the cgroups in the background).
   runner_.reset();
+  EXPECT_EQ(CountOpenFds(), before);
+  EXPECT_TRUE(Children().empty());
   for (const char* parent :
        {"/sys/fs/cgroup/memory/cortex", "/sys/fs/cgroup/pids/cortex", "/sys/fs/cgroup/cortex"}) {
     if (!fs::exists(parent)) continue;
@@ -607,8 +802,9 @@ TEST_F(ProcessTest, AnExceptionFromOnLineLeavesNothingBehind) {
                std::runtime_error);
   ASSERT_GT(pgid, 0);
   EXPECT_TRUE(GroupGone(pgid));
-  EXPECT_EQ(CountOpenFds(), before);
   EXPECT_TRUE(NoZombieChildren());
+  runner_.reset();  // and its standby children, each holding a socket of ours
+  EXPECT_EQ(CountOpenFds(), before);
 }
 
 TEST(EndReasonNameTest, Names) {

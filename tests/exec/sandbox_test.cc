@@ -566,6 +566,40 @@ TEST_F(SandboxTest, EnvironmentIsExactlyWhatWasGiven) {
   EXPECT_EQ(wrapped->env.size(), 3u);
 }
 
+// The executor records a call while bwrap sets the sandbox up: bwrap waits on the start gate
+// (--block-fd 3) before it runs anything of the tool's, and the tool does not see the gate.
+TEST_F(SandboxTest, AStartGateHoldsTheToolUntilTheCallerIsReady) {
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("gate");
+  std::string flag = policy.tool_dir + "/recorded";
+  ProcessSpec inner =
+      SpecOf({"/usr/bin/sh", "-c", "cat " + flag + "; ls /proc/$$/fd | sort -n"}, kToolEnv);
+  inner.start_gate = true;
+  inner.on_spawned = [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // bwrap is done setting up
+    std::ofstream(flag) << "recorded\n";
+    return Status::Ok();
+  };
+  auto wrapped = WrapInSandbox(inner, policy, *info_);
+  ASSERT_TRUE(wrapped.ok()) << wrapped.status().ToString();
+  auto block = std::find(wrapped->argv.begin(), wrapped->argv.end(), "--block-fd");
+  ASSERT_NE(block, wrapped->argv.end());
+  EXPECT_EQ(*(block + 1), "3");
+  EXPECT_TRUE(wrapped->start_gate);
+  auto runner = MakeProcessRunner();
+  auto r = runner->Run(*wrapped, nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "recorded\n0\n1\n2\n");
+
+  // Without a gate, no --block-fd.
+  inner.start_gate = false;
+  wrapped = WrapInSandbox(inner, policy, *info_);
+  ASSERT_TRUE(wrapped.ok());
+  EXPECT_EQ(std::find(wrapped->argv.begin(), wrapped->argv.end(), "--block-fd"),
+            wrapped->argv.end());
+}
+
 TEST_F(SandboxTest, OwnPidNamespace) {
   Spawned r = Python(
       "import os\n"
