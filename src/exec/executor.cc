@@ -480,6 +480,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
     spec->limits.timeout = *job->request.timeout;
   }
+  spec->reap_in_background = true;  // the sandbox's teardown is not the caller's to wait for
   Status record_status;
   if (record_at_spawn) {
     spec->start_gate = true;  // bwrap --block-fd: the tool waits for the record

@@ -44,6 +44,11 @@ struct ProcessSpec {
   // returns its error. Without start_gate, on_spawned is still called after the spawn.
   bool start_gate = false;
   std::function<Status()> on_spawned;
+  // Return as soon as the process has exited and its output is drained: what is left of its
+  // group and cgroup has been sent SIGKILL, and is waited for, reaped and its cgroup released by
+  // the runner's own thread (bounded; it is never left behind). Off: Run returns only once
+  // nothing of the run exists any more.
+  bool reap_in_background = false;
 };
 
 // Why a process ended. kExited/kSignaled are the process's own doing; the others are Cortex's.

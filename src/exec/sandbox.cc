@@ -734,6 +734,7 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   out.limits = inner.limits;
   out.start_gate = inner.start_gate;
   out.on_spawned = inner.on_spawned;
+  out.reap_in_background = inner.reap_in_background;
   return out;
 }
 

@@ -129,7 +129,8 @@ Result<SandboxInfo> DetectSandbox(const std::string& bwrap_path_hint,
 // "--wait", "--", (setpriv ... "--",) inner.argv...]; env = inner.env (see above); cwd = "/" for
 // bwrap, while the
 // tool starts in inner.cwd when set (it must be the tool folder, below it, or below /tmp),
-// else in policy.tool_dir; stdin_data, limits, start_gate and on_spawned are copied (with a
+// else in policy.tool_dir; stdin_data, limits, start_gate, on_spawned and reap_in_background are
+// copied (with a
 // start gate, bwrap sets the sandbox up and waits on descriptor 3 before it runs the tool:
 // --block-fd 3). The interpreter (inner.argv[0],
 // absolute) is bound with its prefix when it lives outside /usr: the directory above its `bin/`

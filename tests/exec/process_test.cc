@@ -525,6 +525,37 @@ TEST_F(ProcessTest, AStartGateHoldsTheChildUntilOnSpawnedHasReturned) {
   EXPECT_EQ(r->stdout_data, "none\n");
 }
 
+TEST_F(ProcessTest, ReapInBackgroundReturnsAtExitAndStillLeavesNothing) {
+  auto gone_within = [](auto condition) {
+    auto deadline = std::chrono::steady_clock::now() + seconds(5);
+    while (!condition() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+    return condition();
+  };
+  for (int i = 0; i < 4; ++i) {
+    // A leftover in the group, and one that left it for a session of its own (cgroup only).
+    ProcessSpec spec = Sh("/bin/sleep 100 & echo $!; /usr/bin/setsid /bin/sleep 100 & echo $!");
+    if (i % 2) spec.limits.memory_bytes = 64ull << 20;
+    spec.reap_in_background = true;
+    auto r = Run(spec);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->exit_code, 0);
+    int in_group = 0, escaped = 0;
+    ASSERT_EQ(std::sscanf(r->stdout_data.c_str(), "%d %d", &in_group, &escaped), 2);
+    EXPECT_TRUE(gone_within([&] { return ProcessGone(in_group) && GroupGone(r->pid); }));
+    if (r->used_cgroup) {
+      EXPECT_TRUE(gone_within([&] { return ProcessGone(escaped); }));
+    } else {
+      ::kill(escaped, SIGKILL);  // rlimits only: nothing tracks it; reparented to us
+      ::waitpid(escaped, nullptr, 0);
+    }
+  }
+  EXPECT_TRUE(gone_within([] { return NoZombieChildren(); }));
+  runner_.reset();  // waits for whatever its reaper still had
+  EXPECT_TRUE(NoZombieChildren());
+}
+
 TEST_F(ProcessTest, AKilledStandbyIsReplacedByAFreshChild) {
   ProcessSpec spec = Sh("echo $$");
   spec.limits.memory_bytes = 64ull << 20;
