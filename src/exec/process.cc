@@ -59,6 +59,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "common/log.h"
@@ -151,15 +152,37 @@ std::string FormatBytes(uint64_t bytes) {
   return std::to_string(bytes) + " bytes";
 }
 
-bool WriteFile(const std::string& path, std::string_view data, int* err = nullptr) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+// Control files kept open (one set per cgroup slot): a kernfs file is re-read by pread at offset
+// 0 and rewritten by pwrite, which saves an open/close pair per access (~10 per run). Used by one
+// thread at a time, like the slot that holds it.
+class ControlFiles {
+ public:
+  // An open descriptor for `path` (O_RDONLY or O_WRONLY), opened on first use; -1 and errno.
+  int Get(const std::string& path, int mode) {
+    std::string key = path;
+    key += mode == O_RDONLY ? 'r' : 'w';
+    auto it = fds_.find(key);
+    if (it != fds_.end()) return it->second.get();
+    int fd = ::open(path.c_str(), mode | O_CLOEXEC);
+    if (fd >= 0) fds_.emplace(std::move(key), Fd(fd));
+    return fd;
+  }
+  void Clear() { fds_.clear(); }
+
+ private:
+  std::unordered_map<std::string, Fd> fds_;
+};
+
+bool WriteFile(const std::string& path, std::string_view data, int* err = nullptr,
+               ControlFiles* files = nullptr) {
+  int fd = files ? files->Get(path, O_WRONLY) : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     if (err) *err = errno;
     return false;
   }
-  ssize_t n = ::write(fd, data.data(), data.size());
+  ssize_t n = ::pwrite(fd, data.data(), data.size(), 0);
   int saved = errno;
-  ::close(fd);
+  if (!files) ::close(fd);
   if (n != static_cast<ssize_t>(data.size())) {
     if (err) *err = n < 0 ? saved : EIO;
     return false;
@@ -168,18 +191,20 @@ bool WriteFile(const std::string& path, std::string_view data, int* err = nullpt
 }
 
 // Reads a small file (cgroup control files, /proc entries, script headers): at most `limit` bytes.
-std::optional<std::string> ReadFile(const std::string& path, size_t limit = 64 * 1024) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+std::optional<std::string> ReadFile(const std::string& path, size_t limit = 64 * 1024,
+                                    ControlFiles* files = nullptr) {
+  int fd = files ? files->Get(path, O_RDONLY) : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
   std::string out;
   char buf[4096];
   while (out.size() < limit) {
-    ssize_t n = ::read(fd, buf, std::min(sizeof buf, limit - out.size()));
+    ssize_t n =
+        ::pread(fd, buf, std::min(sizeof buf, limit - out.size()), static_cast<off_t>(out.size()));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
+  if (!files) ::close(fd);
   return out;
 }
 
@@ -194,14 +219,15 @@ std::optional<uint64_t> ParseU64(std::string_view text) {
   return v;
 }
 
-std::optional<uint64_t> ReadU64File(const std::string& path) {
-  auto text = ReadFile(path);
+std::optional<uint64_t> ReadU64File(const std::string& path, ControlFiles* files = nullptr) {
+  auto text = ReadFile(path, 64 * 1024, files);
   return text ? ParseU64(*text) : std::nullopt;
 }
 
 // The value of `key` in a "key value" per line file (memory.events, pids.events, oom_control).
-std::optional<uint64_t> ReadKeyedU64(const std::string& path, std::string_view key) {
-  auto text = ReadFile(path);
+std::optional<uint64_t> ReadKeyedU64(const std::string& path, std::string_view key,
+                                     ControlFiles* files = nullptr) {
+  auto text = ReadFile(path, 64 * 1024, files);
   if (!text) return std::nullopt;
   std::string_view rest = *text;
   while (!rest.empty()) {
@@ -816,6 +842,7 @@ struct CgroupSlot {
   std::string memory_limit = "unset", pids_limit = "unset";  // as last written
   uint64_t oom_base = 0, fork_failure_base = 0;              // counters at the run's start
   bool reused = false;
+  ControlFiles files;                // its control files, opened once
   std::unique_ptr<Standby> standby;  // a child waiting inside these cgroups (idle slots only)
 
   std::vector<std::string> procs_paths() const {
@@ -868,13 +895,13 @@ class CgroupPool {
     if (version_ != 1) return false;
     for (const auto& d : slot->dirs) {
       if (!d.memory) continue;
-      auto usage = ReadU64File(d.path + "/memory.usage_in_bytes");
+      auto usage = ReadU64File(d.path + "/memory.usage_in_bytes", &slot->files);
       if (!usage || *usage > kMaxLeftoverBytes) return false;
     }
     {
       std::lock_guard lock(mu_);
       if (idle_.size() >= kMaxIdle) return false;
-      slot->procs_fds.clear();  // an idle slot holds no descriptor
+      slot->procs_fds.clear();  // an idle slot holds its control files only
       idle_.push_back(std::move(slot));
     }
     cv_.notify_all();  // the standby thread gives it a child
@@ -948,12 +975,8 @@ class RunCgroup {
     auto cg = std::unique_ptr<RunCgroup>(new RunCgroup(setup.version, pool));
     std::unique_ptr<CgroupSlot> slot = pool ? pool->Take() : nullptr;
     if (slot) {
-      bool opened = true;
-      for (const auto& d : slot->dirs) {
-        int fd = ::open((d.path + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0) opened = false;
-        slot->procs_fds.emplace_back(fd);
-      }
+      // The descriptors to join by are only needed when no standby is there to take the run.
+      bool opened = slot->standby != nullptr || cg->OpenProcs(*slot);
       if (opened && cg->Configure(*slot, limits, why)) {
         cg->slot_ = std::move(slot);
         return cg;
@@ -1007,7 +1030,8 @@ class RunCgroup {
   std::unique_ptr<Standby> TakeStandby() { return std::move(slot_->standby); }
 
   // Descriptors of cgroup.procs, one per hierarchy: the child writes "0" into each.
-  std::vector<int> procs_fds() const {
+  std::vector<int> procs_fds() {
+    if (slot_->procs_fds.empty()) OpenProcs(*slot_);
     std::vector<int> fds;
     for (const auto& fd : slot_->procs_fds) fds.push_back(fd.get());
     return fds;
@@ -1025,11 +1049,15 @@ class RunCgroup {
   bool KillAll(std::vector<Fd>* killed = nullptr) const {
     if (dirs().empty()) return true;
     const std::string procs = dirs().front().path + "/cgroup.procs";
+    ControlFiles* files = &slot_->files;
+    // cgroup.procs is opened afresh each time: a v1 pidlist kept open can be read stale.
     auto first = ReadFile(procs, 1 << 20);
     if (!first) return true;  // directory gone
     std::vector<pid_t> pids = ParsePids(*first);
     if (pids.empty()) return true;
-    if (version_ == 2 && WriteFile(dirs().front().path + "/cgroup.kill", "1")) return false;
+    if (version_ == 2 && WriteFile(dirs().front().path + "/cgroup.kill", "1", nullptr, files)) {
+      return false;
+    }
     // No cgroup.kill (v1): signal pid by pid without ever hitting a recycled pid. A pidfd pins
     // the process that held the pid when it was opened; if the pid is still listed afterwards,
     // the holder is in this cgroup, and if it is not that process any more the signal fails.
@@ -1051,31 +1079,32 @@ class RunCgroup {
 
   Stats ReadStats() const {
     Stats s;
+    ControlFiles* files = &slot_->files;
     for (const auto& d : dirs()) {
       if (d.memory) {
         if (version_ == 2) {
-          s.oom_kills = ReadKeyedU64(d.path + "/memory.events", "oom_kill").value_or(0);
-          s.peak = ReadU64File(d.path + "/memory.peak");
+          s.oom_kills = ReadKeyedU64(d.path + "/memory.events", "oom_kill", files).value_or(0);
+          s.peak = ReadU64File(d.path + "/memory.peak", files);
         } else {
-          auto kills = ReadKeyedU64(d.path + "/memory.oom_control", "oom_kill");
+          auto kills = ReadKeyedU64(d.path + "/memory.oom_control", "oom_kill", files);
           // Kernels before 4.13 have no oom_kill counter: hitting the limit is the best signal
           // (failcnt is reset for a reused cgroup; the oom_kill counter cannot be: baselined).
           s.oom_kills = kills ? *kills - std::min(*kills, slot_->oom_base)
-                              : ReadU64File(d.path + "/memory.failcnt").value_or(0);
-          s.peak = ReadU64File(d.path + "/memory.max_usage_in_bytes");
+                              : ReadU64File(d.path + "/memory.failcnt", files).value_or(0);
+          s.peak = ReadU64File(d.path + "/memory.max_usage_in_bytes", files);
         }
       }
       if (d.pids) {
-        uint64_t n = ReadKeyedU64(d.path + "/pids.events", "max").value_or(0);
+        uint64_t n = ReadKeyedU64(d.path + "/pids.events", "max", files).value_or(0);
         s.fork_failures = n - std::min(n, slot_->fork_failure_base);
       }
       if (d.cpu) {
         if (version_ == 2) {
-          s.cpu_user_usec = ReadKeyedU64(d.path + "/cpu.stat", "user_usec");
-          s.cpu_system_usec = ReadKeyedU64(d.path + "/cpu.stat", "system_usec");
+          s.cpu_user_usec = ReadKeyedU64(d.path + "/cpu.stat", "user_usec", files);
+          s.cpu_system_usec = ReadKeyedU64(d.path + "/cpu.stat", "system_usec", files);
         } else {
-          auto user_ns = ReadU64File(d.path + "/cpuacct.usage_user");
-          auto sys_ns = ReadU64File(d.path + "/cpuacct.usage_sys");
+          auto user_ns = ReadU64File(d.path + "/cpuacct.usage_user", files);
+          auto sys_ns = ReadU64File(d.path + "/cpuacct.usage_sys", files);
           if (user_ns) s.cpu_user_usec = *user_ns / 1000;
           if (sys_ns) s.cpu_system_usec = *sys_ns / 1000;
         }
@@ -1089,9 +1118,21 @@ class RunCgroup {
 
   const std::vector<CgroupParent>& dirs() const { return slot_->dirs; }
 
+  bool OpenProcs(CgroupSlot& slot) const {
+    bool opened = true;
+    slot.procs_fds.clear();
+    for (const auto& d : slot.dirs) {
+      int fd = ::open((d.path + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) opened = false;
+      slot.procs_fds.emplace_back(fd);
+    }
+    return opened;
+  }
+
   // Writes the run's limits (where they differ from what the slot has) and, for a reused slot,
   // resets its counters or records their baselines.
   bool Configure(CgroupSlot& slot, const Limits& limits, std::string* why) {
+    ControlFiles* files = &slot.files;
     for (const auto& d : slot.dirs) {
       const std::string& dir = d.path;
       int err = 0;
@@ -1099,45 +1140,48 @@ class RunCgroup {
         std::string bytes = limits.memory_bytes ? std::to_string(*limits.memory_bytes) : "";
         if (bytes != slot.memory_limit) {
           if (version_ == 2) {
-            if (!WriteFile(dir + "/memory.max", bytes.empty() ? "max" : bytes, &err)) {
+            if (!WriteFile(dir + "/memory.max", bytes.empty() ? "max" : bytes, &err, files)) {
               *why = "writing memory.max: " + ErrnoText(err);
               return false;
             }
-            WriteFile(dir + "/memory.swap.max", "0");   // no swap beyond the limit
-            WriteFile(dir + "/memory.oom.group", "1");  // an OOM kill takes the whole tree
+            WriteFile(dir + "/memory.swap.max", "0", nullptr, files);  // no swap beyond the limit
+            WriteFile(dir + "/memory.oom.group", "1", nullptr,
+                      files);  // an OOM kill takes the whole tree
           } else {
             std::string v = bytes.empty() ? "-1" : bytes;
             // memsw (swap accounting) must stay >= the memory limit: raise it first when
             // raising, lower it after when lowering; it is absent without swap accounting.
-            WriteFile(dir + "/memory.memsw.limit_in_bytes", "-1");
-            if (!WriteFile(dir + "/memory.limit_in_bytes", v, &err)) {
+            WriteFile(dir + "/memory.memsw.limit_in_bytes", "-1", nullptr, files);
+            if (!WriteFile(dir + "/memory.limit_in_bytes", v, &err, files)) {
               *why = "writing memory.limit_in_bytes: " + ErrnoText(err);
               return false;
             }
-            WriteFile(dir + "/memory.memsw.limit_in_bytes", v);
+            WriteFile(dir + "/memory.memsw.limit_in_bytes", v, nullptr, files);
           }
           slot.memory_limit = bytes;
         }
         if (slot.reused && version_ == 1) {
-          WriteFile(dir + "/memory.max_usage_in_bytes", "0");  // the peak starts over
-          WriteFile(dir + "/memory.failcnt", "0");
-          slot.oom_base = ReadKeyedU64(dir + "/memory.oom_control", "oom_kill").value_or(0);
+          WriteFile(dir + "/memory.max_usage_in_bytes", "0", nullptr,
+                    files);  // the peak starts over
+          WriteFile(dir + "/memory.failcnt", "0", nullptr, files);
+          slot.oom_base = ReadKeyedU64(dir + "/memory.oom_control", "oom_kill", files).value_or(0);
         }
       }
       if (d.pids) {
         std::string n = limits.max_processes ? std::to_string(*limits.max_processes) : "";
         if (n != slot.pids_limit) {
-          if (!WriteFile(dir + "/pids.max", n.empty() ? "max" : n, &err)) {
+          if (!WriteFile(dir + "/pids.max", n.empty() ? "max" : n, &err, files)) {
             *why = "writing pids.max: " + ErrnoText(err);
             return false;
           }
           slot.pids_limit = n;
         }
         if (slot.reused) {
-          slot.fork_failure_base = ReadKeyedU64(dir + "/pids.events", "max").value_or(0);
+          slot.fork_failure_base = ReadKeyedU64(dir + "/pids.events", "max", files).value_or(0);
         }
       }
-      if (d.cpu && slot.reused && version_ == 1) WriteFile(dir + "/cpuacct.usage", "0");
+      if (d.cpu && slot.reused && version_ == 1)
+        WriteFile(dir + "/cpuacct.usage", "0", nullptr, files);
     }
     return true;
   }
@@ -1146,6 +1190,7 @@ class RunCgroup {
   void Discard(CgroupSlot& slot) {
     slot.standby.reset();
     slot.procs_fds.clear();
+    slot.files.Clear();
     std::vector<std::string> paths;
     for (const auto& d : slot.dirs) paths.push_back(d.path);
     slot.dirs.clear();
@@ -1605,7 +1650,7 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  std::vector<int> cgroup_fds = cgroup ? cgroup->procs_fds() : std::vector<int>{};
+  std::vector<int> cgroup_fds;  // only for a fresh clone, which joins the cgroup itself
   ChildArgs args;
   args.path = program.c_str();
   args.argv = argv.data();
@@ -1615,8 +1660,6 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   args.stdout_fd = out_write.get();
   args.stderr_fd = err_write.get();
   args.gate_fd = gate_read.get();
-  args.cgroup_fds = cgroup_fds.data();
-  args.cgroup_fd_count = cgroup_fds.size();
   args.rlimits = rlimits.data();
   args.rlimit_count = rlimits.size();
   args.memory_fallback = limits.memory_bytes && memory_by_cgroup ? &memory_rlimit : nullptr;
@@ -1627,6 +1670,9 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   pid_t pid = standby ? standby->Go(&args) : 0;
   standby.reset();
   if (pid <= 0) {
+    if (cgroup) cgroup_fds = cgroup->procs_fds();
+    args.cgroup_fds = cgroup_fds.data();
+    args.cgroup_fd_count = cgroup_fds.size();
     void* stack = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
@@ -1826,6 +1872,24 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
       // The rest of the group; the pipes then reach EOF.
       if (spec.reap_in_background) {
         child.SignalRemaining();
+        // What the process wrote is in the pipes by now, and what is left of the run is
+        // dying: take what is there and stop, without waiting for the leftovers' EOF (their
+        // exit, e.g. a sandbox's namespaces being torn down, is the reaper's to wait for).
+        for (Stream& st : streams) {
+          if (!st.fd.valid()) continue;
+          ::fcntl(st.fd.get(), F_SETFL, ::fcntl(st.fd.get(), F_GETFL) | O_NONBLOCK);
+          for (;;) {
+            ssize_t n = ::read(st.fd.get(), buf, sizeof buf);
+            if (n > 0) {
+              accept_output(st, buf, static_cast<size_t>(n), Clock::now());
+            } else if (n < 0 && errno == EINTR) {
+              continue;
+            } else {
+              break;  // EOF, or nothing more (EAGAIN)
+            }
+          }
+          st.fd.Reset();
+        }
       } else {
         child.KillRemaining();
       }

@@ -92,6 +92,20 @@ std::optional<std::string> RealPath(const std::string& path) {
   return std::string(buf);
 }
 
+SandboxInfo::HostPath ResolveHostPath(const std::string& path) {
+  SandboxInfo::HostPath h;
+  h.real = RealPath(path);
+  struct stat st {};
+  h.is_dir = h.real && ::stat(h.real->c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  return h;
+}
+
+// Where `path` leads: from the layout read at detection when it is there, else now.
+SandboxInfo::HostPath HostPathOf(const SandboxInfo& info, const std::string& path) {
+  auto it = info.host_paths.find(path);
+  return it != info.host_paths.end() ? it->second : ResolveHostPath(path);
+}
+
 std::string Parent(const std::string& path) {
   size_t slash = path.rfind('/');
   return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
@@ -407,6 +421,10 @@ Result<SandboxInfo> DetectSandbox(const std::string& bwrap_path_hint,
   std::sort(etc_interpreters.begin(), etc_interpreters.end());
   for (const auto& p : etc_interpreters) add_etc(p, &info.system_binds);
   for (std::string_view p : kEtcNetworkFiles) add_etc(std::string(p), &info.network_binds);
+  std::vector<std::string> resolved = info.system_binds;
+  resolved.insert(resolved.end(), info.network_binds.begin(), info.network_binds.end());
+  resolved.insert(resolved.end(), kAlwaysHidden.begin(), kAlwaysHidden.end());
+  for (const auto& path : resolved) info.host_paths[path] = ResolveHostPath(path);
 
   // 4. passwd and group: root and nobody only.
   if (support_dir.empty() || support_dir[0] != '/') {
@@ -474,7 +492,8 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   // --- Everything bound, system first. ---
   std::vector<Bind> binds;
   auto add_system = [&](const std::string& path) {
-    Bind b{path, Normalize(path), RealPath(path).value_or(""), true, path != "/usr", false};
+    Bind b{path, Normalize(path), HostPathOf(info, path).real.value_or(""),
+           true, path != "/usr",  false};
     binds.push_back(std::move(b));
   };
   for (const auto& p : info.system_binds) add_system(p);
@@ -540,9 +559,10 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   };
   std::vector<Mask> masks;
   for (const auto& h : hidden) {
-    auto real = RealPath(h);
+    const SandboxInfo::HostPath where = HostPathOf(info, h);
+    const std::optional<std::string>& real = where.real;
     if (!real) continue;  // does not exist: nothing to see
-    bool is_dir = ::stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    const bool is_dir = where.is_dir;
     for (auto& b : binds) {
       if (b.real.empty()) continue;
       if (b.real == *real || b.dest == h) {

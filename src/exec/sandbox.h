@@ -55,6 +55,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -108,8 +110,16 @@ struct SandboxInfo {
   // The host's layout, read once: top-level entries that are symlinks (on Debian 12, /bin ->
   // usr/bin, /lib, /lib64, /sbin) are recreated as (target, path) symlinks; the rest are bound.
   std::vector<std::pair<std::string, std::string>> system_symlinks;
-  std::vector<std::string> system_binds;    // read-only at the same path, always
-  std::vector<std::string> network_binds;   // read-only at the same path, when policy.network
+  std::vector<std::string> system_binds;   // read-only at the same path, always
+  std::vector<std::string> network_binds;  // read-only at the same path, when policy.network
+  // Where the system binds, the network binds and the always-hidden paths lead (realpath), and
+  // whether they are directories, read with the rest of the layout: each call would otherwise
+  // resolve the same dozens of paths again. Paths not listed are resolved per call.
+  struct HostPath {
+    std::optional<std::string> real;  // nullopt: does not exist
+    bool is_dir = false;
+  };
+  std::map<std::string, HostPath> host_paths;
   std::chrono::microseconds probe_wall{0};  // wall time of the `bwrap ... true` probe
 
   // One line for the logs: "bubblewrap 0.8.0 at /usr/bin/bwrap, tools run as uid 65534 (...)".
