@@ -248,7 +248,24 @@ Result<ProcessSpec> Executor::Sandboxed(ProcessSpec spec, const ToolCall& call) 
   policy.tool_dir = call.tool_dir;
   policy.network = call.tool->As<registry::ToolSpec>()->implementation.network.value_or(false);
   policy.hidden_paths = options_.hidden_paths;
-  auto wrapped = WrapInSandbox(spec, policy, *options_.sandbox);
+  // The plan (bwrap's options: resolved paths) of this tool's program, reused while the files
+  // it resolved are unchanged; a manifest's network flag is part of the key.
+  const std::string key = call.tool_dir + '\n' + (spec.argv.empty() ? "" : spec.argv[0]) +
+                          (policy.network ? "\nnetwork" : "");
+  std::shared_ptr<const SandboxPlan> plan;
+  {
+    std::lock_guard lock(plans_mu_);
+    if (auto it = plans_.find(key); it != plans_.end()) plan = it->second;
+  }
+  if (!plan || !plan->StillValid()) {
+    auto made = PlanSandbox(spec.argv.empty() ? "" : spec.argv[0], policy, *options_.sandbox);
+    if (!made.ok()) return InternalError("cannot sandbox the tool: " + made.status().message());
+    plan = std::make_shared<const SandboxPlan>(std::move(made).value());
+    std::lock_guard lock(plans_mu_);
+    if (plans_.size() >= kMaxSandboxPlans) plans_.clear();
+    plans_[key] = plan;
+  }
+  auto wrapped = WrapInSandbox(spec, *plan, *options_.sandbox);
   if (!wrapped.ok()) return InternalError("cannot sandbox the tool: " + wrapped.status().message());
   return wrapped;
 }

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -163,6 +164,10 @@ class Executor {
   int health_checks_ = 0;  // running health checks; guarded by mu_
   int running_ = 0;        // calls running (on workers or inline), at most `workers`; mu_
   std::vector<std::thread> workers_;
+  // Sandbox plans per tool folder and program (see Sandboxed), bounded.
+  static constexpr size_t kMaxSandboxPlans = 256;
+  mutable std::mutex plans_mu_;
+  mutable std::unordered_map<std::string, std::shared_ptr<const SandboxPlan>> plans_;
 };
 
 // "ex_" + 20 random hex digits.

@@ -471,12 +471,41 @@ Result<SandboxInfo> DetectSandbox(const std::string& bwrap_path_hint,
   return info;
 }
 
-Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy& policy,
-                                  const SandboxInfo& info) {
+namespace {
+
+// What a path is now (lstat when `follow` is false): a plan is reused only while the paths it
+// resolved still are what they were.
+SandboxPlan::Identity IdentityOf(const std::string& path, bool follow) {
+  struct stat st {};
+  SandboxPlan::Identity id;
+  id.path = path;
+  id.follow = follow;
+  if ((follow ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) == 0) {
+    id.exists = true;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+    id.mode = st.st_mode;
+    id.ctime_sec = st.st_ctim.tv_sec;
+    id.ctime_nsec = st.st_ctim.tv_nsec;
+  }
+  return id;
+}
+
+}  // namespace
+
+bool SandboxPlan::StillValid() const {
+  for (const auto& id : identities) {
+    if (!(IdentityOf(id.path, id.follow) == id)) return false;
+  }
+  return true;
+}
+
+Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy& policy,
+                                const SandboxInfo& info) {
   if (info.bwrap_path.empty()) return FailedPreconditionError("no sandbox detected");
-  if (inner.argv.empty() || inner.argv[0].empty() || inner.argv[0][0] != '/') {
-    return InvalidArgumentError("the sandboxed program must be an absolute path: '" +
-                                (inner.argv.empty() ? std::string() : inner.argv[0]) + "'");
+  if (program.empty() || program[0] != '/') {
+    return InvalidArgumentError("the sandboxed program must be an absolute path: '" + program +
+                                "'");
   }
   if (policy.tool_dir.empty() || policy.tool_dir[0] != '/') {
     return InvalidArgumentError("tool_dir must be an absolute path: '" + policy.tool_dir + "'");
@@ -519,7 +548,7 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   };
 
   // The interpreter's prefix, for the path as given and for its target.
-  const std::string exe = Normalize(inner.argv[0]);
+  const std::string exe = Normalize(program);
   auto exe_real = RealPath(exe);
   if (!exe_real) return NotFoundError("program " + exe + ": " + Errno(errno));
   auto visible_already = [&](const std::string& path) {
@@ -652,19 +681,15 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
                         [](const Op& a, const Op& b) { return a.dest == b.dest; }),
             ops.end());
 
-  // --- The working directory. ---
-  std::string cwd = tool_dir;
-  if (!inner.cwd.empty()) {
-    cwd = Normalize(inner.cwd);
-    if (inner.cwd[0] != '/' || !(IsUnder(cwd, tool_dir) || IsUnder(cwd, "/tmp"))) {
-      return InvalidArgumentError("working directory " + inner.cwd +
-                                  " is outside the tool folder and /tmp");
-    }
-  }
-
-  // --- argv. ---
-  ProcessSpec out;
-  std::vector<std::string>& argv = out.argv;
+  // --- bwrap's options. ---
+  SandboxPlan plan;
+  plan.program = program;
+  plan.tool_dir = tool_dir;
+  plan.identities = {IdentityOf(tool_dir, true), IdentityOf(exe, false),
+                     IdentityOf(*exe_real, true)};
+  for (const auto& extra : policy.extra_ro_binds)
+    plan.identities.push_back(IdentityOf(extra, false));
+  std::vector<std::string>& argv = plan.options;
   argv.push_back(info.bwrap_path);
   if (info.uid_mode == SandboxUidMode::kSetprivDrop) {
     for (const char* ns :
@@ -690,12 +715,6 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   // session (no controlling terminal: no TIOCSTI) from setsid(1) instead, below.
   for (const char* a : {"--die-with-parent", "--hostname"}) argv.push_back(a);
   argv.push_back(policy.hostname.empty() ? "cortex-sandbox" : policy.hostname);
-  if (inner.start_gate) {
-    // bwrap sets the sandbox up, then waits for the gate before it runs anything of the tool's
-    // (and closes it: the tool does not see descriptor 3).
-    argv.push_back("--block-fd");
-    argv.push_back("3");
-  }
   for (const auto& op : ops) argv.insert(argv.end(), op.args.begin(), op.args.end());
   for (const auto& r : remounts) {
     argv.push_back("--remount-ro");
@@ -703,6 +722,36 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   }
   argv.push_back("--remount-ro");
   argv.push_back("/");
+  return plan;
+}
+
+Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPlan& plan,
+                                  const SandboxInfo& info) {
+  if (inner.argv.empty() || inner.argv[0] != plan.program) {
+    return InvalidArgumentError("the sandbox was planned for " + plan.program + ", not '" +
+                                (inner.argv.empty() ? std::string() : inner.argv[0]) + "'");
+  }
+  const std::string& exe = plan.program;
+  const std::string& tool_dir = plan.tool_dir;
+  // --- The working directory. ---
+  std::string cwd = tool_dir;
+  if (!inner.cwd.empty()) {
+    cwd = Normalize(inner.cwd);
+    if (inner.cwd[0] != '/' || !(IsUnder(cwd, tool_dir) || IsUnder(cwd, "/tmp"))) {
+      return InvalidArgumentError("working directory " + inner.cwd +
+                                  " is outside the tool folder and /tmp");
+    }
+  }
+
+  ProcessSpec out;
+  std::vector<std::string>& argv = out.argv;
+  argv = plan.options;
+  if (inner.start_gate) {
+    // bwrap sets the sandbox up, then waits for the gate before it runs anything of the tool's
+    // (and closes it: the tool does not see descriptor 3).
+    argv.push_back("--block-fd");
+    argv.push_back("3");
+  }
   argv.push_back("--chdir");
   argv.push_back(cwd);
 
@@ -756,6 +805,13 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   out.on_spawned = inner.on_spawned;
   out.reap_in_background = inner.reap_in_background;
   return out;
+}
+
+Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy& policy,
+                                  const SandboxInfo& info) {
+  if (inner.argv.empty()) return InvalidArgumentError("the sandboxed program is missing");
+  CORTEX_ASSIGN_OR_RETURN(SandboxPlan plan, PlanSandbox(inner.argv[0], policy, info));
+  return WrapInSandbox(inner, plan, info);
 }
 
 }  // namespace cortex::exec

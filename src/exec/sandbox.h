@@ -153,4 +153,31 @@ Result<SandboxInfo> DetectSandbox(const std::string& bwrap_path_hint,
 Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy& policy,
                                   const SandboxInfo& info);
 
+// WrapInSandbox in two steps, for callers that run the same program under the same policy again
+// and again (the executor, per tool): PlanSandbox resolves the paths (realpath/stat) and builds
+// bwrap's options; WrapInSandbox(inner, plan, info) adds what is per call (start gate, working
+// directory, environment, command) without touching the filesystem. A plan stays right while
+// StillValid(): the tool folder, the program and what it resolves to (and the extra binds) are
+// still the same files (device, inode, ctime); the host layout is SandboxInfo's, read once.
+struct SandboxPlan {
+  struct Identity {
+    std::string path;
+    bool follow = true;  // stat, or lstat
+    bool exists = false;
+    uint64_t dev = 0, ino = 0;
+    uint32_t mode = 0;
+    int64_t ctime_sec = 0, ctime_nsec = 0;
+    bool operator==(const Identity&) const = default;
+  };
+  std::string program;               // inner.argv[0] it was planned for
+  std::string tool_dir;              // normalized
+  std::vector<std::string> options;  // bwrap and its options, up to (not including) --chdir
+  std::vector<Identity> identities;
+  bool StillValid() const;  // a few stat calls
+};
+Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy& policy,
+                                const SandboxInfo& info);
+Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPlan& plan,
+                                  const SandboxInfo& info);
+
 }  // namespace cortex::exec

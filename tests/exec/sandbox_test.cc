@@ -600,6 +600,53 @@ TEST_F(SandboxTest, AStartGateHoldsTheToolUntilTheCallerIsReady) {
             wrapped->argv.end());
 }
 
+// A plan (bwrap's options, from resolved paths) is reusable per call while the files it resolved
+// are the same: a replaced tool folder or program makes it stale.
+TEST_F(SandboxTest, APlanIsReusedUntilWhatItResolvedChanges) {
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("plan");
+  std::string program = policy.tool_dir + "/prog";
+  fs::copy_file("/usr/bin/true", program, fs::copy_options::overwrite_existing);
+  ProcessSpec inner = SpecOf({program, "{\"a\":1}"}, kToolEnv);
+  inner.start_gate = true;
+
+  auto plan = PlanSandbox(program, policy, *info_);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(plan->StillValid());
+  auto via_plan = WrapInSandbox(inner, *plan, *info_);
+  auto direct = WrapInSandbox(inner, policy, *info_);
+  ASSERT_TRUE(via_plan.ok() && direct.ok());
+  EXPECT_EQ(via_plan->argv, direct->argv);
+  EXPECT_EQ(via_plan->env, direct->env);
+
+  // Per call: another working directory, environment and arguments, same plan.
+  ProcessSpec other = SpecOf({program, "{}"}, {"PATH=/usr/bin", "X=1"}, policy.tool_dir);
+  auto again = WrapInSandbox(other, *plan, *info_);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->argv.back(), "{}");
+  EXPECT_EQ(std::find(again->argv.begin(), again->argv.end(), "--block-fd"), again->argv.end());
+
+  // Planned for another program: refused.
+  ProcessSpec wrong = SpecOf({"/usr/bin/env"}, kToolEnv);
+  auto refused = WrapInSandbox(wrong, *plan, *info_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+
+  // The program replaced (a new file renamed over it): stale.
+  fs::copy_file("/usr/bin/true", program + ".new");
+  fs::rename(program + ".new", program);
+  EXPECT_FALSE(plan->StillValid());
+  plan = PlanSandbox(program, policy, *info_);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_TRUE(plan->StillValid());
+  // The tool folder replaced: stale.
+  fs::rename(policy.tool_dir, policy.tool_dir + ".old");
+  fs::create_directories(policy.tool_dir);
+  fs::copy_file("/usr/bin/true", program);
+  EXPECT_FALSE(plan->StillValid());
+  fs::remove_all(policy.tool_dir + ".old");
+}
+
 TEST_F(SandboxTest, OwnPidNamespace) {
   Spawned r = Python(
       "import os\n"
