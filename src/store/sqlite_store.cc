@@ -226,6 +226,17 @@ constexpr std::string_view kUpdateExecution =
     "cpu_system_ms = ?16, peak_memory_bytes = ?17, sandboxed = ?18, idempotency_key = ?19, "
     "manifest_version = ?20 WHERE id = ?1";
 
+// The outcome of an execution (FinishExecution): only the columns that change while it runs, so
+// the indexes on the ones fixed at its creation (name, created_ms) are left alone, plus the
+// line counters of the lines written with it (?21 how many, ?22 the last seq, ?23 the first;
+// NULL without lines), in the same statement. Numbered like BindRecord.
+constexpr std::string_view kFinishExecution =
+    "UPDATE executions SET status = ?4, result_json = ?6, error = ?7, exit_code = ?8, "
+    "signal = ?9, stderr_tail = ?10, started_ms = ?12, finished_ms = ?13, duration_ms = ?14, "
+    "cpu_user_ms = ?15, cpu_system_ms = ?16, peak_memory_bytes = ?17, "
+    "log_line_count = log_line_count + ?21, log_last_seq = coalesce(?22, log_last_seq) "
+    "WHERE id = ?1 AND (?23 IS NULL OR log_last_seq < ?23) RETURNING log_line_count";
+
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
@@ -301,6 +312,9 @@ class Statement {
   }
   void Bind(int index, int64_t value) { Check(sqlite3_bind_int64(stmt_, index, value)); }
   void Bind(int index, const std::optional<int>& value) {
+    Check(value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index));
+  }
+  void Bind(int index, const std::optional<int64_t>& value) {
     Check(value ? sqlite3_bind_int64(stmt_, index, *value) : sqlite3_bind_null(stmt_, index));
   }
 
@@ -623,10 +637,7 @@ class SqliteStore final : public Store {
                          const std::vector<LogLine>& lines) override {
     CORTEX_RETURN_IF_ERROR(ValidateRecord(record));
     CORTEX_RETURN_IF_ERROR(ValidateLines(record.id, lines));
-    return Write([&](Connection& c) -> Status {
-      if (!lines.empty()) CORTEX_RETURN_IF_ERROR(AppendLogsIn(c, record.id, lines));
-      return UpdateIn(c, record);
-    });
+    return Write([&](Connection& c) -> Status { return FinishIn(c, record, lines); });
   }
 
   Result<std::optional<ExecutionRecord>> GetExecution(const std::string& id) override {
@@ -1071,6 +1082,69 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  // One UPDATE for the outcome and the line counters, then the lines (see kFinishExecution).
+  Status FinishIn(Connection& c, const ExecutionRecord& record, const std::vector<LogLine>& lines) {
+    const int64_t cap = static_cast<int64_t>(options_.max_log_lines_per_execution);
+    const int64_t n = static_cast<int64_t>(lines.size());
+    const int64_t skip = std::max<int64_t>(0, n - cap);  // dropped by the cap at once: not written
+    int64_t count = 0;
+    {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kFinishExecution));
+      BindRecord(stmt, record);
+      stmt.Bind(21, n - skip);
+      stmt.Bind(22, lines.empty() ? std::optional<int64_t>() : lines.back().seq);
+      stmt.Bind(23, lines.empty() ? std::optional<int64_t>() : lines.front().seq);
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) {
+        // No such execution, or lines that do not follow the stored ones: the precise error.
+        if (!lines.empty()) CORTEX_RETURN_IF_ERROR(AppendLogsIn(c, record.id, lines));
+        return UpdateIn(c, record);
+      }
+      count = stmt.Int(0);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());  // to SQLITE_DONE
+    }
+    CORTEX_RETURN_IF_ERROR(InsertLines(c, record.id, lines, skip));
+    if (count <= cap) return Status::Ok();
+    CORTEX_RETURN_IF_ERROR(DeleteOldestLines(c, record.id, count - cap));
+    CORTEX_ASSIGN_OR_RETURN(Statement update,
+                            c.Prepare("UPDATE executions SET log_line_count = ?2 WHERE id = ?1"));
+    update.Bind(1, record.id);
+    update.Bind(2, cap);
+    return update.Run();
+  }
+
+  // Inserts lines[skip..].
+  static Status InsertLines(Connection& c, const std::string& execution_id,
+                            const std::vector<LogLine>& lines, int64_t skip) {
+    const int64_t n = static_cast<int64_t>(lines.size());
+    if (skip >= n) return Status::Ok();
+    CORTEX_ASSIGN_OR_RETURN(Statement insert,
+                            c.Prepare("INSERT INTO execution_logs (execution_id, seq, stream, "
+                                      "at_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)"));
+    for (int64_t i = skip; i < n; ++i) {
+      const LogLine& line = lines[static_cast<size_t>(i)];
+      insert.Bind(1, execution_id);
+      insert.Bind(2, line.seq);
+      insert.Bind(3, std::string_view(line.is_stderr ? "stderr" : "stdout"));
+      insert.Bind(4, line.at_ms);
+      insert.Bind(5, line.text);
+      CORTEX_RETURN_IF_ERROR(insert.Run());
+      insert.Reset();
+    }
+    return Status::Ok();
+  }
+
+  // Drops the `excess` oldest lines of an execution.
+  static Status DeleteOldestLines(Connection& c, const std::string& execution_id, int64_t excess) {
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement trim,
+        c.Prepare("DELETE FROM execution_logs WHERE execution_id = ?1 AND seq IN (SELECT seq "
+                  "FROM execution_logs WHERE execution_id = ?1 ORDER BY seq LIMIT ?2)"));
+    trim.Bind(1, execution_id);
+    trim.Bind(2, excess);
+    return trim.Run();
+  }
+
   static Status UpdateIn(Connection& c, const ExecutionRecord& record) {
     CORTEX_ASSIGN_OR_RETURN(Statement stmt, c.Prepare(kUpdateExecution));
     BindRecord(stmt, record);
@@ -1101,30 +1175,10 @@ class SqliteStore final : public Store {
     // Lines that the cap would drop at once are not written at all.
     const int64_t n = static_cast<int64_t>(lines.size());
     const int64_t skip = std::max<int64_t>(0, n - cap);
-    {
-      CORTEX_ASSIGN_OR_RETURN(Statement insert,
-                              c.Prepare("INSERT INTO execution_logs (execution_id, seq, stream, "
-                                        "at_ms, text) VALUES (?1, ?2, ?3, ?4, ?5)"));
-      for (int64_t i = skip; i < n; ++i) {
-        const LogLine& line = lines[static_cast<size_t>(i)];
-        insert.Bind(1, execution_id);
-        insert.Bind(2, line.seq);
-        insert.Bind(3, std::string_view(line.is_stderr ? "stderr" : "stdout"));
-        insert.Bind(4, line.at_ms);
-        insert.Bind(5, line.text);
-        CORTEX_RETURN_IF_ERROR(insert.Run());
-        insert.Reset();
-      }
-    }
+    CORTEX_RETURN_IF_ERROR(InsertLines(c, execution_id, lines, skip));
     count += n - skip;
     if (count > cap) {
-      CORTEX_ASSIGN_OR_RETURN(
-          Statement trim,
-          c.Prepare("DELETE FROM execution_logs WHERE execution_id = ?1 AND seq IN (SELECT seq "
-                    "FROM execution_logs WHERE execution_id = ?1 ORDER BY seq LIMIT ?2)"));
-      trim.Bind(1, execution_id);
-      trim.Bind(2, count - cap);
-      CORTEX_RETURN_IF_ERROR(trim.Run());
+      CORTEX_RETURN_IF_ERROR(DeleteOldestLines(c, execution_id, count - cap));
       count = cap;
     }
     CORTEX_ASSIGN_OR_RETURN(

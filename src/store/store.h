@@ -141,7 +141,10 @@ class Store {
 
   virtual Status CreateExecution(const ExecutionRecord& record) = 0;  // AlreadyExists on a dup id
   virtual Status UpdateExecution(const ExecutionRecord& record) = 0;  // NotFound if absent
-  // The final record and the last output lines (as AppendLogs) in one transaction.
+  // The final record and the last output lines (as AppendLogs) in one transaction. Writes what
+  // changes while an execution runs (status, result, error, exit code, signal, stderr tail,
+  // started/finished/duration, CPU, peak memory); what is fixed at creation (kind, name,
+  // parameters, created_ms, sandboxed, idempotency key, manifest version) is left as created.
   virtual Status FinishExecution(const ExecutionRecord& record,
                                  const std::vector<LogLine>& lines) = 0;
   virtual Result<std::optional<ExecutionRecord>> GetExecution(const std::string& id) = 0;

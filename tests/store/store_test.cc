@@ -269,6 +269,59 @@ TEST(SqliteStoreTest, FinishExecutionWritesTheLastLinesAndTheOutcomeTogether) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ((*store->GetExecution("ex_f"))->status, "succeeded");
   EXPECT_EQ(store->GetLogs("ex_f", 0, 100)->size(), 3u);
+  // An unknown execution.
+  ExecutionRecord ghost = MakeRecord("ex_ghost", "t", "succeeded", 1);
+  EXPECT_EQ(store->FinishExecution(ghost, {}).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->FinishExecution(ghost, {{1, false, 1, "x"}}).code(), StatusCode::kNotFound);
+  // Without lines: the outcome only; the lines already stored stay, and so does what was fixed
+  // at creation (FinishExecution writes what changes while an execution runs).
+  r.status = "failed";
+  r.error = "boom";
+  r.name = "renamed";
+  ASSERT_TRUE(store->FinishExecution(r, {}).ok());
+  auto got = *store->GetExecution("ex_f");
+  EXPECT_EQ(got->status, "failed");
+  EXPECT_EQ(got->error, "boom");
+  EXPECT_EQ(got->name, "t");
+  EXPECT_EQ(store->GetLogs("ex_f", 0, 100)->size(), 3u);
+  ASSERT_TRUE(store->AppendLogs("ex_f", {{4, false, 6, "four"}}).ok());  // counters still right
+}
+
+TEST(SqliteStoreTest, FinishExecutionKeepsTheLogCap) {
+  TempDir dir;
+  SqliteOptions options;
+  options.path = dir.File("cortex.db");
+  options.max_log_lines_per_execution = 4;
+  auto store = MustOpen(options);
+  auto seqs_of = [&](const std::string& id) {
+    std::vector<int64_t> out;
+    auto lines = store->GetLogs(id, 0, 100);
+    if (lines.ok()) {
+      for (const LogLine& l : *lines) out.push_back(l.seq);
+    }
+    return out;
+  };
+  ExecutionRecord r = MakeRecord("ex_c", "t", "running", 1);
+  ASSERT_TRUE(store->CreateExecution(r).ok());
+  ASSERT_TRUE(store->AppendLogs("ex_c", {{1, false, 0, "a"}, {2, false, 0, "b"}}).ok());
+  r.status = "succeeded";
+  std::vector<LogLine> last;
+  for (int64_t s = 3; s <= 5; ++s) last.push_back({s, false, 0, "x"});
+  ASSERT_TRUE(store->FinishExecution(r, last).ok());
+  EXPECT_EQ(seqs_of("ex_c"), (std::vector<int64_t>{2, 3, 4, 5}));
+  // More than the cap at once: the newest are kept.
+  ExecutionRecord r2 = MakeRecord("ex_d", "t", "running", 2);
+  ASSERT_TRUE(store->CreateExecution(r2).ok());
+  std::vector<LogLine> many;
+  for (int64_t s = 1; s <= 9; ++s) many.push_back({s, true, 0, "y"});
+  r2.status = "failed";
+  ASSERT_TRUE(store->FinishExecution(r2, many).ok());
+  EXPECT_EQ(seqs_of("ex_d"), (std::vector<int64_t>{6, 7, 8, 9}));
+  EXPECT_EQ((*store->GetExecution("ex_d"))->status, "failed");
+  // The counters are right afterwards: the next seq must follow 9, and the cap still holds.
+  EXPECT_EQ(store->AppendLogs("ex_d", {{9, false, 0, "dup"}}).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store->AppendLogs("ex_d", {{10, false, 0, "z"}}).ok());
+  EXPECT_EQ(seqs_of("ex_d"), (std::vector<int64_t>{7, 8, 9, 10}));
 }
 
 TEST(SqliteStoreTest, DeploymentsArePutReplacedListedAndDeleted) {
