@@ -395,9 +395,10 @@ int ChildMain(void* arg) {
 // own, so it costs no page-table copy, and it lives under ChildMain's discipline for as long as
 // it waits: system calls only, on data the parent prepared (StandbyShared). It shares the TLS of
 // the thread that cloned it (a failed system call writes that thread's errno), which is why one
-// thread of the pool clones them and does nothing else. The first thing it does is to drop every
-// descriptor but its end of a socketpair (moved to kStandbySock), so that it holds none of the
-// server's connections or files while it waits. It exits when the parent's end is closed.
+// thread of the pool clones them, does nothing else, and ends them before it exits. The first
+// thing a standby does is to drop every descriptor but its end of a socketpair (moved to
+// kStandbySock), so that it holds none of the server's connections or files while it waits. It
+// exits when the parent's end is closed.
 constexpr int kStandbySock = 10;  // above what the run's descriptors become (0-3)
 
 struct StandbyShared {
@@ -867,10 +868,10 @@ class CgroupPool {
       stopping_ = true;
     }
     cv_.notify_all();
-    if (standby_thread_.joinable()) standby_thread_.join();
+    if (standby_thread_.joinable()) standby_thread_.join();  // it ended the idle standbys
     std::vector<std::string> paths;
     for (auto& slot : idle_) {
-      slot->standby.reset();  // tells it to exit and reaps it: the cgroup is then empty
+      slot->standby.reset();  // (none left; a v2 pool has none)
       for (auto& d : slot->dirs) paths.push_back(d.path);
     }
     idle_.clear();  // closes the descriptors first
@@ -929,7 +930,12 @@ class CgroupPool {
                             [](const auto& s) { return s->standby == nullptr; });
       };
       cv_.wait(lock, [&] { return stopping_ || wanted() != idle_.end(); });
-      if (stopping_) return;
+      if (stopping_) {
+        // Ended (told to exit and reaped) while this thread, whose TLS they share, still lives:
+        // a standby's failed system call writes this thread's errno.
+        for (auto& slot : idle_) slot->standby.reset();
+        return;
+      }
       auto it = wanted();
       auto slot = std::move(*it);
       idle_.erase(it);
