@@ -1387,8 +1387,8 @@ class Child {
 };
 
 // Finishes runs in the background (ProcessSpec::reap_in_background): once a run's main process
-// has exited and its output is drained, what is left of its group and cgroup (already sent
-// SIGKILL) is waited for and reaped here, and the cgroup released, off the caller's path. Under
+// has exited and its output is drained, what is left of its group and cgroup is sent SIGKILL,
+// waited for and reaped here, and the cgroup released, off the caller's path. Under
 // bubblewrap that is the sandbox's pid-namespace init, whose exit tears the sandbox's namespaces
 // down: ~0.3 ms here that a caller need not wait for. Bounded: past kMaxPending runs, the caller
 // finishes its own run.
@@ -1877,10 +1877,9 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
       in_write.Reset();
       // The rest of the group; the pipes then reach EOF.
       if (spec.reap_in_background) {
-        child.SignalRemaining();
-        // What the process wrote is in the pipes by now, and what is left of the run is
-        // dying: take what is there and stop, without waiting for the leftovers' EOF (their
-        // exit, e.g. a sandbox's namespaces being torn down, is the reaper's to wait for).
+        // What the process wrote is in the pipes by now: take what is there and stop, without
+        // waiting for the leftovers' EOF. Killing them, waiting for their exit (e.g. a
+        // sandbox's namespaces being torn down) and reaping them is the reaper's work.
         for (Stream& st : streams) {
           if (!st.fd.valid()) continue;
           ::fcntl(st.fd.get(), F_SETFL, ::fcntl(st.fd.get(), F_GETFL) | O_NONBLOCK);

@@ -44,10 +44,10 @@ struct ProcessSpec {
   // returns its error. Without start_gate, on_spawned is still called after the spawn.
   bool start_gate = false;
   std::function<Status()> on_spawned;
-  // Return as soon as the process has exited and its output is drained: what is left of its
-  // group and cgroup has been sent SIGKILL, and is waited for, reaped and its cgroup released by
-  // the runner's own thread (bounded; it is never left behind). Off: Run returns only once
-  // nothing of the run exists any more.
+  // Return as soon as the process has exited and what it wrote is read: what is left of its
+  // group and cgroup is then sent SIGKILL, waited for and reaped, and the cgroup released, by
+  // the runner's own thread (at once; bounded; nothing is left behind). Off: Run returns only
+  // once nothing of the run exists any more.
   bool reap_in_background = false;
 };
 
