@@ -54,6 +54,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -607,7 +608,8 @@ struct CgroupParent {
   std::string path;
   bool memory = false;
   bool pids = false;
-  bool cpu = false;  // CPU time accounting (v1 cpuacct, v2 cpu.stat)
+  bool cpu = false;        // CPU time accounting (v1 cpuacct, v2 cpu.stat)
+  bool cpu_quota = false;  // CPU bandwidth (v1 cpu.cfs_quota_us)
 };
 
 struct CgroupSetup {
@@ -726,6 +728,25 @@ std::string DetectV1(const std::string& root, CgroupSetup* setup) {
     parents.push_back(
         {parent, std::string(controller) == "memory", std::string(controller) == "pids", cpu});
   }
+  // CPU bandwidth: the cpu hierarchy, often mounted together with cpuacct ("cpu,cpuacct"): then
+  // the cpuacct directory serves both.
+  const std::string cpu_mount = root + "/cpu";
+  if (IsFsType(cpu_mount, CGROUP_SUPER_MAGIC)) {
+    // Co-mounted hierarchies are one directory under two names (symlinks to "cpu,cpuacct").
+    auto real = [](const std::string& path) {
+      char buf[PATH_MAX];
+      return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
+    };
+    auto joint = std::find_if(parents.begin(), parents.end(), [&](const CgroupParent& p) {
+      return p.cpu && real(p.path) == real(cpu_mount + "/cortex");
+    });
+    if (joint != parents.end()) {
+      joint->cpu_quota = Exists(joint->path + "/cpu.cfs_quota_us");
+    } else if (EnsureDir(cpu_mount + "/cortex").empty() &&
+               ProbeParent(cpu_mount + "/cortex", "cpu.cfs_quota_us").empty()) {
+      parents.push_back({cpu_mount + "/cortex", false, false, false, true});
+    }
+  }
   if (parents.empty()) {
     std::string all;
     for (auto& p : problems) all += (all.empty() ? "" : "; ") + p;
@@ -840,8 +861,8 @@ class CgroupJanitor {
 struct CgroupSlot {
   std::vector<CgroupParent> dirs;
   std::vector<Fd> procs_fds;  // cgroup.procs of each, for the child to join (open while in use)
-  std::string memory_limit = "unset", pids_limit = "unset";  // as last written
-  uint64_t oom_base = 0, fork_failure_base = 0;              // counters at the run's start
+  std::string memory_limit = "unset", pids_limit = "unset", cpu_quota = "unset";  // as written
+  uint64_t oom_base = 0, fork_failure_base = 0;  // counters at the run's start
   bool reused = false;
   ControlFiles files;                // its control files, opened once
   std::unique_ptr<Standby> standby;  // a child waiting inside these cgroups (idle slots only)
@@ -1000,7 +1021,9 @@ class RunCgroup {
         cg->Discard(*slot);
         return nullptr;
       }
-      slot->dirs.push_back({dir, parent.memory, parent.pids, parent.cpu});
+      CgroupParent d = parent;
+      d.path = dir;
+      slot->dirs.push_back(std::move(d));
       int fd = ::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) {
         *why = "opening " + dir + "/cgroup.procs: " + ErrnoText(errno);
@@ -1048,6 +1071,9 @@ class RunCgroup {
   }
   bool enforces_pids() const {
     return std::any_of(dirs().begin(), dirs().end(), [](auto& d) { return d.pids; });
+  }
+  bool enforces_cpu_quota() const {
+    return std::any_of(dirs().begin(), dirs().end(), [](auto& d) { return d.cpu_quota; });
   }
 
   // SIGKILL to every process in the cgroup. True when it is (now) empty. The pidfds of the
@@ -1188,6 +1214,22 @@ class RunCgroup {
       }
       if (d.cpu && slot.reused && version_ == 1)
         WriteFile(dir + "/cpuacct.usage", "0", nullptr, files);
+      if (d.cpu_quota) {
+        // Quota per 100 ms period; -1: unlimited.
+        std::string quota =
+            limits.cpu_cores
+                ? std::to_string(std::max<int64_t>(1000, std::llround(*limits.cpu_cores * 1e5)))
+                : "-1";
+        if (quota != slot.cpu_quota) {
+          if (slot.cpu_quota == "unset")
+            WriteFile(dir + "/cpu.cfs_period_us", "100000", nullptr, files);
+          if (!WriteFile(dir + "/cpu.cfs_quota_us", quota, &err, files)) {
+            *why = "writing cpu.cfs_quota_us: " + ErrnoText(err);
+            return false;
+          }
+          slot.cpu_quota = quota;
+        }
+      }
     }
     return true;
   }
@@ -1543,6 +1585,12 @@ class RealProcessRunner final : public ProcessRunner {
       for (auto& p : cgroups_.parents) where += (where.empty() ? "" : ", ") + p.path;
       log::Debug(kComponent,
                  "per-run cgroups (v" + std::to_string(cgroups_.version) + ") under " + where);
+      if (std::none_of(cgroups_.parents.begin(), cgroups_.parents.end(),
+                       [](const CgroupParent& p) { return p.cpu_quota; })) {
+        log::Info(kComponent,
+                  "no cgroup cpu controller for per-run cgroups: resources.cpu "
+                  "(a CPU quota) is not applied");
+      }
     }
   }
 
@@ -1571,7 +1619,8 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
 
   // Cgroup for the limits that need one.
   std::unique_ptr<RunCgroup> cgroup;
-  bool want_cgroup = limits.memory_bytes.has_value() || limits.max_processes.has_value();
+  bool want_cgroup = limits.memory_bytes.has_value() || limits.max_processes.has_value() ||
+                     limits.cpu_cores.has_value();
   if (want_cgroup && cgroups_.version != 0) {
     std::string why;
     cgroup = RunCgroup::Create(cgroups_, limits, &pool_, &why);
@@ -1581,6 +1630,9 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   }
   bool memory_by_cgroup = cgroup && cgroup->enforces_memory();
   bool pids_by_cgroup = cgroup && cgroup->enforces_pids();
+  if (limits.cpu_cores && !(cgroup && cgroup->enforces_cpu_quota())) {
+    notes.push_back("cpu not limited (no cgroup cpu controller)");
+  }
 
   std::vector<ChildRlimit> rlimits;
   rlimits.push_back({RLIMIT_CORE, {0, 0}});  // no core files in tool folders

@@ -26,8 +26,11 @@ struct Limits {
   std::optional<uint64_t> max_processes;   // cgroup pids limit (RLIMIT_NPROC does nothing for root)
   std::optional<uint64_t> max_open_files;  // RLIMIT_NOFILE
   std::optional<uint64_t> max_file_size;   // RLIMIT_FSIZE
-  size_t max_output_bytes = 1u << 20;      // per stream; past it the output is truncated...
-  bool kill_on_output_limit = true;        // ...and the process group killed
+  // CPU bandwidth in cores (0.5: half of one CPU), as a cgroup CPU quota where the machine has
+  // the cpu controller; the process is throttled, never failed for it.
+  std::optional<double> cpu_cores;
+  size_t max_output_bytes = 1u << 20;  // per stream; past it the output is truncated...
+  bool kill_on_output_limit = true;    // ...and the process group killed
 };
 
 struct ProcessSpec {

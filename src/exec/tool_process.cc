@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cctype>
 
 #include "registry/variables.h"
@@ -112,6 +113,9 @@ Result<Limits> ToolLimits(const registry::ToolResources& res, const ToolDefaults
       res.max_processes ? static_cast<uint64_t>(*res.max_processes) : defaults.max_processes;
   limits.max_open_files =
       res.max_open_files ? static_cast<uint64_t>(*res.max_open_files) : defaults.max_open_files;
+  if (res.cpu) {
+    CORTEX_ASSIGN_OR_RETURN(limits.cpu_cores, ParseCpuCores(*res.cpu));
+  }
   limits.max_output_bytes = defaults.max_output_bytes;
   if (res.max_output) {
     CORTEX_ASSIGN_OR_RETURN(uint64_t out, ParseByteSize(*res.max_output));
@@ -127,6 +131,30 @@ std::chrono::milliseconds ToolTimeout(const registry::ToolResources& resources,
   const auto& t = resources.timeout;
   return t ? std::chrono::milliseconds(static_cast<int64_t>(t->seconds * 1000.0))
            : defaults.timeout;
+}
+
+Result<double> ParseCpuCores(const std::string& text) {
+  auto bad = [&] {
+    return InvalidArgumentError("resources.cpu: '" + text +
+                                "' is not a CPU amount (cores, e.g. 0.5, 2, 250m)");
+  };
+  std::string number = text;
+  double scale = 1.0;
+  if (!number.empty() && number.back() == 'm') {  // millicores, as Kubernetes writes them
+    number.pop_back();
+    scale = 0.001;
+  }
+  if (number.empty() || number.size() > 12 ||
+      number.find_first_not_of("0123456789.") != std::string::npos ||
+      std::count(number.begin(), number.end(), '.') > 1 || number == ".") {
+    return bad();
+  }
+  double cores = std::stod(number) * scale;
+  if (!(cores >= 0.01 && cores <= 1024)) {
+    return InvalidArgumentError("resources.cpu: '" + text +
+                                "' is out of range (0.01 to 1024 cores)");
+  }
+  return cores;
 }
 
 Result<uint64_t> ParseByteSize(const std::string& text) {

@@ -73,5 +73,7 @@ Result<std::vector<std::string>> SplitCommandLine(std::string_view text);
 
 // "64M", "512Mi", "1G", "1024" (bytes) -> bytes.
 Result<uint64_t> ParseByteSize(const std::string& text);
+// "0.5", "2", "250m" (millicores) -> cores, 0.01 to 1024; InvalidArgument naming resources.cpu.
+Result<double> ParseCpuCores(const std::string& text);
 
 }  // namespace cortex::exec

@@ -615,6 +615,32 @@ TEST_F(ProcessTest, CpuSpinHitsTheCpuLimit) {
   EXPECT_TRUE(GroupGone(r->pid));
 }
 
+TEST_F(ProcessTest, CpuCoresThrottleTheProcess) {
+  // One second of wall clock spinning: with 0.2 cores it gets about 0.2 s of CPU.
+  ProcessSpec spec;
+  spec.argv = {Python(), "-c",
+               "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1: pass\n"
+               "print('done')"};
+  spec.limits.cpu_cores = 0.2;
+  spec.limits.timeout = seconds(30);
+  auto r = Run(spec);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "done\n");
+  if (!r->limits_note.empty()) GTEST_SKIP() << "no cgroup cpu controller: " << r->limits_note;
+  EXPECT_TRUE(r->used_cgroup);
+  EXPECT_LT(r->cpu_user + r->cpu_system, milliseconds(600)) << "not throttled";
+  EXPECT_GE(r->wall, milliseconds(1000));
+  // The same (reused) cgroup without a quota afterwards: not throttled any more. Twice the
+  // throttled CPU time is a wide margin on a loaded machine.
+  auto throttled = r->cpu_user + r->cpu_system;
+  spec.limits.cpu_cores.reset();
+  spec.limits.memory_bytes = 256ull << 20;  // still in a cgroup
+  auto free = Run(spec);
+  ASSERT_TRUE(free.ok());
+  EXPECT_GT(free->cpu_user + free->cpu_system, 2 * throttled) << "still throttled";
+}
+
 TEST_F(ProcessTest, CpuLimitIgnoringSigxcpuIsKilledAtTheHardLimit) {
   ProcessSpec spec = Sh("trap '' XCPU; while :; do :; done");
   spec.limits.cpu_time = seconds(1);

@@ -176,5 +176,18 @@ TEST(ToolOutcomeTest, ByteSizes) {
   EXPECT_FALSE(ParseByteSize("99999999999999999999999M").ok());
 }
 
+TEST(ToolOutcomeTest, CpuCores) {
+  EXPECT_DOUBLE_EQ(*ParseCpuCores("0.5"), 0.5);
+  EXPECT_DOUBLE_EQ(*ParseCpuCores("2"), 2.0);
+  EXPECT_DOUBLE_EQ(*ParseCpuCores("250m"), 0.25);
+  for (const char* bad : {"", "m", ".", "1.2.3", "-1", "half", "0", "0.001", "2000", "1e3"}) {
+    auto r = ParseCpuCores(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.status().message().find("resources.cpu"), std::string::npos) << bad;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cortex::exec
