@@ -58,6 +58,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -790,6 +791,59 @@ CgroupSetup DetectCgroups(const RunnerOptions& options) {
   return setup;
 }
 
+// A bounded queue drained by its own thread, which runs `work` on each item in order; the
+// destructor finishes whatever is still pending. Takes cleanup off a run's path.
+template <typename T>
+class BackgroundQueue {
+ public:
+  BackgroundQueue(size_t capacity, std::function<void(T&)> work)
+      : capacity_(capacity), work_(std::move(work)), thread_([this] { Loop(); }) {}
+  ~BackgroundQueue() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // the loop handles everything still pending before it returns
+  }
+  BackgroundQueue(const BackgroundQueue&) = delete;
+  BackgroundQueue& operator=(const BackgroundQueue&) = delete;
+
+  // Takes all the items (moving them out), or none when they do not fit: then false, and the
+  // caller does the work itself.
+  bool TryPushAll(std::vector<T>& items) {
+    {
+      std::lock_guard lock(mu_);
+      if (pending_.size() + items.size() > capacity_) return false;
+      for (auto& item : items) pending_.push_back(std::move(item));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping, and nothing left
+      T item = std::move(pending_.front());
+      pending_.pop_front();
+      lock.unlock();
+      work_(item);
+      lock.lock();
+    }
+  }
+
+  const size_t capacity_;
+  const std::function<void(T&)> work_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<T> pending_;  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;     // last: starts once the rest is ready
+};
+
 // Removes the (empty) directories of finished runs' cgroups on its own thread, so a run's
 // result is not held back by rmdir: a v1 memory cgroup that just lost its last task often
 // answers EBUSY for a moment, and waiting for it cost ~0.4 ms per call. Bounded: past
@@ -798,28 +852,8 @@ class CgroupJanitor {
  public:
   static constexpr size_t kMaxPending = 256;
 
-  CgroupJanitor() : thread_([this] { Loop(); }) {}
-  ~CgroupJanitor() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();  // the loop removes everything still pending before it returns
-  }
-  CgroupJanitor(const CgroupJanitor&) = delete;
-  CgroupJanitor& operator=(const CgroupJanitor&) = delete;
-
   // False when the queue is full (then the caller removes the directories itself).
-  bool Remove(std::vector<std::string> dirs) {
-    {
-      std::lock_guard lock(mu_);
-      if (pending_.size() + dirs.size() > kMaxPending) return false;
-      for (auto& d : dirs) pending_.push_back(std::move(d));
-    }
-    cv_.notify_one();
-    return true;
-  }
+  bool Remove(std::vector<std::string> dirs) { return queue_.TryPushAll(dirs); }
 
   // Removes one cgroup directory, waiting out a transient EBUSY (bounded).
   static void RemoveNow(const std::string& dir) {
@@ -832,24 +866,7 @@ class CgroupJanitor {
   }
 
  private:
-  void Loop() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // stopping, and nothing left
-      std::string dir = std::move(pending_.front());
-      pending_.pop_front();
-      lock.unlock();
-      RemoveNow(dir);
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::string> pending_;  // guarded by mu_
-  bool stopping_ = false;            // guarded by mu_
-  std::thread thread_;
+  BackgroundQueue<std::string> queue_{kMaxPending, [](std::string& dir) { RemoveNow(dir); }};
 };
 
 // Per-run cgroup directories kept for reuse (v1 only): creating and removing a memory cgroup is
@@ -1438,49 +1455,22 @@ class Reaper {
  public:
   static constexpr size_t kMaxPending = 64;
 
-  Reaper() : thread_([this] { Loop(); }) {}
-  ~Reaper() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();  // finishes everything still pending first
-  }
-  Reaper(const Reaper&) = delete;
-  Reaper& operator=(const Reaper&) = delete;
-
   // Takes the child (and returns true), or leaves it to the caller when the queue is full.
   bool Adopt(std::unique_ptr<Child>& child) {
-    {
-      std::lock_guard lock(mu_);
-      if (pending_.size() >= kMaxPending) return false;
-      pending_.push_back(std::move(child));
-    }
-    cv_.notify_one();
-    return true;
+    std::vector<std::unique_ptr<Child>> one;
+    one.push_back(std::move(child));
+    if (queue_.TryPushAll(one)) return true;
+    child = std::move(one.front());
+    return false;
   }
 
  private:
-  void Loop() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // stopping, and nothing left
-      std::unique_ptr<Child> child = std::move(pending_.front());
-      pending_.pop_front();
-      lock.unlock();
-      child->KillRemaining();
-      child.reset();  // releases the cgroup (back to the pool, or to the janitor)
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<Child>> pending_;  // guarded by mu_
-  bool stopping_ = false;                       // guarded by mu_
-  std::thread thread_;
+  BackgroundQueue<std::unique_ptr<Child>> queue_{kMaxPending, [](std::unique_ptr<Child>& child) {
+                                                   child->KillRemaining();
+                                                   // Releases the cgroup (back to the pool, or
+                                                   // to the janitor).
+                                                   child.reset();
+                                                 }};
 };
 
 bool MemoryErrorText(const std::string& err) {
