@@ -13,6 +13,7 @@
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
 #include "api/workflow_routes.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "cortex/version.h"
 #include "deploy/compose_driver.h"
@@ -35,7 +36,7 @@ void AddHealthRoutes(http::Server& server, const char* service) {
   });
   server.Handle("GET", "/health", [service](const http::Request&) {
     nlohmann::ordered_json j = {{"status", "healthy"}, {"service", service}, {"version", kVersion}};
-    return http::Response::Json(200, j.dump());
+    return http::Response::Json(200, DumpJson(j));
   });
 }
 
@@ -334,7 +335,7 @@ int RunServe(const Settings& settings) {
         {"pid", ::getpid()}, {"listen", host + ":" + std::to_string(port)}, {"port", port}};
     std::string path = s.data_dir + "/serve.json";
     std::string tmp = path + ".tmp";
-    std::ofstream(tmp) << j.dump() << "\n";
+    std::ofstream(tmp) << DumpJson(j) << "\n";
     std::filesystem::rename(tmp, path, ec);
   }
   log::Info("serve",

@@ -2,6 +2,7 @@
 
 #include "api/errors.h"
 #include "api/route_util.h"
+#include "common/json.h"
 
 namespace cortex::api {
 
@@ -32,7 +33,7 @@ http::Response Settled(const Json& status) {
     return http::ErrorResponse(
         502, "deploy_failed",
         "relic " + status.value("name", "") + " failed: " + status.value("error", ""),
-        status.dump(-1, ' ', false, Json::error_handler_t::replace));
+        DumpJson(status));
   }
   return Ok(WithLinks(status), state == "healthy" || state == "stopped" ? 200 : 202);
 }
@@ -125,9 +126,9 @@ http::Response Logs(deploy::Deployer& deployer, const http::Request& req) {
             Json j = {{"line", line->text}};
             if (!line->service.empty()) j["service"] = line->service;
             if (line->is_stderr) j["stream"] = "stderr";
-            return out.Send("log", j.dump(-1, ' ', false, Json::error_handler_t::replace));
+            return out.Send("log", DumpJson(j));
           });
-      if (!s.ok()) out.Send("error", Json{{"message", s.message()}}.dump());
+      if (!s.ok()) out.Send("error", DumpJson(Json{{"message", s.message()}}));
     };
     return resp;
   }
@@ -324,8 +325,7 @@ void AddDeployRoutes(http::Server& server, deploy::Deployer& deployer,
     if (r->status >= 200 && r->status < 300) return Ok(out);
     return http::ErrorResponse(
         502, "relic_error",
-        "relic " + name + " answered " + std::to_string(r->status) + " to " + op,
-        out.dump(-1, ' ', false, Json::error_handler_t::replace));
+        "relic " + name + " answered " + std::to_string(r->status) + " to " + op, DumpJson(out));
   });
   server.Handle("GET", "/discovery/services", [&deployer](const http::Request&) {
     Json out = Json::array();

@@ -1,6 +1,7 @@
 #include "api/execute_routes.h"
 
 #include "api/errors.h"
+#include "common/json.h"
 
 namespace cortex::api {
 
@@ -9,7 +10,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 http::Response Ok(const Json& body, int status = 200) {
-  return http::Response::Json(status, body.dump(-1, ' ', false, Json::error_handler_t::replace));
+  return http::Response::Json(status, DumpJson(body));
 }
 
 bool WantsEvents(const http::Request& req) {
@@ -34,8 +35,7 @@ void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::st
     if (!lines->empty()) last_sent = now;
     for (const auto& l : *lines) {
       Json j = {{"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
-      if (!w.Send(l.is_stderr ? "stderr" : "stdout",
-                  j.dump(-1, ' ', false, Json::error_handler_t::replace), std::to_string(l.seq))) {
+      if (!w.Send(l.is_stderr ? "stderr" : "stdout", DumpJson(j), std::to_string(l.seq))) {
         return;
       }
       seq = l.seq;
@@ -43,8 +43,7 @@ void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::st
   }
   auto record = executor.Wait(id, std::chrono::milliseconds(0));
   if (record.ok()) {
-    w.Send("result",
-           exec::ExecutionJson(*record).dump(-1, ' ', false, Json::error_handler_t::replace));
+    w.Send("result", DumpJson(exec::ExecutionJson(*record)));
   }
 }
 
@@ -77,8 +76,10 @@ constexpr size_t kMaxBatch = 256;
 
 void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Store& store) {
   server.Handle("POST", "/execute/tool", [&executor](const http::Request& req) {
-    Json body = req.body.empty() ? Json::object() : Json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
+    auto parsed = req.body.empty() ? Result<Json>(Json::object()) : ParseJson(req.body);
+    if (!parsed.ok()) return ErrorFromStatus(parsed.status());
+    Json body = std::move(parsed).value();
+    if (!body.is_object()) {
       return ErrorFromStatus(
           InvalidArgumentError("the body must be a JSON object: "
                                "{\"name\": ..., \"parameters\": {...}}"));
@@ -98,7 +99,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     if (!id.ok()) {
       if (!fields.empty()) {
         Json details = {{"fields", exec::FieldErrorsJson(fields)}};
-        return ErrorFromStatus(id.status(), details.dump());
+        return ErrorFromStatus(id.status(), DumpJson(details));
       }
       return QueueFull(id.status());
     }
@@ -106,7 +107,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     if (WantsEvents(req)) {
       http::Response resp;
       resp.sse = [&executor, exec_id](http::SseWriter& w) {
-        if (!w.Send("queued", Json{{"execution_id", exec_id}}.dump())) return;
+        if (!w.Send("queued", DumpJson(Json{{"execution_id", exec_id}}))) return;
         StreamExecution(w, executor, exec_id);
       };
       return resp;
@@ -129,7 +130,9 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
   // Several calls at once: {"calls": [{"name", "parameters"}, ...], "async": false,
   // "timeout_seconds": 600}. All are checked before any runs; the answer lists them in order.
   server.Handle("POST", "/execute/batch", [&executor](const http::Request& req) {
-    Json body = req.body.empty() ? Json() : Json::parse(req.body, nullptr, false);
+    auto parsed = req.body.empty() ? Result<Json>(Json()) : ParseJson(req.body);
+    if (!parsed.ok()) return ErrorFromStatus(parsed.status());
+    Json body = std::move(parsed).value();
     const Json* calls = nullptr;
     if (body.is_array()) {
       calls = &body;
@@ -171,7 +174,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     if (!bad.empty()) {
       return ErrorFromStatus(InvalidArgumentError(std::to_string(bad.size()) +
                                                   " calls are malformed, so none was run"),
-                             Json{{"calls", bad}}.dump());
+                             DumpJson(Json{{"calls", bad}}));
     }
     std::vector<exec::Executor::BatchItemError> errors;
     auto ids = executor.SubmitBatch(requests, &errors);
@@ -186,7 +189,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
         if (!e.fields.empty()) d["fields"] = exec::FieldErrorsJson(e.fields);
         details.push_back(std::move(d));
       }
-      return ErrorFromStatus(ids.status(), Json{{"calls", details}}.dump());
+      return ErrorFromStatus(ids.status(), DumpJson(Json{{"calls", details}}));
     }
     Json results = Json::array();
     if (async) {
@@ -279,13 +282,13 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
           for (const auto& l : *lines) {
             Json j = {
                 {"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
-            if (!w.Send(l.is_stderr ? "stderr" : "stdout", j.dump(), std::to_string(l.seq))) {
+            if (!w.Send(l.is_stderr ? "stderr" : "stdout", DumpJson(j), std::to_string(l.seq))) {
               return;
             }
           }
         }
         auto rec = store.GetExecution(id);
-        if (rec.ok() && *rec) w.Send("result", exec::ExecutionJson(**rec).dump());
+        if (rec.ok() && *rec) w.Send("result", DumpJson(exec::ExecutionJson(**rec)));
       };
       return resp;
     }

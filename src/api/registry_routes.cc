@@ -5,6 +5,7 @@
 
 #include "api/errors.h"
 #include "api/route_util.h"
+#include "common/json.h"
 #include "registry/manifest.h"
 
 namespace cortex::api {
@@ -202,8 +203,8 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     }
     if (TruthyQuery(req, "raw")) return Ok(EntryJson(**e, true));
     const Entry& entry = **e;
-    return http::Response::Json(200,
-                                entry.rendered.Get([&] { return EntryJson(entry, false).dump(); }));
+    return http::Response::Json(
+        200, entry.rendered.Get([&] { return DumpJson(EntryJson(entry, false)); }));
   });
 
   router.Handle("DELETE", "/registry/manifest/{kind}/{name}", [&reg](const http::Request& req) {
@@ -276,10 +277,9 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     if (ctype.find("json") != std::string::npos) {
       // {"content": "...", "format": "yaml|markdown"}, or the manifest itself as JSON
       // (JSON is YAML, so it is validated as it is).
-      Json body = Json::parse(req.body, nullptr, false);
-      if (body.is_discarded()) {
-        return ErrorFromStatus(InvalidArgumentError("the body is not valid JSON"));
-      }
+      auto parsed = ParseJson(req.body);
+      if (!parsed.ok()) return ErrorFromStatus(parsed.status());
+      Json body = std::move(parsed).value();
       if (!body.is_object()) {
         return ErrorFromStatus(InvalidArgumentError("the body must be a JSON object"));
       }
@@ -306,7 +306,7 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     if (!result.ok()) {
       Json details = {{"diagnostics", DiagnosticsJson(diags, registry::Severity::kError)},
                       {"warnings", DiagnosticsJson(diags, registry::Severity::kWarning)}};
-      return ErrorFromStatus(result.status(), details.dump());
+      return ErrorFromStatus(result.status(), DumpJson(details));
     }
     auto snap = reg.snapshot();
     const Entry* e = snap->FindKey(result->key);
@@ -408,7 +408,7 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     resp.sse = [&reg, options](http::SseWriter& w) {
       auto sub = reg.Subscribe();
       Json hello = {{"generation", reg.snapshot()->generation()}};
-      if (!w.Send("hello", hello.dump())) {
+      if (!w.Send("hello", DumpJson(hello))) {
         reg.Unsubscribe(sub);
         return;
       }
@@ -421,7 +421,8 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
           if (!ev.key.empty()) j["key"] = ev.key;
           if (!ev.path.empty()) j["path"] = ev.path;
           if (!ev.message.empty()) j["message"] = ev.message;
-          if (!w.Send(registry::EventTypeName(ev.type), j.dump(), std::to_string(ev.generation))) {
+          if (!w.Send(registry::EventTypeName(ev.type), DumpJson(j),
+                      std::to_string(ev.generation))) {
             break;
           }
         }

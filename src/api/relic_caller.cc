@@ -1,4 +1,5 @@
 #include "api/relic_caller.h"
+#include "common/json.h"
 
 namespace cortex::api {
 
@@ -10,7 +11,7 @@ using Json = nlohmann::ordered_json;
 Result<Json> StepOutput(Result<deploy::CallResult> r) {
   if (!r.ok()) return r.status();
   if (r->status < 200 || r->status >= 300) {
-    std::string snippet = r->body.is_string() ? r->body.get<std::string>() : r->body.dump();
+    std::string snippet = r->body.is_string() ? r->body.get<std::string>() : DumpJson(r->body);
     if (snippet.size() > 300) snippet.resize(300);
     return UnavailableError(r->method + " " + r->url + " answered " + std::to_string(r->status) +
                             (snippet.empty() || snippet == "null" ? "" : ": " + snippet));

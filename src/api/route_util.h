@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "common/status.h"
 #include "http/http.h"
 
@@ -15,8 +16,7 @@ namespace cortex::api {
 
 // A JSON answer (invalid UTF-8 in strings is replaced, never an exception).
 inline http::Response Ok(const nlohmann::ordered_json& body, int status = 200) {
-  return http::Response::Json(
-      status, body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  return http::Response::Json(status, DumpJson(body));
 }
 
 // The client asked for server-sent events.
@@ -48,10 +48,8 @@ inline std::optional<std::chrono::milliseconds> ParseWaitTimeout(const std::stri
 // The request's body as a JSON object ({} when empty); InvalidArgument otherwise.
 inline Result<nlohmann::ordered_json> BodyObject(const http::Request& req) {
   if (req.body.empty()) return nlohmann::ordered_json::object();
-  auto body = nlohmann::ordered_json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) {
-    return InvalidArgumentError("the body must be a JSON object");
-  }
+  CORTEX_ASSIGN_OR_RETURN(auto body, ParseJson(req.body));
+  if (!body.is_object()) return InvalidArgumentError("the body must be a JSON object");
   return body;
 }
 

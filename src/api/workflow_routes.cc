@@ -2,6 +2,7 @@
 
 #include "api/errors.h"
 #include "api/route_util.h"
+#include "common/json.h"
 #include "registry/variables.h"
 
 namespace cortex::api {
@@ -23,8 +24,7 @@ Json EventJson(const store::RunEvent& e) {
     j["attempt"] = e.attempt;
   }
   if (!e.data_json.empty()) {
-    Json d = Json::parse(e.data_json, nullptr, false);
-    if (!d.is_discarded()) j["data"] = d;
+    j["data"] = ParseJsonOrString(e.data_json);
   }
   return j;
 }
@@ -57,7 +57,8 @@ http::Response Start(workflow::Engine& engine, store::Store& store, const http::
   auto id = engine.StartRun(start, &fields);
   if (!id.ok()) {
     if (!fields.empty()) {
-      return ErrorFromStatus(id.status(), Json{{"fields", exec::FieldErrorsJson(fields)}}.dump());
+      return ErrorFromStatus(id.status(),
+                             DumpJson(Json{{"fields", exec::FieldErrorsJson(fields)}}));
     }
     http::Response resp = ErrorFromStatus(id.status());
     if (id.status().code() == StatusCode::kResourceExhausted) {
@@ -94,8 +95,8 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
   server.Handle("POST", "/execute/workflow", [&engine, &store](const http::Request& req) {
     auto body = BodyObject(req);
     if (!body.ok()) {
-      return ErrorFromStatus(InvalidArgumentError(
-          "the body must be a JSON object: {\"name\": ..., \"input\": {...}}"));
+      return ErrorFromStatus(InvalidArgumentError(body.status().message() +
+                                                  " (expected {\"name\": ..., \"input\": {...}})"));
     }
     auto name = body->find("name");
     if (name == body->end() || !name->is_string() || name->get<std::string>().empty()) {
@@ -213,8 +214,7 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
         auto events = store.GetRunEvents(id, seq, 1000);
         if (!events.ok()) return;
         for (const auto& e : *events) {
-          if (!w.Send(e.type, EventJson(e).dump(-1, ' ', false, Json::error_handler_t::replace),
-                      std::to_string(e.seq))) {
+          if (!w.Send(e.type, DumpJson(EventJson(e)), std::to_string(e.seq))) {
             return;
           }
           seq = e.seq;
@@ -227,8 +227,7 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
         if ((s == "succeeded" || s == "failed" || s == "cancelled") &&
             (*run)->last_event_seq <= seq) {
           auto steps = store.GetSteps(id);
-          w.Send("result", workflow::RunJson(**run, steps.ok() ? &*steps : nullptr)
-                               .dump(-1, ' ', false, Json::error_handler_t::replace));
+          w.Send("result", DumpJson(workflow::RunJson(**run, steps.ok() ? &*steps : nullptr)));
           return;
         }
         if (std::chrono::steady_clock::now() - last_sent > std::chrono::seconds(15)) {

@@ -1,4 +1,5 @@
 #include "cli/client.h"
+#include "common/json.h"
 
 #include <sstream>
 
@@ -36,7 +37,7 @@ bool IsDiagnosticList(const Json& v) {
 }  // namespace
 
 std::string FormatDiagnostic(const Json& d, std::string_view request_name) {
-  if (!d.is_object()) return d.dump();
+  if (!d.is_object()) return DumpJson(d);
   std::string file = StringField(d, "file");
   if (file == kRequestFile && !request_name.empty()) file = request_name;
   std::string out = file;

@@ -1,4 +1,5 @@
 #include "cli/output.h"
+#include "common/json.h"
 
 #include <iomanip>
 
@@ -82,9 +83,7 @@ std::string Table::ToString() const {
 
 // --- JSON -----------------------------------------------------------------------------------
 
-std::string ToPrettyJson(const Json& value) {
-  return value.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
-}
+std::string ToPrettyJson(const Json& value) { return DumpJson(value, 2) + "\n"; }
 
 // --- YAML -----------------------------------------------------------------------------------
 
@@ -217,7 +216,7 @@ std::string InlineScalar(const Json& v) {
   if (v.is_null()) return "null";
   if (v.is_object()) return "{}";
   if (v.is_array()) return "[]";
-  return v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return DumpJson(v);
 }
 
 void EmitMapping(const Json& object, int indent, bool first_inline, std::string& out);

@@ -10,6 +10,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -88,7 +89,8 @@ bool ApplyOne(ApiClient& api, const Input& input) {
   if (!j->value("resolved", true)) {
     for (const Json& p : j->value("problems", Json::array())) {
       std::cerr << input.name << ": warning: " << key
-                << " is unresolved: " << (p.is_string() ? p.get<std::string>() : p.dump()) << "\n";
+                << " is unresolved: " << (p.is_string() ? p.get<std::string>() : DumpJson(p))
+                << "\n";
     }
   }
   return true;

@@ -12,6 +12,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -215,7 +216,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
   relic->callback([&ctx, o] {
     ApiClient api(ctx.server);
     Json body = {{"name", o->name}, {"auto_start", !o->no_start}};
-    auto r = api.PostJson("/deploy/relic", body.dump());
+    auto r = api.PostJson("/deploy/relic", DumpJson(body));
     if (!r) {
       ctx.exit_code = api.exit_code();
       return;
@@ -257,7 +258,7 @@ void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
   cmd->callback([&ctx, o] {
     ApiClient api(ctx.server);
     Json body = {{"name", o->name}, {"environment", o->environment}};
-    auto r = api.PostJson("/deploy/monument", body.dump());
+    auto r = api.PostJson("/deploy/monument", DumpJson(body));
     if (!r) {
       ctx.exit_code = api.exit_code();
       return;
@@ -509,12 +510,11 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
         ctx.exit_code = kExitUsage;
         return;
       }
-      Json v = Json::parse(kv.substr(eq + 1), nullptr, false);
-      params[kv.substr(0, eq)] = v.is_discarded() ? Json(kv.substr(eq + 1)) : v;
+      params[kv.substr(0, eq)] = ParseJsonOrString(kv.substr(eq + 1));
     }
     ApiClient api(ctx.server);
     auto r =
-        api.PostJson(RelicPath(co->name) + "/call/" + PathSegment(co->operation), params.dump());
+        api.PostJson(RelicPath(co->name) + "/call/" + PathSegment(co->operation), DumpJson(params));
     if (!r) {
       ctx.exit_code = api.exit_code();
       return;
@@ -554,7 +554,7 @@ void AddScaleCommand(CLI::App& app, Context& ctx) {
       body["service"] = o->relic + (o->service.empty() ? "" : "/" + o->service);
       path = MonumentPath(o->monument) + "/scale";
     }
-    auto r = api.PostJson(path, body.dump());
+    auto r = api.PostJson(path, DumpJson(body));
     if (!r) {
       ctx.exit_code = api.exit_code();
       return;

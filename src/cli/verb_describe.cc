@@ -6,6 +6,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -44,7 +45,7 @@ void Describe(std::ostream& out, const Json& e) {
   const Json problems = e.value("problems", Json::array());
   Field(out, "Resolved", e.value("resolved", false) ? "yes" : "no");
   for (const Json& p : problems)
-    out << "  - " << (p.is_string() ? p.get<std::string>() : p.dump()) << "\n";
+    out << "  - " << (p.is_string() ? p.get<std::string>() : DumpJson(p)) << "\n";
 
   if (e.value("stale", false)) {
     Field(out, "Stale", "yes: the file now has errors; the last good version is served");

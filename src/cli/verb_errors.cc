@@ -6,6 +6,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -44,7 +45,7 @@ void PrintErrors(std::ostream& out, const Json& j) {
     for (const Json& u : unresolved) {
       out << "  " << u.value("key", "") << "  (" << u.value("path", "") << ")\n";
       for (const Json& p : u.value("problems", Json::array())) {
-        out << "    - " << (p.is_string() ? p.get<std::string>() : p.dump()) << "\n";
+        out << "    - " << (p.is_string() ? p.get<std::string>() : DumpJson(p)) << "\n";
       }
     }
   }

@@ -7,6 +7,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -41,7 +42,7 @@ void AddEventsCommand(CLI::App& app, Context& ctx) {
         return true;
       }
       if (*output == "json") {
-        std::cout << data.dump(-1, ' ', false, Json::error_handler_t::replace) << std::endl;
+        std::cout << DumpJson(data) << std::endl;
         return true;
       }
       std::string type = data.contains("type") ? OrDash(data, "type") : ev.event;

@@ -18,6 +18,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -63,10 +64,7 @@ constexpr ValueFlags kWorkflowFlags{"-i", "--input-json", "input"};
 
 // A -p or -i value: JSON when it parses as JSON (5, true, null, [1,2], {"a":1}, "quoted"), else
 // the text itself as a string.
-Json ParseValue(const std::string& text) {
-  Json v = Json::parse(text, nullptr, false);
-  return v.is_discarded() ? Json(text) : v;
-}
+Json ParseValue(const std::string& text) { return ParseJsonOrString(text); }
 
 // The values from `json_file` (a JSON object; "-" for stdin), then each key=value pair (a later
 // one replaces an earlier one). False, after printing why, on bad usage.
@@ -86,11 +84,13 @@ bool BuildValues(const std::vector<std::string>& pairs, const std::string& json_
       ss << in.rdbuf();
     }
     std::string name = json_file == kStdin ? "<stdin>" : json_file;
-    Json j = Json::parse(ss.str(), nullptr, false);
-    if (j.is_discarded()) {
-      std::cerr << "error: " << flags.file_flag << " " << name << ": not valid JSON\n";
+    auto parsed = ParseJson(ss.str());
+    if (!parsed.ok()) {
+      std::cerr << "error: " << flags.file_flag << " " << name << ": " << parsed.status().message()
+                << "\n";
       return false;
     }
+    Json j = std::move(parsed).value();
     if (!j.is_object()) {
       std::cerr << "error: " << flags.file_flag << " " << name << ": expected a JSON object of "
                 << flags.noun << ", got " << j.type_name() << "\n";
@@ -137,8 +137,7 @@ std::optional<http::ClientResponse> Submit(const std::string& server, const std:
   http::ClientOptions options;
   options.read_timeout = read_timeout;
   http::Client client(server, options);
-  auto r = client.Post(path, body.dump(-1, ' ', false, Json::error_handler_t::replace),
-                       "application/json");
+  auto r = client.Post(path, DumpJson(body), "application/json");
   if (!r.ok()) {
     // As ApiClient reports it: the client refused the URL itself, or the server is unreachable.
     const std::string& reason = r.status().message();

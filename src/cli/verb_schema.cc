@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/context.h"
+#include "common/json.h"
 #include "registry/manifest.h"
 
 namespace cortex::cli {
@@ -19,7 +20,7 @@ void AddSchemaCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = 2;
       return;
     }
-    std::cout << registry::KindSchema(*k).dump(2) << "\n";
+    std::cout << DumpJson(registry::KindSchema(*k), 2) << "\n";
   });
 }
 

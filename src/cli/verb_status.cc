@@ -6,6 +6,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -31,7 +32,7 @@ void PrintStatus(std::ostream& out, const std::string& server, const Json& healt
   const Json by_kind = reg.value("by_kind", Json::object());
   for (const auto& [kind, count] : by_kind.items()) {
     if (count.is_number() && count.get<int64_t>() == 0) continue;
-    kinds += (kinds.empty() ? "" : ", ") + kind + " " + count.dump();
+    kinds += (kinds.empty() ? "" : ", ") + kind + " " + DumpJson(count);
   }
   Line(out, "Manifests",
        Number(reg, "total_manifests") + (kinds.empty() ? "" : " (" + kinds + ")"));

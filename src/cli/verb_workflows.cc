@@ -15,6 +15,7 @@
 
 #include "cli/client.h"
 #include "cli/verbs.h"
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -330,7 +331,7 @@ int Cancel(ApiClient& api, const std::string& id) {
 int Retry(ApiClient& api, const std::string& id, const std::string& from) {
   Json body = Json::object();
   if (!from.empty()) body["from"] = from;
-  if (!api.PostJson(RunPath(id) + "/retry", body.dump())) return api.exit_code();
+  if (!api.PostJson(RunPath(id) + "/retry", DumpJson(body))) return api.exit_code();
   std::cout << "retrying " << id
             << (from.empty() ? " (the steps that did not succeed)" : " from step " + from) << "\n";
   return kExitOk;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "deploy/health.h"
 #include "exec/executor.h"
@@ -186,7 +187,7 @@ void Deployer::Transition(Supervisor& sv, const std::string& state, const std::s
                     {"consecutive_failures", sv.failures}}},
                   {"base_url", sv.base_url.empty() ? sv.plan.base_url : sv.base_url},
                   {"runtime", sv.info}};
-  sv.rec.detail_json = detail.dump();
+  sv.rec.detail_json = DumpJson(detail);
   if (Status s = store_.PutDeployment(sv.rec); !s.ok()) {
     log::Error(kComponent, sv.name + ": cannot record state " + state + ": " + s.ToString());
   }
@@ -786,14 +787,14 @@ Result<CallResult> SendHttp(const HttpCall& call) {
     std::string query;
     for (const auto& [k, v] : call.query.items()) {
       query += (query.empty() ? "" : "&") + http::UrlEncode(k) + "=" +
-               http::UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
+               http::UrlEncode(v.is_string() ? v.get<std::string>() : DumpJson(v));
     }
     path += (path.find('?') == std::string::npos ? "?" : "&") + query;
   }
   http::ClientOptions opts;
   opts.read_timeout = call.timeout;
   http::Client client(base, opts);
-  std::string text = call.body.is_null() ? "" : call.body.dump();
+  std::string text = call.body.is_null() ? "" : DumpJson(call.body);
   Result<http::ClientResponse> resp =
       InvalidArgumentError("method " + call.method + " is not supported for relic calls yet");
   if (call.method == "GET" || call.method == "HEAD") resp = client.Get(path);
@@ -808,8 +809,7 @@ Result<CallResult> SendHttp(const HttpCall& call) {
   out.status = resp->status;
   out.method = call.method;
   out.url = base + path;
-  out.body = OJson::parse(resp->body, nullptr, false);
-  if (out.body.is_discarded()) out.body = resp->body;
+  out.body = ParseJsonOrString(resp->body);
   return out;
 }
 

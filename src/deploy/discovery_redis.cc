@@ -1,5 +1,6 @@
 #include "deploy/discovery_redis.h"
 
+#include "common/json.h"
 #include "common/log.h"
 
 namespace cortex::deploy {
@@ -47,7 +48,7 @@ Status RedisDiscovery::Write(const ServiceRecord& r, bool up) {
   std::vector<std::vector<std::string>> cmds;
   if (up) {
     cmds.push_back({"HSET", HashKey(r.name), "url", r.url, "state", r.state, "endpoints",
-                    nlohmann::json(r.endpoints).dump(), "owner", r.owner, "updated_ms",
+                    DumpJson(nlohmann::json(r.endpoints)), "owner", r.owner, "updated_ms",
                     std::to_string(r.updated_ms)});
     cmds.push_back({"SADD", kSetKey, r.name});
   } else {

@@ -1,4 +1,5 @@
 #include "deploy/docker.h"
+#include "common/json.h"
 
 #include <curl/curl.h>
 #include <sys/stat.h>
@@ -61,7 +62,7 @@ std::string LabelFilterQuery(const LabelFilter& filter) {
   if (filter.empty()) return "";
   json labels = json::array();
   for (const auto& [key, value] : filter) labels.push_back(value.empty() ? key : key + "=" + value);
-  return "filters=" + Escape(json{{"label", labels}}.dump());
+  return "filters=" + Escape(DumpJson(json{{"label", labels}}));
 }
 
 std::string WithQuery(std::string path, const std::string& query) {
@@ -295,6 +296,10 @@ Result<Reply> Call(const std::string& socket_path, const Request& request) {
 
 Result<json> CallJson(const std::string& socket_path, const Request& request) {
   CORTEX_ASSIGN_OR_RETURN(Reply reply, Call(socket_path, request));
+  if (JsonNestingDepth(reply.body) > kMaxJsonDepth) {
+    return InternalError("Docker: reply to " + std::string(request.method) + " " + request.path +
+                         " nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
   try {
     return json::parse(reply.body);
   } catch (const json::exception& e) {
@@ -619,7 +624,7 @@ namespace {
 // The network named exactly `name` (the API's name filter matches substrings).
 Result<std::optional<Network>> FindNetwork(const std::string& socket_path, const std::string& name,
                                            std::chrono::milliseconds timeout) {
-  std::string path = "/networks?filters=" + Escape(json{{"name", {name}}}.dump());
+  std::string path = "/networks?filters=" + Escape(DumpJson(json{{"name", {name}}}));
   CORTEX_ASSIGN_OR_RETURN(json list, CallJson(socket_path, Get(path, timeout)));
   if (list.is_array()) {
     for (const json& n : list) {
@@ -638,11 +643,8 @@ Result<std::string> Client::CreateNetwork(const std::string& name,
   if (existing) return existing->id;
   Request request = Method("POST", "/networks/create", timeout_);
   // CheckDuplicate: daemons before API 1.44 otherwise accept a second network of the same name.
-  request.json_body = json{
-      {"Name", name},
-      {"Driver", "bridge"},
-      {"CheckDuplicate", true},
-      {"Labels", labels}}.dump();
+  request.json_body = DumpJson(
+      json{{"Name", name}, {"Driver", "bridge"}, {"CheckDuplicate", true}, {"Labels", labels}});
   auto created = CallJson(socket_path_, request);
   if (created.ok()) return Str(*created, "Id");
   if (created.status().code() != StatusCode::kFailedPrecondition) return created.status();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "exec/executor.h"
 
@@ -160,7 +161,7 @@ Status Monuments::Start() {
     e->created_ms = r.created_ms;
     e->updated_ms = r.updated_ms;
     e->deployed_ms = r.started_ms;
-    OJson detail = OJson::parse(r.detail_json, nullptr, false);
+    OJson detail = ParseJsonOrString(r.detail_json);
     if (detail.is_object()) {
       for (const auto& stage : detail.value("stages", OJson::array())) {
         e->plan.stages.push_back(stage.get<std::vector<std::string>>());
@@ -193,13 +194,11 @@ void Monuments::Record(Entry& e) {
   r.started_ms = e.deployed_ms;
   OJson comps = OJson::array();
   for (const auto& [k, c] : e.components) comps.push_back(c);
-  r.detail_json = OJson{
-      {"stages", e.plan.stages},
-      {"workflows", e.plan.workflows},
-      {"agents", e.plan.agents},
-      {"failed_component", e.failed_component},
-      {"components",
-       comps}}.dump();
+  r.detail_json = DumpJson(OJson{{"stages", e.plan.stages},
+                                 {"workflows", e.plan.workflows},
+                                 {"agents", e.plan.agents},
+                                 {"failed_component", e.failed_component},
+                                 {"components", comps}});
   if (Status s = store_.PutDeployment(r); !s.ok()) {
     log::Error(kComponent, e.name + ": cannot record state " + e.state + ": " + s.ToString());
   }

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <filesystem>
 
+#include "common/json.h"
 #include "exec/process.h"
 #include "registry/variables.h"
 
@@ -177,7 +178,7 @@ Result<std::string> ResolveText(const std::string& text, const PlanContext& cont
     return InvalidArgumentError("\"" + text + "\": " + r.unresolved.front() +
                                 " is not set and has no default");
   }
-  return r.value.is_string() ? r.value.get<std::string>() : r.value.dump();
+  return r.value.is_string() ? r.value.get<std::string>() : DumpJson(r.value);
 }
 
 Result<RelicPlan> PlanRelic(const registry::Manifest& manifest, const PlanContext& ctx) {

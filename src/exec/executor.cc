@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "common/json.h"
 #include "common/log.h"
 
 namespace cortex::exec {
@@ -48,14 +49,22 @@ Json ExecutionJson(const store::ExecutionRecord& r) {
             {"status", r.status},
             {"success", r.status == "succeeded"}};
   if (!r.result_json.empty()) {
-    Json result = Json::parse(r.result_json, nullptr, false);
-    j["result"] = result.is_discarded() ? Json(r.result_json) : result;
+    j["result"] = ParseJsonOrString(r.result_json);
   }
   if (!r.error.empty()) j["error"] = r.error;
   if (r.exit_code) j["exit_code"] = *r.exit_code;
   if (r.signal) j["signal"] = *r.signal;
-  j["parameters"] = Json::parse(r.parameters_json, nullptr, false);
+  j["parameters"] = ParseJsonOrString(r.parameters_json);
   if (!r.stderr_tail.empty()) j["stderr_tail"] = r.stderr_tail;
+  if (!r.notes.empty()) {
+    Json notes = Json::array();
+    for (size_t b = 0, e; b < r.notes.size(); b = e + 1) {
+      e = r.notes.find('\n', b);
+      if (e == std::string::npos) e = r.notes.size();
+      notes.push_back(r.notes.substr(b, e - b));
+    }
+    j["notes"] = std::move(notes);
+  }
   j["created_ms"] = r.created_ms;
   if (r.started_ms) j["started_ms"] = r.started_ms;
   if (r.finished_ms) j["finished_ms"] = r.finished_ms;
@@ -147,7 +156,7 @@ Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& r
   r.kind = "tool";
   r.name = request.tool;
   r.status = "queued";
-  r.parameters_json = job->parameters.dump();
+  r.parameters_json = DumpJson(job->parameters);
   r.created_ms = NowMs();
   r.sandboxed = options_.sandbox.has_value();
   r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
@@ -380,7 +389,7 @@ void Executor::WorkerLoop() {
       queue_.pop_front();
       ++running_;
     }
-    (void)RunJob(job, /*record_at_spawn=*/false);  // always OK without record_at_spawn
+    (void)RunJobGuarded(job, /*record_at_spawn=*/false);  // OK without record_at_spawn
     {
       std::lock_guard lock(mu_);
       --running_;
@@ -423,10 +432,10 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
   }
   Status written;
   if (options_.sandbox) {
-    written = RunJob(job, /*record_at_spawn=*/true);
+    written = RunJobGuarded(job, /*record_at_spawn=*/true);
   } else {
     written = store_.CreateExecution(job->record);
-    if (written.ok()) (void)RunJob(job, /*record_at_spawn=*/false);
+    if (written.ok()) (void)RunJobGuarded(job, /*record_at_spawn=*/false);
   }
   if (!written.ok()) {
     std::lock_guard lock(mu_);
@@ -439,6 +448,32 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
   work_cv_.notify_one();  // a queued call may have waited for this place
   if (!written.ok()) return written;
   return job->id;
+}
+
+Status Executor::RunJobGuarded(const std::shared_ptr<Job>& job, bool record_at_spawn) {
+  std::string why;
+  try {
+    return RunJob(job, record_at_spawn);
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+    why = "unknown exception";
+  }
+  log::Error("exec", "bug: running " + job->id + " threw: " + why);
+  store::ExecutionRecord r;
+  {
+    std::lock_guard lock(job->mu);
+    if (job->done) return Status::Ok();
+    r = job->record;
+  }
+  if (r.started_ms == 0) r.started_ms = NowMs();
+  if (record_at_spawn) (void)store_.CreateExecution(r);  // AlreadyExists when it was recorded
+  r.status = "failed";
+  r.error = "internal error while running the tool: " + ToValidUtf8(why);
+  r.finished_ms = NowMs();
+  r.duration_ms = r.finished_ms - r.started_ms;
+  Finish(job, std::move(r));
+  return Status::Ok();
 }
 
 Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
@@ -568,12 +603,14 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   if (pr.reason == EndReason::kExited && !bwrap_signal) r.exit_code = pr.exit_code;
   if (pr.signal) r.signal = pr.signal;
   if (bwrap_signal) r.signal = *bwrap_signal;
-  r.result_json = outcome.result.dump();
+  r.result_json = DumpJson(outcome.result);
   r.error = outcome.error;
+  for (const std::string& note : outcome.notes) r.notes += (r.notes.empty() ? "" : "\n") + note;
   if (!r.sandboxed && !outcome.error.empty()) r.error += " (ran without a sandbox)";
   size_t tail = options_.stderr_tail_bytes;
-  r.stderr_tail = pr.stderr_data.size() > tail ? pr.stderr_data.substr(pr.stderr_data.size() - tail)
-                                               : pr.stderr_data;
+  r.stderr_tail =
+      ToValidUtf8(pr.stderr_data.size() > tail ? pr.stderr_data.substr(pr.stderr_data.size() - tail)
+                                               : pr.stderr_data);
   switch (pr.reason) {
     case EndReason::kTimeout:
       r.status = "timeout";

@@ -145,6 +145,9 @@ class Executor {
   // job is not in the Store yet: it is recorded while the sandbox is set up, before the tool
   // runs; an error here means it could not be, and nothing ran. Otherwise always OK.
   Status RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn);
+  // RunJob, and if anything in it throws (a bug), the job still ends: recorded as failed with
+  // the reason, its waiters woken. The caller's slot is then released as after any run.
+  Status RunJobGuarded(const std::shared_ptr<Job>& job, bool record_at_spawn);
   void Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord record,
               std::vector<store::LogLine> lines = {});
 

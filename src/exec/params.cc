@@ -1,4 +1,5 @@
 #include "exec/params.h"
+#include "common/json.h"
 
 #include <charconv>
 #include <cmath>
@@ -11,7 +12,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 std::string Describe(const Json& v) {
-  std::string s = v.dump();
+  std::string s = DumpJson(v);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }
@@ -19,7 +20,7 @@ std::string Describe(const Json& v) {
 // 100 rather than 100.0.
 std::string Number(double d) {
   if (std::floor(d) == d && std::abs(d) < 9.0e15) return std::to_string(static_cast<int64_t>(d));
-  return Json(d).dump();
+  return DumpJson(Json(d));
 }
 
 std::string TypeOf(const Json& v) {
@@ -82,7 +83,8 @@ void CheckValue(const registry::Parameter& p, Json& v, std::vector<FieldError>* 
     for (const auto& e : p.enum_values) found = found || Json(e) == v;
     if (!found) {
       std::string allowed;
-      for (const auto& e : p.enum_values) allowed += (allowed.empty() ? "" : ", ") + Json(e).dump();
+      for (const auto& e : p.enum_values)
+        allowed += (allowed.empty() ? "" : ", ") + DumpJson(Json(e));
       fail(Describe(v) + " is not one of " + allowed);
       return;
     }

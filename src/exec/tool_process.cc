@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/json.h"
 #include "registry/variables.h"
 
 namespace cortex::exec {
@@ -91,7 +92,7 @@ Result<std::vector<std::string>> ToolEnvironment(const ToolCall& call) {
                                   resolved.status().message());
     }
     const Json& v = resolved->value;
-    env[key] = v.is_string() ? v.get<std::string>() : v.dump();
+    env[key] = v.is_string() ? v.get<std::string>() : DumpJson(v);
   }
   env["CORTEX_EXECUTION_ID"] = call.execution_id;
   env["CORTEX_TOOL_NAME"] = call.tool->name();
@@ -200,7 +201,7 @@ Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& d
   CORTEX_ASSIGN_OR_RETURN(std::string interpreter, InterpreterName(impl));
 
   ProcessSpec spec;
-  std::string params = call.parameters.dump();
+  std::string params = DumpJson(call.parameters);
   if (interpreter.empty()) {
     if ((st.st_mode & 0111) == 0) {
       return FailedPreconditionError("the tool's entrypoint " + impl.entrypoint +
@@ -224,11 +225,28 @@ Result<ProcessSpec> BuildToolProcess(const ToolCall& call, const ToolDefaults& d
 
 ToolOutcome InterpretToolResult(const ProcessResult& r) {
   ToolOutcome out;
-  std::string text = r.stdout_data;
+  // Output is bytes: what is not UTF-8 is replaced (U+FFFD) and said so, since every answer and
+  // record holding it is JSON text.
+  size_t replaced = 0;
+  std::string text = ToValidUtf8(r.stdout_data, &replaced);
+  if (replaced > 0) {
+    out.notes.push_back("stdout was not valid UTF-8: " + std::to_string(replaced) +
+                        (replaced == 1 ? " byte" : " bytes") + " replaced with U+FFFD");
+  }
+  if (r.stdout_truncated) out.notes.push_back("stdout was truncated at the output limit");
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  Json parsed = Json::parse(text, nullptr, false);
-  out.result = parsed.is_discarded() ? Json(text) : parsed;
-  if (!parsed.is_discarded() && parsed.is_string()) out.result = parsed;
+  Json parsed;
+  if (auto p = ParseJson(text); p.ok()) {
+    parsed = std::move(p).value();
+    out.result = parsed;
+  } else {
+    parsed = Json(nlohmann::detail::value_t::discarded);
+    out.result = Json(text);
+    if (JsonNestingDepth(text) > kMaxJsonDepth) {
+      out.notes.push_back("stdout is JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
+                          " levels: kept as text");
+    }
+  }
   bool said_failure = false;
   if (parsed.is_object()) {
     auto s = parsed.find("success");

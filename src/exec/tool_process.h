@@ -53,6 +53,9 @@ struct ToolOutcome {
   bool success = false;
   nlohmann::ordered_json result;  // parsed stdout, or the text as a JSON string
   std::string error;              // why it failed; "" on success
+  // What Cortex changed in the output to keep it (bytes that were not UTF-8 replaced, JSON
+  // nested too deep kept as text); empty when nothing was.
+  std::vector<std::string> notes;
 };
 
 ToolOutcome InterpretToolResult(const ProcessResult& result);

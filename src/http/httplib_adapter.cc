@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/json.h"
 #include "http/http.h"
 
 namespace cortex::http {
@@ -650,7 +651,7 @@ class SseParser {
 // The Status for a non-2xx answer to a stream request, with the server's error message.
 Status StatusForHttpError(int status, const std::string& body) {
   std::string message = body;
-  auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  auto json = ParseJsonOrString(body);
   if (json.is_object() && json.contains("error") && json["error"].is_object() &&
       json["error"].contains("message") && json["error"]["message"].is_string()) {
     message = json["error"]["message"].get<std::string>();

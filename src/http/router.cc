@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/json.h"
 #include "http/http.h"
 
 namespace cortex::http {
@@ -80,16 +81,14 @@ Response ErrorResponse(int status, std::string_view code, std::string_view messa
   error["code"] = code;
   error["message"] = message;
   if (!details_json.empty()) {
-    auto details = nlohmann::ordered_json::parse(details_json, nullptr, /*allow_exceptions=*/false);
     // A caller passing text that is not JSON is a bug, but an error answer must still go out:
     // keep the text as a JSON string rather than failing the response.
-    error["details"] = details.is_discarded() ? nlohmann::ordered_json(details_json) : details;
+    error["details"] = ParseJsonOrString(details_json);
   }
   nlohmann::ordered_json body;
   body["error"] = std::move(error);
   // Messages may quote request bytes (a path, a header) that are not UTF-8: replace, not throw.
-  return Response::Json(
-      status, body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  return Response::Json(status, DumpJson(body));
 }
 
 std::string UrlEncode(std::string_view s) {

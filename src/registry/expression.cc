@@ -1,4 +1,5 @@
 #include "registry/expression.h"
+#include "common/json.h"
 
 #include <algorithm>
 #include <charconv>
@@ -899,7 +900,7 @@ class Evaluator {
         CORTEX_ASSIGN_OR_RETURN(Resolution r, ResolveString(n.text, ctx_));
         for (std::string& u : r.unresolved) Note(u);
         if (r.value.is_string()) return std::move(r.value);
-        return Json(r.value.dump(-1, ' ', false, Json::error_handler_t::replace));
+        return Json(DumpJson(r.value));
       }
       case Kind::kReference: {
         CORTEX_ASSIGN_OR_RETURN(Resolution r, ResolveString(n.text, ctx_));

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
 #include "common/yaml.h"
 #include "registry/diagnostics.h"
 
@@ -384,10 +385,10 @@ void YamlReader::CheckValue(const yaml::Node& node, const T& value, const FieldO
     }
   } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     if (opts.min && static_cast<double>(value) < *opts.min) {
-      Error(node, "must be at least " + Json(*opts.min).dump());
+      Error(node, "must be at least " + DumpJson(Json(*opts.min)));
     }
     if (opts.max && static_cast<double>(value) > *opts.max) {
-      Error(node, "must be at most " + Json(*opts.max).dump());
+      Error(node, "must be at most " + DumpJson(Json(*opts.max)));
     }
   } else if constexpr (IsOptional<T>::value) {
     if (value) CheckValue(node, *value, opts);

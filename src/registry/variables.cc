@@ -1,4 +1,5 @@
 #include "registry/variables.h"
+#include "common/json.h"
 
 #include <array>
 #include <cstdio>
@@ -383,7 +384,7 @@ std::string ClockValue(std::string_view name, std::chrono::system_clock::time_po
 
 std::string JsonText(const Json& v) {
   if (v.is_string()) return v.get_ref<const std::string&>();
-  return v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return DumpJson(v);
 }
 
 const Json* Walk(const Json* node, const std::vector<PathElem>& path, size_t from) {

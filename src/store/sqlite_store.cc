@@ -190,6 +190,10 @@ CREATE TABLE deployments (
   PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
 )sql"},
+    {4, "notes on an execution's output", R"sql(
+-- What Cortex changed in a tool's output to keep it (invalid UTF-8 replaced, ...), one a line.
+ALTER TABLE executions ADD COLUMN notes TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 constexpr std::string_view kDeploymentColumns =
@@ -210,30 +214,31 @@ constexpr std::string_view kRunStatuses[] = {"queued",    "running", "paused",
 constexpr std::string_view kRecordColumns =
     "id, kind, name, status, parameters_json, result_json, error, exit_code, signal, "
     "stderr_tail, created_ms, started_ms, finished_ms, duration_ms, cpu_user_ms, cpu_system_ms, "
-    "peak_memory_bytes, sandboxed, idempotency_key, manifest_version";
+    "peak_memory_bytes, sandboxed, idempotency_key, manifest_version, notes";
 
 constexpr std::string_view kInsertExecution =
     "INSERT INTO executions (id, kind, name, status, parameters_json, result_json, error, "
     "exit_code, signal, stderr_tail, created_ms, started_ms, finished_ms, duration_ms, "
-    "cpu_user_ms, cpu_system_ms, peak_memory_bytes, sandboxed, idempotency_key, manifest_version) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
-    "?20)";
+    "cpu_user_ms, cpu_system_ms, peak_memory_bytes, sandboxed, idempotency_key, manifest_version, "
+    "notes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+    "?18, ?19, ?20, ?24)";
 
 constexpr std::string_view kUpdateExecution =
     "UPDATE executions SET kind = ?2, name = ?3, status = ?4, parameters_json = ?5, "
     "result_json = ?6, error = ?7, exit_code = ?8, signal = ?9, stderr_tail = ?10, "
     "created_ms = ?11, started_ms = ?12, finished_ms = ?13, duration_ms = ?14, cpu_user_ms = ?15, "
     "cpu_system_ms = ?16, peak_memory_bytes = ?17, sandboxed = ?18, idempotency_key = ?19, "
-    "manifest_version = ?20 WHERE id = ?1";
+    "manifest_version = ?20, notes = ?24 WHERE id = ?1";
 
 // The outcome of an execution (FinishExecution): only the columns that change while it runs, so
 // the indexes on the ones fixed at its creation (name, created_ms) are left alone, plus the
 // line counters of the lines written with it (?21 how many, ?22 the last seq, ?23 the first;
-// NULL without lines), in the same statement. Numbered like BindRecord.
+// NULL without lines), in the same statement. Numbered like BindRecord (notes are ?24, added
+// after the counters).
 constexpr std::string_view kFinishExecution =
     "UPDATE executions SET status = ?4, result_json = ?6, error = ?7, exit_code = ?8, "
     "signal = ?9, stderr_tail = ?10, started_ms = ?12, finished_ms = ?13, duration_ms = ?14, "
-    "cpu_user_ms = ?15, cpu_system_ms = ?16, peak_memory_bytes = ?17, "
+    "cpu_user_ms = ?15, cpu_system_ms = ?16, peak_memory_bytes = ?17, notes = ?24, "
     "log_line_count = log_line_count + ?21, log_last_seq = coalesce(?22, log_last_seq) "
     "WHERE id = ?1 AND (?23 IS NULL OR log_last_seq < ?23) RETURNING log_line_count";
 
@@ -473,6 +478,7 @@ void BindRecord(Statement& stmt, const ExecutionRecord& r) {
   stmt.Bind(18, int64_t{r.sandboxed ? 1 : 0});
   stmt.Bind(19, r.idempotency_key);
   stmt.Bind(20, r.manifest_version);
+  stmt.Bind(24, r.notes);
 }
 
 ExecutionRecord ReadRecord(const Statement& stmt) {
@@ -497,6 +503,7 @@ ExecutionRecord ReadRecord(const Statement& stmt) {
   r.sandboxed = stmt.Int(17) != 0;
   r.idempotency_key = stmt.Text(18);
   r.manifest_version = stmt.Text(19);
+  r.notes = stmt.Text(20);
   return r;
 }
 

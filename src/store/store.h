@@ -32,6 +32,8 @@ struct ExecutionRecord {
   bool sandboxed = true;
   std::string idempotency_key;
   std::string manifest_version;  // the manifest revision it ran with
+  // What Cortex changed in the output to keep it ("stdout was not valid UTF-8: ..."), a line each.
+  std::string notes;
 };
 
 struct ExecutionFilter {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "exec/executor.h"
 #include "registry/parser.h"
@@ -86,8 +87,7 @@ bool TakesSlot(const Node& n) { return !n.step || n.step->type != registry::Step
 
 Json ParseOr(const std::string& text, Json fallback) {
   if (text.empty()) return fallback;
-  Json j = Json::parse(text, nullptr, false);
-  return j.is_discarded() ? Json(text) : j;
+  return ParseJsonOrString(text);
 }
 
 }  // namespace
@@ -321,11 +321,11 @@ Result<std::string> Engine::CreateRun(const StartRequest& request, const std::st
   }
   r.workflow = request.workflow;
   r.status = "running";
-  r.input_json = run->input.dump();
+  r.input_json = DumpJson(run->input);
   r.trigger = request.trigger;
   r.manifest_path = entry->file->path;
   r.manifest_text =
-      entry->file->stale ? registry::ManifestToJson(*manifest).dump() : entry->file->text;
+      entry->file->stale ? DumpJson(registry::ManifestToJson(*manifest)) : entry->file->text;
   r.manifest_version = std::to_string(entry->file->revision);
   r.parent_run_id = parent_run;
   r.parent_step = parent_step;
@@ -362,7 +362,7 @@ void Engine::Event(Run& run, const std::string& type, int node, Json data) {
     e.step = run.plan->nodes[node].name;
     e.attempt = run.steps[node].attempt;
   }
-  if (!data.is_null()) e.data_json = data.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (!data.is_null()) e.data_json = DumpJson(data);
   run.rec.updated_ms = e.at_ms;
   dirty_[run.rec.id].events.push_back(std::move(e));
 }
@@ -654,7 +654,7 @@ void Engine::MaybeFinishRun(Run& run) {
       auto v = registry::ResolveString(src, ctx);
       out[name] = v.ok() && v->unresolved.empty() ? v->value : Json(nullptr);
     }
-    r.output_json = out.dump(-1, ' ', false, Json::error_handler_t::replace);
+    r.output_json = DumpJson(out);
   }
   Event(run, "run_" + r.status, -1, r.error.empty() ? Json() : Json{{"error", r.error}});
   run.finished = true;
@@ -760,7 +760,7 @@ void Engine::Flush() {
         s.status = st.status;
         s.attempt = st.attempt;
         if (!st.output.is_null()) {
-          s.output_json = st.output.dump(-1, ' ', false, Json::error_handler_t::replace);
+          s.output_json = DumpJson(st.output);
         }
         s.error = st.error;
         s.execution_id = st.execution_id;
