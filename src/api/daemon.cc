@@ -12,6 +12,7 @@
 #include "api/execute_routes.h"
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
+#include "api/request_guard.h"
 #include "api/workflow_routes.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -49,6 +50,9 @@ Result<std::unique_ptr<http::Server>> StartServer(
   opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
   auto server = std::make_unique<http::Server>(opts);
+  server->SetFilter(MakeRequestGuard({.listen_host = opts.host,
+                                      .allowed_hosts = s.http.allowed_hosts,
+                                      .allowed_origins = s.http.allowed_origins}));
   AddHealthRoutes(*server, service);
   add_routes(*server);
   CORTEX_RETURN_IF_ERROR(server->Start());
@@ -203,6 +207,7 @@ int RunServe(const Settings& settings) {
   dopts.path_env = search_path;
   dopts.max_restarts = static_cast<int>(s.deploy.max_restarts);
   dopts.stop_relics_on_exit = s.deploy.stop_relics_on_exit;
+  dopts.allow_root_relics = s.deploy.allow_root_relics;
   std::unique_ptr<deploy::RelicDriver> compose_driver;
   {
     deploy::ComposeDriverOptions copts;

@@ -17,11 +17,18 @@ struct HttpSettings {
   int64_t threads = 64;
   int64_t keep_alive_seconds = 5;
   int64_t max_body_bytes = 8 << 20;
+  // Names a request's Host may give besides IP addresses, localhost and the listen host
+  // (DNS rebinding is refused); "*" = any. See api/request_guard.h.
+  std::vector<std::string> allowed_hosts;
+  // Web origins (scheme://host[:port]) whose pages may call the API; "*" = any.
+  std::vector<std::string> allowed_origins;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("threads", s.threads, {.min = 2, .max = 4096});
     v.Field("keep_alive_seconds", s.keep_alive_seconds, {.min = 0, .max = 3600});
     v.Field("max_body_bytes", s.max_body_bytes, {.min = 1024});
+    v.Field("allowed_hosts", s.allowed_hosts);
+    v.Field("allowed_origins", s.allowed_origins);
   }
 };
 
@@ -78,6 +85,7 @@ struct DeploySettings {
   // Publish discovery to Redis ("redis://[:password@]host:port/db"); "" = off.
   std::string redis_url;
   bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
+  bool allow_root_relics = false;    // a process relic may run as root (its `user: root`)
   int64_t max_restarts = 5;          // consecutive crashes before a relic is failed
   std::string docker_socket = "/var/run/docker.sock";  // the Docker Engine API (compose relics)
   template <class Self, class V>
@@ -85,6 +93,7 @@ struct DeploySettings {
     v.Field("redis_url", s.redis_url);
     v.Field("docker_socket", s.docker_socket);
     v.Field("stop_relics_on_exit", s.stop_relics_on_exit);
+    v.Field("allow_root_relics", s.allow_root_relics);
     v.Field("max_restarts", s.max_restarts, {.min = 0, .max = 1000});
   }
 };

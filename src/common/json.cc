@@ -133,9 +133,9 @@ Result<nlohmann::ordered_json> ParseJson(std::string_view text, int max_depth) {
     if (auto p = what.find("] "); what.starts_with("[json.exception") && p != std::string::npos) {
       what = what.substr(p + 2);
     }
-    return InvalidArgumentError("invalid JSON: " + ToValidUtf8(what));
+    return InvalidArgumentError("not valid JSON: " + ToValidUtf8(what));
   } catch (const std::exception& e) {
-    return InvalidArgumentError(std::string("invalid JSON: ") + e.what());
+    return InvalidArgumentError(std::string("not valid JSON: ") + e.what());
   }
 }
 

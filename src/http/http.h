@@ -25,8 +25,8 @@ struct CaseInsensitiveLess {
 using Headers = std::multimap<std::string, std::string, CaseInsensitiveLess>;
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // decoded path, without the query string
+  std::string method;                              // "GET", "POST", ...
+  std::string path;                                // decoded path, without the query string
   std::map<std::string, std::string> path_params;  // from the route pattern's {placeholders}
   std::multimap<std::string, std::string> query;   // decoded query parameters
   Headers headers;
@@ -75,6 +75,17 @@ Response ErrorResponse(int status, std::string_view code, std::string_view messa
 
 using Handler = std::function<Response(const Request&)>;
 
+// What a Server's filter decides about a request, from its method, path and headers alone.
+struct FilterResult {
+  // When set, the request is answered with this and not routed; its body is not read and the
+  // connection is closed after the answer.
+  std::optional<Response> refusal;
+  // Added to the routed request's answer (e.g. CORS headers).
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+// Runs on every request once its headers are read, before its body is (Request::body is empty).
+using Filter = std::function<FilterResult(const Request&)>;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0 picks a free port; see Server::port()
@@ -116,6 +127,8 @@ class Server {
 
   // Registers a route. Patterns are matched by segments; "{name}" captures one segment.
   void Handle(std::string method, std::string pattern, Handler handler);
+  // Sets the filter every request passes first (before Start; one filter per server).
+  void SetFilter(Filter filter);
 
   // Binds and starts serving on a background thread. Returns once the socket is listening, or an
   // Unavailable error naming the address (e.g. port already in use).

@@ -295,6 +295,12 @@ class Server::Impl {
     router_.Add(std::move(method), std::move(pattern), std::move(handler));
   }
 
+  void SetFilter(Filter filter) {
+    std::lock_guard lock(lifecycle_mu_);
+    CORTEX_CHECK_MSG(!started_, "Server::SetFilter called after Start");
+    filter_ = std::move(filter);
+  }
+
   Status Start() {
     std::lock_guard lock(lifecycle_mu_);
     if (started_) return FailedPreconditionError("server was already started");
@@ -479,6 +485,23 @@ class Server::Impl {
     }
 
     Response response;
+    FilterResult filtered;
+    if (filter_) {
+      try {
+        filtered = filter_(*request);
+      } catch (...) {
+        LogLine(req.method + " " + req.path + ": request filter threw: " + CurrentExceptionText());
+        filtered.refusal = ErrorResponse(500, "internal", "internal error");
+      }
+    }
+    if (filtered.refusal) {
+      // The body stays unread: the connection cannot carry another request.
+      response = std::move(*filtered.refusal);
+      response.sse = nullptr;
+      response.headers.emplace_back("Connection", "close");
+      Write(std::move(response), std::move(request), res);
+      return;
+    }
     std::optional<Response> body_error;
     if (reader != nullptr) body_error = ReadBody(req, res, *reader, request->body);
     if (body_error) {
@@ -491,6 +514,7 @@ class Server::Impl {
         response = ErrorResponse(500, "internal", "internal error");
       }
     }
+    for (auto& header : filtered.headers) response.headers.push_back(std::move(header));
     Write(std::move(response), std::move(request), res);
   }
 
@@ -530,6 +554,7 @@ class Server::Impl {
 
   const ServerOptions options_;
   Router router_;
+  Filter filter_;  // frozen once serving starts, like the router
   httplib::Server server_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
@@ -552,6 +577,8 @@ Server::~Server() = default;
 void Server::Handle(std::string method, std::string pattern, Handler handler) {
   impl_->Handle(std::move(method), std::move(pattern), std::move(handler));
 }
+
+void Server::SetFilter(Filter filter) { impl_->SetFilter(std::move(filter)); }
 
 Status Server::Start() { return impl_->Start(); }
 int Server::port() const { return impl_->port(); }
