@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <unistd.h>
+
 #include "common/json.h"
 #include "common/log.h"
 #include "deploy/health.h"
@@ -106,6 +108,8 @@ Result<RelicPlan> Deployer::Plan(const std::string& name, Status* not_found) con
   ctx.manifest_version = std::to_string(entry->file->revision);
   ctx.data_dir = options_.data_dir + "/relics/" + name + "/data";
   ctx.path_env = options_.path_env;
+  ctx.server_uid = static_cast<uint32_t>(::geteuid());
+  ctx.allow_root = options_.allow_root_relics;
   ctx.lookup = [this](std::string_view var) { return Lookup(var); };
   auto plan = PlanRelic(entry->manifest(), ctx);
   if (!plan.ok()) {

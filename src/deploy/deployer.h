@@ -42,6 +42,7 @@ struct DeployerOptions {
   // A relic without a health check counts as healthy once it has been up this long.
   Ms min_uptime{500};
   bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
+  bool allow_root_relics = false;    // a process relic may ask for `user: root`
 };
 
 // One healthy relic as discovery serves it.

@@ -1,5 +1,7 @@
 #include "deploy/plan.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -181,6 +183,82 @@ Result<std::string> ResolveText(const std::string& text, const PlanContext& cont
   return r.value.is_string() ? r.value.get<std::string>() : DumpJson(r.value);
 }
 
+namespace {
+
+std::optional<uint32_t> ParseId(std::string_view text) {
+  if (text.empty() || text.size() > 9) return std::nullopt;
+  uint32_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<std::optional<RunAs>> ResolveRunAs(const std::optional<std::string>& user,
+                                          uint32_t server_uid, bool allow_root) {
+  RunAs as;
+  as.name = user.value_or("nobody");
+  std::string_view text = as.name;
+  std::string_view group;
+  if (size_t colon = text.find(':'); colon != std::string_view::npos) {
+    group = text.substr(colon + 1);
+    text = text.substr(0, colon);
+  }
+  if (auto uid = ParseId(text)) {
+    as.uid = *uid;
+    as.gid = *uid;
+    std::vector<char> buf(16384);
+    struct passwd pw, *found = nullptr;
+    if (::getpwuid_r(as.uid, &pw, buf.data(), buf.size(), &found) == 0 && found) {
+      as.gid = pw.pw_gid;
+    }
+  } else {
+    std::vector<char> buf(16384);
+    struct passwd pw, *found = nullptr;
+    std::string name(text);
+    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+      return InvalidArgumentError("deployment.user: no user '" + name + "' on this machine");
+    }
+    as.uid = pw.pw_uid;
+    as.gid = pw.pw_gid;
+  }
+  if (!group.empty()) {
+    if (auto gid = ParseId(group)) {
+      as.gid = *gid;
+    } else {
+      std::vector<char> buf(16384);
+      struct group gr, *found = nullptr;
+      std::string name(group);
+      if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) {
+        return InvalidArgumentError("deployment.user: no group '" + name + "' on this machine");
+      }
+      as.gid = gr.gr_gid;
+    }
+  }
+  if (server_uid != 0) {
+    // Without root nothing can change account: the relic runs as the server.
+    if (user && as.uid != server_uid) {
+      return InvalidArgumentError("deployment.user: '" + *user +
+                                  "' needs a server running as root (this one runs as uid " +
+                                  std::to_string(server_uid) + ")");
+    }
+    return std::optional<RunAs>();
+  }
+  if (as.uid == 0) {
+    if (!user) return InternalError("the default relic user resolved to root");
+    if (!allow_root) {
+      return InvalidArgumentError(
+          "deployment.user: running a relic as root must also be allowed by the server's "
+          "configuration (deploy.allow_root_relics: true)");
+    }
+    return std::optional<RunAs>();  // the server's own account
+  }
+  return std::optional<RunAs>(as);
+}
+
 Result<RelicPlan> PlanRelic(const registry::Manifest& manifest, const PlanContext& ctx) {
   const auto* spec = manifest.As<registry::RelicSpec>();
   if (!spec) return InvalidArgumentError(manifest.name() + " is not a Relic");
@@ -274,6 +352,7 @@ Result<RelicPlan> PlanRelic(const registry::Manifest& manifest, const PlanContex
     plan.argv = d->command->args;
     CORTEX_ASSIGN_OR_RETURN(
         plan.argv[0], ResolveArgv0(plan.argv[0], plan.cwd, ctx.path_env, "deployment.command"));
+    CORTEX_ASSIGN_OR_RETURN(plan.run_as, ResolveRunAs(d->user, ctx.server_uid, ctx.allow_root));
   } else {
     std::string file = Absolute(plan.manifest_dir, compose_file.value_or("docker-compose.yml"));
     std::error_code ec;

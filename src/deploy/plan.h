@@ -37,6 +37,13 @@ std::string_view ProbeTypeName(ProbeSpec::Type type);
 enum class RestartPolicy { kAlways, kOnFailure, kNever };
 std::string_view RestartPolicyName(RestartPolicy policy);
 
+// The account a process relic runs as.
+struct RunAs {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string name;  // as the manifest (or the default) gave it, for messages
+};
+
 struct RelicPlan {
   std::string name;
   std::string driver;  // process | compose
@@ -47,6 +54,8 @@ struct RelicPlan {
   std::string cwd;                // absolute
   std::vector<std::string> env;   // KEY=VALUE: the whole environment of the process
   std::optional<int> port;
+  // Set when the process must change account (the server is root): it starts through setpriv.
+  std::optional<RunAs> run_as;
   // compose
   std::string compose_file;  // absolute
   // both
@@ -63,6 +72,9 @@ struct PlanContext {
   std::string manifest_version;
   std::string data_dir;  // the relic's own writable folder (CORTEX_RELIC_DATA)
   std::string path_env;  // PATH for resolving programs and for the process
+  // Who the server runs as, and whether a relic may run as root (deploy.allow_root_relics).
+  uint32_t server_uid = 0;
+  bool allow_root = false;
   // Variables for `${VAR:-default}` in the manifest's URLs and environment: discovery's
   // `<NAME>_URL` values first, then the server's environment.
   std::function<std::optional<std::string>(std::string_view)> lookup;
@@ -71,6 +83,13 @@ struct PlanContext {
 // InvalidArgument with the manifest field at fault ("deployment.command: ...") when the manifest
 // cannot be deployed as written (no deployment block, a type Cortex has no driver for, a program
 // that does not exist, a compose file that is missing, ...).
+// A process relic's account: `user` ("name", "uid" or "uid:gid"; nullopt = the default). A
+// server running as root runs relics as `nobody` unless told otherwise, and as root only when
+// the manifest says so and allow_root is set; any other server can only run them as itself.
+// nullopt when no change of account is needed.
+Result<std::optional<RunAs>> ResolveRunAs(const std::optional<std::string>& user,
+                                          uint32_t server_uid, bool allow_root);
+
 Result<RelicPlan> PlanRelic(const registry::Manifest& manifest, const PlanContext& context);
 
 // "${KV_URL:-http://127.0.0.1:8004}" -> "http://127.0.0.1:8004" (unresolved references: error).

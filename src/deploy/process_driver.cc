@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -85,6 +86,39 @@ int64_t ProcessStartTime(int64_t pid) {
   return 0;
 }
 
+namespace {
+
+// Reaps the zombies of process group `pgid` that are this server's children: a relic's own
+// children, orphaned when it ended, are adopted by the server (a child subreaper) and nobody else
+// waits for them. Returns how many members of the group are still running.
+int ReapOrphansOfGroup(pid_t pgid) {
+  const pid_t self = ::getpid();
+  int running = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in("/proc/" + name + "/stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 >= stat.size()) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0, pgrp = 0;
+    if (!(fields >> state >> ppid >> pgrp) || pgrp != pgid) continue;
+    if (state != "Z" && state != "X") {
+      ++running;
+    } else if (ppid == self) {
+      pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+      (void)::waitpid(pid, nullptr, WNOHANG);
+    }
+  }
+  return running;
+}
+
+}  // namespace
+
 ProcessDriver::ProcessDriver(ProcessDriverOptions options) : options_(std::move(options)) {}
 
 std::string ProcessDriver::LogPath(const std::string& relic) const {
@@ -121,11 +155,34 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   std::error_code ec;
   fs::create_directories(options_.relics_dir + "/" + plan.name + "/data", ec);
   if (ec) return UnavailableError("cannot create the relic's folder: " + ec.message());
+  std::vector<std::string> argv_text = plan.argv;
+  if (plan.run_as) {
+    // Its data folder is its own; the process starts as root only long enough for setpriv to
+    // drop every privilege (uid, gid, groups, capabilities), then execs the command: same pid.
+    const std::string data = options_.relics_dir + "/" + plan.name + "/data";
+    if (::chown(data.c_str(), plan.run_as->uid, plan.run_as->gid) != 0) {
+      return UnavailableError("cannot give " + data + " to " + plan.run_as->name + ": " +
+                              std::strerror(errno));
+    }
+    if (::access(options_.setpriv_path.c_str(), X_OK) != 0) {
+      return FailedPreconditionError("cannot run " + plan.name + " as " + plan.run_as->name + ": " +
+                                     options_.setpriv_path + " (util-linux) is missing");
+    }
+    argv_text = {options_.setpriv_path,
+                 "--reuid=" + std::to_string(plan.run_as->uid),
+                 "--regid=" + std::to_string(plan.run_as->gid),
+                 "--clear-groups",
+                 "--inh-caps=-all",
+                 "--bounding-set=-all",
+                 "--"};
+    argv_text.insert(argv_text.end(), plan.argv.begin(), plan.argv.end());
+  }
   const std::string log_path = LogPath(plan.name);
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (log_fd < 0) return UnavailableError("cannot open " + log_path + ": " + std::strerror(errno));
   {
-    std::string banner = "--- cortex: starting " + plan.name + " (" + plan.argv[0] + ") ---\n";
+    std::string banner = "--- cortex: starting " + plan.name + " (" + plan.argv[0] +
+                         (plan.run_as ? ", as " + plan.run_as->name : std::string()) + ") ---\n";
     (void)!::write(log_fd, banner.data(), banner.size());
   }
 
@@ -153,7 +210,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<char*> argv, envp;
-  for (const auto& a : plan.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : argv_text) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (const auto& e : plan.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
@@ -163,7 +220,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   {
     // Reap() runs under the same lock: the child is in children_ before anyone can wait for it.
     std::lock_guard lock(mu_);
-    rc = ::posix_spawn(&pid, plan.argv[0].c_str(), &actions, &attr, argv.data(), envp.data());
+    rc = ::posix_spawn(&pid, argv_text[0].c_str(), &actions, &attr, argv.data(), envp.data());
     if (rc == 0) children_.insert(pid);
   }
   posix_spawn_file_actions_destroy(&actions);
@@ -200,6 +257,7 @@ Observation ProcessDriver::Observe(const RelicPlan& plan, store::DeploymentRecor
   if (auto status = Reap(record.pid)) {
     o.detail = WaitStatusText(*status);
     o.exited_cleanly = WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+    (void)ReapOrphansOfGroup(static_cast<pid_t>(record.pid));
     record.pid = 0;
     return o;
   }
@@ -240,6 +298,13 @@ Status ProcessDriver::Stop(const RelicPlan& plan, store::DeploymentRecord& recor
     if (alive()) return UnavailableError("process " + std::to_string(pid) + " survived SIGKILL");
   }
   ::kill(-pid, SIGKILL);  // anything left in its group
+  // What was left is dead or dying; its members that the server adopted are reaped here (bounded:
+  // a process in uninterruptible sleep is left to the next Observe).
+  auto reap_deadline = Clock::now() + Ms(2000);
+  while (ReapOrphansOfGroup(pid) > 0 && Clock::now() < reap_deadline) {
+    std::this_thread::sleep_for(Ms(5));
+  }
+  (void)ReapOrphansOfGroup(pid);
   record.pid = 0;
   return Status::Ok();
 }

@@ -15,6 +15,8 @@ namespace cortex::deploy {
 struct ProcessDriverOptions {
   std::string relics_dir;               // per-relic folders: logs, data
   uint64_t max_log_bytes = 8ull << 20;  // output.log is rotated past this
+  // Changes account for relics with a RelicPlan::run_as (util-linux; as the tool sandbox does).
+  std::string setpriv_path = "/usr/bin/setpriv";
 };
 
 class ProcessDriver final : public RelicDriver {

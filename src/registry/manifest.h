@@ -461,6 +461,8 @@ struct RelicDeployment {
   int64_t replicas = 1;
   std::optional<std::string> restart;  // always | on-failure | never
   std::optional<Duration> stop_timeout;
+  // process relics: the account it runs as ("nobody", "1000", "1000:1000"); see docs/deploy.md.
+  std::optional<std::string> user;
   Json ports, volumes, resources, scaling;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
@@ -479,6 +481,7 @@ struct RelicDeployment {
     v.Field("replicas", s.replicas, {.min = 0});
     v.Field("restart", s.restart, {.one_of = {"always", "on-failure", "unless-stopped", "never"}});
     v.Field("stop_timeout", s.stop_timeout);
+    v.Field("user", s.user);
     v.Field("ports", s.ports);
     v.Field("volumes", s.volumes);
     v.Field("resources", s.resources);

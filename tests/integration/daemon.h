@@ -57,6 +57,8 @@ class TempDir {
   TempDir() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "cortex-test-XXXXXX").string();
     path_ = ::mkdtemp(tmpl.data());
+    // As a manifests folder usually is: readable by the account relics run as (nobody).
+    std::filesystem::permissions(path_, std::filesystem::perms(0755));
   }
   ~TempDir() {
     std::error_code ec;

@@ -14,6 +14,7 @@
 
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -27,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -818,6 +820,113 @@ TEST(DeployApi, LogStreamSendsNewLines) {
   EXPECT_EQ(last.event, "log");
   Json line = Json::parse(last.data, nullptr, false);
   EXPECT_EQ(line.value("line", ""), "request GET /get/streamed-line") << last.data;
+}
+
+
+// ---- Accounts and orphans -----------------------------------------------------------------------
+
+// The effective uid of a running process, from /proc (-1 when it is gone).
+int UidOf(int64_t pid) {
+  std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  auto at = status.find("\nUid:");
+  if (at == std::string::npos) return -1;
+  std::istringstream fields(status.substr(at + 5));
+  int real = -1, effective = -1;
+  fields >> real >> effective;
+  return effective;
+}
+
+// A shell relic that keeps a child of its own (a shell that does not exec its last command).
+void WriteShellRelic(const fs::path& m, const std::string& name, const std::string& marker,
+                     const std::string& extra_deployment = "") {
+  WriteRelicManifest(m, name,
+                     "deployment:\n"
+                     "  type: process\n"
+                     "  command: [\"/bin/sh\", \"-c\", \"sleep 300 & sleep 301; : " +
+                         marker +
+                         "\"]\n"
+                         "  stop_timeout: 5s\n" +
+                         extra_deployment);
+}
+
+// The server's zombie children.
+std::vector<std::string> ZombieChildren(pid_t server) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::string stat = ReadFile(e.path() / "stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 >= stat.size()) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0;
+    if (fields >> state >> ppid && state == "Z" && ppid == server) {
+      out.push_back(e.path().filename().string());
+    }
+  }
+  return out;
+}
+
+TEST(DeployApi, ProcessRelicsRunAsNobodyUnlessToldAndRootMustBeAllowed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs a server running as root";
+  const std::string marker = Marker("user");
+  KillAtEnd cleanup(marker);
+  auto setup = [&](const fs::path& m) {
+    WriteShellRelic(m, "plain", marker + "-plain");
+    WriteShellRelic(m, "numbered", marker + "-numbered", "  user: \"1234:1234\"\n");
+    WriteShellRelic(m, "rooted", marker + "-rooted", "  user: root\n");
+    WriteShellRelic(m, "ghostuser", marker + "-ghost", "  user: no-such-user-here\n");
+  };
+  {
+    Daemon d({}, setup);
+    ASSERT_DAEMON(d);
+    ASSERT_EQ(Deploy(d.client(), "plain").status, 200) << d.log();
+    int64_t pid = PidOf(StatusOf(d.client(), "plain"));
+    ASSERT_GT(pid, 0);
+    EXPECT_EQ(UidOf(pid), 65534);  // nobody
+    // Its data folder is its own.
+    struct stat st {};
+    ASSERT_EQ(::stat((d.data_dir() / "relics/plain/data").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u);
+
+    ASSERT_EQ(Deploy(d.client(), "numbered").status, 200) << d.log();
+    EXPECT_EQ(UidOf(PidOf(StatusOf(d.client(), "numbered"))), 1234);
+
+    // root is refused while the configuration does not allow it, naming the setting.
+    Reply rooted = Deploy(d.client(), "rooted");
+    EXPECT_EQ(rooted.status, 400) << rooted.body;
+    EXPECT_THAT(rooted.body, HasSubstr("deploy.allow_root_relics"));
+    EXPECT_THAT(PidsMatching(marker + "-rooted"), IsEmpty());
+    Reply ghost = Deploy(d.client(), "ghostuser");
+    EXPECT_EQ(ghost.status, 400) << ghost.body;
+    EXPECT_THAT(ghost.body, HasSubstr("no user 'no-such-user-here'"));
+  }
+  Config allow("deploy:\n  allow_root_relics: true\n");
+  Daemon d(allow.flags(), setup);
+  ASSERT_DAEMON(d);
+  ASSERT_EQ(Deploy(d.client(), "rooted").status, 200) << d.log();
+  EXPECT_EQ(UidOf(PidOf(StatusOf(d.client(), "rooted"))), 0);
+}
+
+TEST(DeployApi, StoppingAShellRelicLeavesNoZombies) {
+  const std::string marker = Marker("zombie");
+  KillAtEnd cleanup(marker);
+  Daemon d({}, [&](const fs::path& m) { WriteShellRelic(m, "shell", marker); });
+  ASSERT_DAEMON(d);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(Deploy(d.client(), "shell").status, 200) << d.log();
+    // The shell has its own child (sleep 300), adopted by the server once the shell is killed.
+    const int64_t pid = PidOf(StatusOf(d.client(), "shell"));
+    ASSERT_GT(pid, 0);
+    const std::string children =
+        "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
+    ASSERT_TRUE(Eventually([&] { return !ReadFile(children).empty(); }));
+    Reply stop = Post(d.client(), "/relics/shell/stop", "");
+    ASSERT_EQ(stop.status, 200) << stop.body;
+    EXPECT_TRUE(Eventually([&] { return !Running(pid); }));
+  }
+  // Every child the server adopted from the relics' groups was reaped.
+  EXPECT_TRUE(Eventually([&] { return ZombieChildren(d.pid()).empty(); }, std::chrono::seconds(5)))
+      << ZombieChildren(d.pid()).size() << " zombies";
 }
 
 }  // namespace
