@@ -59,6 +59,46 @@ Result<std::unique_ptr<http::Server>> StartServer(
   return server;
 }
 
+// Everything `cortex serve` runs, as members in dependency order: each may use those declared
+// before it. Teardown is structural, in two passes, on every way out of RunServe:
+//  1. stop: the steps recorded by Started(), in the reverse order of the starts. The servers
+//     start last, so every port stops taking requests before anything a handler uses stops.
+//  2. destroy: members in reverse declaration order, once nothing runs any more.
+// An object whose destructor is its stop (the executor: it cancels tools and joins its workers,
+// whose completions reach the engine) is reset at its place in pass 1, while what it calls into
+// is still alive.
+struct Services {
+  std::unique_ptr<store::Store> state;
+  std::unique_ptr<exec::ProcessRunner> runner;
+  std::unique_ptr<exec::Executor> executor;
+  std::unique_ptr<deploy::RedisDiscovery> redis;
+  std::unique_ptr<deploy::Deployer> deployer;
+  std::unique_ptr<deploy::Monuments> monuments;
+  std::unique_ptr<RelicCaller> relic_caller;
+  std::unique_ptr<workflow::ExecutorDispatcher> dispatcher;
+  std::unique_ptr<workflow::Engine> engine;
+  std::unique_ptr<workflow::Scheduler> scheduler;
+  std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
+
+  // Records how to stop what was just started.
+  void Started(std::function<void()> stop) { stops_.push_back(std::move(stop)); }
+  // Pass 1; idempotent.
+  void StopAll() {
+    while (!stops_.empty()) {
+      auto stop = std::move(stops_.back());
+      stops_.pop_back();
+      stop();
+    }
+  }
+  Services() = default;
+  Services(const Services&) = delete;
+  Services& operator=(const Services&) = delete;
+  ~Services() { StopAll(); }
+
+ private:
+  std::vector<std::function<void()>> stops_;
+};
+
 }  // namespace
 
 int RunServe(const Settings& settings) {
@@ -129,6 +169,7 @@ int RunServe(const Settings& settings) {
     }
   }
 
+  Services svc;  // after the registry: stopped and destroyed before it
   // State: the Store, then the executor on top of it.
   store::SqliteOptions sopts;
   sopts.path = s.data_dir + "/cortex.db";
@@ -137,7 +178,8 @@ int RunServe(const Settings& settings) {
     log::Error("store", db.status().message());
     return 1;
   }
-  std::unique_ptr<store::Store> state = std::move(db).value();
+  auto& state = svc.state;
+  state = std::move(db).value();
   if (auto n = state->MarkInterrupted(exec::NowMs()); n.ok() && *n > 0) {
     log::Warn("exec", std::to_string(*n) + " executions were running when the server last " +
                           "stopped: marked interrupted");
@@ -183,8 +225,10 @@ int RunServe(const Settings& settings) {
     (*resolved)[name] = p;
     return p;
   };
-  auto runner = exec::MakeProcessRunner();
-  auto executor = std::make_unique<exec::Executor>(eopts, reg, *state, *runner, resolver);
+  svc.runner = exec::MakeProcessRunner();
+  auto& executor = svc.executor;
+  executor = std::make_unique<exec::Executor>(eopts, reg, *state, *svc.runner, resolver);
+  svc.Started([&executor] { executor.reset(); });  // cancels running tools, joins the workers
 
   // The workflow engine on top of the executor; unfinished runs resume now.
   auto environment = [](std::string_view name) -> std::optional<std::string> {
@@ -192,7 +236,7 @@ int RunServe(const Settings& settings) {
     return v ? std::optional<std::string>(v) : std::nullopt;
   };
   // The deployer: relics recorded as running are adopted (or started again) now.
-  std::unique_ptr<deploy::RedisDiscovery> redis;
+  auto& redis = svc.redis;
   if (!s.deploy.redis_url.empty()) {
     auto r = deploy::RedisDiscovery::Connect(s.deploy.redis_url);
     if (!r.ok()) {
@@ -224,7 +268,8 @@ int RunServe(const Settings& settings) {
       log::Warn("deploy", "compose relics cannot be deployed: " + d.status().message());
     }
   }
-  auto deployer = std::make_unique<deploy::Deployer>(
+  auto& deployer = svc.deployer;
+  deployer = std::make_unique<deploy::Deployer>(
       dopts, reg, *state,
       std::make_unique<deploy::ProcessDriver>(
           deploy::ProcessDriverOptions{.relics_dir = s.data_dir + "/relics"}),
@@ -237,104 +282,82 @@ int RunServe(const Settings& settings) {
     log::Error("deploy", "cannot load the recorded deployments: " + st.message());
     return 1;
   }
-  auto monuments = std::make_unique<deploy::Monuments>(*deployer, reg, *state);
+  // Relics keep running unless deploy.stop_relics_on_exit.
+  svc.Started([&deployer] { deployer->Stop(); });
+  auto& monuments = svc.monuments;
+  monuments = std::make_unique<deploy::Monuments>(*deployer, reg, *state);
   if (Status st = monuments->Start(); !st.ok()) {
     log::Error("deploy", "cannot load the recorded monuments: " + st.message());
     return 1;
   }
+  // Destroyed after the deployer stopped: a deployment in progress then ends at once.
+  svc.Started([&monuments] { monuments->Shutdown(); });
 
-  auto relic_caller = std::make_unique<RelicCaller>(deployer.get());
-  workflow::ExecutorDispatcher dispatcher(*executor, [&relic_caller](const auto& call, auto done) {
-    return relic_caller->Call(call, std::move(done));
-  });
+  auto& relic_caller = svc.relic_caller;
+  relic_caller = std::make_unique<RelicCaller>(deployer.get());
+  svc.Started([&relic_caller] { relic_caller.reset(); });
+  svc.dispatcher = std::make_unique<workflow::ExecutorDispatcher>(
+      *executor, [&relic_caller](const auto& call, auto done) {
+        return relic_caller->Call(call, std::move(done));
+      });
   workflow::EngineOptions wopts_engine;
   wopts_engine.env = environment;
   wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
-  auto engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, dispatcher);
+  auto& engine = svc.engine;
+  engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
   if (Status st = engine->Start(); !st.ok()) {
     log::Error("workflow", "cannot resume workflow runs: " + st.message());
     return 1;
   }
-  workflow::Scheduler scheduler(reg, *state, *engine);
-  scheduler.SetEnabled(
+  // Runs stay as recorded: they resume at the next start.
+  svc.Started([&engine] { engine->Stop(); });
+  svc.scheduler = std::make_unique<workflow::Scheduler>(reg, *state, *engine);
+  svc.scheduler->SetEnabled(
       [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
-  scheduler.Start();
-  // On every way out (also the error returns below), in this order: nothing may call into the
-  // engine after it stopped, and the executor's completions must find the engine alive.
-  struct OnExit {
-    std::function<void()> f;
-    ~OnExit() { f(); }
-  } stop_services{[&] {
-    scheduler.Stop();
-    engine->Stop();    // runs stay as recorded: they resume at the next start
-    executor.reset();  // cancels running tools, waits for the workers
-    relic_caller.reset();
-    monuments->Shutdown();
-    deployer->Stop();   // relics keep running unless deploy.stop_relics_on_exit
-    monuments.reset();  // after the deployer: a deployment in progress ends at once
-    redis.reset();
-  }};
+  svc.scheduler->Start();
+  svc.Started([&svc] { svc.scheduler->Stop(); });
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
 
-  auto gateway = StartServer(s.listen, s, "cortex", [&](http::Server& srv) {
-    AddRegistryRoutes(srv, reg);
-    AddExecuteRoutes(srv, *executor, *state);
-    AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
-    AddDeployRoutes(srv, *deployer, *monuments);
-  });
-  if (!gateway.ok()) {
-    log::Error("serve", gateway.status().message());
-    return 1;
-  }
-  std::unique_ptr<http::Server> registry_server;
-  if (s.services.registry) {
-    auto r = StartServer(*s.services.registry, s, "manifest-ingestion",
-                         [&](http::Server& srv) { AddRegistryRoutes(srv, reg); });
-    if (!r.ok()) {
-      log::Error("serve", r.status().message());
+  // Every port, the gateway first; all stop before anything their handlers use.
+  struct Port {
+    std::optional<std::string> listen;
+    const char* service;
+    std::function<void(http::Server&)> routes;
+  };
+  const std::vector<Port> ports = {
+      {s.listen, "cortex",
+       [&](http::Server& srv) {
+         AddRegistryRoutes(srv, reg);
+         AddExecuteRoutes(srv, *executor, *state);
+         AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
+         AddDeployRoutes(srv, *deployer, *monuments);
+       }},
+      {s.services.registry, "manifest-ingestion",
+       [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
+      {s.services.executor, "runtime-executor",
+       [&](http::Server& srv) { AddExecuteRoutes(srv, *executor, *state); }},
+      {s.services.deployer, "deployment-controller",
+       [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); }},
+      {s.services.workflows, "workflow-engine",
+       [&](http::Server& srv) { AddWorkflowRoutes(srv, *engine, *state, reg, wroutes); }},
+  };
+  for (const Port& p : ports) {
+    if (!p.listen) continue;
+    auto server = StartServer(*p.listen, s, p.service, p.routes);
+    if (!server.ok()) {
+      log::Error("serve", server.status().message());
       return 1;
     }
-    registry_server = std::move(r).value();
-  }
-  std::unique_ptr<http::Server> executor_server;
-  if (s.services.executor) {
-    auto r = StartServer(*s.services.executor, s, "runtime-executor",
-                         [&](http::Server& srv) { AddExecuteRoutes(srv, *executor, *state); });
-    if (!r.ok()) {
-      log::Error("serve", r.status().message());
-      return 1;
-    }
-    executor_server = std::move(r).value();
-  }
-
-  std::unique_ptr<http::Server> deployer_server;
-  if (s.services.deployer) {
-    auto r = StartServer(*s.services.deployer, s, "deployment-controller",
-                         [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); });
-    if (!r.ok()) {
-      log::Error("serve", r.status().message());
-      return 1;
-    }
-    deployer_server = std::move(r).value();
-  }
-
-  std::unique_ptr<http::Server> workflow_server;
-  if (s.services.workflows) {
-    auto r = StartServer(*s.services.workflows, s, "workflow-engine", [&](http::Server& srv) {
-      AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
-    });
-    if (!r.ok()) {
-      log::Error("serve", r.status().message());
-      return 1;
-    }
-    workflow_server = std::move(r).value();
+    http::Server* started = server->get();
+    svc.servers.push_back(std::move(server).value());
+    svc.Started([started] { started->Stop(); });
   }
 
   std::string host;
   int port = 0;
   (void)ParseHostPort(s.listen, &host, &port);
-  port = (*gateway)->port();
+  port = svc.servers.front()->port();
   {
     nlohmann::ordered_json j = {
         {"pid", ::getpid()}, {"listen", host + ":" + std::to_string(port)}, {"port", port}};
@@ -346,7 +369,7 @@ int RunServe(const Settings& settings) {
   log::Info("serve",
             "Cortex " + std::string(kVersion) + " serving on http://" + host + ":" +
                 std::to_string(port) +
-                (registry_server ? " (registry also on " + *s.services.registry + ")" : ""));
+                (s.services.registry ? " (registry also on " + *s.services.registry + ")" : ""));
 
   // Log registry changes while waiting for a stop signal.
   std::atomic<bool> stopping{false};
@@ -372,12 +395,7 @@ int RunServe(const Settings& settings) {
   reg.Unsubscribe(log_sub);  // wakes the logger's wait at once
   logger.join();
   reg.StopWatching();
-  if (registry_server) registry_server->Stop();
-  if (executor_server) executor_server->Stop();
-  if (workflow_server) workflow_server->Stop();
-  (*gateway)->Stop();
-  stop_services.f();
-  stop_services.f = [] {};
+  svc.StopAll();
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
   return 0;
