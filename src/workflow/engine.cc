@@ -16,6 +16,8 @@ namespace cortex::workflow {
 namespace {
 
 constexpr const char* kComponent = "workflow";
+// The longest wait between two attempts to record a run the Store refused (50 ms, doubling).
+constexpr int64_t kMaxWriteRetryMs = 5000;
 
 bool Terminal(const std::string& s) {
   return s == "succeeded" || s == "failed" || s == "skipped" || s == "cancelled";
@@ -121,6 +123,14 @@ struct Engine::Run {
   bool finished = false;    // removed from runs_ after the next Flush
   bool persisted = false;   // its row is in the Store (later writes update it)
   int64_t deadline_ms = 0;  // the run's timeout (0: none); older timers are ignored
+  // When the Store refuses a write, nothing of it is acted on: its events are written again
+  // (before newer ones) and its effects held until a write succeeds, retried with backoff
+  // (kWriteRetry); the run stays in memory, finished or not, until then.
+  std::vector<store::RunEvent> unwritten_events;
+  std::vector<Effect> held_effects;
+  int write_failures = 0;  // in a row
+  bool write_retry_armed = false;
+  std::string last_write_error;
 };
 
 Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
@@ -260,6 +270,18 @@ Result<std::string> Engine::StartRun(const StartRequest& request,
   std::lock_guard lock(mu_);
   CORTEX_ASSIGN_OR_RETURN(std::string id, CreateRun(request, "", "", 0, field_errors));
   Flush();
+  if (Run* run = FindRun(id); run && !run->persisted) {
+    // Not acknowledged unless recorded: the run is forgotten, and nothing of it was started.
+    Status why = UnavailableError("the run could not be recorded, so it was not started: " +
+                                  run->last_write_error);
+    for (size_t i = 0; i < run->steps.size(); ++i) {
+      if (run->steps[i].status == "running" && TakesSlot(run->plan->nodes[i])) inflight_ -= 1;
+    }
+    runs_.erase(id);
+    PumpReadyQueue();
+    Flush();
+    return why;
+  }
   return id;
 }
 
@@ -683,6 +705,11 @@ void Engine::ArmRunTimeout(Run& run) {
 
 void Engine::FireTimer(const Timer& t) {
   Run* run = FindRun(t.run_id);
+  if (run && t.kind == Timer::Kind::kWriteRetry) {
+    run->write_retry_armed = false;
+    dirty_[run->rec.id];  // written again at this Flush
+    return;
+  }
   if (!run || run->finished) return;
   if (t.kind == Timer::Kind::kRunTimeout) {
     if (run->deadline_ms == 0 || t.due_ms != run->deadline_ms) return;  // an earlier life's
@@ -752,6 +779,11 @@ void Engine::Flush() {
       } else {
         t.run = run->rec;
       }
+      if (!run->unwritten_events.empty()) {
+        t.events.insert(t.events.begin(), std::make_move_iterator(run->unwritten_events.begin()),
+                        std::make_move_iterator(run->unwritten_events.end()));
+        run->unwritten_events.clear();
+      }
       for (int node : run->touched) {
         const StepState& st = run->steps[node];
         store::StepRecord s;
@@ -769,24 +801,60 @@ void Engine::Flush() {
         s.next_attempt_ms = st.status == "retrying" ? st.next_attempt_ms : 0;
         t.steps.push_back(std::move(s));
       }
-      run->touched.clear();
+      std::set<int> touched;
+      touched.swap(run->touched);
       if (Status st = store_.WriteRun(t); !st.ok()) {
-        // Nothing is done that is not recorded: this run's actions wait. After a restart it
-        // resumes from what was recorded last.
-        log::Error(kComponent, "cannot record run " + id + ": " + st.message());
+        // Nothing is done that is not recorded: the transition is kept and written again
+        // with backoff (its effects wait until then). A restart meanwhile resumes the run from
+        // what was recorded last.
+        run->write_failures += 1;
+        int64_t backoff =
+            std::min<int64_t>(kMaxWriteRetryMs, 50LL << std::min(run->write_failures, 7));
+        log::Error(kComponent, "cannot record run " + id + " (attempt " +
+                                   std::to_string(run->write_failures) + ", again in " +
+                                   std::to_string(backoff) + " ms): " + st.message());
+        run->last_write_error = st.message();
+        run->unwritten_events = std::move(t.events);
+        run->touched.insert(touched.begin(), touched.end());
+        if (!run->write_retry_armed) {
+          run->write_retry_armed = true;
+          timers_.push({Now() + backoff, id, -1, 0, Timer::Kind::kWriteRetry});
+        }
         failed.insert(id);
       } else {
         run->persisted = true;
+        run->write_failures = 0;
       }
     }
     std::deque<Effect> effects;
     effects.swap(effects_);
-    for (const Effect& e : effects) {
-      if (failed.count(e.run_id)) continue;
-      PerformEffect(e);
+    // The effects of runs whose write failed wait; a run written now first gets those it held.
+    std::deque<Effect> ready;
+    std::set<std::string> released;
+    for (Effect& e : effects) {
+      Run* run = FindRun(e.run_id);
+      if (failed.count(e.run_id)) {
+        if (run) run->held_effects.push_back(std::move(e));
+        continue;
+      }
+      if (run && !run->held_effects.empty() && released.insert(e.run_id).second) {
+        for (Effect& h : run->held_effects) ready.push_back(std::move(h));
+        run->held_effects.clear();
+      }
+      ready.push_back(std::move(e));
     }
+    for (auto& [id, t] : dirty) {  // written without new effects of their own
+      Run* run = FindRun(id);
+      if (!run || failed.count(id) || run->held_effects.empty()) continue;
+      for (Effect& h : run->held_effects) ready.push_back(std::move(h));
+      run->held_effects.clear();
+    }
+    for (const Effect& e : ready) PerformEffect(e);
     for (auto it = runs_.begin(); it != runs_.end();) {
-      if (it->second->finished && !dirty_.count(it->first)) {
+      const Run& r = *it->second;
+      bool unwritten =
+          !r.unwritten_events.empty() || !r.held_effects.empty() || r.write_retry_armed;
+      if (r.finished && !unwritten && !dirty_.count(it->first)) {
         it = runs_.erase(it);
       } else {
         ++it;

@@ -136,7 +136,8 @@ class Engine {
     std::string run_id;
     int node;
     int attempt;
-    enum class Kind { kRetry, kStepTimeout, kRunTimeout, kDispatch } kind;
+    // kWriteRetry: write a run again that the Store refused (node -1).
+    enum class Kind { kRetry, kStepTimeout, kRunTimeout, kDispatch, kWriteRetry } kind;
     bool operator>(const Timer& o) const { return due_ms > o.due_ms; }
   };
   struct Completion {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "registry/parser.h"
+#include "store/faulty_store.h"
 #include "store/store.h"
 #include "workflow/engine.h"
 #include "workflow/plan.h"
@@ -169,11 +170,20 @@ class EngineTest : public ::testing::Test {
     scheduler_.reset();
     engine_.reset();
     registry_.reset();
+    faulty_.reset();
     store_.reset();
     fs::remove_all(dir_);
   }
   void Write(const std::string& name, const std::string& yaml) {
     std::ofstream(dir_ / "m" / (name + ".workflow.yml")) << yaml;
+  }
+  // The engine over a Store that refuses the writes it is told to (faulty_).
+  void OpenFaulty(EngineOptions eo) {
+    Open();
+    engine_.reset();
+    faulty_ = std::make_unique<store::FaultyStore>(*store_);
+    engine_ = std::make_unique<Engine>(eo, *registry_, *faulty_, dispatcher_);
+    ASSERT_TRUE(engine_->Start().ok());
   }
   void Open() {
     store::SqliteOptions so;
@@ -212,6 +222,7 @@ class EngineTest : public ::testing::Test {
   fs::path dir_;
   FakeDispatcher dispatcher_;
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::FaultyStore> faulty_;
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -379,6 +390,63 @@ steps:
   std::vector<std::string> keys;
   for (auto& c : dispatcher_.calls) keys.push_back(c.idempotency_key);
   EXPECT_EQ(keys, (V{*id + "/first/1", key, key, *id + "/last/1"}));
+}
+
+// A write the Store refuses in the middle of a run is retried (with backoff) before anything it
+// records is acted on: the run ends as if nothing happened, each step run once, its event log
+// gapless. Before, the transition was dropped: the next step was never dispatched, the run hung
+// and kept an in-flight slot.
+TEST_F(EngineTest, ARefusedWriteMidRunIsRetriedAndTheRunFinishes) {
+  Write("three", R"y(kind: Workflow
+name: three
+description: d
+steps:
+  - {name: a, type: tool, target: t1}
+  - {name: b, type: tool, target: t2}
+  - {name: c, type: tool, target: t3}
+)y");
+  EngineOptions eo;
+  eo.max_inflight = 1;  // a lost slot would stop every later run
+  OpenFaulty(eo);
+  faulty_->FailRunWrites(/*first=*/2, /*count=*/3);  // the run is created, then a's writes fail
+  store::RunRecord r = RunToEnd("three");
+  EXPECT_EQ(r.status, "succeeded") << r.error;
+  EXPECT_EQ(faulty_->refused(), 3);
+  ASSERT_EQ(dispatcher_.calls.size(), 3u);
+  EXPECT_EQ(dispatcher_.calls[0].tool, "t1");
+  EXPECT_EQ(dispatcher_.calls[1].tool, "t2");
+  EXPECT_EQ(dispatcher_.calls[2].tool, "t3");
+  auto events = *store_->GetRunEvents(r.id, 0, 100);
+  ASSERT_FALSE(events.empty());
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, static_cast<int64_t>(i + 1));
+  EXPECT_EQ(events.back().type, "run_succeeded");
+  // The slot came back: another run gets it.
+  EXPECT_EQ(RunToEnd("three").status, "succeeded");
+}
+
+// A run whose first write is refused is not acknowledged: StartRun answers Unavailable, nothing
+// was dispatched, and its slot is free for the next run.
+TEST_F(EngineTest, ARunThatCannotBeRecordedIsRefusedAndHoldsNoSlot) {
+  Write("one", R"y(kind: Workflow
+name: one
+description: d
+steps:
+  - {name: a, type: tool, target: t1}
+)y");
+  EngineOptions eo;
+  eo.max_inflight = 1;
+  OpenFaulty(eo);
+  faulty_->FailRunWrites(1, 1);
+  StartRequest req;
+  req.workflow = "one";
+  auto id = engine_->StartRun(req, nullptr);
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(id.status().message().find("injected fault"), std::string::npos)
+      << id.status().message();
+  EXPECT_TRUE(dispatcher_.calls.empty());
+  EXPECT_TRUE(store_->ListRuns({})->empty());
+  EXPECT_EQ(RunToEnd("one").status, "succeeded");
 }
 
 TEST_F(EngineTest, SchedulerStartsOneRunPerDueTimeWithoutPileUp) {
