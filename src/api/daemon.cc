@@ -138,6 +138,7 @@ int RunServe(const Settings& settings) {
   ropts.root = s.manifests;
   ropts.parser.strict = s.registry.strict;
   ropts.parser.max_bytes = static_cast<size_t>(s.registry.max_manifest_bytes);
+  ropts.applied_index = s.data_dir + "/api-manifests.txt";
   registry::Registry reg(ropts);
   auto t0 = std::chrono::steady_clock::now();
   if (Status st = reg.LoadAll(); !st.ok()) {
@@ -252,6 +253,7 @@ int RunServe(const Settings& settings) {
   dopts.max_restarts = static_cast<int>(s.deploy.max_restarts);
   dopts.stop_relics_on_exit = s.deploy.stop_relics_on_exit;
   dopts.allow_root_relics = s.deploy.allow_root_relics;
+  dopts.allowed_env = s.variables.allow_env;
   std::unique_ptr<deploy::RelicDriver> compose_driver;
   {
     deploy::ComposeDriverOptions copts;
@@ -302,6 +304,7 @@ int RunServe(const Settings& settings) {
       });
   workflow::EngineOptions wopts_engine;
   wopts_engine.env = environment;
+  wopts_engine.allowed_env = s.variables.allow_env;
   wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
   auto& engine = svc.engine;
   engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
@@ -318,6 +321,7 @@ int RunServe(const Settings& settings) {
   svc.Started([&svc] { svc.scheduler->Stop(); });
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
+  wroutes.allowed_env = s.variables.allow_env;
 
   // Every port, the gateway first; all stop before anything their handlers use.
   struct Port {

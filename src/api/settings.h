@@ -98,6 +98,16 @@ struct DeploySettings {
   }
 };
 
+// ${VAR} in manifests: files on disk read the server's environment; manifests posted through the
+// API only the names listed here (exact, or a prefix ending in '*').
+struct VariablesSettings {
+  std::vector<std::string> allow_env;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("allow_env", s.allow_env);
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -108,6 +118,7 @@ struct Settings {
   RegistrySettings registry;
   ExecSettings exec;
   DeploySettings deploy;
+  VariablesSettings variables;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -119,6 +130,7 @@ struct Settings {
     v.Field("registry", s.registry);
     v.Field("exec", s.exec);
     v.Field("deploy", s.deploy);
+    v.Field("variables", s.variables);
   }
 };
 

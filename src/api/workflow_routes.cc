@@ -254,7 +254,9 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
         }
         if (spec->trigger.secret && !spec->trigger.secret->empty()) {
           registry::VariableContext ctx;
-          ctx.env = options.env;
+          ctx.env = registry.WrittenByApi(entry->file->path)
+                        ? registry::AllowListedEnv(options.env, options.allowed_env)
+                        : options.env;
           auto expected = registry::ResolveString(*spec->trigger.secret, ctx);
           std::string want = expected.ok() && expected->value.is_string()
                                  ? expected->value.get<std::string>()

@@ -11,6 +11,8 @@ namespace cortex::api {
 struct WorkflowRouteOptions {
   // Environment lookup for `${VAR}` in webhook secrets.
   std::function<std::optional<std::string>(std::string_view)> env;
+  // What a workflow posted through the API may read of `env` (variables.allow_env).
+  std::vector<std::string> allowed_env;
 };
 
 void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::Store& store,

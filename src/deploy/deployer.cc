@@ -12,6 +12,7 @@
 #include "deploy/health.h"
 #include "exec/executor.h"
 #include "http/http.h"
+#include "registry/variables.h"
 
 namespace cortex::deploy {
 
@@ -110,7 +111,7 @@ Result<RelicPlan> Deployer::Plan(const std::string& name, Status* not_found) con
   ctx.path_env = options_.path_env;
   ctx.server_uid = static_cast<uint32_t>(::geteuid());
   ctx.allow_root = options_.allow_root_relics;
-  ctx.lookup = [this](std::string_view var) { return Lookup(var); };
+  ctx.lookup = LookupFor(entry->file->path);
   auto plan = PlanRelic(entry->manifest(), ctx);
   if (!plan.ok()) {
     return Status(plan.status().code(),
@@ -700,13 +701,33 @@ std::vector<ServiceRecord> Deployer::Services() const {
   return out;
 }
 
-std::optional<std::string> Deployer::Lookup(std::string_view variable) const {
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [name, r] : services_) {
-      if (variable == VariablePrefix(name) + "_URL") return r.url;
-    }
+std::function<std::optional<std::string>(std::string_view)> Deployer::LookupFor(
+    const std::string& manifest_path) const {
+  if (!registry_.WrittenByApi(manifest_path)) {
+    return [this](std::string_view var) { return Lookup(var); };
   }
+  auto env = registry::AllowListedEnv(
+      [](std::string_view var) -> std::optional<std::string> {
+        if (const char* v = std::getenv(std::string(var).c_str())) return std::string(v);
+        return std::nullopt;
+      },
+      options_.allowed_env);
+  return [this, env](std::string_view var) -> std::optional<std::string> {
+    if (auto url = DiscoveryUrl(var)) return url;
+    return env(var);
+  };
+}
+
+std::optional<std::string> Deployer::DiscoveryUrl(std::string_view variable) const {
+  std::lock_guard lock(mu_);
+  for (const auto& [name, r] : services_) {
+    if (variable == VariablePrefix(name) + "_URL") return r.url;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> Deployer::Lookup(std::string_view variable) const {
+  if (auto url = DiscoveryUrl(variable)) return url;
   if (const char* v = std::getenv(std::string(variable).c_str())) return std::string(v);
   return std::nullopt;
 }
@@ -735,7 +756,7 @@ Result<CallResult> Deployer::CallRelic(const std::string& name, const std::strin
                               " is not deployed and declares no interface.base_url");
     }
     PlanContext ctx;
-    ctx.lookup = [this](std::string_view var) { return Lookup(var); };
+    ctx.lookup = LookupFor(entry->file->path);
     CORTEX_ASSIGN_OR_RETURN(base, ResolveText(*spec->interface->base_url, ctx));
   }
   const registry::RelicEndpoint* ep = nullptr;

@@ -43,6 +43,8 @@ struct DeployerOptions {
   Ms min_uptime{500};
   bool stop_relics_on_exit = false;  // else relics keep running and are adopted at next start
   bool allow_root_relics = false;    // a process relic may ask for `user: root`
+  // What relics posted through the API may read of the server's environment.
+  std::vector<std::string> allowed_env;
 };
 
 // One healthy relic as discovery serves it.
@@ -124,6 +126,11 @@ class Deployer {
   std::vector<ServiceRecord> Services() const;
   // `<NAME>_URL` of a healthy relic (for `${KV_STORE_URL:-...}`), else the server's environment.
   std::optional<std::string> Lookup(std::string_view variable) const;
+  std::optional<std::string> DiscoveryUrl(std::string_view variable) const;  // <NAME>_URL
+  // Lookup as the relic at `manifest_path` may use it: discovery's <NAME>_URL values, and the
+  // environment (allow-listed for manifests posted through the API).
+  std::function<std::optional<std::string>(std::string_view)> LookupFor(
+      const std::string& manifest_path) const;
 
   // Invokes a declared operation of a relic: `{key}` path parameters come from `params`, the
   // rest go to the query (GET/DELETE/HEAD) or the JSON body (others; `params.body` when given).

@@ -518,6 +518,32 @@ Registry::Registry(RegistryOptions options) : options_(std::move(options)) {
   root_ = Normalize(ec ? abs : canon);
   auto empty = std::make_shared<Snapshot>();
   snapshot_ = empty;
+  if (!options_.applied_index.empty()) {
+    std::ifstream in(options_.applied_index);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) applied_.insert(line);
+    }
+  }
+}
+
+bool Registry::WrittenByApi(const std::string& path) const {
+  std::lock_guard lock(applied_mu_);
+  return applied_.count(path) > 0;
+}
+
+Status Registry::SaveApplied() const {
+  if (options_.applied_index.empty()) return Status::Ok();
+  std::string tmp = options_.applied_index + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const std::string& p : applied_) out << p << "\n";
+    out.flush();
+    if (!out) return UnavailableError("cannot write " + tmp);
+  }
+  if (::rename(tmp.c_str(), options_.applied_index.c_str()) != 0) {
+    return UnavailableError("cannot write " + options_.applied_index + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
 }
 
 Registry::~Registry() {
@@ -961,6 +987,18 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
       return UnavailableError("cannot write " + tmp);
     }
   }
+  {
+    // Recorded as posted before it exists: a manifest never runs with the server's environment
+    // because its origin was lost.
+    std::lock_guard applied_lock(applied_mu_);
+    if (applied_.insert(path).second) {
+      if (Status st = SaveApplied(); !st.ok()) {
+        applied_.erase(path);
+        fs::remove(tmp, ec);
+        return st;
+      }
+    }
+  }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     std::string err = std::strerror(errno);
     fs::remove(tmp, ec);
@@ -993,6 +1031,10 @@ Status Registry::Delete(Kind kind, std::string_view name) {
   }
   if (::unlink(e->file->path.c_str()) != 0 && errno != ENOENT) {
     return UnavailableError("cannot delete " + e->file->rel_path + ": " + std::strerror(errno));
+  }
+  {
+    std::lock_guard applied_lock(applied_mu_);
+    if (applied_.erase(e->file->path) > 0) (void)SaveApplied();  // a stale line is harmless
   }
   exists_cache_.clear();
   ReloadPaths({}, {e->file->path});

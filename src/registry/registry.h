@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -163,6 +164,9 @@ struct RegistryOptions {
   int load_threads = 0;  // 0: one per core
   size_t max_files = 100'000;
   size_t subscriber_queue = 1024;  // events buffered per subscriber before it is resynced
+  // A file listing the manifests written by Apply (posted through the API), one absolute path a
+  // line, kept across restarts; "" = not tracked. See WrittenByApi.
+  std::string applied_index;
 };
 
 // A subscriber's bounded queue. When it overflows, the queued events are replaced by one
@@ -213,6 +217,10 @@ class Registry {
   Result<ApplyResult> Apply(std::string_view text, FileFormat format, Diagnostics* diagnostics);
   // Deletes the file that declares (kind, name) and publishes.
   Status Delete(Kind kind, std::string_view name);
+  // True when the manifest file at `path` was written by Apply (posted through the API) rather
+  // than put on disk by its owner: such manifests read only the environment variables on an
+  // allow-list (EnvAllowList). Stays true if the file is edited on disk afterwards.
+  bool WrittenByApi(const std::string& path) const;
 
   std::shared_ptr<Subscription> Subscribe();
   void Unsubscribe(const std::shared_ptr<Subscription>& subscription);
@@ -246,6 +254,10 @@ class Registry {
   std::string root_;  // absolute, normalised, no trailing slash
 
   mutable std::mutex write_mu_;  // serialises writers: loads, events, apply, delete
+  // Paths written by Apply (options_.applied_index), bounded by the manifests' count.
+  mutable std::mutex applied_mu_;
+  std::set<std::string> applied_;
+  Status SaveApplied() const;                                       // with applied_mu_ held
   std::map<std::string, std::shared_ptr<const FileRecord>> files_;  // guarded by write_mu_
   std::unordered_map<std::string, bool> exists_cache_;              // guarded by write_mu_
   uint64_t generation_ = 0;                                         // guarded by write_mu_

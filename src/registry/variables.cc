@@ -604,4 +604,17 @@ Result<Resolution> ResolveJson(const nlohmann::ordered_json& value, const Variab
   return out;
 }
 
+EnvLookup AllowListedEnv(EnvLookup env, std::vector<std::string> allow) {
+  if (!env) return env;
+  return [env = std::move(env),
+          allow = std::move(allow)](std::string_view name) -> std::optional<std::string> {
+    for (const std::string& a : allow) {
+      bool match = a.ends_with('*') ? name.starts_with(std::string_view(a).substr(0, a.size() - 1))
+                                    : name == a;
+      if (match) return env(name);
+    }
+    return std::nullopt;
+  };
+}
+
 }  // namespace cortex::registry

@@ -91,6 +91,12 @@ Result<std::vector<Reference>> ParseTemplate(std::string_view text);
 // always strings. A string without '$' is returned as-is without being scanned further.
 Result<Resolution> ResolveString(std::string_view text, const VariableContext& ctx);
 
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// `env` limited to the names on `allow` (an exact name, or a prefix ending in '*': "APP_*"):
+// the environment a manifest posted through the API may read (variables.allow_env).
+EnvLookup AllowListedEnv(EnvLookup env, std::vector<std::string> allow);
+
 // Resolves every string value in `value`, recursively through objects and arrays; keys and
 // non-string values are kept. Errors are prefixed with the JSON pointer of the failing string.
 Result<Resolution> ResolveJson(const nlohmann::ordered_json& value, const VariableContext& ctx);

@@ -397,6 +397,9 @@ void Engine::Touch(Run& run, int node) {
 registry::VariableContext Engine::ContextFor(const Run& run) const {
   registry::VariableContext ctx;
   ctx.env = [this](std::string_view name) { return Env(name); };
+  if (registry_.WrittenByApi(run.rec.manifest_path)) {
+    ctx.env = registry::AllowListedEnv(std::move(ctx.env), options_.allowed_env);
+  }
   ctx.now = std::chrono::system_clock::time_point(std::chrono::milliseconds(Now()));
   ctx.variables["WORKFLOW_NAME"] = run.rec.workflow;
   ctx.variables["WORKFLOW_ID"] = run.rec.id;

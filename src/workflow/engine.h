@@ -74,6 +74,8 @@ class StepDispatcher {
 };
 
 struct EngineOptions {
+  // What workflows posted through the API may read of `env` (registry::AllowListedEnv).
+  std::vector<std::string> allowed_env;
   int max_depth = 8;         // sub-workflow nesting
   size_t max_inflight = 32;  // steps dispatched at once, all runs together
   size_t max_active_runs = 10000;

@@ -1184,3 +1184,55 @@ TEST(WorkflowDurability, RunResumesAfterAGracefulStop) {
 
 }  // namespace
 }  // namespace cortex::testing
+
+namespace cortex::testing {
+namespace {
+
+// ${VAR} in a workflow posted through the API reads only the variables on variables.allow_env;
+// the same workflow as a file on disk reads the server's environment as before. Before, anyone
+// who could post a workflow read ${PATH}, ${HOME} or any secret the server was started with.
+TEST(WorkflowEnvironment, PostedManifestsReadOnlyAllowListedVariables) {
+  const std::string secret = "CORTEX_T_SECRET_" + std::to_string(::getpid());
+  const std::string shared = "CORTEX_T_SHARED_" + std::to_string(::getpid());
+  ::setenv(secret.c_str(), "s3cret", 1);
+  ::setenv(shared.c_str(), "visible", 1);
+  auto workflow = [&](const std::string& name) {
+    return "kind: Workflow\nname: " + name +
+           "\ndescription: reads the environment\nsteps:\n"
+           "  - name: s\n    type: tool\n    target: shell_echo\n"
+           "    parameters: {message: \"secret=${" +
+           secret + ":-none} shared=${" + shared +
+           ":-none} home=${HOME:-none}\"}\n"
+           "outputs:\n  message: {source: steps.s.message}\n";
+  };
+  TempDir config_dir;
+  const fs::path config = config_dir.path() / "cortex.yml";
+  WriteFile(config, "variables:\n  allow_env: [\"CORTEX_T_SHARED_*\"]\n");
+  Daemon d({"--config", config.string()}, [&](const fs::path& m) {
+    fs::create_directories(m / "tools");
+    fs::copy(fs::path(CORTEX_SOURCE_DIR) / "examples/manifests/tools/shell_echo",
+             m / "tools/shell_echo", fs::copy_options::recursive);
+    WriteFile(m / "workflows/on_disk.workflow.yml", workflow("on_disk"));
+  });
+  ASSERT_DAEMON(d);
+  ::unsetenv(secret.c_str());
+  ::unsetenv(shared.c_str());
+
+  Reply posted =
+      ToReply(d.client().Post("/registry/manifests", workflow("posted"), "application/yaml"));
+  ASSERT_EQ(posted.status / 100, 2) << posted.body;
+
+  Json disk = RunToEnd(d.client(), "on_disk");
+  EXPECT_EQ(disk.value("status", ""), "succeeded") << Brief(disk);
+  std::string disk_message = disk["output"].value("message", "");
+  EXPECT_THAT(disk_message, HasSubstr("secret=s3cret shared=visible"));
+
+  Json api = RunToEnd(d.client(), "posted");
+  EXPECT_EQ(api.value("status", ""), "succeeded") << Brief(api);
+  EXPECT_EQ(api["output"].value("message", ""), "secret=none shared=visible home=none");
+  // The origin is kept with the server's state.
+  EXPECT_THAT(ReadFile(d.data_dir() / "api-manifests.txt"), HasSubstr("posted"));
+}
+
+}  // namespace
+}  // namespace cortex::testing
