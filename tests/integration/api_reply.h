@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -85,5 +86,40 @@ inline std::vector<std::string> ProcessesMatching(const std::string& marker) {
 }
 
 #define ASSERT_DAEMON(d) ASSERT_TRUE((d).ok()) << "cortex serve did not start:\n" << (d).log()
+
+// Server-sent events out of a complete text/event-stream body.
+inline std::vector<http::SseEvent> ParseSse(const std::string& body) {
+  std::vector<http::SseEvent> out;
+  http::SseEvent ev;
+  bool any = false;
+  std::istringstream in(body);
+  std::string line;
+  auto flush = [&] {
+    if (any) {
+      if (ev.event.empty()) ev.event = "message";
+      out.push_back(ev);
+    }
+    ev = {};
+    any = false;
+  };
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) {
+      flush();
+      continue;
+    }
+    if (line[0] == ':') continue;
+    size_t colon = line.find(':');
+    std::string field = line.substr(0, colon);
+    std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+    if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+    if (field == "event") ev.event = value;
+    if (field == "data") ev.data += (ev.data.empty() ? "" : "\n") + value;
+    if (field == "id") ev.id = value;
+    any = true;
+  }
+  flush();
+  return out;
+}
 
 }  // namespace cortex::testing

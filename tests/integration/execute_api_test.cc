@@ -84,41 +84,6 @@ Json WaitForRecord(http::Client& c, const std::string& id,
   return last;
 }
 
-// Server-sent events out of a complete text/event-stream body.
-std::vector<http::SseEvent> ParseSse(const std::string& body) {
-  std::vector<http::SseEvent> out;
-  http::SseEvent ev;
-  bool any = false;
-  std::istringstream in(body);
-  std::string line;
-  auto flush = [&] {
-    if (any) {
-      if (ev.event.empty()) ev.event = "message";
-      out.push_back(ev);
-    }
-    ev = {};
-    any = false;
-  };
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) {
-      flush();
-      continue;
-    }
-    if (line[0] == ':') continue;
-    size_t colon = line.find(':');
-    std::string field = line.substr(0, colon);
-    std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
-    if (!value.empty() && value[0] == ' ') value.erase(0, 1);
-    if (field == "event") ev.event = value;
-    if (field == "data") ev.data += (ev.data.empty() ? "" : "\n") + value;
-    if (field == "id") ev.id = value;
-    any = true;
-  }
-  flush();
-  return out;
-}
-
 // A TCP listener on 127.0.0.1 (ephemeral port) that never accepts by itself.
 class Listener {
  public:

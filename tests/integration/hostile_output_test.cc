@@ -84,44 +84,6 @@ bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds tim
   return cond();
 }
 
-// Server-sent events out of a complete text/event-stream body.
-std::vector<http::SseEvent> ParseSse(const std::string& body) {
-  std::vector<http::SseEvent> out;
-  http::SseEvent ev;
-  bool any = false;
-  size_t pos = 0;
-  auto flush = [&] {
-    if (any) {
-      if (ev.event.empty()) ev.event = "message";
-      out.push_back(ev);
-    }
-    ev = {};
-    any = false;
-  };
-  while (pos <= body.size()) {
-    size_t end = body.find('\n', pos);
-    if (end == std::string::npos) end = body.size();
-    std::string line = body.substr(pos, end - pos);
-    pos = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) {
-      flush();
-      continue;
-    }
-    if (line[0] == ':') continue;
-    size_t colon = line.find(':');
-    std::string field = line.substr(0, colon);
-    std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
-    if (!value.empty() && value[0] == ' ') value.erase(0, 1);
-    if (field == "event") ev.event = value;
-    if (field == "data") ev.data += (ev.data.empty() ? "" : "\n") + value;
-    if (field == "id") ev.id = value;
-    any = true;
-  }
-  flush();
-  return out;
-}
-
 // A client whose calls give up after 20 s: a call stuck behind a lost worker place fails the test
 // instead of hanging it.
 std::unique_ptr<http::Client> PatientClient(const Daemon& d) {
