@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the manifest parser with libFuzzer (clang from Debian) for SECONDS (default 60),
+# Fuzzes the manifest parser and JSON input (json_fuzzer) with libFuzzer (clang from Debian) for SECONDS (default 60),
 # starting from a seed corpus of the test cases and examples. Outside CI:
 #   bash fuzz/run.sh [SECONDS]
 set -euo pipefail
@@ -8,7 +8,7 @@ SECONDS_TO_RUN="${1:-60}"
 BUILD=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
-cmake --build "$BUILD" --target manifest_fuzzer
+cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer
 CORPUS="$BUILD/fuzz-corpus"
 mkdir -p "$CORPUS"
 cp tests/data/parser/*.yml tests/data/parser/*.md "$CORPUS"/ 2>/dev/null || true
@@ -17,3 +17,10 @@ find examples/manifests -name '*.yml' -o -name '*.md' | while read -r f; do
 done
 "$BUILD/fuzz/manifest_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
   -rss_limit_mb=2048 "$CORPUS"
+
+# JSON from outside and tool output: seeds with deep nesting and invalid UTF-8.
+JSON_CORPUS="$BUILD/fuzz-corpus-json"
+mkdir -p "$JSON_CORPUS"
+cp fuzz/seeds/json/* "$JSON_CORPUS"/
+"$BUILD/fuzz/json_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -timeout=5 \
+  -rss_limit_mb=2048 "$JSON_CORPUS"
