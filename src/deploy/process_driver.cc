@@ -117,6 +117,23 @@ int ReapOrphansOfGroup(pid_t pgid) {
   return running;
 }
 
+// The first folder on the way to `path` that the account (uid, gid) may not enter, or "" when
+// it can reach `path`. Supplementary groups are not counted (setpriv clears them).
+std::string BlockingFolder(const std::string& path, uint32_t uid, uint32_t gid) {
+  fs::path p = fs::path(path).lexically_normal();
+  fs::path at = "/";
+  for (auto it = std::next(p.begin()); it != p.end(); ++it) {
+    struct stat st {};
+    if (::stat(at.c_str(), &st) != 0) return "";  // reported by whoever opens it
+    bool x = st.st_uid == uid   ? (st.st_mode & S_IXUSR) != 0
+             : st.st_gid == gid ? (st.st_mode & S_IXGRP) != 0
+                                : (st.st_mode & S_IXOTH) != 0;
+    if (!x) return at.string();
+    at /= *it;
+  }
+  return "";
+}
+
 }  // namespace
 
 ProcessDriver::ProcessDriver(ProcessDriverOptions options) : options_(std::move(options)) {}
@@ -160,6 +177,18 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
     // Its data folder is its own; the process starts as root only long enough for setpriv to
     // drop every privilege (uid, gid, groups, capabilities), then execs the command: same pid.
     const std::string data = options_.relics_dir + "/" + plan.name + "/data";
+    // What the account must reach after the privileges are dropped: its data folder and its
+    // program. A clear refusal here rather than a relic failing later on EACCES.
+    for (const std::string& needed : {data, plan.argv[0]}) {
+      std::string blocked = BlockingFolder(needed, plan.run_as->uid, plan.run_as->gid);
+      if (!blocked.empty()) {
+        return FailedPreconditionError(
+            plan.name + " runs as " + plan.run_as->name + ", who cannot reach " + needed + " (" +
+            blocked +
+            " is closed to that account): move Cortex's data folder (--data-dir) or the relic "
+            "to a folder others may enter, or set deployment.user");
+      }
+    }
     if (::chown(data.c_str(), plan.run_as->uid, plan.run_as->gid) != 0) {
       return UnavailableError("cannot give " + data + " to " + plan.run_as->name + ": " +
                               std::strerror(errno));

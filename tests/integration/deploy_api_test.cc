@@ -822,7 +822,6 @@ TEST(DeployApi, LogStreamSendsNewLines) {
   EXPECT_EQ(line.value("line", ""), "request GET /get/streamed-line") << last.data;
 }
 
-
 // ---- Accounts and orphans -----------------------------------------------------------------------
 
 // The effective uid of a running process, from /proc (-1 when it is gone).
@@ -872,6 +871,7 @@ TEST(DeployApi, ProcessRelicsRunAsNobodyUnlessToldAndRootMustBeAllowed) {
   KillAtEnd cleanup(marker);
   auto setup = [&](const fs::path& m) {
     WriteShellRelic(m, "plain", marker + "-plain");
+    WriteShellRelic(m, "closed", marker + "-closed");
     WriteShellRelic(m, "numbered", marker + "-numbered", "  user: \"1234:1234\"\n");
     WriteShellRelic(m, "rooted", marker + "-rooted", "  user: root\n");
     WriteShellRelic(m, "ghostuser", marker + "-ghost", "  user: no-such-user-here\n");
@@ -899,6 +899,18 @@ TEST(DeployApi, ProcessRelicsRunAsNobodyUnlessToldAndRootMustBeAllowed) {
     Reply ghost = Deploy(d.client(), "ghostuser");
     EXPECT_EQ(ghost.status, 400) << ghost.body;
     EXPECT_THAT(ghost.body, HasSubstr("no user 'no-such-user-here'"));
+  }
+  {
+    // An account that cannot reach its data folder is refused at deploy, naming the folder.
+    Daemon d({}, setup);
+    ASSERT_DAEMON(d);
+    fs::permissions(d.data_dir(), fs::perms(0700));
+    Reply closed = Deploy(d.client(), "closed");
+    EXPECT_NE(closed.status, 200) << closed.body;
+    EXPECT_THAT(closed.body, HasSubstr("nobody, who cannot reach"));
+    EXPECT_THAT(closed.body, HasSubstr(d.data_dir().string() + " is closed"));
+    EXPECT_THAT(PidsMatching(marker + "-closed"), IsEmpty());
+    fs::permissions(d.data_dir(), fs::perms(0755));
   }
   Config allow("deploy:\n  allow_root_relics: true\n");
   Daemon d(allow.flags(), setup);
