@@ -177,17 +177,16 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
     // Its data folder is its own; the process starts as root only long enough for setpriv to
     // drop every privilege (uid, gid, groups, capabilities), then execs the command: same pid.
     const std::string data = options_.relics_dir + "/" + plan.name + "/data";
-    // What the account must reach after the privileges are dropped: its data folder and its
-    // program. A clear refusal here rather than a relic failing later on EACCES.
-    for (const std::string& needed : {data, plan.argv[0]}) {
-      std::string blocked = BlockingFolder(needed, plan.run_as->uid, plan.run_as->gid);
-      if (!blocked.empty()) {
-        return FailedPreconditionError(
-            plan.name + " runs as " + plan.run_as->name + ", who cannot reach " + needed + " (" +
-            blocked +
-            " is closed to that account): move Cortex's data folder (--data-dir) or the relic "
-            "to a folder others may enter, or set deployment.user");
-      }
+    // The account must reach its data folder once the privileges are dropped: a clear refusal
+    // here rather than a relic failing later on EACCES. (Its program is left to exec, which
+    // reports its own failure in the relic's log.)
+    if (std::string blocked = BlockingFolder(data, plan.run_as->uid, plan.run_as->gid);
+        !blocked.empty()) {
+      return FailedPreconditionError(
+          plan.name + " runs as " + plan.run_as->name + ", who cannot reach its data folder " +
+          data + " (" + blocked +
+          " is closed to that account): move Cortex's data folder (--data-dir) to a folder "
+          "others may enter, or set deployment.user");
     }
     if (::chown(data.c_str(), plan.run_as->uid, plan.run_as->gid) != 0) {
       return UnavailableError("cannot give " + data + " to " + plan.run_as->name + ": " +

@@ -907,7 +907,7 @@ TEST(DeployApi, ProcessRelicsRunAsNobodyUnlessToldAndRootMustBeAllowed) {
     fs::permissions(d.data_dir(), fs::perms(0700));
     Reply closed = Deploy(d.client(), "closed");
     EXPECT_NE(closed.status, 200) << closed.body;
-    EXPECT_THAT(closed.body, HasSubstr("nobody, who cannot reach"));
+    EXPECT_THAT(closed.body, HasSubstr("nobody, who cannot reach its data folder"));
     EXPECT_THAT(closed.body, HasSubstr(d.data_dir().string() + " is closed"));
     EXPECT_THAT(PidsMatching(marker + "-closed"), IsEmpty());
     fs::permissions(d.data_dir(), fs::perms(0755));
