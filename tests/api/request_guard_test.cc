@@ -115,6 +115,19 @@ TEST(RequestGuard, ConfiguredOriginsGetCorsAndPreflight) {
       403);
 }
 
+TEST(RequestGuard, HostileHeaderBytesGetAJsonRefusal) {
+  // Bytes that are not UTF-8 in Host or Origin are quoted back in valid JSON, never a throw.
+  auto host = CheckRequest(kLocal, MakeRequest("GET", {{"Host", "\xff\xfe.example"}}));
+  ASSERT_EQ(Status(host), 421);
+  EXPECT_NE(host.refusal->body.find("\xEF\xBF\xBD"), std::string::npos) << host.refusal->body;
+  auto origin = CheckRequest(kLocal, MakeRequest("GET", {{"Origin", "http://\xc0\xaf"}}));
+  ASSERT_EQ(Status(origin), 403);
+  EXPECT_NE(origin.refusal->body.find("forbidden_origin"), std::string::npos);
+  // A huge header is still one comparison, and refused.
+  EXPECT_EQ(Status(CheckRequest(kLocal, MakeRequest("GET", {{"Host", std::string(8000, 'a')}}))),
+            421);
+}
+
 TEST(RequestGuard, DnsRebindingHostsAreRefused) {
   auto r = CheckRequest(kLocal, MakeRequest("GET", {{"Host", "attacker.example:8080"}}));
   EXPECT_EQ(Status(r), 421);

@@ -122,4 +122,12 @@ inline std::vector<http::SseEvent> ParseSse(const std::string& body) {
   return out;
 }
 
+// Every manifest the server was given loads and resolves (else later tests fail with 404s).
+inline void ExpectEveryManifestLoads(http::Client& c) {
+  Reply r = Get(c, "/registry/errors");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["errors"], nlohmann::json::array()) << r.body;
+  EXPECT_EQ(r.json["unresolved"], nlohmann::json::array()) << r.body;
+}
+
 }  // namespace cortex::testing
