@@ -189,6 +189,12 @@ int RunServe(const Settings& settings) {
   eopts.workers = static_cast<int>(s.exec.workers);
   eopts.queue_capacity = static_cast<size_t>(s.exec.queue);
   eopts.allow_unsandboxed = s.exec.allow_unsandboxed;
+  eopts.tool_network_host = s.exec.tool_network == "host";
+  if (eopts.tool_network_host) {
+    log::Warn("exec",
+              "exec.tool_network: host: tools with network: true share the host's "
+              "network, and reach every service on 127.0.0.1, Cortex's API included");
+  }
   eopts.defaults.timeout =
       std::chrono::milliseconds(static_cast<int64_t>(s.exec.default_timeout.seconds * 1000));
   eopts.defaults.max_processes = static_cast<uint64_t>(s.exec.default_max_processes);

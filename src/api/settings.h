@@ -66,6 +66,10 @@ struct ExecSettings {
   int64_t queue = 64;
   bool sandbox = true;             // bubblewrap
   bool allow_unsandboxed = false;  // when the sandbox is off or unusable
+  // How a sandboxed tool with network: true is connected: "isolated" (a network namespace of its
+  // own through pasta: no host loopback services) or "host" (the host's namespace, loopback
+  // included).
+  std::string tool_network = "isolated";
   registry::Duration default_timeout{30};
   std::string default_memory = "512M";
   int64_t default_max_processes = 64;
@@ -75,6 +79,7 @@ struct ExecSettings {
     v.Field("queue", s.queue, {.min = 1, .max = 100000});
     v.Field("sandbox", s.sandbox);
     v.Field("allow_unsandboxed", s.allow_unsandboxed);
+    v.Field("tool_network", s.tool_network, {.one_of = {"isolated", "host"}});
     v.Field("default_timeout", s.default_timeout);
     v.Field("default_memory", s.default_memory);
     v.Field("default_max_processes", s.default_max_processes, {.min = 1});

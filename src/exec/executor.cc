@@ -255,12 +255,17 @@ Result<ProcessSpec> Executor::Sandboxed(ProcessSpec spec, const ToolCall& call) 
   if (!options_.sandbox) return spec;
   SandboxPolicy policy;
   policy.tool_dir = call.tool_dir;
-  policy.network = call.tool->As<registry::ToolSpec>()->implementation.network.value_or(false);
+  const auto& impl = call.tool->As<registry::ToolSpec>()->implementation;
+  policy.network = impl.network.value_or(false);
+  policy.host_ports = impl.host_ports;
+  policy.host_network = options_.tool_network_host;
   policy.hidden_paths = options_.hidden_paths;
   // The plan (bwrap's options: resolved paths) of this tool's program, reused while the files
-  // it resolved are unchanged; a manifest's network flag is part of the key.
-  const std::string key = call.tool_dir + '\n' + (spec.argv.empty() ? "" : spec.argv[0]) +
-                          (policy.network ? "\nnetwork" : "");
+  // it resolved are unchanged; a manifest's network flag and host ports are part of the key.
+  std::string key = call.tool_dir + '\n' + (spec.argv.empty() ? "" : spec.argv[0]);
+  if (policy.network) {
+    key += "\nnetwork " + PastaHostPortSpec(policy.host_ports);
+  }
   std::shared_ptr<const SandboxPlan> plan;
   {
     std::lock_guard lock(plans_mu_);
@@ -536,7 +541,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   Status record_status;
   if (record_at_spawn) {
     spec->start_gate = true;  // bwrap --block-fd: the tool waits for the record
-    spec->on_spawned = [&] { return record_status = record(); };
+    spec->on_spawned = [&](int) { return record_status = record(); };
   }
   auto wrapped = Sandboxed(std::move(spec).value(), call);
   if (!wrapped.ok()) return fail(wrapped.status().message());

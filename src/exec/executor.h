@@ -35,6 +35,9 @@ struct ExecutorOptions {
   // allow_unsandboxed, and every result says so.
   std::optional<SandboxInfo> sandbox;
   bool allow_unsandboxed = false;
+  // Tools with network: true share the host's network namespace (SandboxPolicy::host_network)
+  // instead of getting one of their own through pasta.
+  bool tool_network_host = false;
   std::vector<std::string> hidden_paths;  // e.g. Cortex's data folder
   size_t stderr_tail_bytes = 4096;
   size_t live_lines = 2000;  // output lines kept in memory per execution for followers

@@ -64,6 +64,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace cortex::exec {
@@ -108,38 +109,6 @@ constexpr const char* kComponent = "process";
 
 // ---------------------------------------------------------------------------------------------
 // Small system helpers.
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-std::string ErrnoText(int err) {
-  char buf[128];
-  return strerror_r(err, buf, sizeof buf);  // GNU variant: returns the message
-}
 
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -1758,7 +1727,7 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   result.used_cgroup = memory_by_cgroup || pids_by_cgroup;
   Fd pidfd(PidfdOpen(pid));  // readable once the child exits
   if (spec.on_spawned) {
-    if (Status st = spec.on_spawned(); !st.ok()) return st;  // ~Child kills and reaps it
+    if (Status st = spec.on_spawned(pid); !st.ok()) return st;  // ~Child kills and reaps it
   }
   if (gate_write.valid()) {
     // Open the gate. A child that exited already (or closed its end) is no error: EPIPE,

@@ -45,8 +45,9 @@ struct ProcessSpec {
   // so the caller's work (the executor records the call) overlaps the sandbox's setup and is
   // still done before the command runs. When on_spawned fails, the child is killed and Run
   // returns its error. Without start_gate, on_spawned is still called after the spawn.
+  // on_spawned gets the child's pid (a sandbox's network is attached to it).
   bool start_gate = false;
-  std::function<Status()> on_spawned;
+  std::function<Status(int pid)> on_spawned;
   // Return as soon as the process has exited and what it wrote is read: what is left of its
   // group and cgroup is then sent SIGKILL, waited for and reaped, and the cgroup released, by
   // the runner's own thread (at once; bounded; nothing is left behind). Off: Run returns only

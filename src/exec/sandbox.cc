@@ -21,6 +21,8 @@
 #include <set>
 #include <string_view>
 
+#include "common/fd.h"
+
 namespace cortex::exec {
 namespace {
 
@@ -65,8 +67,6 @@ bool IsLoaderVariable(std::string_view name) {
   if (name.starts_with("LD_") || name.starts_with("MALLOC_")) return true;
   return std::find(kNames.begin(), kNames.end(), name) != kNames.end();
 }
-
-std::string Errno(int err) { return std::strerror(err); }
 
 // "/a/b/../c/" -> "/a/c". Callers check that the path is absolute.
 std::string Normalize(const std::string& path) {
@@ -133,27 +133,11 @@ struct Captured {
   bool timed_out = false;
 };
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
 Result<Captured> RunCaptured(const std::vector<std::string>& argv,
                              const std::vector<std::string>& env,
                              std::chrono::milliseconds timeout) {
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return InternalError("pipe2: " + Errno(errno));
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return InternalError("pipe2: " + ErrnoText(errno));
   Fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
 
   posix_spawn_file_actions_t actions;
@@ -185,7 +169,7 @@ Result<Captured> RunCaptured(const std::vector<std::string>& argv,
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   write_end.Reset();
-  if (rc != 0) return FailedPreconditionError("cannot start " + argv[0] + ": " + Errno(rc));
+  if (rc != 0) return FailedPreconditionError("cannot start " + argv[0] + ": " + ErrnoText(rc));
 
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   Captured result;
@@ -248,7 +232,7 @@ std::string DescribeWait(const Captured& c) {
 Status WriteFileAtomically(const std::string& path, const std::string& content) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return FailedPreconditionError("cannot write " + tmp + ": " + Errno(errno));
+  if (fd < 0) return FailedPreconditionError("cannot write " + tmp + ": " + ErrnoText(errno));
   bool ok = ::fchmod(fd, 0644) == 0 &&
             ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
   int err = errno;
@@ -256,7 +240,7 @@ Status WriteFileAtomically(const std::string& path, const std::string& content) 
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     if (ok) err = errno;
     ::unlink(tmp.c_str());
-    return FailedPreconditionError("cannot write " + path + ": " + Errno(err));
+    return FailedPreconditionError("cannot write " + path + ": " + ErrnoText(err));
   }
   return Status::Ok();
 }
@@ -314,6 +298,8 @@ std::string SandboxInfo::Describe() const {
   out += uid_mode == SandboxUidMode::kSetprivDrop
              ? " (Cortex runs as root: mounts by bwrap, then " + setpriv_path + ")"
              : " (user namespace)";
+  out += pasta_path.empty() ? ", no pasta (tools with network: true cannot run)"
+                            : ", network through " + pasta_path;
   char ms[32];
   std::snprintf(ms, sizeof ms, "%.1f", static_cast<double>(probe_wall.count()) / 1000.0);
   return out + ", probe " + ms + " ms";
@@ -376,7 +362,11 @@ Result<SandboxInfo> DetectSandbox(const std::string& bwrap_path_hint,
     }
   } else {
     info.uid_mode = SandboxUidMode::kUserNamespace;
+    info.setpriv_path = find_in_usr("setpriv");  // pasta's parent-death signal
   }
+  // The network of a tool with `network: true` (tool_network.h); without pasta such a tool is
+  // refused, unless the configuration shares the host's network instead.
+  info.pasta_path = FindPasta("");
 
   // 3. The host layout.
   struct stat st {};
@@ -513,7 +503,7 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   struct stat st {};
   const std::string tool_dir = Normalize(policy.tool_dir);
   if (::stat(tool_dir.c_str(), &st) != 0) {
-    return NotFoundError("tool folder " + tool_dir + ": " + Errno(errno));
+    return NotFoundError("tool folder " + tool_dir + ": " + ErrnoText(errno));
   }
   if (!S_ISDIR(st.st_mode))
     return InvalidArgumentError("tool folder " + tool_dir + " is not a directory");
@@ -535,7 +525,7 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
     }
     std::string dest = Normalize(path);
     auto real = RealPath(dest);
-    if (!real) return NotFoundError(std::string(what) + " " + dest + ": " + Errno(errno));
+    if (!real) return NotFoundError(std::string(what) + " " + dest + ": " + ErrnoText(errno));
     if (*real == "/" || dest == "/") {
       return InvalidArgumentError(std::string(what) + " " + dest +
                                   " would expose the whole host filesystem");
@@ -550,7 +540,7 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   // The interpreter's prefix, for the path as given and for its target.
   const std::string exe = Normalize(program);
   auto exe_real = RealPath(exe);
-  if (!exe_real) return NotFoundError("program " + exe + ": " + Errno(errno));
+  if (!exe_real) return NotFoundError("program " + exe + ": " + ErrnoText(errno));
   auto visible_already = [&](const std::string& path) {
     if (IsUnder(path, tool_dir)) return true;
     for (const auto& b : binds) {
@@ -685,6 +675,21 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   SandboxPlan plan;
   plan.program = program;
   plan.tool_dir = tool_dir;
+  if (policy.network && !policy.host_network) {
+    if (info.pasta_path.empty() || info.setpriv_path.empty()) {
+      return FailedPreconditionError(
+          "the tool has network: true, which needs pasta (Debian package `passt`) and setpriv "
+          "to give it a network of its own; install passt, or set exec.tool_network: host to "
+          "share the host's network (the tool then reaches every service on 127.0.0.1, "
+          "Cortex's API included)");
+    }
+    NetworkLinkOptions link;
+    link.pasta_path = info.pasta_path;
+    link.setpriv_path = info.setpriv_path;
+    link.host_ports = policy.host_ports;
+    link.join_user_namespace = info.uid_mode == SandboxUidMode::kUserNamespace;
+    plan.network_link = std::move(link);
+  }
   plan.identities = {IdentityOf(tool_dir, true), IdentityOf(exe, false),
                      IdentityOf(*exe_real, true)};
   for (const auto& extra : policy.extra_ro_binds)
@@ -696,14 +701,14 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
          {"--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"}) {
       argv.push_back(ns);
     }
-    if (!policy.network) argv.push_back("--unshare-net");
+    if (!policy.network || !policy.host_network) argv.push_back("--unshare-net");
     for (const char* a : {"--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
                           "--cap-add", "CAP_SETPCAP"}) {
       argv.push_back(a);
     }
   } else {
     argv.push_back("--unshare-all");
-    if (policy.network) argv.push_back("--share-net");
+    if (policy.network && policy.host_network) argv.push_back("--share-net");
     for (const char* a : {"--unshare-user", "--disable-userns", "--uid"}) argv.push_back(a);
     argv.push_back(std::to_string(kSandboxUid));
     argv.push_back("--gid");
@@ -746,9 +751,11 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPlan& p
   ProcessSpec out;
   std::vector<std::string>& argv = out.argv;
   argv = plan.options;
-  if (inner.start_gate) {
+  const bool gate = inner.start_gate || plan.network_link.has_value();
+  if (gate) {
     // bwrap sets the sandbox up, then waits for the gate before it runs anything of the tool's
-    // (and closes it: the tool does not see descriptor 3).
+    // (and closes it: the tool does not see descriptor 3). A tool with a network of its own
+    // waits for it to be configured.
     argv.push_back("--block-fd");
     argv.push_back("3");
   }
@@ -801,8 +808,19 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPlan& p
   out.cwd = "/";
   out.stdin_data = inner.stdin_data;
   out.limits = inner.limits;
-  out.start_gate = inner.start_gate;
+  out.start_gate = gate;
   out.on_spawned = inner.on_spawned;
+  if (plan.network_link) {
+    // The link (pasta) lives as long as this spec, which outlives the run: the runner calls
+    // on_spawned and holds the spec until the process has ended.
+    auto link = std::make_shared<std::unique_ptr<NetworkLink>>();
+    out.on_spawned = [link, options = *plan.network_link,
+                      then = inner.on_spawned](int pid) -> Status {
+      if (then) CORTEX_RETURN_IF_ERROR(then(pid));
+      CORTEX_ASSIGN_OR_RETURN(*link, NetworkLink::Attach(pid, options));
+      return Status::Ok();
+    };
+  }
   out.reap_in_background = inner.reap_in_background;
   return out;
 }

@@ -64,6 +64,7 @@
 
 #include "common/status.h"
 #include "exec/process.h"
+#include "exec/tool_network.h"
 
 namespace cortex::exec {
 
@@ -71,9 +72,16 @@ inline constexpr uint32_t kSandboxUid = 65534;  // nobody
 inline constexpr uint32_t kSandboxGid = 65534;  // nogroup
 
 struct SandboxPolicy {
-  // Share the host's network namespace (--share-net) and bind the DNS files (resolv.conf,
-  // hosts, nsswitch.conf, ...). Off: the tool has only a loopback interface of its own.
+  // Network for the tool, and the DNS files (resolv.conf, hosts, nsswitch.conf, ...) bound.
+  // The tool gets a network namespace of its own that pasta connects to the outside
+  // (tool_network.h): it reaches what the host reaches over the network, but none of the host's
+  // loopback services except `host_ports`. Off: the tool has only a loopback interface of its
+  // own.
   bool network = false;
+  std::vector<int> host_ports;  // host loopback TCP ports reachable at 127.0.0.1 inside
+  // With network: share the host's network namespace instead (--share-net): the tool reaches
+  // every loopback service, Cortex's API included. Only by configuration (exec.tool_network).
+  bool host_network = false;
   // The tool's folder, absolute: bound read-only at the same path; the working directory.
   std::string tool_dir;
   // More host paths (absolute, existing) bound read-only at the same path.
@@ -105,6 +113,9 @@ struct SandboxInfo {
   // session, and (kSetprivDrop only) setpriv and env, which sets the loader variables after the
   // uid drop.
   std::string setsid_path, setpriv_path, env_path;
+  // pasta (tool_network.h), for tools with network: "" when it is not installed. setpriv_path is
+  // also found in the user-namespace mode, for pasta's parent-death signal.
+  std::string pasta_path;
   // Synthesized passwd/group (root and nobody only), bound at /etc/passwd and /etc/group.
   std::string passwd_file, group_file;
   // The host's layout, read once: top-level entries that are symlinks (on Debian 12, /bin ->
@@ -172,6 +183,9 @@ struct SandboxPlan {
   std::string program;               // inner.argv[0] it was planned for
   std::string tool_dir;              // normalized
   std::vector<std::string> options;  // bwrap and its options, up to (not including) --chdir
+  // Set for a tool with a network of its own: each run is spawned with a start gate, and pasta
+  // is attached to its namespace before the gate opens (and stopped when the run's spec goes).
+  std::optional<NetworkLinkOptions> network_link;
   std::vector<Identity> identities;
   bool StillValid() const;  // a few stat calls
 };

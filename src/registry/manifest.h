@@ -217,6 +217,9 @@ struct ToolImplementation {
   Json build;
   std::optional<ToolHealthCheck> health_check;
   std::optional<bool> network;
+  // Host loopback TCP ports a tool with network: true may reach (at 127.0.0.1:PORT inside its
+  // own network namespace); no other host loopback service is reachable.
+  std::vector<int> host_ports;
   Json sandbox;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
@@ -230,6 +233,7 @@ struct ToolImplementation {
     v.Field("build", s.build);
     v.Field("health_check", s.health_check);
     v.Field("network", s.network);
+    v.Field("host_ports", s.host_ports, {.min = 1, .max = 65535});
     v.Field("sandbox", s.sandbox);
   }
 };

@@ -465,6 +465,12 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
                  "implementation: missing required field 'entrypoint' (the script to run, "
                  "relative to the tool's folder)");
     }
+    if (!impl.host_ports.empty() && !impl.network.value_or(false)) {
+      const yaml::Node* at = root->Find("implementation");
+      diag.Warning(at ? at->Find("host_ports") : root,
+                   "implementation.host_ports has no effect without 'network: true' (the tool "
+                   "has no network at all)");
+    }
   } else if (auto* agent = std::get_if<AgentSpec>(&m.spec)) {
     if (agent->persona.agent.empty() && m.body.empty()) {
       diag.Error(root,

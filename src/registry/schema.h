@@ -354,6 +354,14 @@ bool YamlReader::Read(const yaml::Node& node, T& out) {
   }
 }
 
+// A bound as a user wrote it: 1, not 1.0.
+inline std::string BoundText(double bound) {
+  if (bound == static_cast<double>(static_cast<int64_t>(bound))) {
+    return std::to_string(static_cast<int64_t>(bound));
+  }
+  return DumpJson(Json(bound));
+}
+
 template <class T>
 void YamlReader::CheckValue(const yaml::Node& node, const T& value, const FieldOptions& opts) {
   if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, std::optional<std::string>>) {
@@ -385,13 +393,23 @@ void YamlReader::CheckValue(const yaml::Node& node, const T& value, const FieldO
     }
   } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     if (opts.min && static_cast<double>(value) < *opts.min) {
-      Error(node, "must be at least " + DumpJson(Json(*opts.min)));
+      Error(node, "must be at least " + BoundText(*opts.min));
     }
     if (opts.max && static_cast<double>(value) > *opts.max) {
-      Error(node, "must be at most " + DumpJson(Json(*opts.max)));
+      Error(node, "must be at most " + BoundText(*opts.max));
     }
   } else if constexpr (IsOptional<T>::value) {
     if (value) CheckValue(node, *value, opts);
+  } else if constexpr (IsVector<T>::value) {
+    // Each item of a list of numbers or strings meets the field's bounds and choices.
+    if constexpr (std::is_arithmetic_v<typename T::value_type> ||
+                  std::is_same_v<typename T::value_type, std::string>) {
+      if (!node.IsSequence() || node.items().size() != value.size()) return;
+      for (size_t i = 0; i < value.size(); ++i) {
+        PathGuard at(*this, "[" + std::to_string(i) + "]");
+        CheckValue(*node.items()[i], value[i], opts);
+      }
+    }
   }
 }
 

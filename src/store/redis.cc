@@ -24,6 +24,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/fd.h"
+
 namespace cortex::store {
 namespace {
 
@@ -32,8 +34,6 @@ constexpr int64_t kMaxArrayElements = int64_t{1} << 24;
 constexpr size_t kMaxLineBytes = size_t{1} << 20;  // a simple string, error or length line
 constexpr int kMaxDepth = 64;                      // nested arrays
 constexpr size_t kCompactAfterBytes = size_t{64} << 10;
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 bool ParseInt64(std::string_view text, int64_t* out) {
   if (text.empty()) return false;

@@ -487,7 +487,7 @@ TEST_F(ProcessTest, AStartGateHoldsTheChildUntilOnSpawnedHasReturned) {
     if (i > 0) spec.limits.memory_bytes = 64ull << 20;
     spec.start_gate = true;
     int calls = 0;
-    spec.on_spawned = [&] {
+    spec.on_spawned = [&](int) {
       ++calls;
       std::this_thread::sleep_for(milliseconds(30));  // the child would be done by now
       std::ofstream(flag) << "recorded\n";
@@ -505,7 +505,7 @@ TEST_F(ProcessTest, AStartGateHoldsTheChildUntilOnSpawnedHasReturned) {
     ProcessSpec spec = Sh("head -c1 <&3 >/dev/null; echo ran; /bin/sleep 100");
     if (i > 0) spec.limits.memory_bytes = 64ull << 20;
     spec.start_gate = true;
-    spec.on_spawned = [&] { return UnavailableError("the store is down"); };
+    spec.on_spawned = [&](int) { return UnavailableError("the store is down"); };
     auto r = Run(spec);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
@@ -515,7 +515,7 @@ TEST_F(ProcessTest, AStartGateHoldsTheChildUntilOnSpawnedHasReturned) {
   // on_spawned without a gate is called too (after the spawn); the child gets no descriptor 3.
   ProcessSpec plain = Sh("if [ -e /proc/self/fd/3 ]; then echo fd3; else echo none; fi");
   int calls = 0;
-  plain.on_spawned = [&] {
+  plain.on_spawned = [&](int) {
     ++calls;
     return Status::Ok();
   };

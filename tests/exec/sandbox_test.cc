@@ -30,6 +30,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "exec/outside_network.h"
+
 extern char** environ;
 
 namespace cortex::exec {
@@ -487,35 +489,190 @@ TEST_F(SandboxTest, TmpIsWritableAndPrivate) {
   EXPECT_THAT(r.err, HasSubstr("No space left on device"));
 }
 
+// A listener on the host's loopback, as Cortex's API is.
+class LoopbackListener {
+ public:
+  LoopbackListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        listen(fd_, 16) == 0 && getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~LoopbackListener() { CloseFd(fd_); }
+  int port() const { return port_; }
+  int Accepted() {  // connections accepted so far, counting those pending now
+    for (int c; (c = accept(fd_, nullptr, nullptr)) >= 0;) {
+      close(c);
+      ++accepted_;
+    }
+    return accepted_;
+  }
+
+ private:
+  int fd_ = -1, port_ = 0, accepted_ = 0;
+};
+
+// bash connects to host:port and prints the first line it reads, or "cannot connect".
+std::vector<std::string> ConnectCommand(const std::string& host, int port) {
+  return {
+      "/usr/bin/bash", "-c",
+      "if exec 3<>/dev/tcp/" + host + "/" + std::to_string(port) +
+          "; then echo connected; timeout 1 head -n1 <&3 || true; else echo 'cannot connect'; fi"};
+}
+
 TEST_F(SandboxTest, NoNetworkUnlessAllowed) {
-  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(listener, 16), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string code =
-      "import socket\n"
-      "s = socket.socket(); s.settimeout(3)\n"
-      "try:\n"
-      "    s.connect(('127.0.0.1', " +
-      std::to_string(ntohs(addr.sin_port)) +
-      "))\n"
-      "    print('connected')\n"
-      "except OSError as e:\n"
-      "    print('failed', type(e).__name__)\n";
+  LoopbackListener host;
+  ASSERT_GT(host.port(), 0);
   SandboxPolicy policy;
-  Spawned r = Python(code, policy);
+  policy.tool_dir = MakeToolDir("net");
+  Spawned r = RunIn(policy, ConnectCommand("127.0.0.1", host.port()));
   EXPECT_EQ(r.exit_code(), 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("failed ConnectionRefusedError"));
+  EXPECT_EQ(r.out, "cannot connect\n") << r.err;
+  EXPECT_THAT(r.err, HasSubstr("Connection refused"));
+  // No route anywhere either, and no resolver files.
+  r = RunIn(policy, {"/usr/bin/bash", "-c", "ip route 2>&1; ls /etc/resolv.conf 2>&1"});
+  EXPECT_THAT(r.out, Not(HasSubstr("default"))) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("No such file")) << r.out;
+  EXPECT_EQ(host.Accepted(), 0);
+}
+
+// Issue 12, defect 1: a tool with network: true reached the API on 127.0.0.1 from inside its
+// sandbox. Now it has a network of its own (pasta): the outside is reachable, the host's loopback
+// services are not, except the ports the manifest names.
+class ToolNetworkTest : public SandboxTest {
+ protected:
+  // Runs with the real runner: it honours the start gate and on_spawned, which attach pasta.
+  static Result<ProcessResult> RunNetworked(const SandboxPolicy& policy,
+                                            std::vector<std::string> argv) {
+    ProcessSpec inner = SpecOf(std::move(argv), kToolEnv);
+    inner.limits.timeout = std::chrono::seconds(20);
+    CORTEX_ASSIGN_OR_RETURN(ProcessSpec wrapped, WrapInSandbox(inner, policy, *info_));
+    auto runner = MakeProcessRunner();
+    return runner->Run(wrapped, nullptr, nullptr);
+  }
+  void SetUp() override {
+    if (info_->pasta_path.empty()) GTEST_FAIL() << "pasta is not installed (package passt)";
+  }
+};
+
+TEST_F(ToolNetworkTest, ReachesTheOutsideButNotTheHostsLoopback) {
+  cortex::testing::OutsideServer outside;
+  ASSERT_TRUE(outside.ok()) << outside.why();
+  LoopbackListener host;
+  ASSERT_GT(host.port(), 0);
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("net-own");
   policy.network = true;
-  r = Python(code, policy);
-  EXPECT_EQ(r.exit_code(), 0) << r.err;
-  EXPECT_EQ(Trimmed(r.out), "connected");
-  close(listener);
+
+  auto r = RunNetworked(policy, ConnectCommand(outside.address(), outside.port()));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "connected\noutside\n") << r->stderr_data;
+  EXPECT_EQ(outside.accepted(), 1);
+
+  r = RunNetworked(policy, ConnectCommand("127.0.0.1", host.port()));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->stdout_data, "cannot connect\n") << r->stderr_data;
+  // Nor through the gateway's address, which pasta would otherwise map to the host.
+  auto gw = RunNetworked(
+      policy, {"/usr/bin/bash", "-c", "ip route | sed -n 's/^default via \\([^ ]*\\).*/\\1/p'"});
+  ASSERT_TRUE(gw.ok());
+  std::string gateway = Trimmed(gw->stdout_data);
+  if (!gateway.empty()) {
+    r = RunNetworked(
+        policy, {"/usr/bin/bash", "-c",
+                 "timeout 3 bash -c 'exec 3<>/dev/tcp/" + gateway + "/" +
+                     std::to_string(host.port()) + "' && echo connected || echo 'cannot connect'"});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->stdout_data, "cannot connect\n") << gateway << ": " << r->stderr_data;
+  }
+  EXPECT_EQ(host.Accepted(), 0) << "a tool reached a service on the host's loopback";
+}
+
+TEST_F(ToolNetworkTest, HostPortsNamedInTheManifestAreReachable) {
+  LoopbackListener allowed, other;
+  ASSERT_GT(allowed.port(), 0);
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("net-ports");
+  policy.network = true;
+  policy.host_ports = {allowed.port()};
+  auto r = RunNetworked(policy, {"/usr/bin/bash", "-c",
+                                 ConnectCommand("127.0.0.1", allowed.port())[2] + "; " +
+                                     ConnectCommand("127.0.0.1", other.port())[2]});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->stdout_data, "connected\ncannot connect\n") << r->stderr_data;
+  EXPECT_EQ(allowed.Accepted(), 1);
+  EXPECT_EQ(other.Accepted(), 0);
+}
+
+// The pasta of a run ends with it: nothing is left behind, whether the tool succeeded, failed
+// or never started.
+TEST_F(ToolNetworkTest, PastaEndsWithTheRun) {
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("net-end");
+  policy.network = true;
+  auto pastas = [] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream comm(e.path() / "comm");
+      std::string c;
+      std::getline(comm, c);
+      std::ifstream status(e.path() / "status");
+      std::string line, ppid;
+      while (std::getline(status, line)) {
+        if (line.starts_with("PPid:")) ppid = Trimmed(line.substr(5));
+      }
+      if (c == "pasta" && ppid == std::to_string(getpid())) ++n;
+    }
+    return n;
+  };
+  for (const char* code : {"exit 0", "exit 3"}) {
+    auto r = RunNetworked(policy, {"/usr/bin/bash", "-c", code});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(pastas(), 0) << "after `" << code << "`";
+  }
+  // The sandbox ends before the network is attached (bwrap fails: the tool folder is gone).
+  ProcessSpec inner = SpecOf({"/usr/bin/true"}, kToolEnv);
+  auto wrapped = WrapInSandbox(inner, policy, *info_);
+  ASSERT_TRUE(wrapped.ok());
+  fs::remove_all(policy.tool_dir);
+  auto runner = MakeProcessRunner();
+  auto r = runner->Run(*wrapped, nullptr, nullptr);
+  if (r.ok()) {
+    EXPECT_NE(r->exit_code, 0);
+  }
+  EXPECT_EQ(pastas(), 0);
+}
+
+TEST_F(SandboxTest, HostNetworkOnlyByConfiguration) {
+  LoopbackListener host;
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("net-host");
+  policy.network = true;
+  policy.host_network = true;  // exec.tool_network: host
+  Spawned r = RunIn(policy, ConnectCommand("127.0.0.1", host.port()));
+  EXPECT_EQ(r.out.substr(0, 10), "connected\n") << r.err;
+  EXPECT_EQ(host.Accepted(), 1);
+}
+
+TEST_F(SandboxTest, NetworkWithoutPastaIsRefusedClearly) {
+  SandboxInfo without = *info_;
+  without.pasta_path.clear();
+  SandboxPolicy policy;
+  policy.tool_dir = MakeToolDir("net-nopasta");
+  policy.network = true;
+  auto wrapped = WrapInSandbox(SpecOf({"/usr/bin/true"}, kToolEnv), policy, without);
+  ASSERT_FALSE(wrapped.ok());
+  EXPECT_EQ(wrapped.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrapped.status().message(), HasSubstr("passt"));
+  EXPECT_THAT(wrapped.status().message(), HasSubstr("exec.tool_network: host"));
 }
 
 TEST_F(SandboxTest, RunsAsNobodyWithoutCapabilities) {
@@ -575,7 +732,7 @@ TEST_F(SandboxTest, AStartGateHoldsTheToolUntilTheCallerIsReady) {
   ProcessSpec inner =
       SpecOf({"/usr/bin/sh", "-c", "cat " + flag + "; ls /proc/$$/fd | sort -n"}, kToolEnv);
   inner.start_gate = true;
-  inner.on_spawned = [&] {
+  inner.on_spawned = [&](int) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // bwrap is done setting up
     std::ofstream(flag) << "recorded\n";
     return Status::Ok();
@@ -829,8 +986,20 @@ TEST_F(SandboxTest, ArgvForThePythonExample) {
   EXPECT_EQ(wrapped->env, inner.env);
   EXPECT_EQ(wrapped->cwd, "/");
   EXPECT_EQ(wrapped->limits.timeout, inner.limits.timeout);
-  // With network: the net namespace is shared and the resolver files appear.
+  // With network: a namespace of its own still, a start gate for pasta, and the resolver
+  // files appear.
   policy.network = true;
+  wrapped = WrapInSandbox(inner, policy, *info_);
+  ASSERT_TRUE(wrapped.ok());
+  EXPECT_NE(std::find(wrapped->argv.begin(), wrapped->argv.end(), "--unshare-net"),
+            wrapped->argv.end());
+  EXPECT_TRUE(wrapped->start_gate);
+  EXPECT_TRUE(wrapped->on_spawned);
+  EXPECT_TRUE(std::find(wrapped->argv.begin(), wrapped->argv.end(), "/etc/resolv.conf") !=
+                  wrapped->argv.end() ||
+              !fs::exists("/etc/resolv.conf"));
+  // Sharing the host's network (by configuration only): no net namespace.
+  policy.host_network = true;
   wrapped = WrapInSandbox(inner, policy, *info_);
   ASSERT_TRUE(wrapped.ok());
   EXPECT_EQ(std::find(wrapped->argv.begin(), wrapped->argv.end(), "--unshare-net"),

@@ -37,6 +37,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "exec/outside_network.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
 
@@ -229,10 +230,13 @@ void WriteTools(const fs::path& m) {
             "echo inside > \"/tmp/cortex-exec-test-$CORTEX_EXECUTION_ID\" && echo TMP=ok\n"
             "echo x > ./written-by-tool.txt\n");
   const std::string connect =
+      "host=$(printf '%s' \"$1\" | sed -n 's/.*\"host\":\"\\([0-9.]*\\)\".*/\\1/p')\n"
       "port=$(printf '%s' \"$1\" | sed -n 's/.*\"port\":\\([0-9]*\\).*/\\1/p')\n"
-      "if exec 3<>\"/dev/tcp/127.0.0.1/$port\"; then echo connected; exit 0; fi\n"
+      "if exec 3<>\"/dev/tcp/$host/$port\"; then echo connected; exit 0; fi\n"
       "echo 'cannot connect'\nexit 1\n";
-  const std::string port_param = "parameters:\n  - {name: port, type: integer}\n";
+  const std::string port_param =
+      "parameters:\n  - {name: host, type: string, default: 127.0.0.1}\n"
+      "  - {name: port, type: integer}\n";
   WriteTool(m, "net_denied", Bash(), "run.sh", connect, port_param);
   WriteTool(m, "net_allowed", Bash("  network: true\n"), "run.sh", connect, port_param);
   WriteTool(m, "segfault", Bash(), "run.sh", "echo before-the-signal\nkill -SEGV $$\n");
@@ -815,22 +819,36 @@ TEST_F(ExecuteApi, WritingOutsideTmpFails) {
   ExpectStillServes(c());
 }
 
-TEST_F(ExecuteApi, NetworkOnlyWhenTheManifestAllowsIt) {
+// Issue 12, defect 1: a tool with network: true reached Cortex's own API (and every other
+// service on the host's loopback) from inside its sandbox. Now it reaches the outside network
+// only.
+TEST_F(ExecuteApi, NetworkOnlyWhenTheManifestAllowsItAndNeverTheHostsLoopback) {
+  cortex::testing::OutsideServer outside;
+  ASSERT_TRUE(outside.ok()) << outside.why();
   Listener listener;
   ASSERT_GT(listener.port(), 0);
   while (listener.AcceptPending()) {
   }
-  Reply denied = Execute(c(), "net_denied", {{"port", listener.port()}});
+  Reply denied =
+      Execute(c(), "net_denied", {{"host", outside.address()}, {"port", outside.port()}});
   ASSERT_EQ(denied.status, 200) << denied.body;
   EXPECT_EQ(denied.json.value("status", ""), "failed") << denied.body;
   EXPECT_EQ(denied.json.value("result", ""), "cannot connect") << denied.body;
-  EXPECT_FALSE(listener.AcceptPending()) << "a connection reached the host's listener";
 
-  Reply allowed = Execute(c(), "net_allowed", {{"port", listener.port()}});
+  Reply allowed =
+      Execute(c(), "net_allowed", {{"host", outside.address()}, {"port", outside.port()}});
   ASSERT_EQ(allowed.status, 200) << allowed.body;
   EXPECT_EQ(allowed.json.value("status", ""), "succeeded") << allowed.body;
   EXPECT_EQ(allowed.json.value("result", ""), "connected") << allowed.body;
-  EXPECT_TRUE(WaitFor([&] { return listener.AcceptPending(); }, std::chrono::seconds(2)));
+  EXPECT_TRUE(WaitFor([&] { return outside.accepted() == 1; }, std::chrono::seconds(2)));
+
+  for (int port : {listener.port(), d().port()}) {
+    Reply loopback = Execute(c(), "net_allowed", {{"port", port}});
+    ASSERT_EQ(loopback.status, 200) << loopback.body;
+    EXPECT_EQ(loopback.json.value("result", ""), "cannot connect")
+        << "port " << port << ": " << loopback.body;
+  }
+  EXPECT_FALSE(listener.AcceptPending()) << "a connection reached the host's listener";
   ExpectStillServes(c());
 }
 
