@@ -8,7 +8,7 @@ SECONDS_TO_RUN="${1:-60}"
 BUILD=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
-cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer
+cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer protocol_fuzzer
 CORPUS="$BUILD/fuzz-corpus"
 mkdir -p "$CORPUS"
 cp tests/data/parser/*.yml tests/data/parser/*.md "$CORPUS"/ 2>/dev/null || true
@@ -24,3 +24,10 @@ mkdir -p "$JSON_CORPUS"
 cp fuzz/seeds/json/* "$JSON_CORPUS"/
 "$BUILD/fuzz/json_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -timeout=5 \
   -rss_limit_mb=2048 "$JSON_CORPUS"
+
+# Model output: the streaming protocol parser, seeded with the parser's test transcripts.
+PROTOCOL_CORPUS="$BUILD/fuzz-corpus-protocol"
+mkdir -p "$PROTOCOL_CORPUS"
+cp tests/data/protocol/*.txt "$PROTOCOL_CORPUS"/
+"$BUILD/fuzz/protocol_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
+  -rss_limit_mb=2048 "$PROTOCOL_CORPUS"
