@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "api/agent_routes.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/registry_routes.h"
@@ -78,6 +79,9 @@ struct Services {
   std::unique_ptr<workflow::ExecutorDispatcher> dispatcher;
   std::unique_ptr<workflow::Engine> engine;
   std::unique_ptr<workflow::Scheduler> scheduler;
+  std::unique_ptr<llm::Gateway> gateway;
+  std::unique_ptr<agent::AgentRunner> agents;
+  std::unique_ptr<AgentRuns> agent_runs;
   std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
 
   // Records how to stop what was just started.
@@ -325,6 +329,44 @@ int RunServe(const Settings& settings) {
       [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
   svc.scheduler->Start();
   svc.Started([&svc] { svc.scheduler->Stop(); });
+  // Agents: the LLM gateway, and the loop on top of it (tool and relic actions through the same
+  // dispatcher as workflow steps).
+  std::vector<llm::ProviderConfig> providers;
+  for (const auto& p : s.llm.providers) {
+    llm::ProviderConfig c;
+    c.name = p.name;
+    c.type = p.type;
+    c.base_url = p.base_url;
+    c.api_key_env = p.api_key_env;
+    c.model = p.model;
+    c.replay_file = p.replay_file;
+    c.ca_bundle = p.ca_bundle;
+    c.max_concurrency = static_cast<int>(p.max_concurrency);
+    c.max_retries = static_cast<int>(p.max_retries);
+    c.breaker_failures = static_cast<int>(p.breaker_failures);
+    auto ms = [](const registry::Duration& d) {
+      return std::chrono::milliseconds(static_cast<int64_t>(d.seconds * 1000));
+    };
+    c.breaker_recovery = ms(p.breaker_recovery);
+    c.limits.connect_timeout = ms(p.connect_timeout);
+    c.limits.first_token_timeout = ms(p.first_token_timeout);
+    c.limits.total_timeout = ms(p.total_timeout);
+    c.input_price_per_mtok = p.input_price_per_mtok;
+    c.output_price_per_mtok = p.output_price_per_mtok;
+    providers.push_back(std::move(c));
+  }
+  svc.gateway = std::make_unique<llm::Gateway>(std::move(providers));
+  agent::AgentRunOptions aopts;
+  aopts.max_iterations = static_cast<int>(s.llm.max_iterations);
+  aopts.max_wall = std::chrono::milliseconds(static_cast<int64_t>(s.llm.max_run.seconds * 1000));
+  aopts.observation_bytes = static_cast<size_t>(s.llm.observation_bytes);
+  aopts.max_parallel = static_cast<int>(s.llm.max_parallel_actions);
+  aopts.default_provider = s.llm.default_provider;
+  aopts.recordings_dir = s.data_dir + "/recordings";
+  svc.agents =
+      std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher, std::move(aopts));
+  svc.agent_runs = std::make_unique<AgentRuns>();
+
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
   wroutes.allowed_env = s.variables.allow_env;
@@ -342,11 +384,16 @@ int RunServe(const Settings& settings) {
          AddExecuteRoutes(srv, *executor, *state);
          AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
          AddDeployRoutes(srv, *deployer, *monuments);
+         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs);
+         AddLlmRoutes(srv, *svc.gateway);
        }},
       {s.services.registry, "manifest-ingestion",
        [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
       {s.services.executor, "runtime-executor",
-       [&](http::Server& srv) { AddExecuteRoutes(srv, *executor, *state); }},
+       [&](http::Server& srv) {
+         AddExecuteRoutes(srv, *executor, *state);
+         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs);
+       }},
       {s.services.deployer, "deployment-controller",
        [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); }},
       {s.services.workflows, "workflow-engine",
@@ -363,6 +410,8 @@ int RunServe(const Settings& settings) {
     svc.servers.push_back(std::move(server).value());
     svc.Started([started] { started->Stop(); });
   }
+  // Before the ports stop (they wait for their requests): agent runs in progress end, cancelled.
+  svc.Started([&svc] { svc.agent_runs->CancelAll(); });
 
   std::string host;
   int port = 0;

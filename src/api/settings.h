@@ -113,6 +113,63 @@ struct VariablesSettings {
   }
 };
 
+// A model provider (docs/llm.md). The names google, openai, anthropic, ollama and groq have
+// documented defaults; declaring one overrides what it sets.
+struct LlmProviderSettings {
+  std::string name;
+  std::string type;  // openai | anthropic | replay ("" = the default name's, else openai)
+  std::string base_url;
+  std::string api_key_env;
+  std::string model;
+  std::string replay_file;
+  std::string ca_bundle;
+  int64_t max_concurrency = 8;
+  int64_t max_retries = 2;
+  int64_t breaker_failures = 5;
+  registry::Duration breaker_recovery{30};
+  registry::Duration connect_timeout{10};
+  registry::Duration first_token_timeout{60};
+  registry::Duration total_timeout{300};
+  double input_price_per_mtok = 0, output_price_per_mtok = 0;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("name", s.name, {.required = true});
+    v.Field("type", s.type, {.one_of = {"openai", "anthropic", "replay"}});
+    v.Field("base_url", s.base_url);
+    v.Field("api_key_env", s.api_key_env);
+    v.Field("model", s.model);
+    v.Field("replay_file", s.replay_file);
+    v.Field("ca_bundle", s.ca_bundle);
+    v.Field("max_concurrency", s.max_concurrency, {.min = 1, .max = 10000});
+    v.Field("max_retries", s.max_retries, {.min = 0, .max = 10});
+    v.Field("breaker_failures", s.breaker_failures, {.min = 1});
+    v.Field("breaker_recovery", s.breaker_recovery);
+    v.Field("connect_timeout", s.connect_timeout);
+    v.Field("first_token_timeout", s.first_token_timeout);
+    v.Field("total_timeout", s.total_timeout);
+    v.Field("input_price_per_mtok", s.input_price_per_mtok, {.min = 0});
+    v.Field("output_price_per_mtok", s.output_price_per_mtok, {.min = 0});
+  }
+};
+
+struct LlmSettings {
+  std::string default_provider = "openai";  // for agents without cognitive_engine
+  std::vector<LlmProviderSettings> providers;
+  int64_t max_iterations = 50;      // an agent's iteration_cap 0 (unlimited) stops here
+  registry::Duration max_run{600};  // wall-clock limit of one agent run
+  int64_t observation_bytes = 16384;
+  int64_t max_parallel_actions = 5;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("default_provider", s.default_provider);
+    v.Field("providers", s.providers);
+    v.Field("max_iterations", s.max_iterations, {.min = 1, .max = 10000});
+    v.Field("max_run", s.max_run);
+    v.Field("observation_bytes", s.observation_bytes, {.min = 256});
+    v.Field("max_parallel_actions", s.max_parallel_actions, {.min = 1, .max = 256});
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -124,6 +181,7 @@ struct Settings {
   ExecSettings exec;
   DeploySettings deploy;
   VariablesSettings variables;
+  LlmSettings llm;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -136,6 +194,7 @@ struct Settings {
     v.Field("exec", s.exec);
     v.Field("deploy", s.deploy);
     v.Field("variables", s.variables);
+    v.Field("llm", s.llm);
   }
 };
 

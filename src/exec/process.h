@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cancel.h"
 #include "common/status.h"
 
 namespace cortex::exec {
@@ -88,14 +89,7 @@ struct ProcessResult {
 };
 
 // Fired from any thread to stop a running process (SIGTERM to its group, SIGKILL after grace).
-class CancelToken {
- public:
-  void Cancel() { cancelled_.store(true); }
-  bool cancelled() const { return cancelled_.load(); }
-
- private:
-  std::atomic<bool> cancelled_{false};
-};
+using ::cortex::CancelToken;
 
 struct OutputLine {
   bool is_stderr = false;

@@ -1,0 +1,104 @@
+// The agent loop (docs/agents.md): an Agent manifest run against a model through the LLM
+// gateway, speaking the streaming protocol.
+//
+// Each iteration sends the conversation (system prompt, the user's input, the model's earlier
+// turns and the observations of their actions) and reads the model's reply as it streams: thought
+// text goes out as events at once, and each action starts the moment its </action> arrives (tool
+// and relic actions through the workflow engine's StepDispatcher, so they run like workflow
+// steps: sandboxed, limited, recorded), as soon as the actions it depends on have finished. When
+// the reply has ended and its actions have finished, their outcomes go back to the model as one
+// labelled observation per action, and the response, with `$output_key` references substituted,
+// goes to the user. The run ends on a final response, the iteration cap, the wall-clock limit,
+// the token budget or cancellation, and says which.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/protocol.h"
+#include "common/cancel.h"
+#include "common/status.h"
+#include "llm/gateway.h"
+#include "registry/registry.h"
+#include "workflow/engine.h"
+
+namespace cortex::agent {
+
+struct AgentRunOptions {
+  int max_iterations = 50;  // the cap when a manifest's iteration_cap is 0 (unlimited)
+  std::chrono::milliseconds max_wall{600000};
+  size_t observation_bytes = 16384;  // per action result shown to the model
+  int max_parallel = 5;              // actions running at once in one run
+  std::chrono::milliseconds action_timeout{300000};
+  std::string default_provider = "openai";  // for an agent without cognitive_engine
+  std::string recordings_dir;               // where `record` writes (<data-dir>/recordings)
+};
+
+struct AgentRunRequest {
+  std::string agent;
+  std::string input;                    // the user's message
+  std::string run_id;                   // "" = a new one ("ar_" + hex)
+  std::optional<int64_t> token_budget;  // input + output tokens, all turns together
+  bool record = false;                  // write the model's turns to recordings_dir/<run_id>.jsonl
+};
+
+// What the loop reports as it goes; `type` is the SSE event name: run (started), thought,
+// action, action_result, response, usage, done, error.
+struct AgentEvent {
+  std::string type;
+  nlohmann::ordered_json data;
+};
+using AgentEventSink = std::function<void(const AgentEvent&)>;
+
+struct AgentRunResult {
+  std::string run_id, agent;
+  std::string status;  // succeeded | failed | cancelled
+  std::string reason;  // final | iteration_cap | time_limit | token_budget | cancelled | error
+  std::string response;
+  std::string error;
+  int iterations = 0;
+  llm::Usage usage;
+  nlohmann::ordered_json actions = nlohmann::ordered_json::array();  // every action's outcome
+  std::string recording;  // the recording's path, when recorded
+  int64_t duration_ms = 0;
+
+  nlohmann::ordered_json ToJson() const;
+};
+
+class AgentRunner {
+ public:
+  AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
+              workflow::StepDispatcher& dispatcher, AgentRunOptions options);
+
+  // Checks that the run can start: the agent exists (NotFound), its manifest is resolved and its
+  // model's provider usable (FailedPrecondition). Called by Run; the API calls it first to answer
+  // with a status code before it starts streaming.
+  Status Check(const std::string& agent) const;
+
+  // Runs to the end. An error Status means it did not start (see Check); everything after the
+  // start is in the result (and the events).
+  Result<AgentRunResult> Run(const AgentRunRequest& request, const AgentEventSink& sink,
+                             const CancelToken* cancel);
+
+ private:
+  registry::Registry& registry_;
+  llm::Gateway& gateway_;
+  workflow::StepDispatcher& dispatcher_;
+  AgentRunOptions options_;
+};
+
+// `$name` references in a JSON value: a string that is exactly "$name" becomes the variable's
+// value with its JSON type; a reference inside a longer string becomes its text. Unknown names
+// stay as written.
+nlohmann::ordered_json SubstituteVariables(const nlohmann::ordered_json& value,
+                                           const nlohmann::ordered_json& vars);
+std::string SubstituteVariables(const std::string& text, const nlohmann::ordered_json& vars);
+
+// The JSON Schema of a tool's parameters, for the model's catalogue.
+nlohmann::ordered_json ParametersSchema(const registry::ParameterList& params);
+
+}  // namespace cortex::agent

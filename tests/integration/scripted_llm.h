@@ -1,0 +1,197 @@
+// A scripted OpenAI-compatible (and Anthropic-shaped) model server on 127.0.0.1, started by the
+// tests: the model is the one real part with no local instance, so its turns are scripted. Each
+// request to /v1/chat/completions (or /v1/messages) takes the next scripted turn: its text is
+// streamed as server-sent events in pieces of `chunk` bytes with `delay` between them (or sent
+// whole when the request does not ask for a stream), or the turn answers an HTTP error, a
+// malformed stream, or nothing for a while. Every request's body is kept for assertions.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "http/http.h"
+
+namespace cortex::testing {
+
+struct ScriptedTurn {
+  std::string content;
+  size_t chunk = 7;
+  std::chrono::milliseconds delay{0};
+  int status = 200;                    // not 200: answer this status with an error body
+  std::string retry_after;             // with a 429/503: the Retry-After header
+  bool malformed = false;              // stream a chunk that is not JSON
+  bool cut_short = false;              // end the stream before [DONE]
+  std::chrono::milliseconds stall{0};  // wait this long before answering
+  int64_t input_tokens = 11, output_tokens = 7;
+};
+
+// A turn that streams `content` in pieces of `chunk` bytes, `delay` apart.
+inline ScriptedTurn Says(std::string content, size_t chunk = 7,
+                         std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+  ScriptedTurn t;
+  t.content = std::move(content);
+  t.chunk = chunk;
+  t.delay = delay;
+  return t;
+}
+// A turn that answers an HTTP error.
+inline ScriptedTurn Fails(int status, std::string retry_after = "") {
+  ScriptedTurn t;
+  t.status = status;
+  t.retry_after = std::move(retry_after);
+  return t;
+}
+
+class ScriptedLlm {
+ public:
+  ScriptedLlm() : server_(Options()) {
+    server_.Handle("POST", "/v1/chat/completions",
+                   [this](const http::Request& req) { return Serve(req, /*anthropic=*/false); });
+    server_.Handle("POST", "/v1/messages",
+                   [this](const http::Request& req) { return Serve(req, /*anthropic=*/true); });
+    ok_ = server_.Start().ok();
+  }
+  ~ScriptedLlm() { server_.Stop(); }
+
+  bool ok() const { return ok_; }
+  int port() const { return server_.port(); }
+  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port()) + "/v1"; }
+
+  void Script(std::vector<ScriptedTurn> turns) {
+    std::lock_guard lock(mu_);
+    turns_.assign(turns.begin(), turns.end());
+  }
+  void Add(ScriptedTurn turn) {
+    std::lock_guard lock(mu_);
+    turns_.push_back(std::move(turn));
+  }
+  // The bodies of the requests received so far.
+  std::vector<nlohmann::json> requests() const {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+  size_t left() const {
+    std::lock_guard lock(mu_);
+    return turns_.size();
+  }
+
+ private:
+  static http::ServerOptions Options() {
+    http::ServerOptions o;
+    o.port = 0;
+    o.threads = 16;
+    return o;
+  }
+
+  http::Response Serve(const http::Request& req, bool anthropic) {
+    ScriptedTurn turn;
+    {
+      std::lock_guard lock(mu_);
+      requests_.push_back(nlohmann::json::parse(req.body, nullptr, false));
+      if (turns_.empty()) {
+        return http::Response::Json(500, R"({"error":{"message":"the script has no more turns"}})");
+      }
+      turn = turns_.front();
+      turns_.pop_front();
+    }
+    if (turn.stall.count() > 0) std::this_thread::sleep_for(turn.stall);
+    if (turn.status != 200) {
+      auto r = http::Response::Json(turn.status, R"({"error":{"message":"scripted failure )" +
+                                                     std::to_string(turn.status) + R"("}})");
+      if (!turn.retry_after.empty()) r.headers.emplace_back("Retry-After", turn.retry_after);
+      return r;
+    }
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    bool stream = body.is_object() && body.value("stream", false);
+    if (!stream) {
+      nlohmann::json reply =
+          anthropic
+              ? nlohmann::json{{"type", "message"},
+                               {"content", {{{"type", "text"}, {"text", turn.content}}}},
+                               {"stop_reason", "end_turn"},
+                               {"usage",
+                                {{"input_tokens", turn.input_tokens},
+                                 {"output_tokens", turn.output_tokens}}}}
+              : nlohmann::json{{"id", "chatcmpl-scripted"},
+                               {"object", "chat.completion"},
+                               {"choices",
+                                {{{"index", 0},
+                                  {"message", {{"role", "assistant"}, {"content", turn.content}}},
+                                  {"finish_reason", "stop"}}}},
+                               {"usage",
+                                {{"prompt_tokens", turn.input_tokens},
+                                 {"completion_tokens", turn.output_tokens}}}};
+      return http::Response::Json(200, reply.dump());
+    }
+    http::Response r;
+    r.sse = [turn, anthropic](http::SseWriter& w) {
+      auto pause = [&] {
+        if (turn.delay.count() > 0) std::this_thread::sleep_for(turn.delay);
+      };
+      if (anthropic) {
+        w.Send("message_start",
+               nlohmann::json{{"type", "message_start"},
+                              {"message", {{"usage", {{"input_tokens", turn.input_tokens}}}}}}
+                   .dump());
+      }
+      for (size_t i = 0; i < turn.content.size(); i += turn.chunk) {
+        pause();
+        std::string piece = turn.content.substr(i, turn.chunk);
+        nlohmann::json chunk =
+            anthropic ? nlohmann::json{{"type", "content_block_delta"},
+                                       {"index", 0},
+                                       {"delta", {{"type", "text_delta"}, {"text", piece}}}}
+                      : nlohmann::json{{"id", "chatcmpl-scripted"},
+                                       {"object", "chat.completion.chunk"},
+                                       {"choices",
+                                        {{{"index", 0},
+                                          {"delta", {{"content", piece}}},
+                                          {"finish_reason", nullptr}}}}};
+        if (!w.Send(anthropic ? "content_block_delta" : "", chunk.dump())) return;
+        if (turn.malformed && i == 0) {
+          w.Send("", "{this is not json");
+          return;
+        }
+      }
+      if (turn.cut_short) return;
+      if (anthropic) {
+        w.Send("message_delta", nlohmann::json{{"type", "message_delta"},
+                                               {"delta", {{"stop_reason", "end_turn"}}},
+                                               {"usage", {{"output_tokens", turn.output_tokens}}}}
+                                    .dump());
+        w.Send("message_stop", R"({"type":"message_stop"})");
+        return;
+      }
+      w.Send("",
+             nlohmann::json{
+                 {"id", "chatcmpl-scripted"},
+                 {"object", "chat.completion.chunk"},
+                 {"choices",
+                  {{{"index", 0}, {"delta", nlohmann::json::object()}, {"finish_reason", "stop"}}}}}
+                 .dump());
+      w.Send("", nlohmann::json{{"id", "chatcmpl-scripted"},
+                                {"object", "chat.completion.chunk"},
+                                {"choices", nlohmann::json::array()},
+                                {"usage",
+                                 {{"prompt_tokens", turn.input_tokens},
+                                  {"completion_tokens", turn.output_tokens}}}}
+                     .dump());
+      w.Send("", "[DONE]");
+    };
+    return r;
+  }
+
+  http::Server server_;
+  bool ok_ = false;
+  mutable std::mutex mu_;
+  std::deque<ScriptedTurn> turns_;
+  std::vector<nlohmann::json> requests_;
+};
+
+}  // namespace cortex::testing
