@@ -170,6 +170,18 @@ std::string SubstituteVariables(const std::string& text, const Json& vars) {
   return out;
 }
 
+std::string InputText(const Json& input) {
+  if (input.is_string()) return input.get<std::string>();
+  if (input.is_object()) {
+    for (const char* key : {"message", "prompt", "query", "question", "text", "input"}) {
+      if (auto it = input.find(key); it != input.end() && it->is_string()) {
+        return it->get<std::string>();
+      }
+    }
+  }
+  return input.is_null() ? std::string() : DumpJson(input);
+}
+
 Json ParametersSchema(const registry::ParameterList& params) {
   Json props = Json::object();
   Json required = Json::array();

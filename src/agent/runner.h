@@ -98,6 +98,10 @@ nlohmann::ordered_json SubstituteVariables(const nlohmann::ordered_json& value,
                                            const nlohmann::ordered_json& vars);
 std::string SubstituteVariables(const std::string& text, const nlohmann::ordered_json& vars);
 
+// The user's message in an agent's input: the string itself, or an object's message, prompt,
+// query, question or text (a string); anything else as its JSON text.
+std::string InputText(const nlohmann::ordered_json& input);
+
 // The JSON Schema of a tool's parameters, for the model's catalogue.
 nlohmann::ordered_json ParametersSchema(const registry::ParameterList& params);
 

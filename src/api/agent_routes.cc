@@ -1,5 +1,8 @@
 #include "api/agent_routes.h"
 
+#include <atomic>
+#include <thread>
+
 #include "api/errors.h"
 #include "api/route_util.h"
 #include "common/json.h"
@@ -35,19 +38,7 @@ Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stre
     return InvalidArgumentError(
         "'input' is required: the user's message, as a string or {\"message\": \"...\"}");
   }
-  if (input->is_string()) {
-    r->input = input->get<std::string>();
-  } else if (input->is_object()) {
-    for (const char* key : {"message", "prompt", "query", "question", "text"}) {
-      if (auto it = input->find(key); it != input->end() && it->is_string()) {
-        r->input = it->get<std::string>();
-        break;
-      }
-    }
-    if (r->input.empty()) r->input = DumpJson(*input);
-  } else {
-    r->input = DumpJson(*input);
-  }
+  r->input = agent::InputText(*input);
   if (r->input.empty()) return InvalidArgumentError("'input' is empty");
   if (auto it = body.find("session_id"); it != body.end() && !it->is_null()) {
     return UnimplementedError(
@@ -109,6 +100,55 @@ Json AgentRuns::List() const {
                    {"started_ms", live.started_ms}});
   }
   return out;
+}
+
+AgentSteps::~AgentSteps() {
+  std::unique_lock lock(mu_);
+  idle_.wait(lock, [&] { return running_ == 0; });
+}
+
+Status AgentSteps::Start(const workflow::StepDispatcher::AgentCall& call,
+                         std::function<void(Result<Json>)> done) {
+  CORTEX_RETURN_IF_ERROR(runner_.Check(call.agent));
+  agent::AgentRunRequest request;
+  request.agent = call.agent;
+  request.input = agent::InputText(call.input);
+  if (request.input.empty()) {
+    return InvalidArgumentError("the agent step has no input (parameters: {message: ...})");
+  }
+  request.run_id = NewRunId();
+  {
+    std::lock_guard lock(mu_);
+    ++running_;
+  }
+  auto cancel = runs_.Add(request.run_id, request.agent);
+  std::thread([this, request, cancel, done = std::move(done), timeout = call.timeout] {
+    // A step's timeout cancels its run.
+    std::atomic<bool> finished{false};
+    std::thread watchdog;
+    if (timeout) {
+      watchdog =
+          std::thread([&finished, cancel, until = std::chrono::steady_clock::now() + *timeout] {
+            while (!finished && std::chrono::steady_clock::now() < until) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+            if (!finished) cancel->Cancel();
+          });
+    }
+    auto result = runner_.Run(request, nullptr, cancel.get());
+    finished = true;
+    if (watchdog.joinable()) watchdog.join();
+    runs_.Remove(request.run_id);
+    if (result.ok()) {
+      done(result->ToJson());
+    } else {
+      done(result.status());
+    }
+    std::lock_guard lock(mu_);
+    --running_;
+    idle_.notify_all();
+  }).detach();
+  return Status::Ok();
 }
 
 void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs) {

@@ -3,6 +3,7 @@
 // POST /llm/providers/{name}/reset.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "agent/runner.h"
 #include "http/http.h"
 #include "llm/gateway.h"
+#include "workflow/engine.h"
 
 namespace cortex::api {
 
@@ -33,6 +35,24 @@ class AgentRuns {
   mutable std::mutex mu_;
   std::map<std::string, Live> live_;
   bool stopping_ = false;
+};
+
+// Agent steps of workflows: each runs on a thread of its own (a run is long and mostly waits),
+// counted among the runs in progress so that stopping the server cancels it; the destructor
+// waits for them.
+class AgentSteps {
+ public:
+  AgentSteps(agent::AgentRunner& runner, AgentRuns& runs) : runner_(runner), runs_(runs) {}
+  ~AgentSteps();
+  Status Start(const workflow::StepDispatcher::AgentCall& call,
+               std::function<void(Result<nlohmann::ordered_json>)> done);
+
+ private:
+  agent::AgentRunner& runner_;
+  AgentRuns& runs_;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int running_ = 0;
 };
 
 void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs);

@@ -82,6 +82,7 @@ struct Services {
   std::unique_ptr<llm::Gateway> gateway;
   std::unique_ptr<agent::AgentRunner> agents;
   std::unique_ptr<AgentRuns> agent_runs;
+  std::unique_ptr<AgentSteps> agent_steps;             // waits for its runs when destroyed
   std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
 
   // Records how to stop what was just started.
@@ -312,23 +313,6 @@ int RunServe(const Settings& settings) {
       *executor, [&relic_caller](const auto& call, auto done) {
         return relic_caller->Call(call, std::move(done));
       });
-  workflow::EngineOptions wopts_engine;
-  wopts_engine.env = environment;
-  wopts_engine.allowed_env = s.variables.allow_env;
-  wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
-  auto& engine = svc.engine;
-  engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
-  if (Status st = engine->Start(); !st.ok()) {
-    log::Error("workflow", "cannot resume workflow runs: " + st.message());
-    return 1;
-  }
-  // Runs stay as recorded: they resume at the next start.
-  svc.Started([&engine] { engine->Stop(); });
-  svc.scheduler = std::make_unique<workflow::Scheduler>(reg, *state, *engine);
-  svc.scheduler->SetEnabled(
-      [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
-  svc.scheduler->Start();
-  svc.Started([&svc] { svc.scheduler->Stop(); });
   // Agents: the LLM gateway, and the loop on top of it (tool and relic actions through the same
   // dispatcher as workflow steps).
   std::vector<llm::ProviderConfig> providers;
@@ -366,7 +350,28 @@ int RunServe(const Settings& settings) {
   svc.agents =
       std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher, std::move(aopts));
   svc.agent_runs = std::make_unique<AgentRuns>();
+  svc.agent_steps = std::make_unique<AgentSteps>(*svc.agents, *svc.agent_runs);
+  svc.dispatcher->SetAgentCaller([&svc](const auto& call, auto done) {
+    return svc.agent_steps->Start(call, std::move(done));
+  });
 
+  workflow::EngineOptions wopts_engine;
+  wopts_engine.env = environment;
+  wopts_engine.allowed_env = s.variables.allow_env;
+  wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
+  auto& engine = svc.engine;
+  engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
+  if (Status st = engine->Start(); !st.ok()) {
+    log::Error("workflow", "cannot resume workflow runs: " + st.message());
+    return 1;
+  }
+  // Runs stay as recorded: they resume at the next start.
+  svc.Started([&engine] { engine->Stop(); });
+  svc.scheduler = std::make_unique<workflow::Scheduler>(reg, *state, *engine);
+  svc.scheduler->SetEnabled(
+      [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
+  svc.scheduler->Start();
+  svc.Started([&svc] { svc.scheduler->Stop(); });
   WorkflowRouteOptions wroutes;
   wroutes.env = environment;
   wroutes.allowed_env = s.variables.allow_env;

@@ -1030,9 +1030,40 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
       }
       return;
     }
-    case registry::StepType::kAgent:
-      fail.error = "agent steps are not available yet: the agent runtime has not landed";
-      return EndAttempt(run, node, fail);
+    case registry::StepType::kAgent: {
+      StepDispatcher::AgentCall call;
+      call.agent = step.target;
+      call.input = values;
+      call.run_key = run_id + "/" + n.name + "/" + std::to_string(attempt);
+      if (step.timeout && step.timeout->seconds > 0) {
+        call.timeout = std::chrono::milliseconds(Millis(*step.timeout));
+      }
+      Status started = dispatcher_.StartAgent(call, [post, run_id, node, attempt](Result<Json> r) {
+        Completion c;
+        c.run_id = run_id;
+        c.node = node;
+        c.attempt = attempt;
+        if (!r.ok()) {
+          c.success = false;
+          c.error = r.status().message();
+        } else {
+          // The agent's answer is the step's output; a run that did not succeed fails the step.
+          c.success = r->value("status", "") == "succeeded";
+          c.output = std::move(r).value();
+          if (!c.success) {
+            c.error = "agent run " + c.output.value("run_id", "") + " ended " +
+                      c.output.value("status", "") + " (" + c.output.value("reason", "") + ")" +
+                      (c.output.contains("error") ? ": " + c.output.value("error", "") : "");
+          }
+        }
+        post(std::move(c));
+      });
+      if (!started.ok()) {
+        fail.error = started.message();
+        return EndAttempt(run, node, fail);
+      }
+      return;
+    }
     case registry::StepType::kInternal: {
       Completion ok = fail;
       ok.success = true;

@@ -71,6 +71,20 @@ class StepDispatcher {
     (void)done;
     return UnimplementedError("relic steps are not available in this server");
   }
+
+  struct AgentCall {
+    std::string agent;
+    Json input;           // the step's resolved parameters: the agent's input
+    std::string run_key;  // "<workflow run>/<step>/<attempt>", for the agent run's records
+    std::optional<std::chrono::milliseconds> timeout;
+  };
+  // Runs an agent; `done` gets the agent run's record (JSON, whatever its status) or why it
+  // could not start.
+  virtual Status StartAgent(const AgentCall& call, std::function<void(Result<Json>)> done) {
+    (void)call;
+    (void)done;
+    return UnimplementedError("agent steps are not available in this server");
+  }
 };
 
 struct EngineOptions {

@@ -11,9 +11,14 @@ class ExecutorDispatcher final : public StepDispatcher {
  public:
   using RelicCaller =
       std::function<Status(const RelicCall&, std::function<void(Result<Json>)> done)>;
+  using AgentCaller =
+      std::function<Status(const AgentCall&, std::function<void(Result<Json>)> done)>;
 
-  ExecutorDispatcher(exec::Executor& executor, RelicCaller relic)
-      : executor_(executor), relic_(std::move(relic)) {}
+  ExecutorDispatcher(exec::Executor& executor, RelicCaller relic, AgentCaller agent = nullptr)
+      : executor_(executor), relic_(std::move(relic)), agent_(std::move(agent)) {}
+
+  // The agent runtime is made after the dispatcher it uses for its own actions.
+  void SetAgentCaller(AgentCaller agent) { agent_ = std::move(agent); }
 
   Status StartTool(const ToolCall& call,
                    std::function<void(const store::ExecutionRecord&)> done) override {
@@ -38,9 +43,15 @@ class ExecutorDispatcher final : public StepDispatcher {
     return relic_(call, std::move(done));
   }
 
+  Status StartAgent(const AgentCall& call, std::function<void(Result<Json>)> done) override {
+    if (!agent_) return StepDispatcher::StartAgent(call, std::move(done));
+    return agent_(call, std::move(done));
+  }
+
  private:
   exec::Executor& executor_;
   RelicCaller relic_;
+  AgentCaller agent_;
 };
 
 }  // namespace cortex::workflow

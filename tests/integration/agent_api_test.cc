@@ -62,6 +62,26 @@ class AgentApi : public ::testing::Test {
           anthropic.replace(anthropic.find("name: helper"), 12, "name: claude");
           anthropic.replace(anthropic.find("provider: vllm"), 14, "provider: anthropic");
           WriteFile(m / "agents/claude/agent.md", anthropic);
+          WriteFile(m / "workflows/ask.workflow.yml", R"WF(kind: Workflow
+name: ask
+description: Asks the helper, then passes its answer on.
+trigger:
+  type: manual
+  parameters:
+    a: {type: number}
+    b: {type: number}
+steps:
+  - name: ask
+    type: agent
+    target: helper
+    parameters: {message: "What is $(trigger.a) + $(trigger.b)?"}
+  - name: relay
+    type: internal
+    parameters: {said: "$(steps.ask.response)", by: "$(steps.ask.agent)"}
+outputs:
+  answer: {source: steps.relay.said}
+  agent: {source: steps.relay.by}
+)WF");
         });
     ASSERT_TRUE(daemon_->ok()) << daemon_->log();
   }
@@ -266,6 +286,31 @@ TEST_F(AgentApi, TheAnthropicMessagesApiToo) {
   auto req = llm_->requests()[before];
   EXPECT_TRUE(req.contains("system")) << "the system prompt goes in Anthropic's own field";
   EXPECT_EQ(req["messages"][0]["role"], "user");
+}
+
+// An agent step in a workflow runs the agent; its record is the step's output.
+TEST_F(AgentApi, AgentStepsRunInWorkflows) {
+  size_t before = llm_->requests().size();
+  llm_->Script({Says(
+      R"(<action id="s">{"name":"calculator","parameters":{"operation":"add","a":20,"b":1},"output_key":"sum"}</action><response>It is $sum.result.</response>)")});
+  Reply r = Post(daemon_->client(), "/execute/workflow?wait=true",
+                 json{{"name", "ask"}, {"input", {{"a", 20}, {"b", 1}}}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["status"], "succeeded") << Brief(r.json);
+  EXPECT_EQ(r.json["output"]["answer"], "It is 21.") << Brief(r.json);
+  EXPECT_EQ(r.json["output"]["agent"], "helper") << Brief(r.json);
+  ASSERT_EQ(llm_->requests().size(), before + 1);
+  EXPECT_EQ(LastMessage(before), "What is 20 + 1?");
+
+  // A run that does not answer fails the step, with its reason.
+  std::vector<ScriptedTurn> turns;
+  for (int i = 0; i < 4; ++i) turns.push_back(Says(R"(<response final="false">Hmm.</response>)"));
+  llm_->Script(turns);
+  r = Post(daemon_->client(), "/execute/workflow?wait=true",
+           json{{"name", "ask"}, {"input", {{"a", 1}, {"b", 1}}}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["status"], "failed") << Brief(r.json);
+  EXPECT_THAT(r.body, HasSubstr("iteration_cap"));
 }
 
 TEST_F(AgentApi, BadRequestsGetClearErrors) {
