@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
-exec ./build/cortex serve --manifests examples/manifests --data-dir .cortex "$@"
+exec ./build/cortex serve --manifests examples/manifests --data-dir .cortex \
+  --config examples/cortex.yml "$@"

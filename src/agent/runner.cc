@@ -357,7 +357,9 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   }
   system += catalogue;
 
-  std::vector<llm::Message> messages = {{"system", system}, {"user", request.input}};
+  std::vector<llm::Message> messages = {{"system", system}};
+  for (const auto& m : request.history) messages.push_back(m);
+  messages.push_back({"user", request.input});
   const auto chain = ChainOf(spec, options_.default_provider);
   llm::ChatRequest chat;
   chat.run_id = result.run_id;
@@ -594,7 +596,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
             break;
           case EventKind::kAction: {
             std::lock_guard lock(state->mu);
-            ParsedAction a = std::move(*e.action);
+            ParsedAction a = *e.action;  // e is announced below as parsed
             if (state->actions.count(a.id) && a.id.starts_with("action-")) {
               a.id = "t" + std::to_string(turn) + "-" + a.id;  // default ids, unique per run
             }

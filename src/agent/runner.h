@@ -41,6 +41,9 @@ struct AgentRunOptions {
 struct AgentRunRequest {
   std::string agent;
   std::string input;                    // the user's message
+  // The conversation so far (user and assistant turns, oldest first), kept by the caller until
+  // sessions are stored: it goes between the system prompt and `input`.
+  std::vector<llm::Message> history;
   std::string run_id;                   // "" = a new one ("ar_" + hex)
   std::optional<int64_t> token_budget;  // input + output tokens, all turns together
   bool record = false;                  // write the model's turns to recordings_dir/<run_id>.jsonl

@@ -40,6 +40,24 @@ Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stre
   }
   r->input = agent::InputText(*input);
   if (r->input.empty()) return InvalidArgumentError("'input' is empty");
+  if (auto it = body.find("history"); it != body.end() && !it->is_null()) {
+    if (!it->is_array() || it->size() > 1000) {
+      return InvalidArgumentError("'history' must be a list of at most 1000 {role, content}");
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& m = (*it)[i];
+      std::string where = "history[" + std::to_string(i) + "]";
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string()) {
+        return InvalidArgumentError(where + " must be {\"role\": ..., \"content\": \"...\"}");
+      }
+      std::string role = m["role"].get<std::string>();
+      if (role != "user" && role != "assistant") {
+        return InvalidArgumentError(where + ".role must be user or assistant, not '" + role + "'");
+      }
+      r->history.push_back({role, m["content"].get<std::string>()});
+    }
+  }
   if (auto it = body.find("session_id"); it != body.end() && !it->is_null()) {
     return UnimplementedError(
         "sessions are not stored yet: each run starts a new conversation (omit session_id)");

@@ -1,5 +1,6 @@
 #include "api/settings.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -22,6 +23,13 @@ Status LoadSettingsFile(const std::string& path, Settings* settings) {
     std::string msg;
     for (const auto& d : diags) msg += (msg.empty() ? "" : "\n") + d.ToString();
     return InvalidArgumentError(msg.empty() ? path + ": invalid settings" : msg);
+  }
+  // Files named in the settings are relative to the settings file's folder.
+  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  for (auto& p : settings->llm.providers) {
+    for (std::string* file : {&p.replay_file, &p.ca_bundle}) {
+      if (!file->empty() && (*file)[0] != '/') *file = (dir / *file).lexically_normal().string();
+    }
   }
   return Status::Ok();
 }

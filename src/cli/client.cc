@@ -171,7 +171,15 @@ std::optional<Json> ApiClient::DeleteJson(const std::string& path_and_query) {
 
 bool ApiClient::Stream(const std::string& path_and_query,
                        const std::function<bool(const http::SseEvent&)>& on_event) {
-  Status st = client_.Stream(path_and_query, on_event);
+  return StreamStatus(client_.Stream(path_and_query, on_event));
+}
+
+bool ApiClient::StreamPost(const std::string& path_and_query, const std::string& json_body,
+                           const std::function<bool(const http::SseEvent&)>& on_event) {
+  return StreamStatus(client_.StreamPost(path_and_query, json_body, on_event));
+}
+
+bool ApiClient::StreamStatus(const Status& st) {
   if (st.ok()) return true;
   // http::Client reports an HTTP error answer as a Status whose message is
   // "HTTP <status>: <the API's message>"; anything else is the transport's.

@@ -62,6 +62,9 @@ class ApiClient {
   // False (after printing why) when the stream could not be opened or broke.
   bool Stream(const std::string& path_and_query,
               const std::function<bool(const http::SseEvent&)>& on_event);
+  // The same, for a stream answered to a POST of a JSON body.
+  bool StreamPost(const std::string& path_and_query, const std::string& json_body,
+                  const std::function<bool(const http::SseEvent&)>& on_event);
 
   // Names the manifest sent in the next calls' bodies, shown in diagnostics instead of the
   // server's "<request>" (the file given to `apply -f`). Empty: leave "<request>".
@@ -75,6 +78,7 @@ class ApiClient {
   std::optional<Json> ParseJson(std::optional<http::ClientResponse> response);
   void Fail(int exit_code);
   void ReportTransport(const Status& status);
+  bool StreamStatus(const Status& status);  // a stream's end: true, or why it failed (printed)
 
   std::string server_;
   std::ostream& err_;

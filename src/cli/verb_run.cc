@@ -326,7 +326,7 @@ int RunWorkflow(const std::string& server, const WorkflowOptions& o) {
 }  // namespace
 
 void AddRunCommand(CLI::App& app, Context& ctx) {
-  auto* run = app.add_subcommand("run", "Run a tool or a workflow");
+  auto* run = app.add_subcommand("run", "Run a tool, a workflow or an agent");
   run->fallthrough();
   run->require_subcommand(1);
 
@@ -383,6 +383,7 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
                   "table (the run for people), or the run as json or yaml (without --wait or "
                   "--follow: the API's 202 answer)");
   wf->callback([&ctx, w] { ctx.exit_code = RunWorkflow(ctx.server, *w); });
+  AddAgentCommands(app, *run, ctx);
 }
 
 }  // namespace cortex::cli

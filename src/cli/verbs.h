@@ -32,6 +32,8 @@ void AddErrorsCommand(CLI::App& app, Context& ctx);
 void AddEventsCommand(CLI::App& app, Context& ctx);
 void AddDepsCommand(CLI::App& app, Context& ctx);
 void AddRunCommand(CLI::App& app, Context& ctx);
+// `run agent` (under `run`) and `chat` (verb_agent.cc).
+void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx);
 void AddExecutionsCommand(CLI::App& app, Context& ctx);
 void AddWorkflowsCommand(CLI::App& app, Context& ctx);
 void AddDeployCommand(CLI::App& app, Context& ctx);

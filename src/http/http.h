@@ -179,6 +179,9 @@ class Client {
   // Reads a text/event-stream until on_event returns false or the server ends the stream.
   Status Stream(const std::string& path_and_query,
                 const std::function<bool(const SseEvent&)>& on_event);
+  // POSTs a JSON body and reads the answer as a text/event-stream, as Stream does.
+  Status StreamPost(const std::string& path_and_query, const std::string& json_body,
+                    const std::function<bool(const SseEvent&)>& on_event);
 
  private:
   class Impl;

@@ -824,24 +824,33 @@ class Client::Impl {
 
   // The read timeout applies between reads: a stream's server should send keep-alive comments
   // more often than that.
-  Status Stream(const std::string& path, const std::function<bool(const SseEvent&)>& on_event) {
+  // GET (body null) or POST (a JSON body) answered with an event stream.
+  Status Stream(const std::string& path, const std::string* body,
+                const std::function<bool(const SseEvent&)>& on_event) {
     if (!config_error_.ok()) return config_error_;
     SseParser parser(on_event);
     int status = 0;
     std::string error_body;
-    auto result = client_->Get(
-        EscapeTarget(path), httplib::Headers{{"Accept", "text/event-stream"}},
-        [&](const httplib::Response& response) {
-          status = response.status;
-          return true;
-        },
-        [&](const char* data, size_t n) {
-          if (status < 200 || status > 299) {
-            error_body.append(data, std::min(n, kMaxErrorBodyBytes - error_body.size()));
-            return true;
-          }
-          return parser.Feed(data, n);
-        });
+    httplib::Request req;
+    req.method = body ? "POST" : "GET";
+    req.path = EscapeTarget(path);
+    req.headers = httplib::Headers{{"Accept", "text/event-stream"}};
+    if (body) {
+      req.headers.emplace("Content-Type", "application/json");
+      req.body = *body;
+    }
+    req.response_handler = [&](const httplib::Response& response) {
+      status = response.status;
+      return true;
+    };
+    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      if (status < 200 || status > 299) {
+        error_body.append(data, std::min(n, kMaxErrorBodyBytes - error_body.size()));
+        return true;
+      }
+      return parser.Feed(data, n);
+    };
+    auto result = client_->send(req);
     if (parser.stopped()) return Status::Ok();
     if (parser.too_large()) {
       return ResourceExhaustedError("event stream " + path + ": an event is larger than " +
@@ -895,7 +904,12 @@ Result<ClientResponse> Client::Delete(const std::string& path_and_query) {
 
 Status Client::Stream(const std::string& path_and_query,
                       const std::function<bool(const SseEvent&)>& on_event) {
-  return impl_->Stream(path_and_query, on_event);
+  return impl_->Stream(path_and_query, nullptr, on_event);
+}
+
+Status Client::StreamPost(const std::string& path_and_query, const std::string& json_body,
+                          const std::function<bool(const SseEvent&)>& on_event) {
+  return impl_->Stream(path_and_query, &json_body, on_event);
 }
 
 }  // namespace cortex::http

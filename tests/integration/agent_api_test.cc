@@ -213,6 +213,11 @@ TEST_F(AgentApi, EventsStreamAsTheModelSpeaks) {
     auto data = json::parse(e.data, nullptr, false);
     if (e.event == "thought") thought += data.value("text", "");
     if (e.event == "response") response = data.value("text", "");
+    if (e.event == "action") {
+      EXPECT_EQ(data.value("name", ""), "calculator") << e.data;
+      EXPECT_EQ(data["parameters"]["operation"], "add") << e.data;
+      EXPECT_EQ(data.value("id", ""), "a") << e.data;
+    }
   }
   EXPECT_EQ(thought, "Let me add.");
   EXPECT_EQ(response, "It is 2.");
