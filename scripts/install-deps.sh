@@ -23,13 +23,27 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  exit 0
+# Node.js runs the real clients the tests drive Cortex with (the official `openai` package).
+# A machine may have it from another Debian archive (with npm bundled): only add what is missing.
+if ! command -v node >/dev/null; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null && ! dpkg-query -W -f='${Status}' nodejs 2>/dev/null | grep -q "install ok installed"; then
+  missing+=(npm)
 fi
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ((${#missing[@]} > 0)); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+
+# The test clients, from npm, as locked in tests/node/package-lock.json.
+cd "$(dirname "$0")/.."
+if [[ ! -d tests/node/node_modules/openai ]]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null
+fi

@@ -108,6 +108,7 @@ Json AgentRunResult::ToJson() const {
   Json j;
   j["run_id"] = run_id;
   j["agent"] = agent;
+  if (!session_id.empty()) j["session_id"] = session_id;
   j["status"] = status;
   j["reason"] = reason;
   j["response"] = ToValidUtf8(response);
@@ -200,11 +201,13 @@ Json ParametersSchema(const registry::ParameterList& params) {
 }
 
 AgentRunner::AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
-                         workflow::StepDispatcher& dispatcher, AgentRunOptions options)
+                         workflow::StepDispatcher& dispatcher, AgentRunOptions options,
+                         store::Store* store)
     : registry_(registry),
       gateway_(gateway),
       dispatcher_(dispatcher),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      store_(store) {}
 
 namespace {
 
@@ -299,6 +302,23 @@ Status AgentRunner::Check(const std::string& agent) const {
 Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const AgentEventSink& sink,
                                         const CancelToken* cancel) {
   CORTEX_RETURN_IF_ERROR(Check(request.agent));
+  // The session it continues (or a new one), read before anything is recorded.
+  store::AgentSessionRecord session;
+  const bool keep_session = store_ && (request.keep_session || !request.session_id.empty());
+  if (!request.session_id.empty()) {
+    if (!store_) return FailedPreconditionError("sessions are not kept by this server");
+    CORTEX_ASSIGN_OR_RETURN(auto found, store_->GetAgentSession(request.session_id));
+    if (!found) return NotFoundError("no agent session '" + request.session_id + "'");
+    if (found->agent != request.agent) {
+      return FailedPreconditionError("session '" + request.session_id + "' belongs to agent '" +
+                                     found->agent + "', not '" + request.agent + "'");
+    }
+    session = std::move(*found);
+  } else if (keep_session) {
+    session.id = "as_" + NewRunId().substr(3);
+    session.agent = request.agent;
+    session.created_ms = exec::NowMs();
+  }
   const auto start = Clock::now();
   auto snap = registry_.snapshot();
   const registry::Entry* entry = snap->Find(registry::Kind::kAgent, request.agent);
@@ -309,8 +329,33 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   AgentRunResult result;
   result.run_id = request.run_id.empty() ? NewRunId() : request.run_id;
   result.agent = request.agent;
+  result.session_id = session.id;
   auto state = std::make_shared<RunState>();
   state->sink = sink;
+  // Recorded before anything runs: a server that stops mid-run leaves it `interrupted`, not lost.
+  store::AgentRunRecord run_row;
+  run_row.id = result.run_id;
+  run_row.agent = request.agent;
+  run_row.session_id = session.id;
+  run_row.input = request.input;
+  run_row.created_ms = exec::NowMs();
+  if (store_) {
+    if (Status st = store_->PutAgentRun(run_row); !st.ok()) {
+      return UnavailableError("cannot record the agent run: " + st.message());
+    }
+  }
+  std::vector<llm::Message> session_messages;
+  if (auto prior = ParseJson(session.messages_json); prior.ok() && prior->is_array()) {
+    for (const auto& m : *prior) {
+      if (m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+          m["content"].is_string()) {
+        session_messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+    }
+  }
+  if (auto vars = ParseJson(session.variables_json); vars.ok() && vars->is_object()) {
+    state->vars = *vars;
+  }
 
   // --- The system prompt: persona, protocol, catalogue. ---
   std::string system;
@@ -356,8 +401,12 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     }
   }
   system += catalogue;
+  if (!request.extra_system.empty()) {
+    system += "\n\n# From the caller\n\n" + request.extra_system;
+  }
 
   std::vector<llm::Message> messages = {{"system", system}};
+  for (const auto& m : session_messages) messages.push_back(m);
   for (const auto& m : request.history) messages.push_back(m);
   messages.push_back({"user", request.input});
   const auto chain = ChainOf(spec, options_.default_provider);
@@ -774,9 +823,44 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     for (const auto& id : state->order) result.actions.push_back(ActionJson(state->actions[id]));
   }
   result.duration_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+  Json vars_after;
   {
     std::lock_guard lock(state->mu);
     state->ended = true;  // nothing more starts
+    vars_after = state->vars;
+  }
+  if (store_) {
+    run_row.status = result.status;
+    run_row.reason = result.reason;
+    run_row.finished_ms = exec::NowMs();
+    run_row.record_json = DumpJson(result.ToJson());
+    if (Status st = store_->PutAgentRun(run_row); !st.ok()) {
+      log::Warn("agent", "cannot record the end of run " + result.run_id + ": " + st.message());
+    }
+  }
+  if (keep_session) {
+    // The conversation goes on from the input and the answer (re-read: another run of the same
+    // session may have ended meanwhile).
+    std::lock_guard lock(sessions_mu_);
+    store::AgentSessionRecord s = session;
+    if (!request.session_id.empty()) {
+      if (auto again = store_->GetAgentSession(session.id); again.ok() && *again) s = **again;
+    }
+    Json messages_json = ParseJsonOrString(s.messages_json);
+    if (!messages_json.is_array()) messages_json = Json::array();
+    messages_json.push_back({{"role", "user"}, {"content", ToValidUtf8(request.input)}});
+    if (!result.response.empty()) {
+      messages_json.push_back({{"role", "assistant"}, {"content", ToValidUtf8(result.response)}});
+    }
+    s.messages_json = DumpJson(messages_json);
+    s.variables_json = DumpJson(vars_after);
+    s.runs += 1;
+    s.input_tokens += result.usage.input_tokens;
+    s.output_tokens += result.usage.output_tokens;
+    s.updated_ms = exec::NowMs();
+    if (Status st = store_->PutAgentSession(s); !st.ok()) {
+      log::Warn("agent", "cannot record session " + s.id + ": " + st.message());
+    }
   }
   state->Emit("done", result.ToJson());
   // Completions of actions still running (fire_and_forget) must not reach the caller's sink.

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,7 @@
 #include "common/status.h"
 #include "llm/gateway.h"
 #include "registry/registry.h"
+#include "store/store.h"
 #include "workflow/engine.h"
 
 namespace cortex::agent {
@@ -40,10 +42,17 @@ struct AgentRunOptions {
 
 struct AgentRunRequest {
   std::string agent;
-  std::string input;                    // the user's message
+  std::string input;  // the user's message
   // The conversation so far (user and assistant turns, oldest first), kept by the caller until
   // sessions are stored: it goes between the system prompt and `input`.
   std::vector<llm::Message> history;
+  // More instructions from the caller (an OpenAI client's system messages), after the agent's own
+  // system prompt.
+  std::string extra_system;
+  // The session this run continues ("" = a new one, when `keep_session`): its messages come
+  // before `history`, and the run's input and answer are added to it at the end.
+  std::string session_id;
+  bool keep_session = true;
   std::string run_id;                   // "" = a new one ("ar_" + hex)
   std::optional<int64_t> token_budget;  // input + output tokens, all turns together
   bool record = false;                  // write the model's turns to recordings_dir/<run_id>.jsonl
@@ -59,8 +68,9 @@ using AgentEventSink = std::function<void(const AgentEvent&)>;
 
 struct AgentRunResult {
   std::string run_id, agent;
-  std::string status;  // succeeded | failed | cancelled
-  std::string reason;  // final | iteration_cap | time_limit | token_budget | cancelled | error
+  std::string session_id;  // "" when the run keeps no session
+  std::string status;      // succeeded | failed | cancelled
+  std::string reason;      // final | iteration_cap | time_limit | token_budget | cancelled | error
   std::string response;
   std::string error;
   int iterations = 0;
@@ -74,8 +84,10 @@ struct AgentRunResult {
 
 class AgentRunner {
  public:
+  // `store` (optional) keeps sessions and run records.
   AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
-              workflow::StepDispatcher& dispatcher, AgentRunOptions options);
+              workflow::StepDispatcher& dispatcher, AgentRunOptions options,
+              store::Store* store = nullptr);
 
   // Checks that the run can start: the agent exists (NotFound), its manifest is resolved and its
   // model's provider usable (FailedPrecondition). Called by Run; the API calls it first to answer
@@ -92,6 +104,8 @@ class AgentRunner {
   llm::Gateway& gateway_;
   workflow::StepDispatcher& dispatcher_;
   AgentRunOptions options_;
+  store::Store* store_;
+  std::mutex sessions_mu_;  // a session's read-modify-write at the end of a run
 };
 
 // `$name` references in a JSON value: a string that is exactly "$name" becomes the variable's

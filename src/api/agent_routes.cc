@@ -3,6 +3,8 @@
 #include <atomic>
 #include <thread>
 
+#include <algorithm>
+
 #include "api/errors.h"
 #include "api/route_util.h"
 #include "common/json.h"
@@ -59,8 +61,10 @@ Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stre
     }
   }
   if (auto it = body.find("session_id"); it != body.end() && !it->is_null()) {
-    return UnimplementedError(
-        "sessions are not stored yet: each run starts a new conversation (omit session_id)");
+    if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
+      return InvalidArgumentError("'session_id' must be a session's id (a string)");
+    }
+    r->session_id = it->get<std::string>();
   }
   if (auto it = body.find("stream"); it != body.end()) {
     if (!it->is_boolean()) return InvalidArgumentError("'stream' must be true or false");
@@ -135,6 +139,7 @@ Status AgentSteps::Start(const workflow::StepDispatcher::AgentCall& call,
     return InvalidArgumentError("the agent step has no input (parameters: {message: ...})");
   }
   request.run_id = NewRunId();
+  request.keep_session = false;  // a step's run is one question, its record the step's output
   {
     std::lock_guard lock(mu_);
     ++running_;
@@ -169,7 +174,56 @@ Status AgentSteps::Start(const workflow::StepDispatcher::AgentCall& call,
   return Status::Ok();
 }
 
-void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs) {
+namespace {
+
+Json SessionJson(const store::AgentSessionRecord& s, bool with_messages) {
+  Json messages = ParseJsonOrString(s.messages_json);
+  Json j = {{"session_id", s.id},
+            {"agent", s.agent},
+            {"runs", s.runs},
+            {"messages_count", messages.is_array() ? messages.size() : 0},
+            {"usage", {{"input_tokens", s.input_tokens}, {"output_tokens", s.output_tokens}}},
+            {"created_ms", s.created_ms},
+            {"updated_ms", s.updated_ms}};
+  if (with_messages) {
+    j["messages"] = messages;
+    j["variables"] = ParseJsonOrString(s.variables_json);
+  }
+  return j;
+}
+
+Json RunRowJson(const store::AgentRunRecord& r) {
+  if (r.status != "running") {
+    Json record = ParseJsonOrString(r.record_json);
+    if (record.is_object() && !record.empty()) return record;
+  }
+  Json j = {{"run_id", r.id},
+            {"agent", r.agent},
+            {"status", r.status},
+            {"input", r.input},
+            {"created_ms", r.created_ms}};
+  if (!r.session_id.empty()) j["session_id"] = r.session_id;
+  if (!r.reason.empty()) j["reason"] = r.reason;
+  if (r.status == "interrupted") {
+    j["error"] = "interrupted: the server stopped during the run";
+  }
+  return j;
+}
+
+size_t LimitOf(const http::Request& req) {
+  auto v = req.Query("limit");
+  if (!v) return 50;
+  try {
+    return std::clamp<size_t>(std::stoul(*v), 1, 1000);
+  } catch (...) {
+    return 50;
+  }
+}
+
+}  // namespace
+
+void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
+                    store::Store& store, registry::Registry& registry) {
   server.Handle("POST", "/execute/agent", [&runner, &runs](const http::Request& req) {
     auto body = BodyObject(req);
     if (!body.ok()) return ErrorFromStatus(body.status());
@@ -204,8 +258,67 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns&
     };
     return resp;
   });
-  server.Handle("GET", "/agent-runs", [&runs](const http::Request&) {
-    return Ok(Json{{"runs", runs.List()}});
+  // Runs: those in progress here, then the recorded ones, newest first.
+  server.Handle("GET", "/agent-runs", [&runs, &store](const http::Request& req) {
+    auto rows = store.ListAgentRuns(req.Query("agent").value_or(""),
+                                    req.Query("session_id").value_or(""), LimitOf(req));
+    if (!rows.ok()) return ErrorFromStatus(rows.status());
+    Json recorded = Json::array();
+    for (const auto& r : *rows) {
+      Json j = RunRowJson(r);
+      j.erase("actions");  // the list stays small; GET /agent-runs/{id} has them
+      recorded.push_back(std::move(j));
+    }
+    return Ok(Json{{"in_progress", runs.List()}, {"runs", std::move(recorded)}});
+  });
+  server.Handle("GET", "/agent-runs/{id}", [&store](const http::Request& req) {
+    auto row = store.GetAgentRun(req.PathParam("id"));
+    if (!row.ok()) return ErrorFromStatus(row.status());
+    if (!*row) return ErrorFromStatus(NotFoundError("no agent run '" + req.PathParam("id") + "'"));
+    return Ok(RunRowJson(**row));
+  });
+  // Sessions (the seed's /state/agent routes, and one by id).
+  server.Handle("GET", "/state/agent/{agent}/sessions", [&store](const http::Request& req) {
+    auto rows = store.ListAgentSessions(req.PathParam("agent"), LimitOf(req));
+    if (!rows.ok()) return ErrorFromStatus(rows.status());
+    Json out = Json::array();
+    for (const auto& s : *rows) out.push_back(SessionJson(s, false));
+    return Ok(Json{{"agent", req.PathParam("agent")}, {"sessions", std::move(out)}});
+  });
+  server.Handle(
+      "POST", "/state/agent/{agent}/session", [&store, &registry](const http::Request& req) {
+        std::string agent = req.PathParam("agent");
+        if (!registry.snapshot()->Find(registry::Kind::kAgent, agent)) {
+          return ErrorFromStatus(NotFoundError("no agent named '" + agent + "'"));
+        }
+        auto body = BodyObject(req);
+        if (!body.ok()) return ErrorFromStatus(body.status());
+        store::AgentSessionRecord s;
+        s.id = "as_" + NewRunId().substr(3);
+        s.agent = agent;
+        s.created_ms = s.updated_ms = exec::NowMs();
+        if (auto v = body->find("variables"); v != body->end() && !v->is_null()) {
+          if (!v->is_object()) {
+            return ErrorFromStatus(InvalidArgumentError("'variables' must be a JSON object"));
+          }
+          s.variables_json = DumpJson(*v);
+        }
+        if (Status st = store.PutAgentSession(s); !st.ok()) return ErrorFromStatus(st);
+        return Ok(SessionJson(s, true), 201);
+      });
+  server.Handle("GET", "/agent-sessions/{id}", [&store](const http::Request& req) {
+    auto s = store.GetAgentSession(req.PathParam("id"));
+    if (!s.ok()) return ErrorFromStatus(s.status());
+    if (!*s) {
+      return ErrorFromStatus(NotFoundError("no agent session '" + req.PathParam("id") + "'"));
+    }
+    return Ok(SessionJson(**s, true));
+  });
+  server.Handle("DELETE", "/agent-sessions/{id}", [&store](const http::Request& req) {
+    if (Status st = store.DeleteAgentSession(req.PathParam("id")); !st.ok()) {
+      return ErrorFromStatus(st);
+    }
+    return Ok(Json{{"session_id", req.PathParam("id")}, {"deleted", true}});
   });
   server.Handle("POST", "/agent-runs/{id}/cancel", [&runs](const http::Request& req) {
     std::string id = req.PathParam("id");
@@ -224,6 +337,197 @@ void AddLlmRoutes(http::Server& server, llm::Gateway& gateway) {
     std::string name = req.PathParam("name");
     if (Status st = gateway.ResetBreaker(name); !st.ok()) return ErrorFromStatus(st);
     return Ok(Json{{"name", name}, {"breaker", "closed"}});
+  });
+}
+
+// ---- The OpenAI-compatible endpoint. ----
+
+namespace {
+
+// An OpenAI error answer: {"error": {"message", "type", "code"}}.
+http::Response OpenAiError(int status, const std::string& type, const std::string& message) {
+  return http::Response::Json(
+      status, DumpJson(Json{{"error", {{"message", message}, {"type", type}, {"code", type}}}}));
+}
+
+http::Response OpenAiError(const Status& st) {
+  int status = HttpStatusFor(st.code());
+  std::string type = status == 404   ? "model_not_found"
+                     : status == 400 ? "invalid_request_error"
+                     : status == 409 ? "model_unavailable"
+                                     : "server_error";
+  return OpenAiError(status, type, st.message());
+}
+
+// A message's text: a string, or the text parts of a list of parts.
+std::optional<std::string> ContentText(const Json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  if (content.is_null()) return std::string();
+  if (!content.is_array()) return std::nullopt;
+  std::string out;
+  for (const auto& part : content) {
+    if (!part.is_object()) return std::nullopt;
+    if (part.value("type", "") == "text" && part.contains("text") && part["text"].is_string()) {
+      out += (out.empty() ? "" : "\n") + part["text"].get<std::string>();
+    }
+  }
+  return out;
+}
+
+// {model, messages, stream}: the agent, its history, the last user message as its input.
+Status ParseChatCompletion(const Json& body, agent::AgentRunRequest* r, bool* stream,
+                           bool* include_usage) {
+  auto model = body.find("model");
+  if (model == body.end() || !model->is_string() || model->get_ref<const std::string&>().empty()) {
+    return InvalidArgumentError("'model' is required: the name of the agent to talk to");
+  }
+  r->agent = model->get<std::string>();
+  auto messages = body.find("messages");
+  if (messages == body.end() || !messages->is_array() || messages->empty()) {
+    return InvalidArgumentError("'messages' must be a non-empty list");
+  }
+  if (messages->size() > 1000) return InvalidArgumentError("at most 1000 messages");
+  std::vector<llm::Message> turns;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& m = (*messages)[i];
+    std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return InvalidArgumentError(where + " must be {\"role\", \"content\"}");
+    }
+    std::string role = m["role"].get<std::string>();
+    auto text = ContentText(m.value("content", Json()));
+    if (!text) return InvalidArgumentError(where + ".content must be a string or text parts");
+    if (role == "system" || role == "developer") {
+      r->extra_system += (r->extra_system.empty() ? "" : "\n\n") + *text;
+    } else if (role == "user" || role == "assistant") {
+      turns.push_back({role, *text});
+    } else if (role != "tool" && role != "function") {
+      return InvalidArgumentError(where + ".role '" + role +
+                                  "' is not one of system, user, "
+                                  "assistant");
+    }
+  }
+  if (turns.empty() || turns.back().role != "user" || turns.back().content.empty()) {
+    return InvalidArgumentError("the last message must be the user's, with text");
+  }
+  r->input = turns.back().content;
+  turns.pop_back();
+  r->history = std::move(turns);
+  if (auto it = body.find("stream"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return InvalidArgumentError("'stream' must be true or false");
+    *stream = it->get<bool>();
+  }
+  if (auto it = body.find("stream_options"); it != body.end() && it->is_object()) {
+    *include_usage = it->value("include_usage", false);
+  }
+  return Status::Ok();
+}
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Json UsageJson(const Json& record) {
+  int64_t in = record["usage"].value("input_tokens", int64_t{0});
+  int64_t out = record["usage"].value("output_tokens", int64_t{0});
+  return {{"prompt_tokens", in}, {"completion_tokens", out}, {"total_tokens", in + out}};
+}
+
+}  // namespace
+
+void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
+                     registry::Registry& registry) {
+  server.Handle("GET", "/v1/models", [&registry](const http::Request&) {
+    Json data = Json::array();
+    auto snap = registry.snapshot();
+    for (const auto* e : snap->List(registry::Kind::kAgent)) {
+      data.push_back(
+          {{"id", e->name()}, {"object", "model"}, {"created", 0}, {"owned_by", "cortex"}});
+    }
+    return Ok(Json{{"object", "list"}, {"data", std::move(data)}});
+  });
+  server.Handle("POST", "/v1/chat/completions", [&runner, &runs](const http::Request& req) {
+    auto body = BodyObject(req);
+    if (!body.ok()) return OpenAiError(body.status());
+    agent::AgentRunRequest request;
+    bool stream = false, include_usage = false;
+    if (Status st = ParseChatCompletion(*body, &request, &stream, &include_usage); !st.ok()) {
+      return OpenAiError(st);
+    }
+    if (Status st = runner.Check(request.agent); !st.ok()) return OpenAiError(st);
+    request.run_id = NewRunId();
+    request.keep_session = false;  // the client sends the whole conversation every time
+    const std::string id = "chatcmpl-" + request.run_id;
+    const int64_t created = NowSeconds();
+    if (!stream) {
+      auto cancel = runs.Add(request.run_id, request.agent);
+      auto result = runner.Run(request, nullptr, cancel.get());
+      runs.Remove(request.run_id);
+      if (!result.ok()) return OpenAiError(result.status());
+      Json record = result->ToJson();
+      if (result->reason == "error" || result->status == "cancelled") {
+        return OpenAiError(
+            502, "upstream_error",
+            "agent run " + result->run_id + " ended " + result->status + ": " + result->error);
+      }
+      return Ok(Json{{"id", id},
+                     {"object", "chat.completion"},
+                     {"created", created},
+                     {"model", request.agent},
+                     {"choices",
+                      {{{"index", 0},
+                        {"message", {{"role", "assistant"}, {"content", result->response}}},
+                        {"finish_reason", result->status == "succeeded" ? "stop" : "length"}}}},
+                     {"usage", UsageJson(record)},
+                     {"cortex", {{"run_id", result->run_id}, {"reason", result->reason}}}});
+    }
+    http::Response resp;
+    resp.sse = [&runner, &runs, request, id, created, include_usage](http::SseWriter& w) {
+      auto cancel = runs.Add(request.run_id, request.agent);
+      auto chunk = [&](Json delta, Json finish) {
+        return Json{
+            {"id", id},
+            {"object", "chat.completion.chunk"},
+            {"created", created},
+            {"model", request.agent},
+            {"choices", {{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", finish}}}}};
+      };
+      bool open = w.Send("", DumpJson(chunk({{"role", "assistant"}, {"content", ""}}, nullptr)));
+      bool first = true;
+      // The answer streams as the agent gives it: each response block once its actions are done.
+      auto sink = [&](const agent::AgentEvent& e) {
+        if (!open) return;
+        if (e.type == "response") {
+          std::string text = (first ? "" : "\n\n") + e.data.value("text", "");
+          first = false;
+          open = w.Send("", DumpJson(chunk({{"content", text}}, nullptr)));
+        }
+        if (!open) cancel->Cancel();
+      };
+      auto result = runner.Run(request, sink, cancel.get());
+      runs.Remove(request.run_id);
+      if (!open) return;
+      if (!result.ok() || result->reason == "error") {
+        std::string why = result.ok() ? result->error : result.status().message();
+        w.Send("", DumpJson(Json{{"error", {{"message", why}, {"type", "upstream_error"}}}}));
+        return;
+      }
+      w.Send("",
+             DumpJson(chunk(Json::object(), result->status == "succeeded" ? "stop" : "length")));
+      if (include_usage) {
+        Json usage = {{"id", id},
+                      {"object", "chat.completion.chunk"},
+                      {"created", created},
+                      {"model", request.agent},
+                      {"choices", Json::array()},
+                      {"usage", UsageJson(result->ToJson())}};
+        w.Send("", DumpJson(usage));
+      }
+      w.Send("", "[DONE]");
+    };
+    return resp;
   });
 }
 

@@ -12,6 +12,8 @@
 #include "agent/runner.h"
 #include "http/http.h"
 #include "llm/gateway.h"
+#include "registry/registry.h"
+#include "store/store.h"
 #include "workflow/engine.h"
 
 namespace cortex::api {
@@ -55,7 +57,13 @@ class AgentSteps {
   int running_ = 0;
 };
 
-void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs);
+void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
+                    store::Store& store, registry::Registry& registry);
 void AddLlmRoutes(http::Server& server, llm::Gateway& gateway);
+
+// The OpenAI-compatible face of agents (docs/agents.md#openai-compatible-endpoint):
+// POST /v1/chat/completions (model = the agent's name; streamed or not) and GET /v1/models.
+void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
+                     registry::Registry& registry);
 
 }  // namespace cortex::api

@@ -347,8 +347,12 @@ int RunServe(const Settings& settings) {
   aopts.max_parallel = static_cast<int>(s.llm.max_parallel_actions);
   aopts.default_provider = s.llm.default_provider;
   aopts.recordings_dir = s.data_dir + "/recordings";
-  svc.agents =
-      std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher, std::move(aopts));
+  svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher,
+                                                    std::move(aopts), state.get());
+  if (auto n = state->MarkAgentRunsInterrupted(exec::NowMs()); n.ok() && *n > 0) {
+    log::Warn("agent", std::to_string(*n) + " agent runs were running when the server last " +
+                           "stopped: marked interrupted");
+  }
   svc.agent_runs = std::make_unique<AgentRuns>();
   svc.agent_steps = std::make_unique<AgentSteps>(*svc.agents, *svc.agent_runs);
   svc.dispatcher->SetAgentCaller([&svc](const auto& call, auto done) {
@@ -389,15 +393,16 @@ int RunServe(const Settings& settings) {
          AddExecuteRoutes(srv, *executor, *state);
          AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
          AddDeployRoutes(srv, *deployer, *monuments);
-         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs);
+         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs, *state, reg);
          AddLlmRoutes(srv, *svc.gateway);
+         AddOpenAiRoutes(srv, *svc.agents, *svc.agent_runs, reg);
        }},
       {s.services.registry, "manifest-ingestion",
        [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
       {s.services.executor, "runtime-executor",
        [&](http::Server& srv) {
          AddExecuteRoutes(srv, *executor, *state);
-         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs);
+         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs, *state, reg);
        }},
       {s.services.deployer, "deployment-controller",
        [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); }},

@@ -2,8 +2,8 @@
 // its thoughts, actions and their results on stderr as they happen and its answer on stdout.
 // Exit 0 when the run ended with a final answer, 1 otherwise (or when the API refused it).
 //
-// cortex chat NAME: an interactive conversation with an agent in a terminal; each line is a
-// turn, the conversation so far goes with it (`history`), an empty line or EOF ends it.
+// cortex chat NAME [--session ID]: an interactive conversation with an agent in a terminal; each
+// line is a turn of one session (kept by the server), an empty line or EOF ends it.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +20,7 @@ namespace {
 struct AgentOptions {
   std::string agent;
   std::string input;
+  std::string session;  // the session to continue ("" = a new one)
   bool record = false;
   int64_t token_budget = 0;
   bool quiet = false;  // only the answer
@@ -43,13 +44,12 @@ std::string Short(const Json& v, size_t max = 160) {
 
 // Runs one turn of a conversation, printing as it goes; the run's record, or nullopt (after
 // printing why, with *exit_code set).
-std::optional<Json> RunOnce(const std::string& server, const AgentOptions& o, const Json& history,
-                            int* exit_code) {
+std::optional<Json> RunOnce(const std::string& server, const AgentOptions& o, int* exit_code) {
   ApiClient api(server, std::cerr, LongReads());
   Json body = {{"name", o.agent}, {"input", o.input}};
+  if (!o.session.empty()) body["session_id"] = o.session;
   if (o.record) body["record"] = true;
   if (o.token_budget > 0) body["token_budget"] = o.token_budget;
-  if (!history.empty()) body["history"] = history;
   if (o.output != "text") {
     auto record = api.PostJson("/execute/agent", DumpJson(body));
     if (!record) {
@@ -126,14 +126,15 @@ void Summarise(const Json& r, bool quiet) {
             << FormatDurationMs(r.value("duration_ms", int64_t{0})) << ", "
             << r["usage"].value("input_tokens", int64_t{0}) << " + "
             << r["usage"].value("output_tokens", int64_t{0}) << " tokens; run "
-            << r.value("run_id", "") << "\n";
+            << r.value("run_id", "")
+            << (r.contains("session_id") ? ", session " + r.value("session_id", "") : "") << "\n";
   if (r.contains("error")) std::cerr << "error: " << r.value("error", "") << "\n";
   if (r.contains("recording")) std::cerr << "recorded to " << r.value("recording", "") << "\n";
 }
 
 int RunAgent(const std::string& server, const AgentOptions& o) {
   int exit_code = kExitOk;
-  auto r = RunOnce(server, o, Json::array(), &exit_code);
+  auto r = RunOnce(server, o, &exit_code);
   if (!r) return exit_code;
   if (o.output != "text") {
     std::cout << Render(*r, o.output);
@@ -145,7 +146,6 @@ int RunAgent(const std::string& server, const AgentOptions& o) {
 
 int Chat(const std::string& server, AgentOptions o) {
   const bool tty = ::isatty(STDIN_FILENO);
-  Json history = Json::array();
   if (tty) std::cerr << "Talking to " << o.agent << ". An empty line ends the conversation.\n";
   int exit_code = kExitOk;
   for (;;) {
@@ -153,11 +153,13 @@ int Chat(const std::string& server, AgentOptions o) {
     std::string line;
     if (!std::getline(std::cin, line) || line.empty()) break;
     o.input = line;
-    auto r = RunOnce(server, o, history, &exit_code);
+    auto r = RunOnce(server, o, &exit_code);
     if (!r) return exit_code;
     if (r->value("status", "") != "succeeded") Summarise(*r, false);
-    history.push_back({{"role", "user"}, {"content", line}});
-    history.push_back({{"role", "assistant"}, {"content", r->value("response", "")}});
+    o.session = r->value("session_id", o.session);  // the next turn continues this session
+  }
+  if (tty && !o.session.empty()) {
+    std::cerr << "session " << o.session << " (continue it with --session " << o.session << ")\n";
   }
   return exit_code;
 }
@@ -173,6 +175,7 @@ void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx) {
   cmd->fallthrough();
   cmd->add_option("name", o->agent, "The agent's name")->required();
   cmd->add_option("input", o->input, "What to ask it")->required();
+  cmd->add_option("--session", o->session, "Continue this session (its id, from an earlier run)");
   cmd->add_flag("--record", o->record,
                 "Record the model's turns to a file the replay provider can play back");
   cmd->add_option("--token-budget", o->token_budget,
@@ -188,6 +191,7 @@ void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx) {
       "chat", "Talk with an agent: each line you type is a turn; an empty line ends it");
   chat->add_option("name", c->agent, "The agent's name")->required();
   chat->add_flag("-q,--quiet", c->quiet, "Print only the answers");
+  chat->add_option("--session", c->session, "Continue this session instead of starting one");
   chat->callback([&ctx, c] { ctx.exit_code = Chat(ctx.server, *c); });
 }
 

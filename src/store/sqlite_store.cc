@@ -194,7 +194,40 @@ CREATE TABLE deployments (
 -- What Cortex changed in a tool's output to keep it (invalid UTF-8 replaced, ...), one a line.
 ALTER TABLE executions ADD COLUMN notes TEXT NOT NULL DEFAULT '';
 )sql"},
+    {5, "agent sessions and runs", R"sql(
+CREATE TABLE agent_sessions (
+  id             TEXT PRIMARY KEY,
+  agent          TEXT NOT NULL,
+  messages_json  TEXT NOT NULL,
+  variables_json TEXT NOT NULL,
+  runs           INTEGER NOT NULL,
+  input_tokens   INTEGER NOT NULL,
+  output_tokens  INTEGER NOT NULL,
+  created_ms     INTEGER NOT NULL,
+  updated_ms     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX agent_sessions_by_agent ON agent_sessions (agent, updated_ms);
+CREATE TABLE agent_runs (
+  id          TEXT PRIMARY KEY,
+  agent       TEXT NOT NULL,
+  session_id  TEXT NOT NULL,
+  status      TEXT NOT NULL,
+  reason      TEXT NOT NULL,
+  input       TEXT NOT NULL,
+  record_json TEXT NOT NULL,
+  created_ms  INTEGER NOT NULL,
+  finished_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX agent_runs_by_time ON agent_runs (created_ms);
+CREATE INDEX agent_runs_by_session ON agent_runs (session_id, created_ms);
+)sql"},
 };
+
+constexpr std::string_view kAgentSessionColumns =
+    "id, agent, messages_json, variables_json, runs, input_tokens, output_tokens, created_ms, "
+    "updated_ms";
+constexpr std::string_view kAgentRunColumns =
+    "id, agent, session_id, status, reason, input, record_json, created_ms, finished_ms";
 
 constexpr std::string_view kDeploymentColumns =
     "kind, name, driver, desired, state, error, owner, environment, pid, pid_start, project, "
@@ -1029,6 +1062,94 @@ class SqliteStore final : public Store {
     });
   }
 
+  Status PutAgentSession(const AgentSessionRecord& r) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT OR REPLACE INTO agent_sessions (" + std::string(kAgentSessionColumns) +
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+      stmt.Bind(1, r.id);
+      stmt.Bind(2, r.agent);
+      stmt.Bind(3, r.messages_json);
+      stmt.Bind(4, r.variables_json);
+      stmt.Bind(5, r.runs);
+      stmt.Bind(6, r.input_tokens);
+      stmt.Bind(7, r.output_tokens);
+      stmt.Bind(8, r.created_ms);
+      stmt.Bind(9, r.updated_ms);
+      return stmt.Run();
+    });
+  }
+
+  Result<std::optional<AgentSessionRecord>> GetAgentSession(const std::string& id) override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows, QuerySessions("id = ?1", id, 1));
+    if (rows.empty()) return std::optional<AgentSessionRecord>();
+    return std::optional<AgentSessionRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<AgentSessionRecord>> ListAgentSessions(const std::string& agent,
+                                                            size_t limit) override {
+    return QuerySessions(agent.empty() ? "?1 = ''" : "agent = ?1", agent, limit);
+  }
+
+  Status DeleteAgentSession(const std::string& id) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                              c.Prepare("DELETE FROM agent_sessions WHERE id = ?1"));
+      stmt.Bind(1, id);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      if (sqlite3_changes(c.db()) == 0) return NotFoundError("no agent session " + id);
+      return Status::Ok();
+    });
+  }
+
+  Status PutAgentRun(const AgentRunRecord& r) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT OR REPLACE INTO agent_runs (" + std::string(kAgentRunColumns) +
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+      stmt.Bind(1, r.id);
+      stmt.Bind(2, r.agent);
+      stmt.Bind(3, r.session_id);
+      stmt.Bind(4, r.status);
+      stmt.Bind(5, r.reason);
+      stmt.Bind(6, r.input);
+      stmt.Bind(7, r.record_json);
+      stmt.Bind(8, r.created_ms);
+      stmt.Bind(9, r.finished_ms);
+      return stmt.Run();
+    });
+  }
+
+  Result<std::optional<AgentRunRecord>> GetAgentRun(const std::string& id) override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows, QueryAgentRuns("id = ?1", id, "", 1));
+    if (rows.empty()) return std::optional<AgentRunRecord>();
+    return std::optional<AgentRunRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<AgentRunRecord>> ListAgentRuns(const std::string& agent,
+                                                    const std::string& session_id,
+                                                    size_t limit) override {
+    return QueryAgentRuns("(?1 = '' OR agent = ?1) AND (?2 = '' OR session_id = ?2)", agent,
+                          session_id, limit);
+  }
+
+  Result<int> MarkAgentRunsInterrupted(int64_t now_ms) override {
+    int changed = 0;
+    CORTEX_RETURN_IF_ERROR(Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("UPDATE agent_runs SET status = 'interrupted', reason = 'interrupted', "
+                    "finished_ms = ?1 WHERE status = 'running'"));
+      stmt.Bind(1, now_ms);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      changed = sqlite3_changes(c.db());
+      return Status::Ok();
+    }));
+    return changed;
+  }
+
   Status SetScheduleMark(const std::string& workflow, int64_t due_ms) override {
     return Write([&](Connection& c) -> Status {
       CORTEX_ASSIGN_OR_RETURN(
@@ -1042,6 +1163,63 @@ class SqliteStore final : public Store {
   }
 
  private:
+  Result<std::vector<AgentSessionRecord>> QuerySessions(const char* where, const std::string& arg,
+                                                        size_t limit) {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT " + std::string(kAgentSessionColumns) +
+                        " FROM agent_sessions WHERE " + where + " ORDER BY updated_ms DESC LIMIT " +
+                        std::to_string(std::min<size_t>(limit, 1000))));
+    stmt.Bind(1, arg);
+    std::vector<AgentSessionRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      AgentSessionRecord r;
+      r.id = stmt.Text(0);
+      r.agent = stmt.Text(1);
+      r.messages_json = stmt.Text(2);
+      r.variables_json = stmt.Text(3);
+      r.runs = stmt.Int(4);
+      r.input_tokens = stmt.Int(5);
+      r.output_tokens = stmt.Int(6);
+      r.created_ms = stmt.Int(7);
+      r.updated_ms = stmt.Int(8);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  Result<std::vector<AgentRunRecord>> QueryAgentRuns(const char* where, const std::string& a,
+                                                     const std::string& b, size_t limit) {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT " + std::string(kAgentRunColumns) + " FROM agent_runs WHERE " +
+                        where + " ORDER BY created_ms DESC LIMIT " +
+                        std::to_string(std::min<size_t>(limit, 1000))));
+    stmt.Bind(1, a);
+    if (std::string_view(where).find("?2") != std::string_view::npos) stmt.Bind(2, b);
+    std::vector<AgentRunRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      AgentRunRecord r;
+      r.id = stmt.Text(0);
+      r.agent = stmt.Text(1);
+      r.session_id = stmt.Text(2);
+      r.status = stmt.Text(3);
+      r.reason = stmt.Text(4);
+      r.input = stmt.Text(5);
+      r.record_json = stmt.Text(6);
+      r.created_ms = stmt.Int(7);
+      r.finished_ms = stmt.Int(8);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
   Result<std::vector<DeploymentRecord>> QueryDeployments(const std::string& kind,
                                                          const std::string* name) {
     Lease reader(*this);

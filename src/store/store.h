@@ -137,6 +137,28 @@ struct DeploymentRecord {
   int64_t created_ms = 0, updated_ms = 0, started_ms = 0;
 };
 
+// ---- Agents: sessions (a conversation that runs continue) and runs ------------------------
+struct AgentSessionRecord {
+  std::string id;
+  std::string agent;
+  std::string messages_json = "[]";   // [{"role": "user"|"assistant", "content"}], oldest first
+  std::string variables_json = "{}";  // the $variables runs left behind, for the next run
+  int64_t runs = 0;
+  int64_t input_tokens = 0, output_tokens = 0;
+  int64_t created_ms = 0, updated_ms = 0;
+};
+
+struct AgentRunRecord {
+  std::string id;
+  std::string agent;
+  std::string session_id;
+  std::string status = "running";  // running | succeeded | failed | cancelled | interrupted
+  std::string reason;
+  std::string input;
+  std::string record_json = "{}";  // the run's JSON record once it has finished
+  int64_t created_ms = 0, finished_ms = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -182,6 +204,22 @@ class Store {
                                                                 const std::string& name) = 0;
   virtual Result<std::vector<DeploymentRecord>> ListDeployments(const std::string& kind) = 0;
   virtual Status DeleteDeployment(const std::string& kind, const std::string& name) = 0;
+
+  // Agent sessions and runs. Put* inserts or replaces the whole row.
+  virtual Status PutAgentSession(const AgentSessionRecord& record) = 0;
+  virtual Result<std::optional<AgentSessionRecord>> GetAgentSession(const std::string& id) = 0;
+  // An agent's sessions ("" = every agent's), most recently used first.
+  virtual Result<std::vector<AgentSessionRecord>> ListAgentSessions(const std::string& agent,
+                                                                    size_t limit) = 0;
+  virtual Status DeleteAgentSession(const std::string& id) = 0;  // NotFound if absent
+  virtual Status PutAgentRun(const AgentRunRecord& record) = 0;
+  virtual Result<std::optional<AgentRunRecord>> GetAgentRun(const std::string& id) = 0;
+  // Newest first; `agent` "" = all, `session_id` "" = any.
+  virtual Result<std::vector<AgentRunRecord>> ListAgentRuns(const std::string& agent,
+                                                            const std::string& session_id,
+                                                            size_t limit) = 0;
+  // Runs still `running` (the server stopped during them) become `interrupted`; how many.
+  virtual Result<int> MarkAgentRunsInterrupted(int64_t now_ms) = 0;
 };
 
 struct SqliteOptions {

@@ -31,7 +31,10 @@ class CliProcess {
     err_path_ = dir_.path() / "stderr";
     std::filesystem::path in_path = dir_.path() / "stdin";
     WriteFile(in_path, stdin_text);
-    args.insert(args.begin(), CortexBinary());
+    // `cortex` unless the first argument is a program's absolute path (another real client).
+    if (args.empty() || args[0].empty() || args[0][0] != '/') {
+      args.insert(args.begin(), CortexBinary());
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

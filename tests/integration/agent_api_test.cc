@@ -318,6 +318,60 @@ TEST_F(AgentApi, AgentStepsRunInWorkflows) {
   EXPECT_THAT(r.body, HasSubstr("iteration_cap"));
 }
 
+// A session continues a conversation: the next run sees the earlier turns and $variables, and
+// sessions and runs are kept in the Store.
+TEST_F(AgentApi, SessionsContinueAConversation) {
+  size_t before = llm_->requests().size();
+  llm_->Script(
+      {Says(
+           R"(<action id="s">{"name":"calculator","parameters":{"operation":"add","a":2,"b":2},"output_key":"sum"}</action><response>2 + 2 = $sum.result</response>)"),
+       Says(R"(<response>Twice what I said before is... I said $sum.result.</response>)")});
+  Reply first = RunAgent({{"name", "helper"}, {"input", "2+2?"}});
+  ASSERT_EQ(first.status, 200) << first.body;
+  std::string session = first.json.value("session_id", "");
+  ASSERT_THAT(session, ::testing::StartsWith("as_")) << first.body;
+  Reply second = RunAgent({{"name", "helper"}, {"input", "And again?"}, {"session_id", session}});
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.json["session_id"], session);
+  EXPECT_EQ(second.json["response"], "Twice what I said before is... I said 4.") << second.body;
+  auto msgs = llm_->requests()[before + 1]["messages"];
+  ASSERT_EQ(msgs.size(), 4u) << msgs.dump();
+  EXPECT_EQ(msgs[1]["content"], "2+2?");
+  EXPECT_EQ(msgs[2]["role"], "assistant");
+  EXPECT_EQ(msgs[2]["content"], "2 + 2 = 4");
+  EXPECT_EQ(msgs[3]["content"], "And again?");
+
+  Reply s = Get(daemon_->client(), "/agent-sessions/" + session);
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_EQ(s.json["runs"], 2);
+  EXPECT_EQ(s.json["messages"].size(), 4u);
+  EXPECT_EQ(s.json["variables"]["sum"]["result"], 4);
+  Reply list = Get(daemon_->client(), "/state/agent/helper/sessions");
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_THAT(list.body, HasSubstr(session));
+
+  // Runs are recorded.
+  Reply run = Get(daemon_->client(), "/agent-runs/" + second.json.value("run_id", ""));
+  ASSERT_EQ(run.status, 200) << run.body;
+  EXPECT_EQ(run.json["status"], "succeeded");
+  EXPECT_EQ(run.json["session_id"], session);
+  Reply runs = Get(daemon_->client(), "/agent-runs?session_id=" + session);
+  ASSERT_EQ(runs.status, 200) << runs.body;
+  EXPECT_EQ(runs.json["runs"].size(), 2u) << runs.body;
+
+  // A session made ahead, with variables; another agent cannot use it.
+  Reply made = Post(daemon_->client(), "/state/agent/helper/session",
+                    json{{"variables", {{"name", "Ada"}}}}.dump());
+  ASSERT_EQ(made.status, 201) << made.body;
+  Reply wrong =
+      RunAgent({{"name", "claude"}, {"input", "hi"}, {"session_id", made.json["session_id"]}});
+  EXPECT_EQ(wrong.status, 409) << wrong.body;
+  EXPECT_EQ(Post(daemon_->client(), "/state/agent/nobody/session", "{}").status, 404);
+  Reply gone = ToReply(daemon_->client().Delete("/agent-sessions/" + session));
+  EXPECT_EQ(gone.status, 200) << gone.body;
+  EXPECT_EQ(Get(daemon_->client(), "/agent-sessions/" + session).status, 404);
+}
+
 TEST_F(AgentApi, BadRequestsGetClearErrors) {
   Reply r = RunAgent({{"input", "hi"}});
   EXPECT_EQ(r.status, 400);
@@ -327,8 +381,9 @@ TEST_F(AgentApi, BadRequestsGetClearErrors) {
   EXPECT_THAT(ErrorMessage(r), HasSubstr("'input' is required"));
   r = RunAgent({{"name", "nobody"}, {"input", "hi"}});
   EXPECT_EQ(r.status, 404);
-  r = RunAgent({{"name", "helper"}, {"input", "hi"}, {"session_id", "s1"}});
-  EXPECT_EQ(r.status, 501);
+  r = RunAgent({{"name", "helper"}, {"input", "hi"}, {"session_id", "as_nope"}});
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(ErrorMessage(r), HasSubstr("no agent session 'as_nope'"));
   r = RunAgent({{"name", "helper"}, {"input", "hi"}, {"token_budget", -1}});
   EXPECT_EQ(r.status, 400);
   Reply bad = Post(daemon_->client(), "/execute/agent", "{\"name\": ");

@@ -42,6 +42,24 @@ TEST(AgentExample, TheAssistantAnswersWithTheCalculatorFromARecording) {
   EXPECT_EQ(r.exit_code, 1) << r;
   EXPECT_THAT(r.err, HasSubstr("no agent named 'nobody'")) << r;
 
+  // The official OpenAI client (npm `openai`) talks to the agent as if it were a model.
+  CliResult js = RunCli({"/usr/bin/env", "node",
+                         std::string(CORTEX_SOURCE_DIR) + "/tests/node/openai_client.mjs",
+                         d.url() + "/v1", "assistant", "What is 17 + 25?"});
+  ASSERT_EQ(js.exit_code, 0) << js;
+  auto oa = nlohmann::json::parse(js.out, nullptr, false);
+  ASSERT_TRUE(oa.is_object()) << js;
+  EXPECT_THAT(oa["models"].dump(), HasSubstr("\"assistant\"")) << js;
+  EXPECT_EQ(oa["completion"]["content"], "17 + 25 = 42") << js;
+  EXPECT_EQ(oa["completion"]["finish"], "stop") << js;
+  EXPECT_EQ(oa["completion"]["usage"]["total_tokens"], 2552 + 95) << js;
+  EXPECT_EQ(oa["stream"]["text"], "Let me calculate that.\n\n17 + 25 = 42") << js;
+  EXPECT_EQ(oa["stream"]["finish"], "stop") << js;
+  EXPECT_GE(oa["stream"]["chunks"], 3) << js;
+  EXPECT_EQ(oa["stream"]["usage"]["prompt_tokens"], 2552) << js;
+  EXPECT_EQ(oa["unknown"]["status"], 404) << js;
+  EXPECT_THAT(oa["unknown"].value("message", ""), HasSubstr("no agent named 'nobody'")) << js;
+
   // A conversation: each line a turn.
   r = RunCli({"--server", d.url(), "chat", "assistant", "-q"}, "What is 17 + 25?\n\n");
   EXPECT_EQ(r.exit_code, 0) << r;

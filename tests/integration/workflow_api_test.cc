@@ -1053,11 +1053,16 @@ TEST_F(WorkflowApi, EventStreamFollowsALiveRunToItsResult) {
 
 // ---- Agent steps --------------------------------------------------------------------------
 
-TEST_F(WorkflowApi, AgentStepIsNotAvailableYet) {
+// Agent steps run (agent_api_test.cc); one whose agent cannot reach a model fails clearly (the
+// example assistant's provider is not configured here).
+TEST_F(WorkflowApi, AgentStepWithoutAModelFailsClearly) {
   Json run = RunToEnd(c(), "agent_step");
   ASSERT_EQ(run.value("status", ""), "failed") << Brief(run);
   EXPECT_EQ(StepStatus(run, "think"), "failed") << Brief(run);
-  EXPECT_THAT(StepError(run, "think"), HasSubstr("not available yet")) << Brief(run);
+  EXPECT_THAT(StepError(run, "think"),
+              HasSubstr("agent 'assistant' has no usable model: llm provider 'openai_compatible' "
+                        "is not configured"))
+      << Brief(run);
 }
 
 // ---- Limits -------------------------------------------------------------------------------

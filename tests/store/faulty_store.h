@@ -85,6 +85,27 @@ class FaultyStore final : public Store {
   Status DeleteDeployment(const std::string& kind, const std::string& name) override {
     return real_.DeleteDeployment(kind, name);
   }
+  Status PutAgentSession(const AgentSessionRecord& r) override { return real_.PutAgentSession(r); }
+  Result<std::optional<AgentSessionRecord>> GetAgentSession(const std::string& id) override {
+    return real_.GetAgentSession(id);
+  }
+  Result<std::vector<AgentSessionRecord>> ListAgentSessions(const std::string& agent,
+                                                            size_t limit) override {
+    return real_.ListAgentSessions(agent, limit);
+  }
+  Status DeleteAgentSession(const std::string& id) override { return real_.DeleteAgentSession(id); }
+  Status PutAgentRun(const AgentRunRecord& r) override { return real_.PutAgentRun(r); }
+  Result<std::optional<AgentRunRecord>> GetAgentRun(const std::string& id) override {
+    return real_.GetAgentRun(id);
+  }
+  Result<std::vector<AgentRunRecord>> ListAgentRuns(const std::string& agent,
+                                                    const std::string& session_id,
+                                                    size_t limit) override {
+    return real_.ListAgentRuns(agent, session_id, limit);
+  }
+  Result<int> MarkAgentRunsInterrupted(int64_t now_ms) override {
+    return real_.MarkAgentRunsInterrupted(now_ms);
+  }
 
  private:
   Store& real_;
