@@ -144,6 +144,9 @@ int RunServe(const Settings& settings) {
   ropts.parser.strict = s.registry.strict;
   ropts.parser.max_bytes = static_cast<size_t>(s.registry.max_manifest_bytes);
   ropts.applied_index = s.data_dir + "/api-manifests.txt";
+  // Agents naming a provider this server does not know get a warning at load.
+  ropts.parser.llm_providers = llm::DefaultProviderNames();
+  for (const auto& p : s.llm.providers) ropts.parser.llm_providers.push_back(p.name);
   registry::Registry reg(ropts);
   auto t0 = std::chrono::steady_clock::now();
   if (Status st = reg.LoadAll(); !st.ok()) {

@@ -68,7 +68,7 @@ Gateway::Gateway(std::vector<ProviderConfig> configured)
     }
     entries_[c.name] = std::move(e);
   }
-  for (const char* name : {"openai", "google", "anthropic", "ollama", "groq"}) {
+  for (const std::string& name : DefaultProviderNames()) {
     if (entries_.count(name)) continue;
     auto def = DefaultProvider(name);
     auto e = std::make_unique<Entry>();

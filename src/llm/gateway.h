@@ -109,9 +109,11 @@ struct ProviderConfig {
   double input_price_per_mtok = 0, output_price_per_mtok = 0;  // cost per million tokens
 };
 
-// The documented defaults of the names the corpus uses (google, openai, anthropic, ollama, groq);
-// nullopt for another name.
+// The documented defaults of the names the corpus uses (google, openai, anthropic, ollama, groq,
+// and gemini as google's other name); nullopt for another name.
 std::optional<ProviderConfig> DefaultProvider(std::string_view name);
+// Those names: providers every server knows.
+const std::vector<std::string>& DefaultProviderNames();
 
 // The provider for a configuration (with the environment's key read now).
 Result<std::unique_ptr<Provider>> MakeProvider(const ProviderConfig& config);

@@ -587,6 +587,12 @@ std::optional<ProviderConfig> DefaultProvider(std::string_view name) {
   return c;
 }
 
+const std::vector<std::string>& DefaultProviderNames() {
+  static const std::vector<std::string> names = {"openai",    "google", "gemini",
+                                                 "anthropic", "ollama", "groq"};
+  return names;
+}
+
 Result<std::unique_ptr<Provider>> MakeProvider(const ProviderConfig& config) {
   if (config.type == "openai") return std::unique_ptr<Provider>(new OpenAiProvider(config));
   if (config.type == "anthropic") {

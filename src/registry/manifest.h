@@ -271,10 +271,6 @@ struct Persona {
   }
 };
 
-inline constexpr std::array<std::string_view, 13> kProviders = {
-    "openai", "openai_compatible", "google",   "gemini",     "anthropic", "ollama", "groq",
-    "vllm",   "llamacpp",          "deepseek", "openrouter", "xai",       "custom"};
-
 struct ModelRef {
   std::string provider;
   std::string model;
@@ -282,7 +278,9 @@ struct ModelRef {
   std::optional<std::string> api_key_env;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
-    v.Field("provider", s.provider, {.required = true, .one_of = kProviders});
+    // Any name: the providers are the server's (llm.providers in cortex.yml); the registry warns
+    // about a name the server does not know.
+    v.Field("provider", s.provider, {.required = true});
     v.Field("model", s.model, {.required = true});
     v.Field("endpoint", s.endpoint, {.aliases = {"base_url"}});
     v.Field("api_key_env", s.api_key_env);

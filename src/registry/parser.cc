@@ -477,6 +477,24 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
                  "an agent needs a persona: 'persona.agent' (a Markdown file) or the "
                  "persona written as the Markdown body of this file");
     }
+    if (agent->cognitive_engine && !options.llm_providers.empty()) {
+      const yaml::Node* engine = root->Find("cognitive_engine");
+      auto check = [&](const ModelRef& ref, const char* which) {
+        const auto& known = options.llm_providers;
+        if (std::find(known.begin(), known.end(), ref.provider) != known.end()) return;
+        const yaml::Node* at = engine ? engine->Find(which) : nullptr;
+        if (at && at->Find("provider")) at = at->Find("provider");
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+        diag.Warning(at ? at : root, std::string("cognitive_engine.") + which + ".provider: '" +
+                                         ref.provider +
+                                         "' is not a configured llm provider (llm.providers in "
+                                         "cortex.yml; known: " +
+                                         list + "): the agent cannot run with it");
+      };
+      check(agent->cognitive_engine->primary, "primary");
+      if (agent->cognitive_engine->fallback) check(*agent->cognitive_engine->fallback, "fallback");
+    }
   } else if (auto* relic = std::get_if<RelicSpec>(&m.spec)) {
     if (relic->service && !relic->deployment) {  // the seed's `service:` block
       RelicDeployment d;

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "registry/diagnostics.h"
 #include "registry/manifest.h"
@@ -14,6 +15,9 @@ struct ParserOptions {
   bool strict = false;          // unknown fields are errors, not warnings
   size_t max_bytes = 1u << 20;  // larger files are refused
   int max_depth = 64;           // YAML nesting
+  // The model providers the server knows (llm.providers and the default names). Set: an agent
+  // naming another one gets a warning. Empty (`cortex validate`, no server): not checked.
+  std::vector<std::string> llm_providers;
 };
 
 enum class FileFormat { kYaml, kMarkdown };

@@ -62,6 +62,10 @@ class AgentApi : public ::testing::Test {
           anthropic.replace(anthropic.find("name: helper"), 12, "name: claude");
           anthropic.replace(anthropic.find("provider: vllm"), 14, "provider: anthropic");
           WriteFile(m / "agents/claude/agent.md", anthropic);
+          std::string lost = kAgent;
+          lost.replace(lost.find("name: helper"), 12, "name: lost");
+          lost.replace(lost.find("provider: vllm"), 14, "provider: nowhere");
+          WriteFile(m / "agents/lost/agent.md", lost);
           WriteFile(m / "workflows/ask.workflow.yml", R"WF(kind: Workflow
 name: ask
 description: Asks the helper, then passes its answer on.
@@ -370,6 +374,19 @@ TEST_F(AgentApi, SessionsContinueAConversation) {
   Reply gone = ToReply(daemon_->client().Delete("/agent-sessions/" + session));
   EXPECT_EQ(gone.status, 200) << gone.body;
   EXPECT_EQ(Get(daemon_->client(), "/agent-sessions/" + session).status, 404);
+}
+
+// A provider the server does not know: a warning when the manifest loads, 409 when it runs.
+TEST_F(AgentApi, AnUnknownProviderIsAWarningThenAClearError) {
+  Reply v = Get(daemon_->client(), "/registry/validate-dependencies/Agent/lost");
+  ASSERT_EQ(v.status, 200) << v.body;
+  EXPECT_THAT(v.json["warnings"].dump(),
+              HasSubstr("cognitive_engine.primary.provider: 'nowhere' is not a configured llm "
+                        "provider"))
+      << v.body;
+  Reply r = RunAgent({{"name", "lost"}, {"input", "hi"}});
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_THAT(ErrorMessage(r), HasSubstr("llm provider 'nowhere' is not configured"));
 }
 
 TEST_F(AgentApi, BadRequestsGetClearErrors) {
