@@ -58,6 +58,12 @@ inline std::string ReadAll(const std::filesystem::path& path) {
 }
 
 // The first three fields of /proc/loadavg: other work on the machine skews every figure.
+// Writes `text` to `path`, making its folder.
+inline void WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
 inline std::string LoadAvg() {
   std::ifstream in("/proc/loadavg");
   std::string a, b, c;

@@ -40,7 +40,7 @@ case "$build_type" in
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
 cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench \
-  workflow_bench deploy_bench
+  workflow_bench deploy_bench agent_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -60,6 +60,7 @@ run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
 run deploy "$BUILD/bench/deploy_bench" --iterations "$ITERATIONS"
+run agent "$BUILD/bench/agent_bench" --reps 5
 
 echo
 echo "================================ summary ================================"

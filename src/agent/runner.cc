@@ -584,10 +584,11 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   // Completions arrive on the executor's threads, which must not call back into it: this thread
   // starts the actions that were waiting for them, while the loop's own thread reads the
   // model's stream.
+  bool stream_open = false;  // with dispatch_at_message_end: hold actions while it is
   std::thread starter([&, state] {
     std::unique_lock lock(state->mu);
     while (!state->ended) {
-      pump();
+      if (!(options_.dispatch_at_message_end && stream_open)) pump();
       state->changed.wait_for(lock, milliseconds(200));
     }
   });
@@ -661,7 +662,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
             announced.erase("event");
             announced["turn"] = turn;
             state->Emit("action", std::move(announced));
-            pump();
+            if (!options_.dispatch_at_message_end) pump();
             break;
           }
         }
@@ -669,6 +670,10 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       events.clear();
     };
     std::vector<ProtocolEvent> events;
+    {
+      std::lock_guard lock(state->mu);
+      stream_open = true;
+    }
     chat.messages = messages;
     chat.turn = turn - 1;
     auto reply = gateway_.Chat(
@@ -695,6 +700,10 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     }
     parser.Finish(&events);
     handle(events);
+    {
+      std::lock_guard lock(state->mu);
+      stream_open = false;
+    }
     if (!response_text.empty()) responses.emplace_back(response_text, true);
     result.usage += reply->usage;
     if (recording.is_open()) {

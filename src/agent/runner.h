@@ -35,6 +35,9 @@ struct AgentRunOptions {
   std::chrono::milliseconds max_wall{600000};
   size_t observation_bytes = 16384;  // per action result shown to the model
   int max_parallel = 5;              // actions running at once in one run
+  // Start actions only when the model's message has ended, as most agent runtimes do (for
+  // comparison: bench/agent_bench). Off: each starts when its </action> arrives.
+  bool dispatch_at_message_end = false;
   std::chrono::milliseconds action_timeout{300000};
   std::string default_provider = "openai";  // for an agent without cognitive_engine
   std::string recordings_dir;               // where `record` writes (<data-dir>/recordings)

@@ -348,6 +348,7 @@ int RunServe(const Settings& settings) {
   aopts.max_wall = std::chrono::milliseconds(static_cast<int64_t>(s.llm.max_run.seconds * 1000));
   aopts.observation_bytes = static_cast<size_t>(s.llm.observation_bytes);
   aopts.max_parallel = static_cast<int>(s.llm.max_parallel_actions);
+  aopts.dispatch_at_message_end = s.llm.dispatch_at_message_end;
   aopts.default_provider = s.llm.default_provider;
   aopts.recordings_dir = s.data_dir + "/recordings";
   svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher,
