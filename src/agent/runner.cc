@@ -86,9 +86,13 @@ capabilities, write an action; it starts the moment you close it:
 
 <action type="tool" id="a1">{"name": "<tool>", "parameters": {...}, "output_key": "x"}</action>
 
-- `type`: tool (default), relic (a service's operation: "name": "<relic>", "parameters":
-  {"operation": "<endpoint>", ...}) or internal (system_clock, set_variable {key, value},
-  delete_variable {key}).
+- `type`: tool (default); agent (ask another agent: "parameters": {"message": "..."}); relic (a
+  service's operation: "name": "<relic>", "parameters": {"operation": "<endpoint>", ...});
+  workflow (runs it with "parameters" as its input and waits for its outputs); llm (a sub-prompt:
+  "parameters": {"prompt": "...", "system": "..."}); internal (system_clock, set_variable
+  {key, value}, delete_variable {key}, add_context_feed {id, type, interval, source{type, name,
+  params}}, update_context_feed {id, ...}, remove_context_feed {id}, list_context_feeds,
+  clear_context).
 - `mode`: sync (default), async (runs alongside the others) or fire_and_forget (nobody waits).
 - `id`: your name for the action; `depends_on` (a JSON key, a list of ids) makes it wait for
   those actions, and it is skipped if one of them fails.
@@ -96,7 +100,8 @@ capabilities, write an action; it starts the moment you close it:
   itself, and $x inside text or in your response is replaced by it.
 
 Several independent actions run in parallel. When your message ends, you get one observation per
-action (its status and result, or its error) and you continue.
+action (its status and result, or its error) and you continue. Context feeds, when you have
+them, come as <context_feed id="..."> blocks below, refreshed before each of your turns.
 
 When you have the answer, write it in <response final="true">...</response>. Use
 <response final="false">...</response> for a progress note when you still have work to do.
@@ -119,6 +124,7 @@ Json AgentRunResult::ToJson() const {
   j["actions"] = actions;
   if (!recording.empty()) j["recording"] = recording;
   j["duration_ms"] = duration_ms;
+  if (resumed) j["resumed"] = true;
   return j;
 }
 
@@ -200,14 +206,137 @@ Json ParametersSchema(const registry::ParameterList& params) {
   return schema;
 }
 
+AgentRunResult AgentRunResult::FromJson(const Json& j) {
+  AgentRunResult r;
+  if (!j.is_object()) return r;
+  r.run_id = j.value("run_id", "");
+  r.agent = j.value("agent", "");
+  r.session_id = j.value("session_id", "");
+  r.status = j.value("status", "");
+  r.reason = j.value("reason", "");
+  r.response = j.value("response", "");
+  r.error = j.value("error", "");
+  r.iterations = j.value("iterations", 0);
+  if (auto u = j.find("usage"); u != j.end() && u->is_object()) {
+    r.usage.input_tokens = u->value("input_tokens", int64_t{0});
+    r.usage.output_tokens = u->value("output_tokens", int64_t{0});
+    r.usage.cost = u->value("cost", 0.0);
+  }
+  if (auto a = j.find("actions"); a != j.end() && a->is_array()) r.actions = *a;
+  r.recording = j.value("recording", "");
+  r.duration_ms = j.value("duration_ms", int64_t{0});
+  r.resumed = j.value("resumed", false);
+  return r;
+}
+
+std::string StableRunId(const std::string& prefix, const std::string& key) {
+  // FNV-1a, twice (two seeds) for 20 hex digits: stable across builds and machines.
+  auto fnv = [&](uint64_t h) {
+    for (unsigned char c : key) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    return h;
+  };
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%016llx%04llx",
+                static_cast<unsigned long long>(fnv(14695981039346656037ull)),
+                static_cast<unsigned long long>(fnv(0x9e3779b97f4a7c15ull) & 0xffff));
+  return prefix + buf;
+}
+
+// What a run needs to go: built from the request for a new run, from its record to resume one.
+struct AgentRunner::Setup {
+  AgentRunRequest request;
+  std::vector<llm::Message> initial;  // system prompt, the session's and caller's history, input
+  store::AgentSessionRecord session;  // as it was when the run started (a new one: not stored)
+  bool keep_session = false;
+  Json vars = Json::object();  // the session's variables then
+  int64_t created_ms = 0;
+};
+
+// What a run's journal says happened before the server stopped.
+struct AgentRunner::Restored {
+  bool resumed = false;
+  std::map<int, Json> turns;             // turn -> {content, usage, provider, model}
+  std::map<std::string, Json> outcomes;  // action id -> {status, result, error, fingerprint...}
+  int64_t elapsed_ms = 0;                // running time before
+  int64_t next_seq = 1;
+};
+
 AgentRunner::AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
-                         workflow::StepDispatcher& dispatcher, AgentRunOptions options,
-                         store::Store* store)
+                         ActionDispatcher& dispatcher, AgentRunOptions options, store::Store* store)
     : registry_(registry),
       gateway_(gateway),
       dispatcher_(dispatcher),
       options_(std::move(options)),
       store_(store) {}
+
+AgentRunner::~AgentRunner() { Drain(); }
+
+void AgentRunner::Drain() {
+  Shutdown();
+  std::unique_lock lock(live_mu_);
+  threads_cv_.wait(lock, [&] { return threads_ == 0; });
+}
+
+std::shared_ptr<CancelToken> AgentRunner::Register(const std::string& run_id,
+                                                   const std::string& agent,
+                                                   const std::string& parent) {
+  std::lock_guard lock(live_mu_);
+  // Launch registers a run before its thread runs it: the run keeps that token.
+  if (auto it = live_.find(run_id); it != live_.end()) return it->second.cancel;
+  auto token = std::make_shared<CancelToken>();
+  if (stopping_) token->Cancel();
+  live_[run_id] = LiveRun{agent, parent, exec::NowMs(), token};
+  return token;
+}
+
+void AgentRunner::Unregister(const std::string& run_id) {
+  std::lock_guard lock(live_mu_);
+  live_.erase(run_id);
+}
+
+bool AgentRunner::Cancel(const std::string& run_id) {
+  std::lock_guard lock(live_mu_);
+  auto it = live_.find(run_id);
+  if (it == live_.end()) return false;
+  it->second.cancel->Cancel();
+  return true;
+}
+
+Json AgentRunner::Live() const {
+  std::lock_guard lock(live_mu_);
+  Json out = Json::array();
+  for (const auto& [id, live] : live_) {
+    Json j = {{"run_id", id},
+              {"agent", live.agent},
+              {"status", live.cancel->cancelled() ? "cancelling" : "running"},
+              {"started_ms", live.started_ms}};
+    if (!live.parent.empty()) j["parent"] = live.parent;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+void AgentRunner::Shutdown() {
+  stopping_ = true;
+  std::lock_guard lock(live_mu_);
+  for (auto& [_, live] : live_) live.cancel->Cancel();
+}
+
+bool AgentRunner::BeginThread() {
+  std::lock_guard lock(live_mu_);
+  if (stopping_) return false;
+  ++threads_;
+  return true;
+}
+
+void AgentRunner::EndThread() {
+  std::lock_guard lock(live_mu_);
+  --threads_;
+  threads_cv_.notify_all();
+}
 
 namespace {
 
@@ -232,17 +361,26 @@ std::vector<std::pair<std::string, std::string>> ChainOf(const registry::AgentSp
 struct ActionState {
   ParsedAction action;
   int turn = 0;
-  std::string status = "pending";  // pending | running | succeeded | failed | skipped | started
+  std::string status = "pending";  // pending | running | succeeded | failed | skipped
   Json result;
   std::string error;
-  std::string execution_id;
+  std::string execution_id;  // a tool's execution, a workflow's run, a sub-agent's run
   Clock::time_point started;
   int64_t duration_ms = 0;
   bool waited = true;  // its turn waits for it (not fire_and_forget)
+  bool restored = false;
 };
 
 bool Finished(const std::string& status) {
   return status == "succeeded" || status == "failed" || status == "skipped";
+}
+
+// What an action is, to tell whether a re-requested turn asked for the same one.
+std::string Fingerprint(const ParsedAction& a) {
+  return StableRunId(
+      "",
+      DumpJson(Json{
+          {"type", a.type}, {"name", a.name}, {"parameters", a.parameters}, {"error", a.error}}));
 }
 
 // The state shared by the loop and the completions of its actions (which may outlive the run:
@@ -255,14 +393,41 @@ struct RunState {
   std::map<std::string, ActionState> actions;  // by id
   std::vector<std::string> order;
   Json vars = Json::object();
+  Json feeds = Json::object();         // id -> {id, type, interval, source}
+  Json sub_sessions = Json::object();  // sub-agent -> the session its runs continue
+  bool clear_context = false;          // clear_context ran this turn
+  llm::Usage extra_usage;              // of llm actions
   int running = 0;
   AgentEventSink sink;
   std::mutex sink_mu;
+  // The journal.
+  store::Store* store = nullptr;
+  const std::atomic<bool>* stopping = nullptr;
+  std::string run_id;
+  int64_t next_seq = 1;
+  int64_t elapsed_before_ms = 0;
+  Clock::time_point started = Clock::now();
+  std::string journal_error;  // the first write that failed: the run cannot go on safely
 
   void Emit(const std::string& type, Json data) {
     if (!sink) return;
     std::lock_guard lock(sink_mu);
     sink(AgentEvent{type, std::move(data)});
+  }
+  // Appends to the journal (mu held). While the server stops nothing is written: what was in
+  // flight then is run again when the run resumes.
+  void Journal(const std::string& kind, const Json& data) {
+    if (!store || (stopping && stopping->load())) return;
+    store::AgentJournalEntry e;
+    e.run_id = run_id;
+    e.seq = next_seq++;
+    e.at_ms = elapsed_before_ms +
+              std::chrono::duration_cast<milliseconds>(Clock::now() - started).count();
+    e.kind = kind;
+    e.data_json = DumpJson(data);
+    if (Status st = store->AppendAgentJournal(e); !st.ok() && journal_error.empty()) {
+      journal_error = "cannot record the run's journal: " + st.message();
+    }
   }
 };
 
@@ -275,8 +440,171 @@ Json ActionJson(const ActionState& s) {
     if (!s.error.empty()) j["error"] = ToValidUtf8(s.error);
     j["duration_ms"] = s.duration_ms;
   }
+  if (s.restored) j["restored"] = true;
   return j;
 }
+
+Json ClockNow() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  char iso[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return {{"iso8601", iso},
+          {"unix_ms", std::chrono::duration_cast<milliseconds>(now.time_since_epoch()).count()}};
+}
+
+bool IsClockAction(const std::string& name) {
+  return name == "system_clock" || name == "get_datetime" || name == "get_system_time";
+}
+
+const std::set<std::string>& InternalActions() {
+  static const std::set<std::string> names = {
+      "system_clock",       "get_datetime",     "get_system_time",     "set_variable",
+      "delete_variable",    "add_context_feed", "update_context_feed", "remove_context_feed",
+      "list_context_feeds", "clear_context"};
+  return names;
+}
+
+// The agent's internal_actions policy: {enabled (true), allowed_actions (all),
+// blocked_actions (wins)}. "" when `name` may run, else why not.
+std::string InternalPolicy(const Json& policy, const std::string& name) {
+  if (!policy.is_object()) return "";
+  if (auto e = policy.find("enabled"); e != policy.end() && e->is_boolean() && !e->get<bool>()) {
+    return "internal actions are disabled for this agent (internal_actions.enabled: false)";
+  }
+  auto listed = [&](const char* key) {
+    auto it = policy.find(key);
+    if (it == policy.end() || !it->is_array()) return std::optional<bool>();
+    for (const auto& v : *it) {
+      if (v.is_string() && v.get<std::string>() == name) return std::optional<bool>(true);
+    }
+    return std::optional<bool>(false);
+  };
+  if (listed("blocked_actions").value_or(false)) {
+    return "'" + name + "' is blocked by this agent's internal_actions.blocked_actions";
+  }
+  if (auto allowed = listed("allowed_actions"); allowed && !*allowed) {
+    return "'" + name + "' is not in this agent's internal_actions.allowed_actions";
+  }
+  return "";
+}
+
+// A feed as the run keeps it: {id, type, interval (seconds), source{type, name, action, params}}.
+Status NormalizeFeed(const Json& in, Json* out) {
+  if (!in.is_object()) return InvalidArgumentError("a context feed is a JSON object");
+  Json f = *out;
+  if (!f.is_object()) f = Json::object();
+  for (auto it = in.begin(); it != in.end(); ++it) f[it.key()] = it.value();
+  if (!f.contains("id") || !f["id"].is_string() || f["id"].get<std::string>().empty()) {
+    return InvalidArgumentError("a context feed needs an 'id' (a string)");
+  }
+  if (!f.contains("type")) f["type"] = "on_demand";
+  if (!f["type"].is_string()) return InvalidArgumentError("a context feed's 'type' is a string");
+  if (f.contains("interval") && !f["interval"].is_null() && !f["interval"].is_number()) {
+    return InvalidArgumentError("a context feed's 'interval' is a number of seconds");
+  }
+  if (!f.contains("source") || !f["source"].is_object() || !f["source"].contains("type") ||
+      !f["source"]["type"].is_string()) {
+    return InvalidArgumentError(
+        "a context feed needs a 'source' {type: internal|tool|relic|workflow, name, params}");
+  }
+  *out = std::move(f);
+  return Status::Ok();
+}
+
+// What an internal action does, as its result; ApplyInternal makes it so (also when its outcome
+// is replayed from the journal).
+Result<Json> InternalResult(const std::string& name, const Json& params, const RunState& st) {
+  const Json p = params.is_object() ? params : Json::object();
+  auto key = [&](const char* k) -> Result<std::string> {
+    auto it = p.find(k);
+    if (it == p.end() || !it->is_string() || it->get_ref<const std::string&>().empty()) {
+      return InvalidArgumentError(name + " needs '" + k + "' (a string)");
+    }
+    return it->get<std::string>();
+  };
+  if (IsClockAction(name)) return ClockNow();
+  if (name == "set_variable") {
+    CORTEX_ASSIGN_OR_RETURN(auto k, key("key"));
+    return Json{{"key", k}, {"value", p.value("value", Json())}};
+  }
+  if (name == "delete_variable") {
+    CORTEX_ASSIGN_OR_RETURN(auto k, key("key"));
+    return Json{{"key", k}, {"deleted", st.vars.contains(k)}};
+  }
+  if (name == "add_context_feed" || name == "update_context_feed") {
+    CORTEX_ASSIGN_OR_RETURN(auto id, key("id"));
+    Json feed;
+    bool exists = st.feeds.contains(id);
+    if (name == "add_context_feed" && exists) {
+      return AlreadyExistsError("a context feed '" + id +
+                                "' exists (update_context_feed changes it)");
+    }
+    if (name == "update_context_feed") {
+      if (!exists) return NotFoundError("no context feed '" + id + "'");
+      feed = st.feeds[id];
+    }
+    CORTEX_RETURN_IF_ERROR(NormalizeFeed(p, &feed));
+    return Json{{"feed", feed}};
+  }
+  if (name == "remove_context_feed") {
+    CORTEX_ASSIGN_OR_RETURN(auto id, key("id"));
+    if (!st.feeds.contains(id)) return NotFoundError("no context feed '" + id + "'");
+    return Json{{"removed", id}};
+  }
+  if (name == "list_context_feeds") {
+    Json list = Json::array();
+    for (const auto& [_, f] : st.feeds.items()) list.push_back(f);
+    return Json{{"feeds", list}};
+  }
+  if (name == "clear_context") return Json{{"cleared", true}};
+  std::string known;
+  for (const auto& n : InternalActions()) known += (known.empty() ? "" : ", ") + n;
+  return NotFoundError("unknown internal action '" + name + "' (" + known + ")");
+}
+
+void ApplyInternal(const std::string& name, const Json& r, RunState& st) {
+  if (!r.is_object()) return;
+  if (name == "set_variable" && r.contains("key"))
+    st.vars[r["key"].get<std::string>()] = r["value"];
+  if (name == "delete_variable" && r.contains("key")) st.vars.erase(r["key"].get<std::string>());
+  if ((name == "add_context_feed" || name == "update_context_feed") && r.contains("feed")) {
+    st.feeds[r["feed"].value("id", "")] = r["feed"];
+  }
+  if (name == "remove_context_feed" && r.contains("removed")) {
+    st.feeds.erase(r["removed"].get<std::string>());
+  }
+  if (name == "clear_context") st.clear_context = true;
+}
+
+// Waits for a callback-style call (on the calling thread; mu not held).
+template <class T>
+class Awaited {
+ public:
+  std::function<void(T)> Callback() {
+    auto s = shared_;
+    return [s](T v) {
+      std::lock_guard lock(s->mu);
+      s->value.emplace(std::move(v));
+      s->cv.notify_all();
+    };
+  }
+  std::optional<T> Wait(milliseconds timeout) {
+    std::unique_lock lock(shared_->mu);
+    shared_->cv.wait_for(lock, timeout, [&] { return shared_->value.has_value(); });
+    return shared_->value;
+  }
+
+ private:
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<T> value;
+  };
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+};
 
 }  // namespace
 
@@ -299,12 +627,130 @@ Status AgentRunner::Check(const std::string& agent) const {
   return FailedPreconditionError("agent '" + agent + "' has no usable model: " + why);
 }
 
+Result<std::string> AgentRunner::Launch(AgentRunRequest request,
+                                        std::function<void(Result<AgentRunResult>)> done) {
+  CORTEX_RETURN_IF_ERROR(Check(request.agent));
+  if (request.run_id.empty()) request.run_id = NewRunId();
+  if (!BeginThread()) return UnavailableError("the server is stopping");
+  // Registered before the thread starts, so that the run can be cancelled (and is listed) at once.
+  auto token = Register(request.run_id, request.agent, request.parent);
+  std::string id = request.run_id;
+  std::thread([this, request = std::move(request), done = std::move(done), token] {
+    auto result = Run(request, nullptr, nullptr);
+    Unregister(request.run_id);  // when it did not start
+    if (done) done(std::move(result));
+    EndThread();
+  }).detach();
+  return id;
+}
+
+int AgentRunner::ResumeInterrupted() {
+  if (!store_) return 0;
+  auto rows = store_->ListRunningAgentRuns();
+  if (!rows.ok()) {
+    log::Warn("agent", "cannot list the agent runs to resume: " + rows.status().message());
+    return 0;
+  }
+  int resumed = 0, lost = 0;
+  for (const auto& row : *rows) {
+    if (!row.parent.empty()) continue;  // its workflow step or agent run resumes it
+    Json req = ParseJsonOrString(row.request_json);
+    if (!req.is_object() || !req.contains("messages")) {
+      store::AgentRunRecord r = row;
+      r.status = "interrupted";
+      r.reason = "interrupted";
+      r.finished_ms = exec::NowMs();
+      (void)store_->PutAgentRun(r);
+      ++lost;
+      continue;
+    }
+    AgentRunRequest request;
+    request.agent = row.agent;
+    request.run_id = row.id;
+    auto launched = Launch(request, [id = row.id](Result<AgentRunResult> r) {
+      if (!r.ok()) log::Warn("agent", "run " + id + " could not resume: " + r.status().message());
+    });
+    if (launched.ok()) {
+      ++resumed;
+    } else {
+      store::AgentRunRecord r = row;
+      r.status = "failed";
+      r.reason = "error";
+      r.finished_ms = exec::NowMs();
+      r.record_json = DumpJson(Json{{"run_id", row.id},
+                                    {"agent", row.agent},
+                                    {"status", "failed"},
+                                    {"reason", "error"},
+                                    {"error", "could not resume: " + launched.status().message()}});
+      (void)store_->PutAgentRun(r);
+    }
+  }
+  if (lost > 0) {
+    log::Warn("agent", std::to_string(lost) +
+                           " agent runs were running when the server stopped and have no journal "
+                           "to resume from: marked interrupted");
+  }
+  return resumed;
+}
+
 Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const AgentEventSink& sink,
                                         const CancelToken* cancel) {
+  // A run recorded already: its record, or it resumes.
+  if (store_ && !request.run_id.empty()) {
+    CORTEX_ASSIGN_OR_RETURN(auto row, store_->GetAgentRun(request.run_id));
+    if (row) {
+      if (row->agent != request.agent) {
+        return AlreadyExistsError("agent run '" + request.run_id + "' is a run of '" + row->agent +
+                                  "'");
+      }
+      if (row->status != "running")
+        return AgentRunResult::FromJson(ParseJsonOrString(row->record_json));
+      Json req = ParseJsonOrString(row->request_json);
+      if (!req.is_object() || !req.contains("messages")) {
+        return FailedPreconditionError("agent run '" + row->id + "' has no journal to resume from");
+      }
+      CORTEX_RETURN_IF_ERROR(Check(row->agent));
+      Setup setup;
+      setup.request.agent = row->agent;
+      setup.request.run_id = row->id;
+      setup.request.input = row->input;
+      setup.request.parent = row->parent;
+      setup.request.session_id = req.value("session_id", "");
+      setup.request.extra_system = req.value("extra_system", "");
+      setup.request.record = req.value("record", false);
+      setup.request.depth = req.value("depth", 0);
+      if (req.contains("token_budget") && req["token_budget"].is_number_integer()) {
+        setup.request.token_budget = req["token_budget"].get<int64_t>();
+      }
+      setup.keep_session = req.value("keep_session", false);
+      setup.session.id = row->session_id;
+      setup.session.agent = row->agent;
+      setup.session.created_ms = row->created_ms;
+      setup.created_ms = row->created_ms;
+      for (const auto& m : req["messages"]) {
+        setup.initial.push_back({m.value("role", "user"), m.value("content", "")});
+      }
+      if (req.contains("variables") && req["variables"].is_object()) setup.vars = req["variables"];
+      Restored restored;
+      restored.resumed = true;
+      CORTEX_ASSIGN_OR_RETURN(auto journal, store_->GetAgentJournal(row->id));
+      for (const auto& e : journal) {
+        Json data = ParseJsonOrString(e.data_json);
+        restored.next_seq = e.seq + 1;
+        restored.elapsed_ms = std::max(restored.elapsed_ms, e.at_ms);
+        if (!data.is_object()) continue;
+        if (e.kind == "turn") restored.turns[data.value("turn", 0)] = data;
+        if (e.kind == "action") restored.outcomes[data.value("id", "")] = data;
+      }
+      return Execute(setup, restored, sink, cancel);
+    }
+  }
   CORTEX_RETURN_IF_ERROR(Check(request.agent));
+  Setup setup;
+  setup.request = request;
+  if (setup.request.run_id.empty()) setup.request.run_id = NewRunId();
   // The session it continues (or a new one), read before anything is recorded.
-  store::AgentSessionRecord session;
-  const bool keep_session = store_ && (request.keep_session || !request.session_id.empty());
+  setup.keep_session = store_ && (request.keep_session || !request.session_id.empty());
   if (!request.session_id.empty()) {
     if (!store_) return FailedPreconditionError("sessions are not kept by this server");
     CORTEX_ASSIGN_OR_RETURN(auto found, store_->GetAgentSession(request.session_id));
@@ -313,51 +759,23 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       return FailedPreconditionError("session '" + request.session_id + "' belongs to agent '" +
                                      found->agent + "', not '" + request.agent + "'");
     }
-    session = std::move(*found);
-  } else if (keep_session) {
-    session.id = "as_" + NewRunId().substr(3);
-    session.agent = request.agent;
-    session.created_ms = exec::NowMs();
+    setup.session = std::move(*found);
+  } else if (setup.keep_session) {
+    setup.session.id = "as_" + NewRunId().substr(3);
+    setup.session.agent = request.agent;
+    setup.session.created_ms = exec::NowMs();
   }
-  const auto start = Clock::now();
+  setup.created_ms = exec::NowMs();
+  if (auto vars = ParseJson(setup.session.variables_json); vars.ok() && vars->is_object()) {
+    setup.vars = *vars;
+  }
+
+  // --- The system prompt: persona, protocol, catalogue. ---
   auto snap = registry_.snapshot();
   const registry::Entry* entry = snap->Find(registry::Kind::kAgent, request.agent);
   const registry::Manifest& manifest = entry->manifest();
   const auto& spec = *manifest.As<registry::AgentSpec>();
   const fs::path dir = fs::path(entry->file->path).parent_path();
-
-  AgentRunResult result;
-  result.run_id = request.run_id.empty() ? NewRunId() : request.run_id;
-  result.agent = request.agent;
-  result.session_id = session.id;
-  auto state = std::make_shared<RunState>();
-  state->sink = sink;
-  // Recorded before anything runs: a server that stops mid-run leaves it `interrupted`, not lost.
-  store::AgentRunRecord run_row;
-  run_row.id = result.run_id;
-  run_row.agent = request.agent;
-  run_row.session_id = session.id;
-  run_row.input = request.input;
-  run_row.created_ms = exec::NowMs();
-  if (store_) {
-    if (Status st = store_->PutAgentRun(run_row); !st.ok()) {
-      return UnavailableError("cannot record the agent run: " + st.message());
-    }
-  }
-  std::vector<llm::Message> session_messages;
-  if (auto prior = ParseJson(session.messages_json); prior.ok() && prior->is_array()) {
-    for (const auto& m : *prior) {
-      if (m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
-          m["content"].is_string()) {
-        session_messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-      }
-    }
-  }
-  if (auto vars = ParseJson(session.variables_json); vars.ok() && vars->is_object()) {
-    state->vars = *vars;
-  }
-
-  // --- The system prompt: persona, protocol, catalogue. ---
   std::string system;
   std::string persona = spec.persona.agent.empty() ? "" : ReadText(dir / spec.persona.agent);
   if (persona.empty()) persona = manifest.body;
@@ -371,28 +789,35 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   }
   system += "\n\n";
   system += kProtocolGuide;
-  std::map<std::string, const registry::Entry*> tools, relics;
+  std::map<registry::Kind, std::map<std::string, const registry::Entry*>> imported;
   for (const auto& dep : entry->dependencies) {
     if (!dep.resolved() || !dep.kind) continue;
-    const registry::Entry* target = snap->FindKey(dep.target);
-    if (!target) continue;
-    if (*dep.kind == registry::Kind::kTool) tools[target->name()] = target;
-    if (*dep.kind == registry::Kind::kRelic) relics[target->name()] = target;
+    if (const registry::Entry* target = snap->FindKey(dep.target)) {
+      imported[*dep.kind][target->name()] = target;
+    }
   }
   std::string catalogue = "\n\n# Your capabilities\n";
-  if (tools.empty() && relics.empty()) catalogue += "\nNone: answer from what you know.\n";
-  if (!tools.empty()) catalogue += "\n## Tools (type=\"tool\")\n";
-  for (const auto& [name, t] : tools) {
+  if (imported.empty()) catalogue += "\nNone: answer from what you know.\n";
+  auto section = [&](registry::Kind kind, const char* title) -> const auto& {
+    const auto& list = imported[kind];
+    if (!list.empty()) catalogue += std::string("\n## ") + title + "\n";
+    return list;
+  };
+  auto describe = [](const registry::Entry* e) {
+    std::string d = e->manifest().header.description;
+    return d.empty() ? e->manifest().header.summary : d;
+  };
+  for (const auto& [name, t] : section(registry::Kind::kTool, "Tools (type=\"tool\")")) {
     const auto* ts = t->manifest().As<registry::ToolSpec>();
-    std::string desc = t->manifest().header.description;
-    if (desc.empty()) desc = t->manifest().header.summary;
-    catalogue += "- " + name + ": " + desc +
+    catalogue += "- " + name + ": " + describe(t) +
                  "\n  parameters: " + DumpJson(ParametersSchema(ts->parameters)) + "\n";
   }
-  if (!relics.empty()) catalogue += "\n## Relics (type=\"relic\")\n";
-  for (const auto& [name, r] : relics) {
+  for (const auto& [name, a] : section(registry::Kind::kAgent, "Agents (type=\"agent\")")) {
+    catalogue += "- " + name + ": " + describe(a) + "\n  parameters: {\"message\": \"...\"}\n";
+  }
+  for (const auto& [name, r] : section(registry::Kind::kRelic, "Relics (type=\"relic\")")) {
     const auto* rs = r->manifest().As<registry::RelicSpec>();
-    catalogue += "- " + name + ": " + r->manifest().header.description + "\n";
+    catalogue += "- " + name + ": " + describe(r) + "\n";
     if (rs->interface) {
       for (const auto& ep : rs->interface->endpoints) {
         catalogue += "  - operation " + ep.name + " (" + ep.method + " " + ep.path + ")" +
@@ -400,15 +825,123 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       }
     }
   }
+  for (const auto& [name, w] :
+       section(registry::Kind::kWorkflow, "Workflows (type=\"workflow\")")) {
+    const auto* ws = w->manifest().As<registry::WorkflowSpec>();
+    catalogue += "- " + name + ": " + describe(w) +
+                 "\n  parameters: " + DumpJson(ParametersSchema(ws->trigger.parameters)) + "\n";
+  }
   system += catalogue;
   if (!request.extra_system.empty()) {
     system += "\n\n# From the caller\n\n" + request.extra_system;
   }
+  setup.initial = {{"system", system}};
+  if (auto prior = ParseJson(setup.session.messages_json); prior.ok() && prior->is_array()) {
+    for (const auto& m : *prior) {
+      if (m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+          m["content"].is_string()) {
+        setup.initial.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+    }
+  }
+  for (const auto& m : request.history) setup.initial.push_back(m);
+  setup.initial.push_back({"user", request.input});
+  Restored fresh;
+  return Execute(setup, fresh, sink, cancel);
+}
 
-  std::vector<llm::Message> messages = {{"system", system}};
-  for (const auto& m : session_messages) messages.push_back(m);
-  for (const auto& m : request.history) messages.push_back(m);
-  messages.push_back({"user", request.input});
+Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
+                                            const AgentEventSink& sink,
+                                            const CancelToken* caller_cancel) {
+  const AgentRunRequest& request = setup.request;
+  auto snap = registry_.snapshot();
+  const registry::Entry* entry = snap->Find(registry::Kind::kAgent, request.agent);
+  if (!entry) return NotFoundError("no agent named '" + request.agent + "'");
+  const auto& spec = *entry->manifest().As<registry::AgentSpec>();
+  std::map<registry::Kind, std::set<std::string>> imported;
+  for (const auto& dep : entry->dependencies) {
+    if (!dep.resolved() || !dep.kind) continue;
+    if (const registry::Entry* target = snap->FindKey(dep.target)) {
+      imported[*dep.kind].insert(target->name());
+    }
+  }
+  // Read-only from here on (actions start on other threads).
+  auto has = [&imported](registry::Kind kind, const std::string& name) {
+    auto it = imported.find(kind);
+    return it != imported.end() && it->second.count(name) > 0;
+  };
+  auto count = [&imported](registry::Kind kind) {
+    auto it = imported.find(kind);
+    return it == imported.end() ? size_t{0} : it->second.size();
+  };
+  const auto start = Clock::now();
+  AgentRunResult result;
+  result.run_id = request.run_id;
+  result.agent = request.agent;
+  result.session_id = setup.session.id;
+  result.resumed = restored.resumed;
+  auto state = std::make_shared<RunState>();
+  state->sink = sink;
+  state->vars = setup.vars;
+  state->store = store_;
+  state->stopping = &stopping_;
+  state->run_id = request.run_id;
+  state->next_seq = restored.next_seq;
+  state->elapsed_before_ms = restored.elapsed_ms;
+  state->started = start;
+  for (const auto& f : spec.context_feeds) {
+    if (f.enabled.is_boolean() && !f.enabled.get<bool>()) continue;
+    Json source = {{"type", f.source.type}, {"name", f.source.name}};
+    if (!f.source.action.empty()) source["action"] = f.source.action;
+    if (!f.source.params.is_null()) source["params"] = f.source.params;
+    Json feed = {{"id", f.id}, {"type", f.type}, {"source", source}};
+    if (f.interval) feed["interval"] = f.interval->seconds;
+    state->feeds[f.id] = std::move(feed);
+  }
+  // Recorded before anything runs (a run that resumes is recorded already).
+  store::AgentRunRecord run_row;
+  run_row.id = result.run_id;
+  run_row.agent = request.agent;
+  run_row.session_id = setup.session.id;
+  run_row.input = request.input;
+  run_row.created_ms = setup.created_ms;
+  run_row.parent = request.parent;
+  {
+    Json messages = Json::array();
+    for (const auto& m : setup.initial) {
+      messages.push_back({{"role", m.role}, {"content", ToValidUtf8(m.content)}});
+    }
+    Json req = {{"messages", std::move(messages)},
+                {"variables", setup.vars},
+                {"session_id", request.session_id},
+                {"keep_session", setup.keep_session},
+                {"extra_system", ToValidUtf8(request.extra_system)},
+                {"record", request.record},
+                {"depth", request.depth}};
+    if (request.token_budget) req["token_budget"] = *request.token_budget;
+    run_row.request_json = DumpJson(req);
+  }
+  if (store_ && !restored.resumed) {
+    if (Status st = store_->PutAgentRun(run_row); !st.ok()) {
+      return UnavailableError("cannot record the agent run: " + st.message());
+    }
+  }
+  // Listed and cancellable while it runs; `cancel` is this run's own token.
+  auto token = Register(result.run_id, request.agent, request.parent);
+  struct Unlist {
+    AgentRunner* runner;
+    std::string id;
+    ~Unlist() { runner->Unregister(id); }
+  } unlist{this, result.run_id};
+  CancelToken* cancel = token.get();
+  auto cancelled = [&] {
+    if (caller_cancel && caller_cancel->cancelled()) cancel->Cancel();
+    return cancel->cancelled();
+  };
+
+  std::vector<llm::Message> messages = setup.initial;
+  const size_t initial_count = messages.size();
+  const std::string base_system = messages.empty() ? "" : messages.front().content;
   const auto chain = ChainOf(spec, options_.default_provider);
   llm::ChatRequest chat;
   chat.run_id = result.run_id;
@@ -422,18 +955,20 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   const int cap = spec.iteration_cap > 0
                       ? static_cast<int>(std::min<int64_t>(spec.iteration_cap, 1000))
                       : options_.max_iterations;
-  const auto deadline = start + options_.max_wall;
+  const auto deadline =
+      start + std::max(milliseconds(1), options_.max_wall - milliseconds(restored.elapsed_ms));
   std::ofstream recording;
   if (request.record && !options_.recordings_dir.empty()) {
     std::error_code ec;
     fs::create_directories(options_.recordings_dir, ec);
     result.recording = options_.recordings_dir + "/" + result.run_id + ".jsonl";
-    recording.open(result.recording, std::ios::binary | std::ios::trunc);
+    recording.open(result.recording,
+                   std::ios::binary | (restored.resumed ? std::ios::app : std::ios::trunc));
   }
-  state->Emit("run", {{"run_id", result.run_id}, {"agent", request.agent}});
+  state->Emit("run",
+              {{"run_id", result.run_id}, {"agent", request.agent}, {"resumed", restored.resumed}});
 
-  // Starts an action whose dependencies have finished (state->mu held).
-  std::function<void(const std::string&)> start_action;
+  // Records an action's outcome (journal first), then acts on it.
   auto finish = [state](const std::string& id, const std::string& status, Json out,
                         const std::string& error) {
     ActionState& s = state->actions[id];
@@ -441,13 +976,53 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     s.result = std::move(out);
     s.error = error;
     s.duration_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - s.started).count();
+    if (!s.restored) {
+      Json entry = {{"id", id},
+                    {"turn", s.turn},
+                    {"status", status},
+                    {"result", s.result},
+                    {"error", ToValidUtf8(error)},
+                    {"execution_id", s.execution_id},
+                    {"duration_ms", s.duration_ms},
+                    {"fingerprint", Fingerprint(s.action)}};
+      state->Journal("action", entry);
+    }
     if (status == "succeeded") {
       if (!s.action.output_key.empty()) state->vars[s.action.output_key] = s.result;
       state->vars[s.action.id] = s.result;
+      if (s.action.type == "internal") ApplyInternal(s.action.name, s.result, *state);
+      if (s.action.type == "agent" && s.result.is_object() && s.result.contains("session_id")) {
+        state->sub_sessions[s.action.name] = s.result["session_id"];
+      }
     }
     state->Emit("action_result", ActionJson(s));
   };
-  start_action = [&, state](const std::string& id) {
+  // A completion from another thread: record it, and wake the starter.
+  auto complete = [state, finish](const std::string& id, const std::string& status, Json out,
+                                  const std::string& error) {
+    std::lock_guard lock(state->mu);
+    --state->running;
+    if (state->stopping && state->stopping->load() && !state->ended) {
+      // The server stops: the outcome is not recorded, and the action runs again on resume.
+      state->actions[id].status = "interrupted";
+    } else {
+      finish(id, status, std::move(out), error);
+    }
+    state->changed.notify_all();
+  };
+  // The completion of a call that answers a value or why it failed.
+  auto complete_with = [complete](const std::string& id) {
+    return [complete, id](Result<Json> r) {
+      if (r.ok()) {
+        complete(id, "succeeded", *r, "");
+      } else {
+        complete(id, "failed", Json(), r.status().message());
+      }
+    };
+  };
+  const milliseconds action_timeout = options_.action_timeout;
+  // Starts an action whose dependencies have finished (state->mu held).
+  auto start_action = [&, state](const std::string& id) {
     ActionState& s = state->actions[id];
     s.started = Clock::now();
     ParsedAction& a = s.action;
@@ -456,31 +1031,31 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       return;
     }
     Json params = SubstituteVariables(a.parameters, state->vars);
-    s.status = "running";
-    ++state->running;
-    auto done_record = [state, id, finish](const store::ExecutionRecord& r) {
-      std::lock_guard lock(state->mu);
-      std::string status, error;
-      Json out;
-      OutcomeOfRecord(r, &status, &out, &error);
-      --state->running;
-      finish(id, status, std::move(out), error);
-      state->changed.notify_all();  // the run's starter thread starts what waited for it
+    const std::string key = result.run_id + ":" + std::to_string(s.turn) + ":" + a.id;
+    auto not_imported = [&](const char* what, size_t n) {
+      return NotFoundError("'" + a.name + "' is not one of this agent's " + what + " (" +
+                           std::to_string(n) + " imported)");
     };
     Status started;
+    s.status = "running";
+    ++state->running;
     if (a.type == "tool") {
-      if (!tools.count(a.name)) {
-        started = NotFoundError("'" + a.name + "' is not one of this agent's tools (" +
-                                std::to_string(tools.size()) + " imported)");
+      if (!has(registry::Kind::kTool, a.name)) {
+        started = not_imported("tools", count(registry::Kind::kTool));
       } else {
-        workflow::StepDispatcher::ToolCall call;
+        ActionDispatcher::ToolCall call;
         call.tool = a.name;
         call.parameters = params;
         call.execution_id = exec::NewExecutionId();
-        call.idempotency_key = result.run_id + ":" + std::to_string(s.turn) + ":" + a.id;
-        call.timeout = options_.action_timeout;
+        call.idempotency_key = key;
+        call.timeout = action_timeout;
         s.execution_id = call.execution_id;
-        started = dispatcher_.StartTool(call, done_record);
+        started = dispatcher_.StartTool(call, [complete, id](const store::ExecutionRecord& r) {
+          std::string status, error;
+          Json out;
+          OutcomeOfRecord(r, &status, &out, &error);
+          complete(id, status, std::move(out), error);
+        });
       }
     } else if (a.type == "relic") {
       std::string relic = a.name, operation;
@@ -492,56 +1067,122 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
         operation = params["operation"].get<std::string>();
         params.erase("operation");
       }
-      if (!relics.count(relic)) {
+      if (!has(registry::Kind::kRelic, relic)) {
         started = NotFoundError("'" + relic + "' is not one of this agent's relics");
       } else {
-        workflow::StepDispatcher::RelicCall call;
-        call.target = relic;
-        call.action = operation;
+        ActionDispatcher::RelicCall call;
+        call.relic = relic;
+        call.operation = operation;
         call.parameters = params;
-        call.timeout = std::min(options_.action_timeout, milliseconds(60000));
-        started = dispatcher_.StartRelicCall(call, [state, id, finish](Result<Json> r) {
-          std::lock_guard lock(state->mu);
-          --state->running;
-          if (r.ok()) {
-            finish(id, "succeeded", *r, "");
-          } else {
-            finish(id, "failed", Json(), r.status().message());
+        call.timeout = std::min(action_timeout, milliseconds(60000));
+        started = dispatcher_.StartRelicCall(call, complete_with(id));
+      }
+    } else if (a.type == "workflow") {
+      if (!has(registry::Kind::kWorkflow, a.name)) {
+        started = not_imported("workflows", count(registry::Kind::kWorkflow));
+      } else {
+        ActionDispatcher::WorkflowCall call;
+        call.workflow = a.name;
+        call.input = params.is_object() ? params : Json::object();
+        call.run_id = StableRunId("wf_", key);
+        call.timeout = action_timeout;
+        s.execution_id = call.run_id;
+        started = dispatcher_.StartWorkflow(call, complete_with(id));
+      }
+    } else if (a.type == "agent") {
+      if (!has(registry::Kind::kAgent, a.name)) {
+        started = not_imported("agents", count(registry::Kind::kAgent));
+      } else if (request.depth + 1 > options_.max_depth) {
+        started = FailedPreconditionError(
+            "sub-agents may nest " + std::to_string(options_.max_depth) +
+            " deep (llm.max_agent_depth); this one would be " + std::to_string(request.depth + 1));
+      } else {
+        AgentRunRequest sub;
+        sub.agent = a.name;
+        sub.input =
+            InputText(params.is_object() && params.size() == 1 && params.begin().value().is_string()
+                          ? params.begin().value()
+                          : params);
+        sub.run_id = StableRunId("ar_", key);
+        sub.parent = "agent:" + result.run_id;
+        sub.depth = request.depth + 1;
+        sub.keep_session = true;
+        if (auto it = state->sub_sessions.find(a.name); it != state->sub_sessions.end()) {
+          sub.session_id = it->get<std::string>();
+        }
+        s.execution_id = sub.run_id;
+        if (sub.input.empty()) {
+          started = InvalidArgumentError("an agent action needs a message: {\"message\": \"...\"}");
+        } else {
+          auto launched = Launch(sub, [complete, id](Result<AgentRunResult> r) {
+            if (!r.ok()) {
+              complete(id, "failed", Json(), r.status().message());
+              return;
+            }
+            Json out = {{"response", r->response}, {"run_id", r->run_id}};
+            if (!r->session_id.empty()) out["session_id"] = r->session_id;
+            if (r->status == "succeeded") {
+              complete(id, "succeeded", std::move(out), "");
+            } else {
+              complete(id, "failed", std::move(out),
+                       "the agent's run ended " + r->status + " (" + r->reason + ")" +
+                           (r->error.empty() ? "" : ": " + r->error));
+            }
+          });
+          started = launched.ok() ? Status::Ok() : launched.status();
+        }
+      }
+    } else if (a.type == "llm") {
+      std::string prompt;
+      if (params.is_object()) {
+        for (const char* k : {"prompt", "message", "input", "text"}) {
+          if (params.contains(k) && params[k].is_string()) {
+            prompt = params[k].get<std::string>();
+            break;
           }
-          state->changed.notify_all();
-        });
+        }
+      } else if (params.is_string()) {
+        prompt = params.get<std::string>();
+      }
+      if (prompt.empty()) {
+        started = InvalidArgumentError("an llm action needs a prompt: {\"prompt\": \"...\"}");
+      } else if (!BeginThread()) {
+        started = UnavailableError("the server is stopping");
+      } else {
+        llm::ChatRequest sub = chat;
+        sub.messages.clear();
+        if (params.is_object() && params.contains("system") && params["system"].is_string()) {
+          sub.messages.push_back({"system", params["system"].get<std::string>()});
+        }
+        sub.messages.push_back({"user", prompt});
+        sub.turn = 0;
+        std::thread([this, sub, chain, complete, id, state, token] {
+          auto reply = gateway_.Chat(chain, sub, nullptr, token.get());
+          if (reply.ok()) {
+            {
+              std::lock_guard lock(state->mu);
+              state->extra_usage += reply->usage;
+            }
+            complete(id, "succeeded", Json{{"text", reply->content}, {"model", reply->model}}, "");
+          } else {
+            complete(id, "failed", Json(), reply.status().message());
+          }
+          EndThread();
+        }).detach();
       }
     } else if (a.type == "internal") {
       --state->running;
-      if (a.name == "system_clock") {
-        auto now = std::chrono::system_clock::now();
-        std::time_t t = std::chrono::system_clock::to_time_t(now);
-        char iso[32];
-        std::tm tm{};
-        gmtime_r(&t, &tm);
-        std::strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        finish(
-            id, "succeeded",
-            {{"iso8601", iso},
-             {"unix_ms", std::chrono::duration_cast<milliseconds>(now.time_since_epoch()).count()}},
-            "");
-      } else if (a.name == "set_variable" && params.is_object() && params.contains("key") &&
-                 params["key"].is_string()) {
-        state->vars[params["key"].get<std::string>()] = params.value("value", Json());
-        finish(id, "succeeded", {{"set", params["key"]}}, "");
-      } else if (a.name == "delete_variable" && params.is_object() && params.contains("key") &&
-                 params["key"].is_string()) {
-        state->vars.erase(params["key"].get<std::string>());
-        finish(id, "succeeded", {{"deleted", params["key"]}}, "");
+      if (std::string why = InternalPolicy(spec.internal_actions, a.name); !why.empty()) {
+        finish(id, "failed", Json(), why);
+      } else if (auto r = InternalResult(a.name, params, *state); r.ok()) {
+        finish(id, "succeeded", *r, "");
       } else {
-        finish(id, "failed", Json(),
-               "unknown internal action '" + a.name +
-                   "' (system_clock, set_variable {key, value}, delete_variable {key})");
+        finish(id, "failed", Json(), r.status().message());
       }
       return;
     } else {
-      started = UnimplementedError("actions of type '" + a.type +
-                                   "' are not available yet (tool, relic and internal are)");
+      started = InvalidArgumentError("unknown action type '" + a.type +
+                                     "' (tool, agent, relic, workflow, llm, internal)");
     }
     if (!started.ok()) {
       --state->running;
@@ -551,6 +1192,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   // Starts every pending action whose dependencies have finished, within max_parallel; skips
   // those whose dependencies failed.
   auto pump = [&, state]() {
+    if (stopping_) return;  // what has not started runs when the run resumes
     bool progress = true;
     while (progress) {
       progress = false;
@@ -581,8 +1223,22 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       }
     }
   };
-  // Completions arrive on the executor's threads, which must not call back into it: this thread
-  // starts the actions that were waiting for them, while the loop's own thread reads the
+  // Cancels what runs (once): tools, workflows, sub-agents.
+  bool stopped_actions = false;
+  auto stop_actions = [&] {
+    if (stopped_actions) return;
+    stopped_actions = true;
+    std::lock_guard lock(state->mu);
+    for (const auto& id : state->order) {
+      const ActionState& s = state->actions[id];
+      if (s.status != "running" || s.execution_id.empty()) continue;
+      if (s.action.type == "tool") dispatcher_.CancelTool(s.execution_id);
+      if (s.action.type == "workflow") dispatcher_.CancelWorkflow(s.execution_id);
+      if (s.action.type == "agent") Cancel(s.execution_id);
+    }
+  };
+  // Completions arrive on other threads, which must not call back into the dispatcher: this
+  // thread starts the actions that were waiting for them, while the loop's own thread reads the
   // model's stream.
   bool stream_open = false;  // with dispatch_at_message_end: hold actions while it is
   std::thread starter([&, state] {
@@ -592,7 +1248,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       state->changed.wait_for(lock, milliseconds(200));
     }
   });
-  // However Run ends (an exception included), the starter stops before the locals it uses go.
+  // However this ends (an exception included), the starter stops before the locals it uses go.
   struct StopStarter {
     std::shared_ptr<RunState> state;
     std::thread& thread;
@@ -606,11 +1262,95 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     }
   } stop_starter{state, starter};
 
+  // The context feeds' values, refreshed before each model call when due.
+  std::map<std::string, std::pair<std::string, Clock::time_point>> feed_values;
+  auto refresh_feeds = [&](int turn) {
+    Json feeds;
+    {
+      std::lock_guard lock(state->mu);
+      feeds = state->feeds;
+    }
+    std::string block;
+    for (const auto& [id, f] : feeds.items()) {
+      auto known = feed_values.find(id);
+      double interval = f.value("interval", 0.0);
+      bool due = known == feed_values.end() || f.value("type", "") != "periodic" ||
+                 Clock::now() - known->second.second >= milliseconds(int64_t(interval * 1000));
+      if (due) {
+        const Json& src = f["source"];
+        std::string type = src.value("type", ""), name = src.value("name", "");
+        if (name.empty()) name = src.value("action", "");
+        Json params =
+            src.contains("params") && src["params"].is_object() ? src["params"] : Json::object();
+        std::string value;
+        const milliseconds wait = std::min(action_timeout, milliseconds(30000));
+        if (type == "internal") {
+          value = IsClockAction(name) ? DumpJson(ClockNow())
+                                      : "unavailable: no internal feed '" + name +
+                                            "' (system_clock, get_datetime, get_system_time)";
+        } else if (type == "tool" && has(registry::Kind::kTool, name)) {
+          Awaited<store::ExecutionRecord> got;
+          ActionDispatcher::ToolCall call;
+          call.tool = name;
+          call.parameters = params;
+          call.execution_id = exec::NewExecutionId();
+          call.idempotency_key = result.run_id + ":feed:" + id + ":" + std::to_string(turn);
+          call.timeout = wait;
+          Status st = dispatcher_.StartTool(call, got.Callback());
+          auto r = st.ok() ? got.Wait(wait + milliseconds(5000)) : std::nullopt;
+          if (!st.ok()) {
+            value = "unavailable: " + st.message();
+          } else if (!r) {
+            value = "unavailable: the tool did not answer in time";
+          } else {
+            std::string status, error;
+            Json out;
+            OutcomeOfRecord(*r, &status, &out, &error);
+            value = status == "succeeded" ? AsText(out) : "unavailable: " + error;
+          }
+        } else if (type == "relic" && has(registry::Kind::kRelic, name)) {
+          Awaited<Result<Json>> got;
+          ActionDispatcher::RelicCall call;
+          call.relic = name;
+          call.operation = src.value("action", "");
+          call.parameters = params;
+          call.timeout = wait;
+          Status st = dispatcher_.StartRelicCall(call, got.Callback());
+          auto r = st.ok() ? got.Wait(wait + milliseconds(5000)) : std::nullopt;
+          value = !st.ok()  ? "unavailable: " + st.message()
+                  : !r      ? "unavailable: the relic did not answer in time"
+                  : r->ok() ? AsText(**r)
+                            : "unavailable: " + r->status().message();
+        } else if (type == "tool" || type == "relic") {
+          value = "unavailable: '" + name + "' is not one of this agent's " + type + "s";
+        } else {
+          value = "unavailable: feeds from '" + type +
+                  "' sources are not supported (internal, tool, relic)";
+        }
+        if (value.size() > options_.observation_bytes) {
+          value.resize(options_.observation_bytes);
+          value = ToValidUtf8(value) + "\n[truncated]";
+        }
+        feed_values[id] = {ToValidUtf8(value), Clock::now()};
+        state->Emit("context_feed", {{"id", id}, {"value", feed_values[id].first}});
+      }
+      block += "<context_feed id=\"" + id + "\">" + feed_values[id].first + "</context_feed>\n";
+    }
+    for (auto it = feed_values.begin(); it != feed_values.end();) {
+      it = feeds.contains(it->first) ? std::next(it) : feed_values.erase(it);
+    }
+    if (!messages.empty()) {
+      messages.front().content =
+          block.empty() ? base_system : base_system + "\n\n# Context feeds\n\n" + block;
+    }
+  };
+
   std::string last_response;
   result.status = "failed";
   result.reason = "iteration_cap";
+  bool interrupted = false;
   for (int turn = 1; turn <= cap; ++turn) {
-    if (cancel && cancel->cancelled()) {
+    if (cancelled()) {
       result.status = "cancelled";
       result.reason = "cancelled";
       break;
@@ -620,6 +1360,14 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       result.error = "the run reached its time limit (" +
                      std::to_string(options_.max_wall.count() / 1000) + " s)";
       break;
+    }
+    {
+      std::lock_guard lock(state->mu);
+      if (!state->journal_error.empty()) {
+        result.reason = "error";
+        result.error = state->journal_error;
+        break;
+      }
     }
     result.iterations = turn;
     ProtocolParser parser;
@@ -650,18 +1398,36 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
             if (state->actions.count(a.id) && a.id.starts_with("action-")) {
               a.id = "t" + std::to_string(turn) + "-" + a.id;  // default ids, unique per run
             }
+            if (state->actions.count(a.id)) {
+              a.error = "an action with id '" + a.id + "' ran already in this run: ids are unique";
+              a.id = "t" + std::to_string(turn) + "-" + a.id;
+            }
             ActionState s;
             s.action = a;
             s.turn = turn;
             s.waited = a.mode != "fire_and_forget";
-            state->actions[a.id] = s;
-            state->order.push_back(a.id);
-            turn_actions.push_back(a.id);
             Json announced = e.ToJson();
             announced["id"] = a.id;
             announced.erase("event");
             announced["turn"] = turn;
             state->Emit("action", std::move(announced));
+            // Its outcome is in the journal: it is not run again.
+            auto done = restored.outcomes.find(a.id);
+            bool restore = done != restored.outcomes.end() &&
+                           done->second.value("fingerprint", "") == Fingerprint(a) &&
+                           Finished(done->second.value("status", ""));
+            state->actions[a.id] = s;
+            state->order.push_back(a.id);
+            turn_actions.push_back(a.id);
+            if (restore) {
+              ActionState& r = state->actions[a.id];
+              r.restored = true;
+              r.started = Clock::now();
+              r.execution_id = done->second.value("execution_id", "");
+              finish(a.id, done->second.value("status", ""), done->second.value("result", Json()),
+                     done->second.value("error", ""));
+              state->actions[a.id].duration_ms = done->second.value("duration_ms", int64_t{0});
+            }
             if (!options_.dispatch_at_message_end) pump();
             break;
           }
@@ -674,18 +1440,40 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       std::lock_guard lock(state->mu);
       stream_open = true;
     }
-    chat.messages = messages;
-    chat.turn = turn - 1;
-    auto reply = gateway_.Chat(
-        chain, chat,
-        [&](std::string_view text) {
-          parser.Feed(text, &events);
-          handle(events);
-          return !(cancel && cancel->cancelled());
-        },
-        cancel);
+    auto recorded = restored.turns.find(turn);
+    auto reply = [&]() -> Result<llm::ChatResult> {
+      if (recorded != restored.turns.end()) {
+        // Received before the restart: not requested again.
+        const Json& t = recorded->second;
+        llm::ChatResult r;
+        r.content = t.value("content", "");
+        r.provider = t.value("provider", "");
+        r.model = t.value("model", "");
+        if (t.contains("usage") && t["usage"].is_object()) {
+          r.usage.input_tokens = t["usage"].value("input_tokens", int64_t{0});
+          r.usage.output_tokens = t["usage"].value("output_tokens", int64_t{0});
+          r.usage.cost = t["usage"].value("cost", 0.0);
+        }
+        parser.Feed(r.content, &events);
+        handle(events);
+        return r;
+      }
+      refresh_feeds(turn);
+      chat.messages = messages;
+      chat.turn = turn - 1;
+      return gateway_.Chat(
+          chain, chat,
+          [&](std::string_view text) {
+            parser.Feed(text, &events);
+            handle(events);
+            return !cancelled();
+          },
+          cancel);
+    }();
     if (!reply.ok()) {
-      if (cancel && cancel->cancelled()) {
+      if (stopping_) {
+        interrupted = true;
+      } else if (cancelled()) {
         result.status = "cancelled";
         result.reason = "cancelled";
       } else {
@@ -693,9 +1481,12 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
         result.error = reply.status().message();
         state->Emit("error", {{"message", ToValidUtf8(result.error)}});
       }
-      // What this turn started still ends in the records; the run waits for it below.
+      // What this turn started still ends in the records: the run waits for it (not while the
+      // server stops: then it runs again when the run resumes).
+      if (cancelled()) stop_actions();
       std::unique_lock lock(state->mu);
-      state->changed.wait_until(lock, deadline, [&] { return state->running == 0; });
+      state->changed.wait_until(lock, deadline,
+                                [&] { return state->running == 0 || stopping_.load(); });
       break;
     }
     parser.Finish(&events);
@@ -703,10 +1494,21 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     {
       std::lock_guard lock(state->mu);
       stream_open = false;
+      if (recorded == restored.turns.end()) {
+        // Recorded before the loop acts on the end of the turn.
+        state->Journal("turn", {{"turn", turn},
+                                {"content", ToValidUtf8(reply->content)},
+                                {"provider", reply->provider},
+                                {"model", reply->model},
+                                {"usage",
+                                 {{"input_tokens", reply->usage.input_tokens},
+                                  {"output_tokens", reply->usage.output_tokens},
+                                  {"cost", reply->usage.cost}}}});
+      }
     }
     if (!response_text.empty()) responses.emplace_back(response_text, true);
     result.usage += reply->usage;
-    if (recording.is_open()) {
+    if (recording.is_open() && recorded == restored.turns.end()) {
       recording << DumpJson(Json{{"turn", turn},
                                  {"model", reply->model},
                                  {"content", ToValidUtf8(reply->content)},
@@ -721,7 +1523,8 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
                           {"model", reply->model},
                           {"input_tokens", reply->usage.input_tokens},
                           {"output_tokens", reply->usage.output_tokens},
-                          {"latency_ms", reply->latency_ms}});
+                          {"latency_ms", reply->latency_ms},
+                          {"restored", recorded != restored.turns.end()}});
 
     // The reply has ended: wait for this turn's actions (not fire_and_forget), starting the
     // ones that wait for others as those finish; what can never start is skipped.
@@ -734,7 +1537,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
           const ActionState& s = state->actions[id];
           if (s.waited && !Finished(s.status)) waiting = true;
         }
-        if (!waiting) break;
+        if (!waiting || cancelled()) break;
         if (state->running == 0) {
           // Nothing runs and something still waits: its dependencies never come.
           for (const auto& id : turn_actions) {
@@ -747,7 +1550,6 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
           }
           continue;
         }
-        if (cancel && cancel->cancelled()) break;
         if (state->changed.wait_until(lock, std::min(deadline, Clock::now() + milliseconds(100))) ==
                 std::cv_status::timeout &&
             Clock::now() >= deadline) {
@@ -755,12 +1557,26 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
         }
       }
     }
+    if (cancelled()) {
+      if (stopping_) {
+        interrupted = true;
+      } else {
+        result.status = "cancelled";
+        result.reason = "cancelled";
+      }
+      stop_actions();
+      break;
+    }
 
-    messages.push_back({"assistant", reply->content});
     bool final = false;
     std::string shown;
     {
       std::lock_guard lock(state->mu);
+      if (state->clear_context) {
+        // clear_context: the conversation starts again from the system prompt and the input.
+        messages.resize(std::min(messages.size(), initial_count));
+        state->clear_context = false;
+      }
       for (const auto& [text, is_final] : responses) {
         std::string substituted = SubstituteVariables(text, state->vars);
         state->Emit("response", {{"text", ToValidUtf8(substituted)}, {"final", is_final}});
@@ -768,6 +1584,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
         final = final || is_final;
       }
     }
+    messages.push_back({"assistant", reply->content});
     if (!shown.empty()) last_response = shown;
     if (responses.empty() && turn_actions.empty()) {
       // Plain prose, no protocol: that is the answer.
@@ -785,8 +1602,12 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       result.reason = "final";
       break;
     }
-    if (request.token_budget &&
-        result.usage.input_tokens + result.usage.output_tokens >= *request.token_budget) {
+    int64_t used = result.usage.input_tokens + result.usage.output_tokens;
+    {
+      std::lock_guard lock(state->mu);
+      used += state->extra_usage.input_tokens + state->extra_usage.output_tokens;
+    }
+    if (request.token_budget && used >= *request.token_budget) {
       result.reason = "token_budget";
       result.error =
           "the run used its token budget (" + std::to_string(*request.token_budget) + " tokens)";
@@ -822,21 +1643,30 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     if (obs.empty()) obs = "Continue.";
     messages.push_back({"user", obs});
   }
-  if (result.reason == "iteration_cap" && result.status != "succeeded") {
+  if (result.reason == "iteration_cap" && result.status != "succeeded" && !interrupted) {
     result.error =
         "the run reached its iteration cap (" + std::to_string(cap) + ") without a final response";
   }
   result.response = last_response;
-  {
-    std::lock_guard lock(state->mu);
-    for (const auto& id : state->order) result.actions.push_back(ActionJson(state->actions[id]));
-  }
-  result.duration_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
   Json vars_after;
   {
     std::lock_guard lock(state->mu);
+    for (const auto& id : state->order) result.actions.push_back(ActionJson(state->actions[id]));
+    result.usage += state->extra_usage;
     state->ended = true;  // nothing more starts
     vars_after = state->vars;
+  }
+  result.duration_ms =
+      restored.elapsed_ms + std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+  if (interrupted || (stopping_ && result.status == "cancelled")) {
+    // The server stops: the run stays recorded as running, and resumes at the next start.
+    result.status = "interrupted";
+    result.reason = "interrupted";
+    result.error = "the server stopped during the run; it resumes when the server starts again";
+    state->Emit("done", result.ToJson());
+    std::lock_guard lock(state->sink_mu);
+    state->sink = nullptr;
+    return result;
   }
   if (store_) {
     run_row.status = result.status;
@@ -847,14 +1677,12 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
       log::Warn("agent", "cannot record the end of run " + result.run_id + ": " + st.message());
     }
   }
-  if (keep_session) {
+  if (setup.keep_session && store_) {
     // The conversation goes on from the input and the answer (re-read: another run of the same
     // session may have ended meanwhile).
     std::lock_guard lock(sessions_mu_);
-    store::AgentSessionRecord s = session;
-    if (!request.session_id.empty()) {
-      if (auto again = store_->GetAgentSession(session.id); again.ok() && *again) s = **again;
-    }
+    store::AgentSessionRecord s = setup.session;
+    if (auto again = store_->GetAgentSession(s.id); again.ok() && *again) s = **again;
     Json messages_json = ParseJsonOrString(s.messages_json);
     if (!messages_json.is_array()) messages_json = Json::array();
     messages_json.push_back({{"role", "user"}, {"content", ToValidUtf8(request.input)}});

@@ -3,30 +3,39 @@
 //
 // Each iteration sends the conversation (system prompt, the user's input, the model's earlier
 // turns and the observations of their actions) and reads the model's reply as it streams: thought
-// text goes out as events at once, and each action starts the moment its </action> arrives (tool
-// and relic actions through the workflow engine's StepDispatcher, so they run like workflow
-// steps: sandboxed, limited, recorded), as soon as the actions it depends on have finished. When
+// text goes out as events at once, and each action starts the moment its </action> arrives (tool,
+// relic and workflow actions through the ActionDispatcher, so they run like workflow steps:
+// sandboxed, limited, recorded; sub-agents and sub-prompts in this runner), as soon as the
+// actions it depends on have finished. When
 // the reply has ended and its actions have finished, their outcomes go back to the model as one
 // labelled observation per action, and the response, with `$output_key` references substituted,
 // goes to the user. The run ends on a final response, the iteration cap, the wall-clock limit,
 // the token budget or cancellation, and says which.
+//
+// Durable: every model turn received and every action outcome is written to the run's journal in
+// the Store before the loop acts on it. A run the server stopped during (a crash included) resumes
+// at the next start: recorded turns are not requested again, finished actions not run again, and
+// an action that was in flight runs again with the same idempotency key.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/actions.h"
 #include "agent/protocol.h"
 #include "common/cancel.h"
 #include "common/status.h"
 #include "llm/gateway.h"
 #include "registry/registry.h"
 #include "store/store.h"
-#include "workflow/engine.h"
 
 namespace cortex::agent {
 
@@ -41,6 +50,7 @@ struct AgentRunOptions {
   std::chrono::milliseconds action_timeout{300000};
   std::string default_provider = "openai";  // for an agent without cognitive_engine
   std::string recordings_dir;               // where `record` writes (<data-dir>/recordings)
+  int max_depth = 3;                        // sub-agents of sub-agents of ...
 };
 
 struct AgentRunRequest {
@@ -59,6 +69,11 @@ struct AgentRunRequest {
   std::string run_id;                   // "" = a new one ("ar_" + hex)
   std::optional<int64_t> token_budget;  // input + output tokens, all turns together
   bool record = false;                  // write the model's turns to recordings_dir/<run_id>.jsonl
+  // Who started it, when not a caller of its own: a workflow step ("workflow:<run>/<step>/<n>") or
+  // an agent run ("agent:<run id>"). Such a run is resumed by its parent, which runs it again
+  // under the same run_id; the server resumes only runs without one.
+  std::string parent;
+  int depth = 0;  // 0 for a run of its own, 1 for its sub-agents, ...
 };
 
 // What the loop reports as it goes; `type` is the SSE event name: run (started), thought,
@@ -72,7 +87,7 @@ using AgentEventSink = std::function<void(const AgentEvent&)>;
 struct AgentRunResult {
   std::string run_id, agent;
   std::string session_id;  // "" when the run keeps no session
-  std::string status;      // succeeded | failed | cancelled
+  std::string status;      // succeeded | failed | cancelled | interrupted (the server stopped)
   std::string reason;      // final | iteration_cap | time_limit | token_budget | cancelled | error
   std::string response;
   std::string error;
@@ -82,15 +97,20 @@ struct AgentRunResult {
   std::string recording;  // the recording's path, when recorded
   int64_t duration_ms = 0;
 
+  bool resumed = false;  // it went on from its journal after a restart
+
   nlohmann::ordered_json ToJson() const;
+  static AgentRunResult FromJson(const nlohmann::ordered_json& j);
 };
 
 class AgentRunner {
  public:
-  // `store` (optional) keeps sessions and run records.
-  AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
-              workflow::StepDispatcher& dispatcher, AgentRunOptions options,
-              store::Store* store = nullptr);
+  // `store` (optional) keeps sessions, run records and their journals.
+  AgentRunner(registry::Registry& registry, llm::Gateway& gateway, ActionDispatcher& dispatcher,
+              AgentRunOptions options, store::Store* store = nullptr);
+  ~AgentRunner();  // Shutdown(), then waits for the runs on threads of their own
+  AgentRunner(const AgentRunner&) = delete;
+  AgentRunner& operator=(const AgentRunner&) = delete;
 
   // Checks that the run can start: the agent exists (NotFound), its manifest is resolved and its
   // model's provider usable (FailedPrecondition). Called by Run; the API calls it first to answer
@@ -98,18 +118,66 @@ class AgentRunner {
   Status Check(const std::string& agent) const;
 
   // Runs to the end. An error Status means it did not start (see Check); everything after the
-  // start is in the result (and the events).
+  // start is in the result (and the events). `cancel` (optional) is the caller's: a client that
+  // went away. A run_id that is recorded already is not started again: a finished run answers
+  // its record, an unfinished one resumes from its journal.
   Result<AgentRunResult> Run(const AgentRunRequest& request, const AgentEventSink& sink,
                              const CancelToken* cancel);
 
+  // Runs on a thread of its own; `done` (optional) gets the result. Answers the run id once the
+  // run is recorded (or why it cannot start).
+  Result<std::string> Launch(AgentRunRequest request,
+                             std::function<void(Result<AgentRunResult>)> done = nullptr);
+
+  // At the server's start: resumes, each on a thread of its own, the runs the last server left
+  // running (those without a parent); a run without a journal to resume from is marked
+  // interrupted. Returns how many resume.
+  int ResumeInterrupted();
+
+  bool Cancel(const std::string& run_id);  // false: not in progress here
+  // The runs in progress here: [{run_id, agent, status, started_ms, parent}].
+  nlohmann::ordered_json Live() const;
+  // The server stops: runs in progress end where they are and stay recorded as running, to
+  // resume at the next start; nothing starts after this.
+  void Shutdown();
+  // Shutdown(), then waits until the runs on this runner's threads have ended.
+  void Drain();
+  bool stopping() const { return stopping_.load(); }
+
  private:
+  struct Setup;
+  struct Restored;
+  Result<AgentRunResult> Execute(Setup& setup, Restored& restored, const AgentEventSink& sink,
+                                 const CancelToken* caller_cancel);
+  struct LiveRun {
+    std::string agent, parent;
+    int64_t started_ms = 0;
+    std::shared_ptr<CancelToken> cancel;
+  };
+  std::shared_ptr<CancelToken> Register(const std::string& run_id, const std::string& agent,
+                                        const std::string& parent);
+  void Unregister(const std::string& run_id);
+  // Counts a thread of this runner's (a launched run, a sub-prompt); the destructor waits for
+  // them. False when stopping.
+  bool BeginThread();
+  void EndThread();
+
   registry::Registry& registry_;
   llm::Gateway& gateway_;
-  workflow::StepDispatcher& dispatcher_;
+  ActionDispatcher& dispatcher_;
   AgentRunOptions options_;
   store::Store* store_;
   std::mutex sessions_mu_;  // a session's read-modify-write at the end of a run
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex live_mu_;
+  std::condition_variable threads_cv_;
+  std::map<std::string, LiveRun> live_;  // guarded by live_mu_
+  int threads_ = 0;                      // guarded by live_mu_
 };
+
+// A run id that is the same for the same key ("ar_" + 20 hex digits): a sub-agent's or a
+// workflow step's run, found again when its parent runs it again.
+std::string StableRunId(const std::string& prefix, const std::string& key);
 
 // `$name` references in a JSON value: a string that is exactly "$name" becomes the variable's
 // value with its JSON type; a reference inside a longer string becomes its text. Unknown names

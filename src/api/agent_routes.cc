@@ -23,7 +23,7 @@ std::string NewRunId() {
 
 // The user's message from the seed's body: "input" as a string, or an object with one of
 // message, prompt, query, question, text; any other object is passed as its JSON.
-Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stream) {
+Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stream, bool* async) {
   std::string name;
   for (const char* key : {"name", "agent"}) {
     if (auto it = body.find(key); it != body.end()) {
@@ -70,6 +70,15 @@ Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stre
     if (!it->is_boolean()) return InvalidArgumentError("'stream' must be true or false");
     *stream = it->get<bool>();
   }
+  if (auto it = body.find("async"); it != body.end()) {
+    if (!it->is_boolean()) return InvalidArgumentError("'async' must be true or false");
+    *async = it->get<bool>();
+    if (*async && *stream) {
+      return InvalidArgumentError(
+          "'async' and 'stream' exclude each other: an async run answers "
+          "its id at once (GET /agent-runs/{id} follows it)");
+    }
+  }
   if (auto it = body.find("record"); it != body.end()) {
     if (!it->is_boolean()) return InvalidArgumentError("'record' must be true or false");
     r->record = it->get<bool>();
@@ -85,92 +94,44 @@ Status ParseAgentRequest(const Json& body, agent::AgentRunRequest* r, bool* stre
 
 }  // namespace
 
-std::shared_ptr<CancelToken> AgentRuns::Add(const std::string& run_id, const std::string& agent) {
-  auto token = std::make_shared<CancelToken>();
-  std::lock_guard lock(mu_);
-  if (stopping_) token->Cancel();
-  live_[run_id] = {agent, exec::NowMs(), token};
-  return token;
-}
-
-void AgentRuns::Remove(const std::string& run_id) {
-  std::lock_guard lock(mu_);
-  live_.erase(run_id);
-}
-
-bool AgentRuns::Cancel(const std::string& run_id) {
-  std::lock_guard lock(mu_);
-  auto it = live_.find(run_id);
-  if (it == live_.end()) return false;
-  it->second.cancel->Cancel();
-  return true;
-}
-
-void AgentRuns::CancelAll() {
-  std::lock_guard lock(mu_);
-  stopping_ = true;
-  for (auto& [_, live] : live_) live.cancel->Cancel();
-}
-
-Json AgentRuns::List() const {
-  std::lock_guard lock(mu_);
-  Json out = Json::array();
-  for (const auto& [id, live] : live_) {
-    out.push_back({{"run_id", id},
-                   {"agent", live.agent},
-                   {"status", live.cancel->cancelled() ? "cancelling" : "running"},
-                   {"started_ms", live.started_ms}});
-  }
-  return out;
-}
-
-AgentSteps::~AgentSteps() {
-  std::unique_lock lock(mu_);
-  idle_.wait(lock, [&] { return running_ == 0; });
-}
-
-Status AgentSteps::Start(const workflow::StepDispatcher::AgentCall& call,
-                         std::function<void(Result<Json>)> done) {
-  CORTEX_RETURN_IF_ERROR(runner_.Check(call.agent));
+Status StartAgentStep(agent::AgentRunner& runner, const workflow::StepDispatcher::AgentCall& call,
+                      std::function<void(Result<Json>)> done) {
+  CORTEX_RETURN_IF_ERROR(runner.Check(call.agent));
   agent::AgentRunRequest request;
   request.agent = call.agent;
   request.input = agent::InputText(call.input);
   if (request.input.empty()) {
     return InvalidArgumentError("the agent step has no input (parameters: {message: ...})");
   }
-  request.run_id = NewRunId();
+  request.run_id = agent::StableRunId("ar_", "workflow:" + call.run_key);
+  request.parent = "workflow:" + call.run_key;
   request.keep_session = false;  // a step's run is one question, its record the step's output
-  {
-    std::lock_guard lock(mu_);
-    ++running_;
-  }
-  auto cancel = runs_.Add(request.run_id, request.agent);
-  std::thread([this, request, cancel, done = std::move(done), timeout = call.timeout] {
-    // A step's timeout cancels its run.
-    std::atomic<bool> finished{false};
-    std::thread watchdog;
-    if (timeout) {
-      watchdog =
-          std::thread([&finished, cancel, until = std::chrono::steady_clock::now() + *timeout] {
-            while (!finished && std::chrono::steady_clock::now() < until) {
-              std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            }
-            if (!finished) cancel->Cancel();
-          });
+  // A step's timeout cancels its run.
+  struct Watch {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool finished = false;
+  };
+  auto watch = std::make_shared<Watch>();
+  auto launched = runner.Launch(request, [done = std::move(done), watch](auto result) {
+    {
+      std::lock_guard lock(watch->mu);
+      watch->finished = true;
+      watch->cv.notify_all();
     }
-    auto result = runner_.Run(request, nullptr, cancel.get());
-    finished = true;
-    if (watchdog.joinable()) watchdog.join();
-    runs_.Remove(request.run_id);
     if (result.ok()) {
       done(result->ToJson());
     } else {
       done(result.status());
     }
-    std::lock_guard lock(mu_);
-    --running_;
-    idle_.notify_all();
-  }).detach();
+  });
+  if (!launched.ok()) return launched.status();
+  if (call.timeout) {
+    std::thread([&runner, watch, id = *launched, timeout = *call.timeout] {
+      std::unique_lock lock(watch->mu);
+      if (!watch->cv.wait_for(lock, timeout, [&] { return watch->finished; })) runner.Cancel(id);
+    }).detach();
+  }
   return Status::Ok();
 }
 
@@ -222,35 +183,37 @@ size_t LimitOf(const http::Request& req) {
 
 }  // namespace
 
-void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
-                    store::Store& store, registry::Registry& registry) {
-  server.Handle("POST", "/execute/agent", [&runner, &runs](const http::Request& req) {
+void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Store& store,
+                    registry::Registry& registry) {
+  server.Handle("POST", "/execute/agent", [&runner](const http::Request& req) {
     auto body = BodyObject(req);
     if (!body.ok()) return ErrorFromStatus(body.status());
     agent::AgentRunRequest request;
-    bool stream = WantsEvents(req);
-    if (Status st = ParseAgentRequest(*body, &request, &stream); !st.ok()) {
+    bool stream = WantsEvents(req), async = false;
+    if (Status st = ParseAgentRequest(*body, &request, &stream, &async); !st.ok()) {
       return ErrorFromStatus(st);
     }
     // What would stop the run from starting is answered with its status code, before any event.
     if (Status st = runner.Check(request.agent); !st.ok()) return ErrorFromStatus(st);
     request.run_id = NewRunId();
+    if (async) {
+      auto id = runner.Launch(request);
+      if (!id.ok()) return ErrorFromStatus(id.status());
+      return Ok(Json{{"run_id", *id}, {"agent", request.agent}, {"status", "running"}}, 202);
+    }
     if (!stream) {
-      auto cancel = runs.Add(request.run_id, request.agent);
-      auto result = runner.Run(request, nullptr, cancel.get());
-      runs.Remove(request.run_id);
+      auto result = runner.Run(request, nullptr, nullptr);
       if (!result.ok()) return ErrorFromStatus(result.status());
       return Ok(result->ToJson());
     }
     http::Response resp;
-    resp.sse = [&runner, &runs, request](http::SseWriter& w) {
-      auto cancel = runs.Add(request.run_id, request.agent);
+    resp.sse = [&runner, request](http::SseWriter& w) {
       // A client that goes away cancels its run.
-      auto sink = [&w, &cancel](const agent::AgentEvent& e) {
-        if (!w.Send(e.type, DumpJson(e.data))) cancel->Cancel();
+      CancelToken gone;
+      auto sink = [&w, &gone](const agent::AgentEvent& e) {
+        if (!w.Send(e.type, DumpJson(e.data))) gone.Cancel();
       };
-      auto result = runner.Run(request, sink, cancel.get());
-      runs.Remove(request.run_id);
+      auto result = runner.Run(request, sink, &gone);
       if (!result.ok()) {
         w.Send("error",
                DumpJson(Json{{"code", "not_started"}, {"message", result.status().message()}}));
@@ -259,7 +222,7 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns&
     return resp;
   });
   // Runs: those in progress here, then the recorded ones, newest first.
-  server.Handle("GET", "/agent-runs", [&runs, &store](const http::Request& req) {
+  server.Handle("GET", "/agent-runs", [&runner, &store](const http::Request& req) {
     auto rows = store.ListAgentRuns(req.Query("agent").value_or(""),
                                     req.Query("session_id").value_or(""), LimitOf(req));
     if (!rows.ok()) return ErrorFromStatus(rows.status());
@@ -269,13 +232,30 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns&
       j.erase("actions");  // the list stays small; GET /agent-runs/{id} has them
       recorded.push_back(std::move(j));
     }
-    return Ok(Json{{"in_progress", runs.List()}, {"runs", std::move(recorded)}});
+    return Ok(Json{{"in_progress", runner.Live()}, {"runs", std::move(recorded)}});
   });
   server.Handle("GET", "/agent-runs/{id}", [&store](const http::Request& req) {
     auto row = store.GetAgentRun(req.PathParam("id"));
     if (!row.ok()) return ErrorFromStatus(row.status());
     if (!*row) return ErrorFromStatus(NotFoundError("no agent run '" + req.PathParam("id") + "'"));
-    return Ok(RunRowJson(**row));
+    Json j = RunRowJson(**row);
+    if ((*row)->status == "running") {
+      // Its progress, from its journal: the turns received and the actions' outcomes so far.
+      auto journal = store.GetAgentJournal((*row)->id);
+      if (!journal.ok()) return ErrorFromStatus(journal.status());
+      int turns = 0;
+      Json actions = Json::array();
+      for (const auto& e : *journal) {
+        if (e.kind == "turn") ++turns;
+        if (e.kind != "action") continue;
+        Json a = ParseJsonOrString(e.data_json);
+        if (a.is_object()) a.erase("fingerprint");
+        actions.push_back(std::move(a));
+      }
+      j["turns"] = turns;
+      j["actions"] = std::move(actions);
+    }
+    return Ok(j);
   });
   // Sessions (the seed's /state/agent routes, and one by id).
   server.Handle("GET", "/state/agent/{agent}/sessions", [&store](const http::Request& req) {
@@ -320,9 +300,9 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns&
     }
     return Ok(Json{{"session_id", req.PathParam("id")}, {"deleted", true}});
   });
-  server.Handle("POST", "/agent-runs/{id}/cancel", [&runs](const http::Request& req) {
+  server.Handle("POST", "/agent-runs/{id}/cancel", [&runner](const http::Request& req) {
     std::string id = req.PathParam("id");
-    if (!runs.Cancel(id)) {
+    if (!runner.Cancel(id)) {
       return ErrorFromStatus(NotFoundError("no agent run '" + id + "' is in progress"));
     }
     return Ok(Json{{"run_id", id}, {"status", "cancelling"}}, 202);
@@ -437,7 +417,7 @@ Json UsageJson(const Json& record) {
 
 }  // namespace
 
-void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns& runs,
+void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner,
                      registry::Registry& registry) {
   server.Handle("GET", "/v1/models", [&registry](const http::Request&) {
     Json data = Json::array();
@@ -448,7 +428,7 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns
     }
     return Ok(Json{{"object", "list"}, {"data", std::move(data)}});
   });
-  server.Handle("POST", "/v1/chat/completions", [&runner, &runs](const http::Request& req) {
+  server.Handle("POST", "/v1/chat/completions", [&runner](const http::Request& req) {
     auto body = BodyObject(req);
     if (!body.ok()) return OpenAiError(body.status());
     agent::AgentRunRequest request;
@@ -462,9 +442,7 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns
     const std::string id = "chatcmpl-" + request.run_id;
     const int64_t created = NowSeconds();
     if (!stream) {
-      auto cancel = runs.Add(request.run_id, request.agent);
-      auto result = runner.Run(request, nullptr, cancel.get());
-      runs.Remove(request.run_id);
+      auto result = runner.Run(request, nullptr, nullptr);
       if (!result.ok()) return OpenAiError(result.status());
       Json record = result->ToJson();
       if (result->reason == "error" || result->status == "cancelled") {
@@ -484,8 +462,8 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns
                      {"cortex", {{"run_id", result->run_id}, {"reason", result->reason}}}});
     }
     http::Response resp;
-    resp.sse = [&runner, &runs, request, id, created, include_usage](http::SseWriter& w) {
-      auto cancel = runs.Add(request.run_id, request.agent);
+    resp.sse = [&runner, request, id, created, include_usage](http::SseWriter& w) {
+      auto cancel = std::make_shared<CancelToken>();  // a client that goes away cancels its run
       auto chunk = [&](Json delta, Json finish) {
         return Json{
             {"id", id},
@@ -507,7 +485,6 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner, AgentRuns
         if (!open) cancel->Cancel();
       };
       auto result = runner.Run(request, sink, cancel.get());
-      runs.Remove(request.run_id);
       if (!open) return;
       if (!result.ok() || result->reason == "error") {
         std::string why = result.ok() ? result->error : result.status().message();

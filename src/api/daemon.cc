@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "api/agent_actions.h"
 #include "api/agent_routes.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
@@ -80,9 +81,8 @@ struct Services {
   std::unique_ptr<workflow::Engine> engine;
   std::unique_ptr<workflow::Scheduler> scheduler;
   std::unique_ptr<llm::Gateway> gateway;
-  std::unique_ptr<agent::AgentRunner> agents;
-  std::unique_ptr<AgentRuns> agent_runs;
-  std::unique_ptr<AgentSteps> agent_steps;             // waits for its runs when destroyed
+  std::unique_ptr<AgentActions> agent_actions;         // waits for the workflows it awaits
+  std::unique_ptr<agent::AgentRunner> agents;          // waits for its runs' threads when destroyed
   std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
 
   // Records how to stop what was just started.
@@ -349,18 +349,14 @@ int RunServe(const Settings& settings) {
   aopts.observation_bytes = static_cast<size_t>(s.llm.observation_bytes);
   aopts.max_parallel = static_cast<int>(s.llm.max_parallel_actions);
   aopts.dispatch_at_message_end = s.llm.dispatch_at_message_end;
+  aopts.max_depth = static_cast<int>(s.llm.max_agent_depth);
   aopts.default_provider = s.llm.default_provider;
   aopts.recordings_dir = s.data_dir + "/recordings";
-  svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.dispatcher,
+  svc.agent_actions = std::make_unique<AgentActions>(*svc.dispatcher);
+  svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.agent_actions,
                                                     std::move(aopts), state.get());
-  if (auto n = state->MarkAgentRunsInterrupted(exec::NowMs()); n.ok() && *n > 0) {
-    log::Warn("agent", std::to_string(*n) + " agent runs were running when the server last " +
-                           "stopped: marked interrupted");
-  }
-  svc.agent_runs = std::make_unique<AgentRuns>();
-  svc.agent_steps = std::make_unique<AgentSteps>(*svc.agents, *svc.agent_runs);
   svc.dispatcher->SetAgentCaller([&svc](const auto& call, auto done) {
-    return svc.agent_steps->Start(call, std::move(done));
+    return StartAgentStep(*svc.agents, call, std::move(done));
   });
 
   workflow::EngineOptions wopts_engine;
@@ -375,6 +371,12 @@ int RunServe(const Settings& settings) {
   }
   // Runs stay as recorded: they resume at the next start.
   svc.Started([&engine] { engine->Stop(); });
+  // Agent runs the last server left running go on from their journals (those of workflow steps
+  // when the engine dispatches their steps again).
+  svc.agent_actions->SetEngine(engine.get());
+  if (int n = svc.agents->ResumeInterrupted(); n > 0) {
+    log::Info("agent", "resuming " + std::to_string(n) + " agent runs from their journals");
+  }
   svc.scheduler = std::make_unique<workflow::Scheduler>(reg, *state, *engine);
   svc.scheduler->SetEnabled(
       [&monuments](const std::string& wf) { return monuments->WorkflowEnabled(wf); });
@@ -397,16 +399,16 @@ int RunServe(const Settings& settings) {
          AddExecuteRoutes(srv, *executor, *state);
          AddWorkflowRoutes(srv, *engine, *state, reg, wroutes);
          AddDeployRoutes(srv, *deployer, *monuments);
-         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs, *state, reg);
+         AddAgentRoutes(srv, *svc.agents, *state, reg);
          AddLlmRoutes(srv, *svc.gateway);
-         AddOpenAiRoutes(srv, *svc.agents, *svc.agent_runs, reg);
+         AddOpenAiRoutes(srv, *svc.agents, reg);
        }},
       {s.services.registry, "manifest-ingestion",
        [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
       {s.services.executor, "runtime-executor",
        [&](http::Server& srv) {
          AddExecuteRoutes(srv, *executor, *state);
-         AddAgentRoutes(srv, *svc.agents, *svc.agent_runs, *state, reg);
+         AddAgentRoutes(srv, *svc.agents, *state, reg);
        }},
       {s.services.deployer, "deployment-controller",
        [&](http::Server& srv) { AddDeployRoutes(srv, *deployer, *monuments); }},
@@ -424,8 +426,12 @@ int RunServe(const Settings& settings) {
     svc.servers.push_back(std::move(server).value());
     svc.Started([started] { started->Stop(); });
   }
-  // Before the ports stop (they wait for their requests): agent runs in progress end, cancelled.
-  svc.Started([&svc] { svc.agent_runs->CancelAll(); });
+  // Before the ports stop (they wait for their requests): agent runs in progress end where they
+  // are, recorded to resume at the next start, and their threads end before the executor stops.
+  svc.Started([&svc] {
+    svc.agent_actions->Stop();
+    svc.agents->Drain();
+  });
 
   std::string host;
   int port = 0;

@@ -159,6 +159,7 @@ struct LlmSettings {
   registry::Duration max_run{600};  // wall-clock limit of one agent run
   int64_t observation_bytes = 16384;
   int64_t max_parallel_actions = 5;
+  int64_t max_agent_depth = 3;           // sub-agents of sub-agents of ...
   bool dispatch_at_message_end = false;  // for comparison only (bench/agent_bench)
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
@@ -168,6 +169,7 @@ struct LlmSettings {
     v.Field("max_run", s.max_run);
     v.Field("observation_bytes", s.observation_bytes, {.min = 256});
     v.Field("max_parallel_actions", s.max_parallel_actions, {.min = 1, .max = 256});
+    v.Field("max_agent_depth", s.max_agent_depth, {.min = 0, .max = 16});
     v.Field("dispatch_at_message_end", s.dispatch_at_message_end);
   }
 };

@@ -221,13 +221,27 @@ CREATE TABLE agent_runs (
 CREATE INDEX agent_runs_by_time ON agent_runs (created_ms);
 CREATE INDEX agent_runs_by_session ON agent_runs (session_id, created_ms);
 )sql"},
+    {6, "agent run journals, to resume agent runs", R"sql(
+ALTER TABLE agent_runs ADD COLUMN request_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE agent_runs ADD COLUMN parent TEXT NOT NULL DEFAULT '';
+CREATE INDEX agent_runs_by_status ON agent_runs (status, created_ms);
+CREATE TABLE agent_run_journal (
+  run_id    TEXT NOT NULL,
+  seq       INTEGER NOT NULL,
+  at_ms     INTEGER NOT NULL,
+  kind      TEXT NOT NULL,
+  data_json TEXT NOT NULL,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr std::string_view kAgentSessionColumns =
     "id, agent, messages_json, variables_json, runs, input_tokens, output_tokens, created_ms, "
     "updated_ms";
 constexpr std::string_view kAgentRunColumns =
-    "id, agent, session_id, status, reason, input, record_json, created_ms, finished_ms";
+    "id, agent, session_id, status, reason, input, record_json, created_ms, finished_ms, "
+    "request_json, parent";
 
 constexpr std::string_view kDeploymentColumns =
     "kind, name, driver, desired, state, error, owner, environment, pid, pid_start, project, "
@@ -1108,7 +1122,7 @@ class SqliteStore final : public Store {
       CORTEX_ASSIGN_OR_RETURN(
           Statement stmt,
           c.Prepare("INSERT OR REPLACE INTO agent_runs (" + std::string(kAgentRunColumns) +
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
       stmt.Bind(1, r.id);
       stmt.Bind(2, r.agent);
       stmt.Bind(3, r.session_id);
@@ -1118,6 +1132,8 @@ class SqliteStore final : public Store {
       stmt.Bind(7, r.record_json);
       stmt.Bind(8, r.created_ms);
       stmt.Bind(9, r.finished_ms);
+      stmt.Bind(10, r.request_json);
+      stmt.Bind(11, r.parent);
       return stmt.Run();
     });
   }
@@ -1148,6 +1164,54 @@ class SqliteStore final : public Store {
       return Status::Ok();
     }));
     return changed;
+  }
+
+  Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows,
+                            QueryAgentRuns("status = 'running' AND ?1 = ''", "", "", 1000000));
+    std::reverse(rows.begin(), rows.end());
+    return rows;
+  }
+
+  Status AppendAgentJournal(const AgentJournalEntry& e) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT INTO agent_run_journal (run_id, seq, at_ms, kind, data_json) VALUES "
+                    "(?1, ?2, ?3, ?4, ?5)"));
+      stmt.Bind(1, e.run_id);
+      stmt.Bind(2, e.seq);
+      stmt.Bind(3, e.at_ms);
+      stmt.Bind(4, e.kind);
+      stmt.Bind(5, e.data_json);
+      Status st = stmt.Run();
+      if (!st.ok() && stmt.ExtendedErrorCode() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return AlreadyExistsError("agent run " + e.run_id + " already has journal entry " +
+                                  std::to_string(e.seq));
+      }
+      return st;
+    });
+  }
+
+  Result<std::vector<AgentJournalEntry>> GetAgentJournal(const std::string& run_id) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(Statement stmt,
+                            reader->Prepare("SELECT seq, at_ms, kind, data_json FROM "
+                                            "agent_run_journal WHERE run_id = ?1 ORDER BY seq"));
+    stmt.Bind(1, run_id);
+    std::vector<AgentJournalEntry> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      AgentJournalEntry e;
+      e.run_id = run_id;
+      e.seq = stmt.Int(0);
+      e.at_ms = stmt.Int(1);
+      e.kind = stmt.Text(2);
+      e.data_json = stmt.Text(3);
+      out.push_back(std::move(e));
+    }
+    return out;
   }
 
   Status SetScheduleMark(const std::string& workflow, int64_t due_ms) override {
@@ -1215,6 +1279,8 @@ class SqliteStore final : public Store {
       r.record_json = stmt.Text(6);
       r.created_ms = stmt.Int(7);
       r.finished_ms = stmt.Int(8);
+      r.request_json = stmt.Text(9);
+      r.parent = stmt.Text(10);
       out.push_back(std::move(r));
     }
     return out;

@@ -157,6 +157,21 @@ struct AgentRunRecord {
   std::string input;
   std::string record_json = "{}";  // the run's JSON record once it has finished
   int64_t created_ms = 0, finished_ms = 0;
+  // How it started, to resume it: the conversation sent first, the request's options (JSON).
+  std::string request_json = "{}";
+  // Who resumes it after a restart: "" = the server, on its own; else the workflow step or the
+  // agent run that started it (they run it again under the same id, and it resumes then).
+  std::string parent;
+};
+
+// One entry of an agent run's journal: a model turn received ("turn") or an action's outcome
+// ("action"), written before the loop acts on it, so that a restarted server resumes the run.
+struct AgentJournalEntry {
+  std::string run_id;
+  int64_t seq = 0;    // 1, 2, ... within the run
+  int64_t at_ms = 0;  // since the run started (its running time, across restarts)
+  std::string kind;
+  std::string data_json = "{}";
 };
 
 class Store {
@@ -220,6 +235,10 @@ class Store {
                                                             size_t limit) = 0;
   // Runs still `running` (the server stopped during them) become `interrupted`; how many.
   virtual Result<int> MarkAgentRunsInterrupted(int64_t now_ms) = 0;
+  // Runs still `running` (the server stopped during them), oldest first.
+  virtual Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() = 0;
+  virtual Status AppendAgentJournal(const AgentJournalEntry& entry) = 0;  // AlreadyExists: dup seq
+  virtual Result<std::vector<AgentJournalEntry>> GetAgentJournal(const std::string& run_id) = 0;
 };
 
 struct SqliteOptions {

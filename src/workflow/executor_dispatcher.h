@@ -31,7 +31,11 @@ class ExecutorDispatcher final : public StepDispatcher {
     request.on_finish = std::move(done);
     std::vector<exec::FieldError> fields;
     auto id = executor_.Submit(request, &fields);
-    return id.ok() ? Status::Ok() : id.status();
+    if (id.ok()) return Status::Ok();
+    if (fields.empty()) return id.status();
+    std::string why = id.status().message();
+    for (const auto& f : fields) why += "; " + f.field + ": " + f.message;
+    return Status(id.status().code(), why);
   }
 
   void CancelTool(const std::string& execution_id) override {

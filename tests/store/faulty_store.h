@@ -103,6 +103,15 @@ class FaultyStore final : public Store {
                                                     size_t limit) override {
     return real_.ListAgentRuns(agent, session_id, limit);
   }
+  Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() override {
+    return real_.ListRunningAgentRuns();
+  }
+  Status AppendAgentJournal(const AgentJournalEntry& e) override {
+    return real_.AppendAgentJournal(e);
+  }
+  Result<std::vector<AgentJournalEntry>> GetAgentJournal(const std::string& run_id) override {
+    return real_.GetAgentJournal(run_id);
+  }
   Result<int> MarkAgentRunsInterrupted(int64_t now_ms) override {
     return real_.MarkAgentRunsInterrupted(now_ms);
   }

@@ -1,0 +1,296 @@
+// Agent runs end to end, beyond one agent and its tools: a run that the server's kill -9 (or
+// SIGTERM) interrupts resumes from its journal at the next start; sub-agents, workflow actions
+// and sub-prompts; internal actions under the agent's policy, and context feeds in the prompt.
+// The real `cortex serve`, real sandboxed tools, and the scripted model server.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+
+#include "integration/api_reply.h"
+#include "integration/daemon.h"
+#include "integration/scripted_llm.h"
+
+namespace cortex::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Sleeps `seconds`, then answers {tag, key}: the idempotency key it was given.
+void WriteSlowTool(const fs::path& m) {
+  WriteFile(m / "tools/slow/tool.yml",
+            "kind: Tool\nname: slow\nversion: \"1.0\"\ndescription: Sleeps, then answers.\n"
+            "implementation:\n  runtime: bash\n  entrypoint: ./run.sh\n"
+            "  resources: {timeout: 30s}\n"
+            "parameters:\n  - {name: seconds, type: number, default: 0}\n"
+            "  - {name: tag, type: string}\n");
+  WriteFile(m / "tools/slow/run.sh",
+            "secs=$(printf '%s' \"$1\" | sed -n 's/.*\"seconds\":\\([0-9.]*\\).*/\\1/p')\n"
+            "tag=$(printf '%s' \"$1\" | sed -n 's/.*\"tag\":\"\\([^\"]*\\)\".*/\\1/p')\n"
+            "sleep \"${secs:-0}\"\n"
+            "echo \"{\\\"tag\\\": \\\"$tag\\\", \\\"key\\\": \\\"$CORTEX_IDEMPOTENCY_KEY\\\"}\"\n");
+}
+
+std::string Agent(const std::string& name, const std::string& imports,
+                  const std::string& extra = "") {
+  return "---\nkind: Agent\nname: " + name + "\ndescription: The " + name +
+         " agent of the tests.\niteration_cap: 4\ncognitive_engine:\n"
+         "  primary: {provider: scripted, model: scripted-model}\nimport:\n" +
+         imports + extra + "---\nYou are " + name + ".\n";
+}
+
+std::string Config(const ScriptedLlm& llm, const fs::path& dir, const std::string& extra = "") {
+  fs::path cfg = dir / "cortex.yml";
+  WriteFile(cfg, "llm:\n  max_agent_depth: 1\n" + extra +
+                     "  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
+                     llm.base_url() + "\n      breaker_failures: 100\n");
+  return cfg.string();
+}
+
+void WriteManifests(const fs::path& m) {
+  fs::create_directories(m / "tools");
+  for (const char* tool : {"calculator", "shell_echo"}) {
+    fs::copy(fs::path(CORTEX_SOURCE_DIR) / "examples/manifests/tools" / tool, m / "tools" / tool,
+             fs::copy_options::recursive);
+  }
+  WriteSlowTool(m);
+  WriteFile(m / "agents/durable/agent.md", Agent("durable", "  tools: [slow]\n"));
+  WriteFile(
+      m / "agents/boss/agent.md",
+      Agent("boss", "  agents: [helper]\n  workflows: [echo_twice]\n  tools: [calculator]\n"));
+  WriteFile(m / "agents/helper/agent.md", Agent("helper", "  agents: [leaf]\n"));
+  WriteFile(m / "agents/leaf/agent.md", Agent("leaf", "  tools: [calculator]\n"));
+  WriteFile(m / "agents/feeder/agent.md",
+            Agent("feeder", "  tools: [calculator]\n",
+                  "internal_actions:\n  blocked_actions: [clear_context]\n"
+                  "context_feeds:\n"
+                  "  - {id: clock, type: on_demand, source: {type: internal, action: "
+                  "system_clock}}\n"));
+  WriteFile(m / "workflows/echo_twice.workflow.yml", R"WF(kind: Workflow
+name: echo_twice
+description: Echoes its text twice.
+trigger:
+  type: manual
+  parameters:
+    text: {type: string}
+steps:
+  - name: first
+    type: tool
+    target: shell_echo
+    parameters: {message: "$(trigger.text)"}
+  - name: second
+    type: tool
+    target: shell_echo
+    parameters: {message: "$(steps.first.message) $(trigger.text)"}
+outputs:
+  echoed: {source: steps.second.message}
+)WF");
+}
+
+json RunRecord(Daemon& d, const std::string& id) {
+  return Get(d.client(), "/agent-runs/" + id).json;
+}
+
+// The executions of the slow tool with this tag, oldest first.
+std::vector<json> SlowRuns(Daemon& d, const std::string& tag) {
+  Reply list = Get(d.client(), "/executions?tool=slow&limit=100");
+  std::vector<json> out;
+  if (!list.json.contains("executions")) return out;
+  for (const json& e : list.json["executions"]) {
+    if (e["parameters"].value("tag", "") == tag) out.insert(out.begin(), e);
+  }
+  return out;
+}
+
+class AgentRuns : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(llm_.ok()); }
+
+  std::unique_ptr<Daemon> Start(const fs::path* data = nullptr) {
+    return std::make_unique<Daemon>(
+        std::vector<std::string>{"--config", Config(llm_, cfg_.path())}, [data](const fs::path& m) {
+          WriteManifests(m);
+          if (data) {
+            fs::create_directory_symlink(*data, m.parent_path() / "data");
+          }
+        });
+  }
+  // Starts `durable` in the background and waits until the slow "long" action runs after the
+  // "fast" one finished and the turn was recorded; the run id.
+  std::string StartLongRun(Daemon& d) {
+    llm_.Script({Says("<thought>Two things.</thought>"
+                      "<action type=\"tool\" id=\"fast\">{\"name\": \"slow\", \"parameters\": "
+                      "{\"seconds\": 0, \"tag\": \"fast\"}, \"output_key\": \"f\"}</action>"
+                      "<action type=\"tool\" id=\"long\">{\"name\": \"slow\", \"parameters\": "
+                      "{\"seconds\": 4, \"tag\": \"long\"}, \"output_key\": \"l\"}</action>"),
+                 Says("<response final=\"true\">Done: $f.tag then $l.tag.</response>")});
+    Reply started = Post(d.client(), "/execute/agent",
+                         json{{"name", "durable"}, {"input", "Do both."}, {"async", true}}.dump());
+    EXPECT_EQ(started.status, 202) << started.body;
+    std::string id = started.json.value("run_id", "");
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          json r = RunRecord(d, id);
+          auto longs = SlowRuns(d, "long");
+          return r.value("turns", 0) == 1 && r["actions"].size() == 1 && !longs.empty() &&
+                 longs.back().value("status", "") == "running";
+        },
+        std::chrono::seconds(20)))
+        << Brief(RunRecord(d, id));
+    return id;
+  }
+  // After the restart: the run finished from its journal.
+  void ExpectResumed(Daemon& second, const std::string& id) {
+    json done;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          done = RunRecord(second, id);
+          return done.value("status", "running") != "running";
+        },
+        std::chrono::seconds(30)))
+        << Brief(done) << second.log();
+    EXPECT_EQ(done.value("status", ""), "succeeded") << Brief(done) << second.log();
+    EXPECT_EQ(done.value("response", ""), "Done: fast then long.") << Brief(done);
+    EXPECT_TRUE(done.value("resumed", false)) << Brief(done);
+    // The model's first turn was received before the stop: it was not requested again.
+    auto requests = llm_.requests();
+    ASSERT_EQ(requests.size(), 2u) << "turn 1 was requested again";
+    std::string obs = requests[1]["messages"].back().value("content", "");
+    EXPECT_THAT(obs, HasSubstr("id=\"fast\"")) << obs;
+    EXPECT_THAT(obs, HasSubstr("id=\"long\"")) << obs;
+    // The finished action did not run again; the one in flight ran again with the same key.
+    auto fast = SlowRuns(second, "fast");
+    auto longs = SlowRuns(second, "long");
+    EXPECT_EQ(fast.size(), 1u);
+    ASSERT_EQ(longs.size(), 2u);
+    EXPECT_EQ(longs[0].value("idempotency_key", "a"), longs[1].value("idempotency_key", "b"));
+    EXPECT_EQ(longs[1].value("status", ""), "succeeded");
+    EXPECT_EQ(longs[1]["result"].value("key", ""), longs[0].value("idempotency_key", "-"))
+        << "the tool saw CORTEX_IDEMPOTENCY_KEY";
+    EXPECT_NE(longs[0].value("status", ""), "succeeded");
+  }
+
+  ScriptedLlm llm_;
+  TempDir cfg_;
+};
+
+TEST_F(AgentRuns, AnInterruptedRunResumesAfterTheServerIsKilled) {
+  auto first = Start();
+  ASSERT_TRUE(first->ok()) << first->log();
+  std::string id = StartLongRun(*first);
+  ASSERT_EQ(::kill(first->pid(), SIGKILL), 0);
+  first->Stop();
+  fs::path data = first->data_dir();
+  fs::remove(data / "serve.json");
+  auto second = Start(&data);
+  ASSERT_TRUE(second->ok()) << second->log();
+  ExpectResumed(*second, id);
+}
+
+TEST_F(AgentRuns, AnInterruptedRunResumesAfterAGracefulStop) {
+  auto first = Start();
+  ASSERT_TRUE(first->ok()) << first->log();
+  std::string id = StartLongRun(*first);
+  EXPECT_EQ(first->Stop(), 0) << first->log();
+  fs::path data = first->data_dir();
+  auto second = Start(&data);
+  ASSERT_TRUE(second->ok()) << second->log();
+  ExpectResumed(*second, id);
+}
+
+TEST_F(AgentRuns, SubAgentsWorkflowsAndSubPrompts) {
+  auto d = Start();
+  ASSERT_TRUE(d->ok()) << d->log();
+  // One request at a time, in this order: boss, helper (whose own sub-agent is refused: too
+  // deep), helper again, the sub-prompt, boss.
+  llm_.Script({
+      Says("<action type=\"agent\" id=\"ask\">{\"name\": \"helper\", \"parameters\": "
+           "{\"message\": \"What is 2 + 3?\"}, \"output_key\": \"sub\"}</action>"
+           "<action type=\"workflow\" id=\"wf\">{\"name\": \"echo_twice\", \"parameters\": "
+           "{\"text\": \"hey\"}}</action>"
+           "<action type=\"llm\" id=\"poem\">{\"name\": \"summarize\", \"parameters\": "
+           "{\"prompt\": \"Say hi\"}, \"depends_on\": [\"ask\"]}</action>"),
+      Says("<action type=\"agent\" id=\"deeper\">{\"name\": \"leaf\", \"parameters\": "
+           "{\"message\": \"and you?\"}}</action>"),
+      Says("<response final=\"true\">5</response>"),
+      Says("hi there"),
+      Says("<response final=\"true\">Helper: $sub.response; workflow: $wf.echoed; llm: "
+           "$poem.text</response>"),
+  });
+  Reply r = Post(d->client(), "/execute/agent", json{{"name", "boss"}, {"input", "Go."}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json.value("status", ""), "succeeded") << Brief(r.json);
+  EXPECT_EQ(r.json.value("response", ""), "Helper: 5; workflow: hey hey; llm: hi there")
+      << Brief(r.json);
+  json sub;
+  for (const json& a : r.json["actions"]) {
+    if (a.value("id", "") == "ask") sub = a;
+  }
+  ASSERT_TRUE(sub.is_object()) << Brief(r.json);
+  std::string sub_run = sub["result"].value("run_id", "");
+  ASSERT_FALSE(sub_run.empty()) << Brief(sub);
+  EXPECT_FALSE(sub["result"].value("session_id", "").empty()) << "a sub-agent has its own session";
+  // The sub-agent's run is a run of its own, whose parent is the boss's run; its own sub-agent
+  // was refused with the depth limit, and the helper saw why.
+  json helper = Get(d->client(), "/agent-runs/" + sub_run).json;
+  EXPECT_EQ(helper.value("agent", ""), "helper") << Brief(helper);
+  ASSERT_EQ(helper["actions"].size(), 1u) << Brief(helper);
+  EXPECT_EQ(helper["actions"][0].value("status", ""), "failed");
+  EXPECT_THAT(helper["actions"][0].value("error", ""), HasSubstr("nest 1 deep"));
+  auto requests = llm_.requests();
+  ASSERT_EQ(requests.size(), 5u);
+  EXPECT_EQ(requests[3]["messages"].back().value("content", ""), "Say hi")
+      << "the sub-prompt is the prompt alone";
+  // A workflow action's run is a workflow run like any other.
+  std::string wf_run;
+  for (const json& a : r.json["actions"]) {
+    if (a.value("id", "") == "wf") wf_run = a.value("execution_id", "");
+  }
+  Reply run = Get(d->client(), "/workflows/" + wf_run);
+  EXPECT_EQ(run.status, 200) << wf_run << " " << run.body;
+  EXPECT_EQ(run.json.value("trigger", ""), "agent") << run.body;
+}
+
+TEST_F(AgentRuns, InternalActionsFollowThePolicyAndFeedsReachThePrompt) {
+  auto d = Start();
+  ASSERT_TRUE(d->ok()) << d->log();
+  llm_.Script({
+      Says("<action type=\"internal\" id=\"feed\">{\"name\": \"add_context_feed\", "
+           "\"parameters\": {\"id\": \"sum\", \"type\": \"on_demand\", \"source\": {\"type\": "
+           "\"tool\", \"name\": \"calculator\", \"params\": {\"operation\": \"add\", \"a\": 40, "
+           "\"b\": 2}}}}</action>"
+           "<action type=\"internal\" id=\"wipe\">{\"name\": \"clear_context\"}</action>"
+           "<action type=\"internal\" id=\"set\">{\"name\": \"set_variable\", \"parameters\": "
+           "{\"key\": \"colour\", \"value\": \"green\"}}</action>"
+           "<action type=\"internal\" id=\"bad\">{\"name\": \"add_context_feed\", "
+           "\"parameters\": {\"id\": \"broken\"}}</action>"),
+      Says("<response final=\"true\">It is $colour.</response>"),
+  });
+  Reply r = Post(d->client(), "/execute/agent", json{{"name", "feeder"}, {"input", "Go."}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json.value("response", ""), "It is green.") << Brief(r.json);
+  std::map<std::string, json> actions;
+  for (const json& a : r.json["actions"]) actions[a.value("id", "")] = a;
+  EXPECT_EQ(actions["feed"].value("status", ""), "succeeded") << Brief(actions["feed"]);
+  EXPECT_EQ(actions["wipe"].value("status", ""), "failed");
+  EXPECT_THAT(actions["wipe"].value("error", ""), HasSubstr("blocked_actions"));
+  EXPECT_EQ(actions["bad"].value("status", ""), "failed");
+  EXPECT_THAT(actions["bad"].value("error", ""), HasSubstr("source"));
+  auto requests = llm_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  std::string first = requests[0]["messages"][0].value("content", "");
+  std::string second = requests[1]["messages"][0].value("content", "");
+  EXPECT_THAT(first, HasSubstr("<context_feed id=\"clock\">{\"iso8601\""));
+  EXPECT_THAT(first, Not(HasSubstr("<context_feed id=\"sum\">")));
+  EXPECT_THAT(second, HasSubstr("<context_feed id=\"sum\">"));
+  EXPECT_THAT(second, HasSubstr("\"result\":42"));
+  // clear_context was refused: the conversation is all there.
+  EXPECT_EQ(requests[1]["messages"].size(), 4u);
+}
+
+}  // namespace
+}  // namespace cortex::testing
