@@ -107,6 +107,58 @@ When you have the answer, write it in <response final="true">...</response>. Use
 <response final="false">...</response> for a progress note when you still have work to do.
 Only use capabilities listed below.)";
 
+constexpr const char* kNativeGuide = R"(# How you work
+
+Act through the functions you are given: call several at once when they do not depend on each
+other, and each call's result comes back to you. Functions named agent__<name> ask another agent
+({"message": "..."}), workflow__<name> run a workflow, relic__<name>__<operation> call a
+service, internal__<name> manage your variables and context feeds. When you have the answer,
+reply with it as plain text, without calling a function.)";
+
+// A function of the native mode, and what a call of it does.
+struct Function {
+  std::string type, name, operation;
+};
+using Functions = std::map<std::string, Function>;
+
+// A function name providers accept (letters, digits, _ and -; at most 64).
+std::string FunctionName(const std::string& prefix, const std::string& name) {
+  std::string out = prefix;
+  for (char c : name) {
+    out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ? c : '_';
+  }
+  if (out.size() > 64) out.resize(64);
+  return out;
+}
+
+// The action a native function call asks for; an unknown function or arguments that are not a
+// JSON object make an invalid action (the model sees why).
+ParsedAction ActionOfCall(const llm::ToolCall& call, const Functions& functions, int n, int turn) {
+  ParsedAction a;
+  a.id = call.id.empty() ? "call-" + std::to_string(turn) + "-" + std::to_string(n) : call.id;
+  a.mode = "async";
+  a.raw = call.arguments;
+  a.name = call.name;
+  auto it = functions.find(call.name);
+  if (it == functions.end()) {
+    a.error = "no function named '" + call.name + "'";
+    return a;
+  }
+  a.type = it->second.type;
+  a.name = it->second.name;
+  auto args =
+      ParseJson(call.arguments.find_first_not_of(" \t\r\n") == std::string::npos ? std::string("{}")
+                                                                                 : call.arguments);
+  if (!args.ok() || !args->is_object()) {
+    a.error = "the arguments of " + call.name +
+              " are not a JSON object: " + ToValidUtf8(call.arguments.substr(0, 200));
+    return a;
+  }
+  a.parameters = *args;
+  if (!it->second.operation.empty()) a.parameters["operation"] = it->second.operation;
+  return a;
+}
+
 }  // namespace
 
 Json AgentRunResult::ToJson() const {
@@ -788,7 +840,8 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     }
   }
   system += "\n\n";
-  system += kProtocolGuide;
+  const bool native = spec.cognitive_engine && spec.cognitive_engine->protocol == "native";
+  system += native ? kNativeGuide : kProtocolGuide;
   std::map<registry::Kind, std::map<std::string, const registry::Entry*>> imported;
   for (const auto& dep : entry->dependencies) {
     if (!dep.resolved() || !dep.kind) continue;
@@ -951,6 +1004,72 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     chat.top_p = p.top_p;
     chat.max_tokens = p.max_tokens;
     if (p.extra_params.is_object()) chat.extra = p.extra_params;
+  }
+  // Native function calling: the catalogue as function definitions.
+  const bool native = spec.cognitive_engine && spec.cognitive_engine->protocol == "native";
+  Functions functions;
+  if (native) {
+    auto add = [&](const std::string& fname, Function f, std::string desc, Json params) {
+      functions[fname] = std::move(f);
+      chat.tools.push_back({fname, std::move(desc), std::move(params)});
+    };
+    auto describe = [](const registry::Entry* e) {
+      std::string d = e->manifest().header.description;
+      return d.empty() ? e->manifest().header.summary : d;
+    };
+    const Json free_object = {{"type", "object"}, {"additionalProperties", true}};
+    for (const auto& dep : entry->dependencies) {
+      if (!dep.resolved() || !dep.kind) continue;
+      const registry::Entry* t = snap->FindKey(dep.target);
+      if (!t) continue;
+      const std::string& name = t->name();
+      switch (*dep.kind) {
+        case registry::Kind::kTool:
+          add(FunctionName("", name), {"tool", name, ""}, describe(t),
+              ParametersSchema(t->manifest().As<registry::ToolSpec>()->parameters));
+          break;
+        case registry::Kind::kAgent:
+          add(FunctionName("agent__", name), {"agent", name, ""},
+              "Ask the agent " + name + ": " + describe(t),
+              {{"type", "object"},
+               {"properties", {{"message", {{"type", "string"}}}}},
+               {"required", {"message"}}});
+          break;
+        case registry::Kind::kWorkflow:
+          add(FunctionName("workflow__", name), {"workflow", name, ""}, describe(t),
+              ParametersSchema(t->manifest().As<registry::WorkflowSpec>()->trigger.parameters));
+          break;
+        case registry::Kind::kRelic:
+          if (const auto& iface = t->manifest().As<registry::RelicSpec>()->interface) {
+            for (const auto& ep : iface->endpoints) {
+              add(FunctionName("relic__", name + "__" + ep.name), {"relic", name, ep.name},
+                  name + ": " +
+                      (ep.description.empty() ? ep.method + " " + ep.path : ep.description),
+                  free_object);
+            }
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    const Json key = {{"type", "string"}};
+    const std::vector<std::pair<std::string, Json>> internal = {
+        {"system_clock", Json::object()},
+        {"set_variable", {{"key", key}, {"value", Json::object()}}},
+        {"delete_variable", {{"key", key}}},
+        {"add_context_feed",
+         {{"id", key}, {"type", key}, {"interval", {{"type", "number"}}}, {"source", free_object}}},
+        {"update_context_feed", {{"id", key}}},
+        {"remove_context_feed", {{"id", key}}},
+        {"list_context_feeds", Json::object()},
+        {"clear_context", Json::object()},
+    };
+    for (const auto& [name, props] : internal) {
+      if (!InternalPolicy(spec.internal_actions, name).empty()) continue;
+      add(FunctionName("internal__", name), {"internal", name, ""}, "internal action " + name,
+          {{"type", "object"}, {"properties", props}});
+    }
   }
   const int cap = spec.iteration_cap > 0
                       ? static_cast<int>(std::min<int64_t>(spec.iteration_cap, 1000))
@@ -1374,6 +1493,57 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     std::vector<std::string> turn_actions;
     std::vector<std::pair<std::string, bool>> responses;  // text, final
     std::string response_text, outside_text;
+    // An action the model asked for (a protocol <action>, or a native function call): announced,
+    // restored from the journal when its outcome is there, else started when it may.
+    auto add_action = [&](const ProtocolEvent& e) {
+      std::lock_guard lock(state->mu);
+      ParsedAction a = *e.action;  // e is announced below as parsed
+      if (state->actions.count(a.id) && a.id.starts_with("action-")) {
+        a.id = "t" + std::to_string(turn) + "-" + a.id;  // default ids, unique per run
+      }
+      if (state->actions.count(a.id)) {
+        a.error = "an action with id '" + a.id + "' ran already in this run: ids are unique";
+        a.id = "t" + std::to_string(turn) + "-" + a.id;
+      }
+      ActionState s;
+      s.action = a;
+      s.turn = turn;
+      s.waited = a.mode != "fire_and_forget";
+      Json announced = e.ToJson();
+      announced["id"] = a.id;
+      announced.erase("event");
+      announced["turn"] = turn;
+      state->Emit("action", std::move(announced));
+      // Its outcome is in the journal: it is not run again.
+      auto done = restored.outcomes.find(a.id);
+      bool restore = done != restored.outcomes.end() &&
+                     done->second.value("fingerprint", "") == Fingerprint(a) &&
+                     Finished(done->second.value("status", ""));
+      state->actions[a.id] = s;
+      state->order.push_back(a.id);
+      turn_actions.push_back(a.id);
+      if (restore) {
+        ActionState& r = state->actions[a.id];
+        r.restored = true;
+        r.started = Clock::now();
+        r.execution_id = done->second.value("execution_id", "");
+        finish(a.id, done->second.value("status", ""), done->second.value("result", Json()),
+               done->second.value("error", ""));
+        state->actions[a.id].duration_ms = done->second.value("duration_ms", int64_t{0});
+      }
+      if (!options_.dispatch_at_message_end) pump();
+    };
+    // Native function calling: a call becomes an action; `call_ids` keeps the model's ids.
+    std::vector<std::pair<std::string, std::string>> call_ids;  // call id, action id
+    auto add_call = [&](const llm::ToolCall& call) {
+      ProtocolEvent e;
+      e.kind = EventKind::kAction;
+      e.action = ActionOfCall(call, functions, static_cast<int>(call_ids.size()) + 1, turn);
+      call_ids.emplace_back(call.id, e.action->id);
+      size_t before = turn_actions.size();
+      add_action(e);
+      if (turn_actions.size() > before) call_ids.back().second = turn_actions.back();
+    };
     auto handle = [&](std::vector<ProtocolEvent>& events) {
       for (auto& e : events) {
         switch (e.kind) {
@@ -1392,45 +1562,9 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
             break;
           case EventKind::kContextFeed:
             break;
-          case EventKind::kAction: {
-            std::lock_guard lock(state->mu);
-            ParsedAction a = *e.action;  // e is announced below as parsed
-            if (state->actions.count(a.id) && a.id.starts_with("action-")) {
-              a.id = "t" + std::to_string(turn) + "-" + a.id;  // default ids, unique per run
-            }
-            if (state->actions.count(a.id)) {
-              a.error = "an action with id '" + a.id + "' ran already in this run: ids are unique";
-              a.id = "t" + std::to_string(turn) + "-" + a.id;
-            }
-            ActionState s;
-            s.action = a;
-            s.turn = turn;
-            s.waited = a.mode != "fire_and_forget";
-            Json announced = e.ToJson();
-            announced["id"] = a.id;
-            announced.erase("event");
-            announced["turn"] = turn;
-            state->Emit("action", std::move(announced));
-            // Its outcome is in the journal: it is not run again.
-            auto done = restored.outcomes.find(a.id);
-            bool restore = done != restored.outcomes.end() &&
-                           done->second.value("fingerprint", "") == Fingerprint(a) &&
-                           Finished(done->second.value("status", ""));
-            state->actions[a.id] = s;
-            state->order.push_back(a.id);
-            turn_actions.push_back(a.id);
-            if (restore) {
-              ActionState& r = state->actions[a.id];
-              r.restored = true;
-              r.started = Clock::now();
-              r.execution_id = done->second.value("execution_id", "");
-              finish(a.id, done->second.value("status", ""), done->second.value("result", Json()),
-                     done->second.value("error", ""));
-              state->actions[a.id].duration_ms = done->second.value("duration_ms", int64_t{0});
-            }
-            if (!options_.dispatch_at_message_end) pump();
+          case EventKind::kAction:
+            add_action(e);
             break;
-          }
         }
       }
       events.clear();
@@ -1454,22 +1588,36 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
           r.usage.output_tokens = t["usage"].value("output_tokens", int64_t{0});
           r.usage.cost = t["usage"].value("cost", 0.0);
         }
-        parser.Feed(r.content, &events);
-        handle(events);
+        if (auto calls = t.find("tool_calls"); calls != t.end() && calls->is_array()) {
+          for (const auto& c : *calls) {
+            r.tool_calls.push_back(
+                {c.value("id", ""), c.value("name", ""), c.value("arguments", "")});
+          }
+        }
+        if (native) {
+          for (const auto& c : r.tool_calls) add_call(c);
+        } else {
+          parser.Feed(r.content, &events);
+          handle(events);
+        }
         return r;
       }
       refresh_feeds(turn);
       chat.messages = messages;
       chat.turn = turn - 1;
+      if (native) chat.on_tool_call = add_call;
       return gateway_.Chat(
           chain, chat,
           [&](std::string_view text) {
-            parser.Feed(text, &events);
-            handle(events);
+            if (!native) {
+              parser.Feed(text, &events);
+              handle(events);
+            }
             return !cancelled();
           },
           cancel);
     }();
+    chat.on_tool_call = nullptr;
     if (!reply.ok()) {
       if (stopping_) {
         interrupted = true;
@@ -1489,33 +1637,51 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
                                 [&] { return state->running == 0 || stopping_.load(); });
       break;
     }
-    parser.Finish(&events);
-    handle(events);
+    Json calls_json = Json::array();
+    for (const auto& c : reply->tool_calls) {
+      calls_json.push_back({{"id", ToValidUtf8(c.id)},
+                            {"name", ToValidUtf8(c.name)},
+                            {"arguments", ToValidUtf8(c.arguments)}});
+    }
+    if (native) {
+      // The reply's text: the answer when it calls nothing, else what it said on the way.
+      if (reply->tool_calls.empty()) {
+        responses.emplace_back(reply->content, true);
+      } else if (!reply->content.empty()) {
+        state->Emit("thought", {{"text", ToValidUtf8(reply->content)}});
+      }
+    } else {
+      parser.Finish(&events);
+      handle(events);
+    }
     {
       std::lock_guard lock(state->mu);
       stream_open = false;
       if (recorded == restored.turns.end()) {
         // Recorded before the loop acts on the end of the turn.
-        state->Journal("turn", {{"turn", turn},
-                                {"content", ToValidUtf8(reply->content)},
-                                {"provider", reply->provider},
-                                {"model", reply->model},
-                                {"usage",
-                                 {{"input_tokens", reply->usage.input_tokens},
-                                  {"output_tokens", reply->usage.output_tokens},
-                                  {"cost", reply->usage.cost}}}});
+        Json entry = {{"turn", turn},
+                      {"content", ToValidUtf8(reply->content)},
+                      {"provider", reply->provider},
+                      {"model", reply->model},
+                      {"usage",
+                       {{"input_tokens", reply->usage.input_tokens},
+                        {"output_tokens", reply->usage.output_tokens},
+                        {"cost", reply->usage.cost}}}};
+        if (!calls_json.empty()) entry["tool_calls"] = calls_json;
+        state->Journal("turn", entry);
       }
     }
     if (!response_text.empty()) responses.emplace_back(response_text, true);
     result.usage += reply->usage;
     if (recording.is_open() && recorded == restored.turns.end()) {
-      recording << DumpJson(Json{{"turn", turn},
-                                 {"model", reply->model},
-                                 {"content", ToValidUtf8(reply->content)},
-                                 {"usage",
-                                  {{"input_tokens", reply->usage.input_tokens},
-                                   {"output_tokens", reply->usage.output_tokens}}}})
-                << "\n";
+      Json line = {{"turn", turn},
+                   {"model", reply->model},
+                   {"content", ToValidUtf8(reply->content)},
+                   {"usage",
+                    {{"input_tokens", reply->usage.input_tokens},
+                     {"output_tokens", reply->usage.output_tokens}}}};
+      if (!calls_json.empty()) line["tool_calls"] = calls_json;
+      recording << DumpJson(line) << "\n";
       recording.flush();
     }
     state->Emit("usage", {{"turn", turn},
@@ -1584,9 +1750,13 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         final = final || is_final;
       }
     }
-    messages.push_back({"assistant", reply->content});
+    {
+      llm::Message said{"assistant", reply->content, {}, ""};
+      if (native) said.tool_calls = reply->tool_calls;
+      messages.push_back(std::move(said));
+    }
     if (!shown.empty()) last_response = shown;
-    if (responses.empty() && turn_actions.empty()) {
+    if (!native && responses.empty() && turn_actions.empty()) {
       // Plain prose, no protocol: that is the answer.
       std::string text = outside_text;
       text.erase(0, text.find_first_not_of(" \t\r\n"));
@@ -1613,10 +1783,12 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
           "the run used its token budget (" + std::to_string(*request.token_budget) + " tokens)";
       break;
     }
-    // The observations: one labelled block per action of this turn.
+    // The observations: one labelled block per action of this turn (native: one tool message
+    // per call).
     std::string obs;
     {
       std::lock_guard lock(state->mu);
+      std::map<std::string, std::string> bodies;
       for (const auto& id : turn_actions) {
         const ActionState& s = state->actions[id];
         std::string body;
@@ -1638,10 +1810,16 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         obs += "<observation id=\"" + s.action.id + "\" name=\"" + s.action.name + "\" status=\"" +
                (Finished(s.status) ? s.status : std::string("running")) + "\">\n" +
                ToValidUtf8(body) + "\n</observation>\n";
+        bodies[id] =
+            (Finished(s.status) ? s.status : std::string("running")) + ": " + ToValidUtf8(body);
+      }
+      if (native) {
+        for (const auto& [call_id, action_id] : call_ids) {
+          messages.push_back({"tool", bodies[action_id], {}, call_id});
+        }
       }
     }
-    if (obs.empty()) obs = "Continue.";
-    messages.push_back({"user", obs});
+    if (!native) messages.push_back({"user", obs.empty() ? std::string("Continue.") : obs});
   }
   if (result.reason == "iteration_cap" && result.status != "succeeded" && !interrupted) {
     result.error =

@@ -189,6 +189,13 @@ Result<ChatResult> Gateway::Chat(const std::vector<std::pair<std::string, std::s
         return on_delta(text);
       };
     }
+    if (request.on_tool_call) {
+      // A call delivered has started an action: like text, it cannot be taken back.
+      req.on_tool_call = [&](const ToolCall& call) {
+        delivered = true;
+        request.on_tool_call(call);
+      };
+    }
     Result<ChatResult> result = InternalError("not called");
     int attempts = 0;
     for (int attempt = 0; attempt <= std::max(0, e->config.max_retries); ++attempt) {

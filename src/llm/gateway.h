@@ -31,14 +31,40 @@ namespace cortex::llm {
 
 using Json = nlohmann::ordered_json;
 
+// A function call the model asked for (native function calling).
+struct ToolCall {
+  std::string id;
+  std::string name;
+  std::string arguments;  // JSON text, as the model wrote it
+};
+
+// A function the model may call: its name, what it does, its parameters as a JSON Schema.
+struct ToolDef {
+  std::string name;
+  std::string description;
+  Json parameters = Json::object();
+};
+
 struct Message {
-  std::string role;  // system | user | assistant
+  Message() = default;
+  Message(std::string r, std::string c, std::vector<ToolCall> calls = {}, std::string call_id = {})
+      : role(std::move(r)),
+        content(std::move(c)),
+        tool_calls(std::move(calls)),
+        tool_call_id(std::move(call_id)) {}
+  std::string role;  // system | user | assistant | tool
   std::string content;
+  std::vector<ToolCall> tool_calls;  // assistant: the calls it made
+  std::string tool_call_id;          // tool: the call this is the result of
 };
 
 struct ChatRequest {
   std::string model;  // "" = the provider's default model
   std::vector<Message> messages;
+  std::vector<ToolDef> tools;  // native function calling: what the model may call
+  // Streamed: called with each function call as soon as it is complete (its arguments whole),
+  // before the reply ends. Not streamed (or not set): the calls are in ChatResult only.
+  std::function<void(const ToolCall&)> on_tool_call;
   std::optional<double> temperature, top_p;
   std::optional<int64_t> max_tokens;
   Json extra = Json::object();  // provider-specific fields, passed through
@@ -60,6 +86,7 @@ struct Usage {
 
 struct ChatResult {
   std::string content;
+  std::vector<ToolCall> tool_calls;
   std::string finish_reason;
   Usage usage;
   std::string provider, model;  // who answered

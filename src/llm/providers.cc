@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
@@ -259,6 +260,13 @@ class HttpProvider : public Provider {
     SseReader sse;
     Status stream_error;
     bool complete = false;
+    StreamState state;
+    size_t notified = 0;  // function calls passed to on_tool_call
+    auto notify = [&](size_t complete_calls) {
+      for (; notified < std::min(complete_calls, out.tool_calls.size()); ++notified) {
+        if (req.on_tool_call) req.on_tool_call(out.tool_calls[notified]);
+      }
+    };
     if (on_delta) {
       post.on_body = [&](std::string_view bytes) {
         std::vector<SseReader::Event> events;
@@ -268,11 +276,16 @@ class HttpProvider : public Provider {
         }
         for (const auto& e : events) {
           std::string text;
-          Status st = OnEvent(e, &out, &text, &complete);
+          Status st = OnEvent(e, &out, &text, &complete, &state);
           if (!st.ok()) {
             stream_error = st;
             return false;
           }
+          if (state.arguments_bytes > kMaxContentBytes) {
+            stream_error = ResourceExhaustedError("the streamed function calls are too long");
+            return false;
+          }
+          notify(complete ? out.tool_calls.size() : state.complete_calls);
           if (text.empty()) continue;
           if (out.content.size() + text.size() > kMaxContentBytes) {
             stream_error = ResourceExhaustedError("the streamed reply is too long");
@@ -307,16 +320,23 @@ class HttpProvider : public Provider {
       if (failure && out.content.empty()) *failure = {0, std::nullopt, "the stream ended early"};
       return UnavailableError(c_.name + ": the stream ended before its end marker");
     }
+    notify(out.tool_calls.size());
     AddCost(c_, &out.usage);
     return out;
   }
 
  protected:
+  // What a stream's events build up between them.
+  struct StreamState {
+    size_t complete_calls = 0;        // out->tool_calls[0..n) have their whole arguments
+    std::map<int64_t, size_t> calls;  // the wire's index of a call -> its place in tool_calls
+    size_t arguments_bytes = 0;
+  };
   // The request's URL, headers and format-specific body fields.
   virtual void Prepare(const ChatRequest& req, bool stream, Json* body, PostRequest* post) = 0;
   // One streamed event: text to deliver, usage, finish reason, whether the stream is complete.
   virtual Status OnEvent(const SseReader::Event& e, ChatResult* out, std::string* text,
-                         bool* complete) = 0;
+                         bool* complete, StreamState* state) = 0;
   // A reply that was not streamed.
   virtual Status OnWhole(const Json& j, ChatResult* out) = 0;
 
@@ -330,6 +350,10 @@ class HttpProvider : public Provider {
   static std::string StringAt(const Json& j, const char* key) {
     auto it = j.find(key);
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  }
+  static int64_t IndexAt(const Json& j) {
+    auto it = j.find("index");
+    return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
   }
 
   ProviderConfig c_;
@@ -345,9 +369,33 @@ class OpenAiProvider : public HttpProvider {
   void Prepare(const ChatRequest& req, bool stream, Json* body, PostRequest* post) override {
     Json msgs = Json::array();
     for (const auto& m : req.messages) {
-      msgs.push_back({{"role", m.role}, {"content", ToValidUtf8(m.content)}});
+      Json j = {{"role", m.role}, {"content", ToValidUtf8(m.content)}};
+      if (!m.tool_calls.empty()) {
+        Json calls = Json::array();
+        for (const auto& c : m.tool_calls) {
+          calls.push_back(
+              {{"id", c.id},
+               {"type", "function"},
+               {"function", {{"name", c.name}, {"arguments", ToValidUtf8(c.arguments)}}}});
+        }
+        j["tool_calls"] = std::move(calls);
+        if (m.content.empty()) j["content"] = nullptr;
+      }
+      if (m.role == "tool") j["tool_call_id"] = m.tool_call_id;
+      msgs.push_back(std::move(j));
     }
     (*body)["messages"] = std::move(msgs);
+    if (!req.tools.empty()) {
+      Json tools = Json::array();
+      for (const auto& t : req.tools) {
+        tools.push_back({{"type", "function"},
+                         {"function",
+                          {{"name", t.name},
+                           {"description", ToValidUtf8(t.description)},
+                           {"parameters", t.parameters}}}});
+      }
+      (*body)["tools"] = std::move(tools);
+    }
     if (req.temperature) (*body)["temperature"] = *req.temperature;
     if (req.top_p) (*body)["top_p"] = *req.top_p;
     if (req.max_tokens) (*body)["max_tokens"] = *req.max_tokens;
@@ -357,8 +405,8 @@ class OpenAiProvider : public HttpProvider {
     if (!key_.empty()) post->headers.push_back("Authorization: Bearer " + key_);
   }
 
-  Status OnEvent(const SseReader::Event& e, ChatResult* out, std::string* text,
-                 bool* complete) override {
+  Status OnEvent(const SseReader::Event& e, ChatResult* out, std::string* text, bool* complete,
+                 StreamState* state) override {
     if (e.data == "[DONE]") {
       *complete = true;
       return Status::Ok();
@@ -378,9 +426,33 @@ class OpenAiProvider : public HttpProvider {
     auto choices = j->find("choices");
     if (choices == j->end() || !choices->is_array() || choices->empty()) return Status::Ok();
     const Json& choice = (*choices)[0];
-    if (std::string f = StringAt(choice, "finish_reason"); !f.empty()) out->finish_reason = f;
     if (choice.contains("delta") && choice["delta"].is_object()) {
-      *text = StringAt(choice["delta"], "content");
+      const Json& delta = choice["delta"];
+      *text = StringAt(delta, "content");
+      // Function calls come in pieces by index; a call is whole once a later one starts.
+      if (auto calls = delta.find("tool_calls"); calls != delta.end() && calls->is_array()) {
+        for (const auto& c : *calls) {
+          if (!c.is_object()) continue;
+          int64_t index = IndexAt(c);
+          auto [it, added] = state->calls.emplace(index, out->tool_calls.size());
+          if (added) {
+            state->complete_calls = out->tool_calls.size();
+            out->tool_calls.emplace_back();
+          }
+          ToolCall& call = out->tool_calls[it->second];
+          if (std::string id = StringAt(c, "id"); !id.empty()) call.id = id;
+          if (c.contains("function") && c["function"].is_object()) {
+            call.name += StringAt(c["function"], "name");
+            std::string args = StringAt(c["function"], "arguments");
+            call.arguments += args;
+            state->arguments_bytes += args.size();
+          }
+        }
+      }
+    }
+    if (std::string f = StringAt(choice, "finish_reason"); !f.empty()) {
+      out->finish_reason = f;
+      state->complete_calls = out->tool_calls.size();
     }
     return Status::Ok();
   }
@@ -391,7 +463,15 @@ class OpenAiProvider : public HttpProvider {
     }
     const Json& choice = j["choices"][0];
     if (choice.contains("message") && choice["message"].is_object()) {
-      out->content = StringAt(choice["message"], "content");
+      const Json& m = choice["message"];
+      out->content = StringAt(m, "content");
+      if (auto calls = m.find("tool_calls"); calls != m.end() && calls->is_array()) {
+        for (const auto& c : *calls) {
+          if (!c.is_object() || !c.contains("function") || !c["function"].is_object()) continue;
+          out->tool_calls.push_back({StringAt(c, "id"), StringAt(c["function"], "name"),
+                                     StringAt(c["function"], "arguments")});
+        }
+      }
     }
     out->finish_reason = StringAt(choice, "finish_reason");
     if (j.contains("usage")) {
@@ -415,15 +495,38 @@ class AnthropicProvider : public HttpProvider {
         system += (system.empty() ? "" : "\n\n") + ToValidUtf8(m.content);
         continue;
       }
+      // Content as blocks: text, the assistant's tool_use, a tool's result (sent as the user's).
+      std::string role = m.role == "tool" ? "user" : m.role;
+      Json blocks = Json::array();
+      if (m.role == "tool") {
+        blocks.push_back({{"type", "tool_result"},
+                          {"tool_use_id", m.tool_call_id},
+                          {"content", ToValidUtf8(m.content)}});
+      } else if (!m.content.empty() || m.tool_calls.empty()) {
+        blocks.push_back({{"type", "text"}, {"text", ToValidUtf8(m.content)}});
+      }
+      for (const auto& c : m.tool_calls) {
+        Json input = ParseJsonOrString(c.arguments);
+        if (!input.is_object()) input = Json::object();
+        blocks.push_back({{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", input}});
+      }
       // The API wants user and assistant turns alternating: neighbours of one role merge.
-      if (!msgs.empty() && msgs.back()["role"] == m.role) {
-        msgs.back()["content"] =
-            msgs.back()["content"].get<std::string>() + "\n\n" + ToValidUtf8(m.content);
+      if (!msgs.empty() && msgs.back()["role"] == role) {
+        for (auto& b : blocks) msgs.back()["content"].push_back(std::move(b));
       } else {
-        msgs.push_back({{"role", m.role}, {"content", ToValidUtf8(m.content)}});
+        msgs.push_back({{"role", role}, {"content", std::move(blocks)}});
       }
     }
     if (!system.empty()) (*body)["system"] = system;
+    if (!req.tools.empty()) {
+      Json tools = Json::array();
+      for (const auto& t : req.tools) {
+        tools.push_back({{"name", t.name},
+                         {"description", ToValidUtf8(t.description)},
+                         {"input_schema", t.parameters}});
+      }
+      (*body)["tools"] = std::move(tools);
+    }
     (*body)["messages"] = std::move(msgs);
     (*body)["max_tokens"] = req.max_tokens.value_or(4096);
     if (req.temperature) (*body)["temperature"] = std::min(*req.temperature, 1.0);
@@ -434,8 +537,8 @@ class AnthropicProvider : public HttpProvider {
     post->headers.push_back("anthropic-version: 2023-06-01");
   }
 
-  Status OnEvent(const SseReader::Event& e, ChatResult* out, std::string* text,
-                 bool* complete) override {
+  Status OnEvent(const SseReader::Event& e, ChatResult* out, std::string* text, bool* complete,
+                 StreamState* state) override {
     auto j = ParseJson(e.data);
     if (!j.ok() || !j->is_object()) return Status::Ok();  // e.g. a ping
     std::string type = StringAt(*j, "type");
@@ -461,8 +564,30 @@ class AnthropicProvider : public HttpProvider {
       }
     } else if (type == "message_stop") {
       *complete = true;
+    } else if (type == "content_block_start" && j->contains("content_block") &&
+               (*j)["content_block"].is_object() &&
+               StringAt((*j)["content_block"], "type") == "tool_use") {
+      const Json& b = (*j)["content_block"];
+      state->calls[IndexAt(*j)] = out->tool_calls.size();
+      out->tool_calls.push_back({StringAt(b, "id"), StringAt(b, "name"), ""});
     } else if (type == "content_block_delta" && j->contains("delta") && (*j)["delta"].is_object()) {
-      *text = StringAt((*j)["delta"], "text");
+      const Json& d = (*j)["delta"];
+      if (StringAt(d, "type") == "input_json_delta") {
+        if (auto it = state->calls.find(IndexAt(*j)); it != state->calls.end()) {
+          std::string part = StringAt(d, "partial_json");
+          out->tool_calls[it->second].arguments += part;
+          state->arguments_bytes += part.size();
+        }
+      } else {
+        *text = StringAt(d, "text");
+      }
+    } else if (type == "content_block_stop") {
+      // Calls end in order: this one, and every one before it, is whole.
+      if (auto it = state->calls.find(IndexAt(*j)); it != state->calls.end()) {
+        ToolCall& call = out->tool_calls[it->second];
+        if (call.arguments.empty()) call.arguments = "{}";
+        state->complete_calls = std::max(state->complete_calls, it->second + 1);
+      }
     }
     return Status::Ok();
   }
@@ -474,6 +599,10 @@ class AnthropicProvider : public HttpProvider {
     for (const auto& block : j["content"]) {
       if (block.is_object() && StringAt(block, "type") == "text") {
         out->content += StringAt(block, "text");
+      }
+      if (block.is_object() && StringAt(block, "type") == "tool_use") {
+        out->tool_calls.push_back({StringAt(block, "id"), StringAt(block, "name"),
+                                   DumpJson(block.value("input", Json::object()))});
       }
     }
     out->finish_reason = StringAt(j, "stop_reason");
@@ -502,6 +631,14 @@ class ReplayProvider : public Provider {
     out.model = t.value("model", c_.model.empty() ? std::string("replay") : c_.model);
     out.content = t.value("content", "");
     out.finish_reason = "stop";
+    if (auto calls = t.find("tool_calls"); calls != t.end() && calls->is_array()) {
+      for (const auto& c : *calls) {
+        if (!c.is_object()) continue;
+        Json args = c.value("arguments", Json::object());
+        out.tool_calls.push_back({c.value("id", ""), c.value("name", ""),
+                                  args.is_string() ? args.get<std::string>() : DumpJson(args)});
+      }
+    }
     if (t.contains("usage") && t["usage"].is_object()) {
       out.usage.input_tokens = t["usage"].value("input_tokens", int64_t{0});
       out.usage.output_tokens = t["usage"].value("output_tokens", int64_t{0});
@@ -510,6 +647,9 @@ class ReplayProvider : public Provider {
       // Deterministic pieces, as a model would stream them.
       for (size_t i = 0; i < out.content.size(); i += 16) {
         if (!on_delta(std::string_view(out.content).substr(i, 16))) break;
+      }
+      for (const auto& c : out.tool_calls) {
+        if (req.on_tool_call) req.on_tool_call(c);
       }
     }
     return out;

@@ -315,11 +315,15 @@ struct CognitiveEngine {
   ModelRef primary;
   std::optional<ModelRef> fallback;
   ModelParameters parameters;
+  // How the model acts: the streaming protocol (tags in its text), or the provider's native
+  // function calling.
+  std::string protocol = "streaming";
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("primary", s.primary, {.required = true});
     v.Field("fallback", s.fallback);
     v.Field("parameters", s.parameters);
+    v.Field("protocol", s.protocol, {.one_of = {"streaming", "native"}});
   }
 };
 

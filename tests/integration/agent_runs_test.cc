@@ -36,18 +36,25 @@ void WriteSlowTool(const fs::path& m) {
 }
 
 std::string Agent(const std::string& name, const std::string& imports,
-                  const std::string& extra = "") {
+                  const std::string& extra = "", const std::string& provider = "scripted",
+                  const std::string& protocol = "streaming") {
   return "---\nkind: Agent\nname: " + name + "\ndescription: The " + name +
          " agent of the tests.\niteration_cap: 4\ncognitive_engine:\n"
-         "  primary: {provider: scripted, model: scripted-model}\nimport:\n" +
-         imports + extra + "---\nYou are " + name + ".\n";
+         "  primary: {provider: " +
+         provider + ", model: scripted-model}\n  protocol: " + protocol + "\nimport:\n" + imports +
+         extra + "---\nYou are " + name + ".\n";
 }
 
 std::string Config(const ScriptedLlm& llm, const fs::path& dir, const std::string& extra = "") {
   fs::path cfg = dir / "cortex.yml";
-  WriteFile(cfg, "llm:\n  max_agent_depth: 1\n" + extra +
-                     "  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
-                     llm.base_url() + "\n      breaker_failures: 100\n");
+  WriteFile(cfg,
+            "llm:\n  max_agent_depth: 1\n" + extra +
+                "  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
+                llm.base_url() +
+                "\n      breaker_failures: 100\n"
+                "    - name: scripted_anthropic\n      type: anthropic\n      api_key_env: ''\n"
+                "      base_url: http://127.0.0.1:" +
+                std::to_string(llm.port()) + "\n");
   return cfg.string();
 }
 
@@ -70,6 +77,10 @@ void WriteManifests(const fs::path& m) {
                   "context_feeds:\n"
                   "  - {id: clock, type: on_demand, source: {type: internal, action: "
                   "system_clock}}\n"));
+  WriteFile(m / "agents/native/agent.md",
+            Agent("native", "  tools: [calculator]\n  agents: [leaf]\n", "", "scripted", "native"));
+  WriteFile(m / "agents/native_claude/agent.md",
+            Agent("native_claude", "  tools: [calculator]\n", "", "scripted_anthropic", "native"));
   WriteFile(m / "workflows/echo_twice.workflow.yml", R"WF(kind: Workflow
 name: echo_twice
 description: Echoes its text twice.
@@ -290,6 +301,60 @@ TEST_F(AgentRuns, InternalActionsFollowThePolicyAndFeedsReachThePrompt) {
   EXPECT_THAT(second, HasSubstr("\"result\":42"));
   // clear_context was refused: the conversation is all there.
   EXPECT_EQ(requests[1]["messages"].size(), 4u);
+}
+
+// cognitive_engine.protocol: native: the catalogue goes as function definitions, the model's
+// (parallel) function calls run as actions, and their results go back as tool messages.
+TEST_F(AgentRuns, NativeFunctionCallingWithOpenAiAndAnthropicShapes) {
+  auto d = Start();
+  ASSERT_TRUE(d->ok()) << d->log();
+  for (const std::string agent : {"native", "native_claude"}) {
+    SCOPED_TRACE(agent);
+    const size_t base = llm_.requests().size();
+    llm_.Script({
+        Calls({{{"id", "call_1"},
+                {"name", "calculator"},
+                {"arguments", R"({"operation": "add", "a": 2, "b": 3})"}},
+               {{"id", "call_2"},
+                {"name", "calculator"},
+                {"arguments", R"({"operation": "multiply", "a": 4, "b": 5})"}},
+               {{"id", "call_3"}, {"name", "no_such_function"}, {"arguments", "{}"}},
+               {{"id", "call_4"}, {"name", "calculator"}, {"arguments", "[1, 2"}}},
+              "Let me compute."),
+        Says("5 and 20."),
+    });
+    Reply r = Post(d->client(), "/execute/agent", json{{"name", agent}, {"input", "Go."}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json.value("status", ""), "succeeded") << Brief(r.json);
+    EXPECT_EQ(r.json.value("response", ""), "5 and 20.");
+    ASSERT_EQ(r.json["actions"].size(), 4u) << Brief(r.json);
+    EXPECT_EQ(r.json["actions"][0]["result"].value("result", 0), 5) << Brief(r.json["actions"]);
+    EXPECT_EQ(r.json["actions"][1]["result"].value("result", 0), 20);
+    EXPECT_EQ(r.json["actions"][2].value("status", ""), "failed");
+    EXPECT_THAT(r.json["actions"][2].value("error", ""), HasSubstr("no function named"));
+    EXPECT_EQ(r.json["actions"][3].value("status", ""), "failed");
+    EXPECT_THAT(r.json["actions"][3].value("error", ""), HasSubstr("not a JSON object"));
+    auto requests = llm_.requests();
+    requests.erase(requests.begin(), requests.begin() + static_cast<std::ptrdiff_t>(base));
+    ASSERT_EQ(requests.size(), 2u);
+    // The first request offers the functions: the tool with its schema, and internal ones.
+    std::string tools = requests[0]["tools"].dump();
+    EXPECT_THAT(tools, HasSubstr("\"calculator\""));
+    EXPECT_THAT(tools, HasSubstr("\"operation\""));
+    EXPECT_THAT(tools, HasSubstr("internal__set_variable"));
+    // The second carries the calls and one result per call, by the model's ids.
+    std::string second = requests[1]["messages"].dump();
+    if (agent == "native") {
+      EXPECT_THAT(second, HasSubstr(R"("tool_calls":[{"function")"));
+      EXPECT_THAT(second, HasSubstr(R"("role":"tool")"));
+      EXPECT_THAT(second, HasSubstr(R"("tool_call_id":"call_2")"));
+    } else {
+      EXPECT_THAT(second, HasSubstr(R"("type":"tool_use")"));
+      EXPECT_THAT(second, HasSubstr(R"("tool_use_id":"call_2")"));
+    }
+    EXPECT_THAT(second, HasSubstr("succeeded: {"));
+    EXPECT_THAT(second, HasSubstr("failed: error: no function named"));
+  }
 }
 
 }  // namespace

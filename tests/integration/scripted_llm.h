@@ -29,7 +29,18 @@ struct ScriptedTurn {
   bool cut_short = false;              // end the stream before [DONE]
   std::chrono::milliseconds stall{0};  // wait this long before answering
   int64_t input_tokens = 11, output_tokens = 7;
+  // Native function calls after the text: [{id, name, arguments (JSON text)}], each streamed
+  // in pieces of `chunk` bytes like the text.
+  nlohmann::json tool_calls = nlohmann::json::array();
 };
+
+// A turn that calls functions (native function calling), after saying `content`.
+inline ScriptedTurn Calls(nlohmann::json tool_calls, std::string content = "") {
+  ScriptedTurn t;
+  t.content = std::move(content);
+  t.tool_calls = std::move(tool_calls);
+  return t;
+}
 
 // A turn that streams `content` in pieces of `chunk` bytes, `delay` apart.
 inline ScriptedTurn Says(std::string content, size_t chunk = 7,
@@ -110,23 +121,34 @@ class ScriptedLlm {
     auto body = nlohmann::json::parse(req.body, nullptr, false);
     bool stream = body.is_object() && body.value("stream", false);
     if (!stream) {
+      nlohmann::json blocks = {{{"type", "text"}, {"text", turn.content}}};
+      nlohmann::json message = {{"role", "assistant"}, {"content", turn.content}};
+      for (const auto& c : turn.tool_calls) {
+        blocks.push_back(
+            {{"type", "tool_use"},
+             {"id", c["id"]},
+             {"name", c["name"]},
+             {"input", nlohmann::json::parse(c["arguments"].get<std::string>(), nullptr, false)}});
+        message["tool_calls"].push_back(
+            {{"id", c["id"]},
+             {"type", "function"},
+             {"function", {{"name", c["name"]}, {"arguments", c["arguments"]}}}});
+      }
       nlohmann::json reply =
           anthropic
               ? nlohmann::json{{"type", "message"},
-                               {"content", {{{"type", "text"}, {"text", turn.content}}}},
+                               {"content", blocks},
                                {"stop_reason", "end_turn"},
                                {"usage",
                                 {{"input_tokens", turn.input_tokens},
                                  {"output_tokens", turn.output_tokens}}}}
-              : nlohmann::json{{"id", "chatcmpl-scripted"},
-                               {"object", "chat.completion"},
-                               {"choices",
-                                {{{"index", 0},
-                                  {"message", {{"role", "assistant"}, {"content", turn.content}}},
-                                  {"finish_reason", "stop"}}}},
-                               {"usage",
-                                {{"prompt_tokens", turn.input_tokens},
-                                 {"completion_tokens", turn.output_tokens}}}};
+              : nlohmann::json{
+                    {"id", "chatcmpl-scripted"},
+                    {"object", "chat.completion"},
+                    {"choices", {{{"index", 0}, {"message", message}, {"finish_reason", "stop"}}}},
+                    {"usage",
+                     {{"prompt_tokens", turn.input_tokens},
+                      {"completion_tokens", turn.output_tokens}}}};
       return http::Response::Json(200, reply.dump());
     }
     http::Response r;
@@ -159,22 +181,66 @@ class ScriptedLlm {
           return;
         }
       }
+      // Function calls, each in pieces.
+      for (size_t n = 0; n < turn.tool_calls.size(); ++n) {
+        const auto& c = turn.tool_calls[n];
+        std::string args = c["arguments"].get<std::string>();
+        int index = static_cast<int>(n) + 1;  // Anthropic: block 0 is the text
+        if (anthropic) {
+          w.Send("content_block_start", nlohmann::json{{"type", "content_block_start"},
+                                                       {"index", index},
+                                                       {"content_block",
+                                                        {{"type", "tool_use"},
+                                                         {"id", c["id"]},
+                                                         {"name", c["name"]},
+                                                         {"input", nlohmann::json::object()}}}}
+                                            .dump());
+        }
+        for (size_t i = 0; i == 0 || i < args.size(); i += turn.chunk) {
+          pause();
+          std::string piece = args.substr(std::min(i, args.size()), turn.chunk);
+          nlohmann::json call = {{"index", n}, {"function", {{"arguments", piece}}}};
+          if (i == 0) {
+            call["id"] = c["id"];
+            call["type"] = "function";
+            call["function"]["name"] = c["name"];
+          }
+          nlohmann::json chunk =
+              anthropic ? nlohmann::json{{"type", "content_block_delta"},
+                                         {"index", index},
+                                         {"delta",
+                                          {{"type", "input_json_delta"}, {"partial_json", piece}}}}
+                        : nlohmann::json{{"id", "chatcmpl-scripted"},
+                                         {"object", "chat.completion.chunk"},
+                                         {"choices",
+                                          {{{"index", 0},
+                                            {"delta", {{"tool_calls", {call}}}},
+                                            {"finish_reason", nullptr}}}}};
+          if (!w.Send(anthropic ? "content_block_delta" : "", chunk.dump())) return;
+        }
+        if (anthropic) {
+          w.Send("content_block_stop",
+                 nlohmann::json{{"type", "content_block_stop"}, {"index", index}}.dump());
+        }
+      }
+      const bool calls = !turn.tool_calls.empty();
       if (turn.cut_short) return;
       if (anthropic) {
-        w.Send("message_delta", nlohmann::json{{"type", "message_delta"},
-                                               {"delta", {{"stop_reason", "end_turn"}}},
-                                               {"usage", {{"output_tokens", turn.output_tokens}}}}
-                                    .dump());
+        w.Send("message_delta",
+               nlohmann::json{{"type", "message_delta"},
+                              {"delta", {{"stop_reason", calls ? "tool_use" : "end_turn"}}},
+                              {"usage", {{"output_tokens", turn.output_tokens}}}}
+                   .dump());
         w.Send("message_stop", R"({"type":"message_stop"})");
         return;
       }
-      w.Send("",
-             nlohmann::json{
-                 {"id", "chatcmpl-scripted"},
-                 {"object", "chat.completion.chunk"},
-                 {"choices",
-                  {{{"index", 0}, {"delta", nlohmann::json::object()}, {"finish_reason", "stop"}}}}}
-                 .dump());
+      w.Send("", nlohmann::json{{"id", "chatcmpl-scripted"},
+                                {"object", "chat.completion.chunk"},
+                                {"choices",
+                                 {{{"index", 0},
+                                   {"delta", nlohmann::json::object()},
+                                   {"finish_reason", calls ? "tool_calls" : "stop"}}}}}
+                     .dump());
       w.Send("", nlohmann::json{{"id", "chatcmpl-scripted"},
                                 {"object", "chat.completion.chunk"},
                                 {"choices", nlohmann::json::array()},
