@@ -358,6 +358,22 @@ int RunServe(const Settings& settings) {
   svc.dispatcher->SetAgentCaller([&svc](const auto& call, auto done) {
     return StartAgentStep(*svc.agents, call, std::move(done));
   });
+  // A monument's agents are checked as it deploys. Monuments outlive the runner: the check
+  // answers Unavailable once the runner is going (a deployment may still be ending then).
+  struct AgentGate {
+    std::mutex mu;
+    agent::AgentRunner* runner = nullptr;
+  };
+  auto gate = std::make_shared<AgentGate>();
+  gate->runner = svc.agents.get();
+  monuments->SetAgentCheck([gate](const std::string& name) {
+    std::lock_guard lock(gate->mu);
+    return gate->runner ? gate->runner->Check(name) : UnavailableError("the server is stopping");
+  });
+  svc.Started([gate] {
+    std::lock_guard lock(gate->mu);
+    gate->runner = nullptr;
+  });
 
   workflow::EngineOptions wopts_engine;
   wopts_engine.env = environment;

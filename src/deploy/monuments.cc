@@ -381,7 +381,11 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
     }
   }
   // Relics are up: check in the workflows and agents (they run on demand and on their own
-  // schedules; agents have no runtime yet, so they are recorded as registered).
+  // schedules); an agent is ready when the agent runtime says it can run.
+  std::map<std::string, Status> agent_checks;
+  for (const auto& a : plan.agents) {
+    agent_checks[a] = agent_check_ ? agent_check_(a) : Status::Ok();
+  }
   auto snapshot = registry_.snapshot();
   std::lock_guard lock(mu_);
   for (const auto& wf : plan.workflows) {
@@ -390,9 +394,19 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
         {"kind", "workflow"}, {"name", wf}, {"state", ok ? "enabled" : "failed"}};
   }
   for (const auto& a : plan.agents) {
-    bool ok = snapshot->Find(registry::Kind::kAgent, a) != nullptr;
-    e.components["agent/" + a] = {
-        {"kind", "agent"}, {"name", a}, {"state", ok ? "registered" : "failed"}};
+    bool found = snapshot->Find(registry::Kind::kAgent, a) != nullptr;
+    const Status& check = agent_checks[a];
+    OJson c = {{"kind", "agent"}, {"name", a}};
+    if (!found) {
+      c["state"] = "failed";
+      c["error"] = "agent " + a + " is not in the registry";
+    } else if (!check.ok()) {
+      c["state"] = "failed";
+      c["error"] = check.message();
+    } else {
+      c["state"] = agent_check_ ? "ready" : "registered";
+    }
+    e.components["agent/" + a] = std::move(c);
   }
   e.state = "healthy";
   e.deployed_ms = exec::NowMs();

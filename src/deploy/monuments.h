@@ -6,6 +6,8 @@
 // reverse order) and the answer says which component failed and why.
 #pragma once
 
+#include <functional>
+
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -39,6 +41,12 @@ class Monuments {
 
   // Loads the recorded monuments (their relics are the deployer's business).
   Status Start();
+
+  // How a deployment checks its agents (the agent runtime's check: resolved imports, a usable
+  // model): Ok shows the agent `ready`, an error `failed` with why. Unset: `registered`.
+  void SetAgentCheck(std::function<Status(const std::string& agent)> check) {
+    agent_check_ = std::move(check);
+  }
 
   // Starts deploying in the background and returns its status at once (state `deploying`).
   // InvalidArgument/NotFound (nothing started) when the monument cannot be planned or one of
@@ -75,6 +83,7 @@ class Monuments {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> entries_;
   bool stopping_ = false;
+  std::function<Status(const std::string&)> agent_check_;
 };
 
 }  // namespace cortex::deploy

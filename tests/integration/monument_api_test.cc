@@ -173,10 +173,14 @@ void WriteWorkflow(const fs::path& m, const std::string& name, const std::string
                 "\n"
                 "    action: ping\n");
 }
-void WriteAgent(const fs::path& m, const std::string& name) {
-  WriteFile(m / "agents" / name / "agent.md", "---\nkind: Agent\nname: " + name +
-                                                  "\nsummary: an agent of a monument\n---\n" +
-                                                  "You help the monument tests.\n");
+// `provider`: its model's provider ("" = the server's default).
+void WriteAgent(const fs::path& m, const std::string& name, const std::string& provider = "") {
+  WriteFile(m / "agents" / name / "agent.md",
+            "---\nkind: Agent\nname: " + name + "\nsummary: an agent of a monument\n" +
+                (provider.empty()
+                     ? ""
+                     : "cognitive_engine:\n  primary: {provider: " + provider + ", model: m}\n") +
+                "---\nYou help the monument tests.\n");
 }
 
 // ---- The API ------------------------------------------------------------------------------------
@@ -277,12 +281,13 @@ TEST(MonumentApi, StagedDeploymentWithWorkflowAndAgent) {
     WriteRelic(m, "b", pb, marker, "HEALTH_DELAY_MS: \"600\"");
     WriteRelic(m, "c", pc, marker);
     WriteWorkflow(m, "wf", "a");
-    WriteAgent(m, "helper");
+    WriteAgent(m, "helper", "ollama");  // a default provider that needs no key
+    WriteAgent(m, "lost", "nowhere");   // a provider the server does not have
     WriteMonument(m, "stack",
                   "components:\n"
                   "  relics: [a, b, c]\n"
                   "  workflows: [wf]\n"
-                  "  agents: [helper]\n"
+                  "  agents: [helper, lost]\n"
                   "startup_order:\n"
                   "  - a\n"
                   "  - [b, c]\n");
@@ -302,16 +307,19 @@ TEST(MonumentApi, StagedDeploymentWithWorkflowAndAgent) {
   EXPECT_FALSE(dep.json.contains("failed_component")) << dep.body;
   EXPECT_EQ(dep.json["stages"], (Json{{"a"}, {"b", "c"}})) << dep.body;
 
-  // Components: the relics healthy in their stages, the workflow enabled, the agent registered.
+  // Components: the relics healthy in their stages, the workflow enabled, the agent that can run
+  // ready, the one whose provider the server does not have failed, with why.
   std::map<std::string, Json> comps = Components(dep.json);
-  ASSERT_EQ(comps.size(), 5u) << dep.body;
+  ASSERT_EQ(comps.size(), 6u) << dep.body;
   for (const auto& [relic, stage] : std::map<std::string, int>{{"a", 1}, {"b", 2}, {"c", 2}}) {
     const Json& comp = comps["relic/" + relic];
     EXPECT_EQ(comp.value("state", ""), "healthy") << relic << ": " << dep.body;
     EXPECT_EQ(comp.value("stage", 0), stage) << relic << ": " << dep.body;
   }
   EXPECT_EQ(comps["workflow/wf"].value("state", ""), "enabled") << dep.body;
-  EXPECT_EQ(comps["agent/helper"].value("state", ""), "registered") << dep.body;
+  EXPECT_EQ(comps["agent/helper"].value("state", ""), "ready") << dep.body;
+  EXPECT_EQ(comps["agent/lost"].value("state", ""), "failed") << dep.body;
+  EXPECT_THAT(comps["agent/lost"].value("error", ""), ::testing::HasSubstr("nowhere")) << dep.body;
 
   // Every relic runs, healthy, owned by the monument (GET /relics and discovery say so).
   std::map<std::string, Json> relics = Relics(c);
