@@ -8,7 +8,7 @@ PACKAGES=(
   libyaml-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format libclang-rt-14-dev
-  python3 bubblewrap passt iproute2
+  python3 openssl bubblewrap passt iproute2
   libcurl4-openssl-dev docker.io docker-compose busybox-static redis-server
 )
 # Only for the benchmarks (bench/*.sh): nginx as the static-file baseline, wrk as the load generator.
