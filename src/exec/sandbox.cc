@@ -120,11 +120,6 @@ int Depth(std::string_view path) {
   return path == "/" ? 0 : static_cast<int>(std::count(path.begin(), path.end(), '/'));
 }
 
-bool IsExecutableFile(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
-}
-
 // ---- A minimal spawn for DetectSandbox (runs twice per server start; never for tools). ----
 
 struct Captured {
@@ -830,6 +825,11 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPolicy&
   if (inner.argv.empty()) return InvalidArgumentError("the sandboxed program is missing");
   CORTEX_ASSIGN_OR_RETURN(SandboxPlan plan, PlanSandbox(inner.argv[0], policy, info));
   return WrapInSandbox(inner, plan, info);
+}
+
+bool IsExecutableFile(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
 }
 
 }  // namespace cortex::exec

@@ -104,6 +104,9 @@ enum class SandboxUidMode {
 };
 std::string_view SandboxUidModeName(SandboxUidMode mode);
 
+// A regular file this process may execute (bwrap, pasta, a tool's entrypoint).
+bool IsExecutableFile(const std::string& path);
+
 // What DetectSandbox found; immutable afterwards, shared by every call.
 struct SandboxInfo {
   std::string bwrap_path;     // absolute

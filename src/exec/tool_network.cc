@@ -15,17 +15,13 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "exec/sandbox.h"
 
 namespace cortex::exec {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-bool IsExecutableFile(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
-}
 
 std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);

@@ -12,17 +12,13 @@
 #include <random>
 #include <sstream>
 
+#include "integration/daemon.h"
+
 namespace cortex::agent {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Read(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using cortex::testing::ReadFile;
 
 std::string Lines(const std::vector<ProtocolEvent>& events) {
   std::string out;
@@ -51,12 +47,12 @@ TEST(ProtocolDataTest, EveryCaseGivesItsEventsWhateverTheSplit) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().extension() != ".txt") continue;
     ++cases;
-    const std::string text = Read(entry.path());
+    const std::string text = ReadFile(entry.path());
     const std::string whole = Lines(ParseProtocol(text));
     fs::path expected_path = entry.path();
     expected_path.replace_extension(".expected");
     if (std::getenv("CORTEX_UPDATE_EXPECTED")) std::ofstream(expected_path) << whole;
-    EXPECT_EQ(whole, Read(expected_path)) << "case " << entry.path().filename();
+    EXPECT_EQ(whole, ReadFile(expected_path)) << "case " << entry.path().filename();
 
     std::vector<size_t> every_byte;
     for (size_t i = 1; i < text.size(); ++i) every_byte.push_back(i);

@@ -114,4 +114,35 @@ class OutsideServer {
   int port_ = 0;
 };
 
+// A listener on the host's loopback, as Cortex's API is.
+class LoopbackListener {
+ public:
+  LoopbackListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::listen(fd_, 16) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~LoopbackListener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int port() const { return port_; }
+  int Accepted() {  // connections accepted so far, counting those pending now
+    for (int c; (c = ::accept(fd_, nullptr, nullptr)) >= 0;) {
+      ::close(c);
+      ++accepted_;
+    }
+    return accepted_;
+  }
+
+ private:
+  int fd_ = -1, port_ = 0, accepted_ = 0;
+};
+
 }  // namespace cortex::testing

@@ -41,6 +41,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Clock = std::chrono::steady_clock;
+using cortex::testing::LoopbackListener;
 
 // ---- A small spawner: posix_spawn, stdin from a string, stdout/stderr captured. ----
 
@@ -488,34 +489,6 @@ TEST_F(SandboxTest, TmpIsWritableAndPrivate) {
   EXPECT_THAT(r.out, HasSubstr("rc=1"));
   EXPECT_THAT(r.err, HasSubstr("No space left on device"));
 }
-
-// A listener on the host's loopback, as Cortex's API is.
-class LoopbackListener {
- public:
-  LoopbackListener() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        listen(fd_, 16) == 0 && getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port_ = ntohs(addr.sin_port);
-    }
-  }
-  ~LoopbackListener() { CloseFd(fd_); }
-  int port() const { return port_; }
-  int Accepted() {  // connections accepted so far, counting those pending now
-    for (int c; (c = accept(fd_, nullptr, nullptr)) >= 0;) {
-      close(c);
-      ++accepted_;
-    }
-    return accepted_;
-  }
-
- private:
-  int fd_ = -1, port_ = 0, accepted_ = 0;
-};
 
 // bash connects to host:port and prints the first line it reads, or "cannot connect".
 std::vector<std::string> ConnectCommand(const std::string& host, int port) {

@@ -85,38 +85,6 @@ Json WaitForRecord(http::Client& c, const std::string& id,
   return last;
 }
 
-// A TCP listener on 127.0.0.1 (ephemeral port) that never accepts by itself.
-class Listener {
- public:
-  Listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        ::listen(fd_, 16) == 0 &&
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port_ = ntohs(addr.sin_port);
-    }
-  }
-  ~Listener() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int port() const { return port_; }
-  // Accepts one pending connection, if there is one; true when there was.
-  bool AcceptPending() {
-    int c = ::accept(fd_, nullptr, nullptr);
-    if (c < 0) return false;
-    ::close(c);
-    return true;
-  }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
-
 // A synchronous call made on another thread while this one waits until at least `until`
 // processes match `marker` (or the call ends): proves the tool's processes were there, so that
 // "none left afterwards" means something.
@@ -825,10 +793,9 @@ TEST_F(ExecuteApi, WritingOutsideTmpFails) {
 TEST_F(ExecuteApi, NetworkOnlyWhenTheManifestAllowsItAndNeverTheHostsLoopback) {
   cortex::testing::OutsideServer outside;
   ASSERT_TRUE(outside.ok()) << outside.why();
-  Listener listener;
+  cortex::testing::LoopbackListener listener;
   ASSERT_GT(listener.port(), 0);
-  while (listener.AcceptPending()) {
-  }
+  const int before = listener.Accepted();
   Reply denied =
       Execute(c(), "net_denied", {{"host", outside.address()}, {"port", outside.port()}});
   ASSERT_EQ(denied.status, 200) << denied.body;
@@ -848,7 +815,7 @@ TEST_F(ExecuteApi, NetworkOnlyWhenTheManifestAllowsItAndNeverTheHostsLoopback) {
     EXPECT_EQ(loopback.json.value("result", ""), "cannot connect")
         << "port " << port << ": " << loopback.body;
   }
-  EXPECT_FALSE(listener.AcceptPending()) << "a connection reached the host's listener";
+  EXPECT_EQ(listener.Accepted(), before) << "a connection reached the host's listener";
   ExpectStillServes(c());
 }
 
