@@ -9,23 +9,37 @@
 
 namespace {
 
-int Serve(const cortex::cli::ServeFlags& f) {
-  cortex::api::Settings s;
-  std::string config = f.config.value_or("cortex.yml");
-  if (f.config || std::filesystem::exists(config)) {
-    if (auto st = cortex::api::LoadSettingsFile(config, &s); !st.ok()) {
+// cortex.yml (the given one, or ./cortex.yml when present), then the environment.
+bool LoadSettings(const std::optional<std::string>& config_flag, cortex::api::Settings* s) {
+  std::string config = config_flag.value_or("cortex.yml");
+  if (config_flag || std::filesystem::exists(config)) {
+    if (auto st = cortex::api::LoadSettingsFile(config, s); !st.ok()) {
       std::cerr << "cortex: " << st.message() << "\n";
-      return 2;
+      return false;
     }
   }
   auto getenv = [](const char* name) -> std::optional<std::string> {
     const char* v = std::getenv(name);
     return v ? std::optional<std::string>(v) : std::nullopt;
   };
-  if (auto st = cortex::api::ApplyEnvironment(getenv, &s); !st.ok()) {
+  if (auto st = cortex::api::ApplyEnvironment(getenv, s); !st.ok()) {
     std::cerr << "cortex: " << st.message() << "\n";
-    return 2;
+    return false;
   }
+  return true;
+}
+
+int Auth(const cortex::cli::AuthFlags& f) {
+  cortex::api::Settings s;
+  if (!LoadSettings(f.config, &s)) return 2;
+  if (f.data_dir) s.data_dir = *f.data_dir;
+  return cortex::api::RunAuthCommand(s, f.action, f.name, f.role, f.id, f.output == "json",
+                                     std::cout, std::cerr);
+}
+
+int Serve(const cortex::cli::ServeFlags& f) {
+  cortex::api::Settings s;
+  if (!LoadSettings(f.config, &s)) return 2;
   if (f.manifests) s.manifests = *f.manifests;
   if (f.data_dir) s.data_dir = *f.data_dir;
   if (f.listen) s.listen = *f.listen;
@@ -42,4 +56,4 @@ int Serve(const cortex::cli::ServeFlags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return cortex::cli::Run(argc, argv, Serve); }
+int main(int argc, char** argv) { return cortex::cli::Run(argc, argv, Serve, Auth); }

@@ -10,6 +10,7 @@
 
 #include "api/agent_actions.h"
 #include "api/agent_routes.h"
+#include "api/auth.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/registry_routes.h"
@@ -43,8 +44,50 @@ void AddHealthRoutes(http::Server& server, const char* service) {
   });
 }
 
+bool IsLoopbackHost(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// Whether calls need a key: auth.mode, and every address the server listens on. Refuses to
+// start open on a network, and on with no key to call it with.
+Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
+  std::vector<std::string> open;
+  for (const auto& listen : {std::optional<std::string>(s.listen), s.services.registry,
+                             s.services.executor, s.services.deployer, s.services.workflows}) {
+    if (!listen) continue;
+    std::string host;
+    int port = 0;
+    if (ParseHostPort(*listen, &host, &port).ok() && !IsLoopbackHost(host)) open.push_back(*listen);
+  }
+  AuthOptions o;
+  o.enabled = s.auth.mode == "on" || (s.auth.mode == "auto" && !open.empty());
+  o.rate_per_second = s.auth.rate_limit;
+  o.burst = s.auth.rate_burst;
+  if (!o.enabled && !open.empty() && !s.auth.allow_open) {
+    return FailedPreconditionError(
+        "auth.mode is off and the server listens on " + open.front() +
+        ": anyone who reaches it could run code. Listen on 127.0.0.1, turn authentication on, "
+        "or set auth.allow_open: true for a network protected by other means");
+  }
+  if (o.enabled) {
+    CORTEX_ASSIGN_OR_RETURN(auto keys, state.ListApiKeys());
+    bool usable = std::any_of(keys.begin(), keys.end(),
+                              [](const store::ApiKeyRecord& k) { return k.revoked_ms == 0; });
+    if (!usable) {
+      return FailedPreconditionError(
+          "authentication is on" +
+          (open.empty() ? std::string(" (auth.mode: on)")
+                        : " (the server listens on " + open.front() + ")") +
+          " but there is no API key to call it with: create one with `cortex auth create-key "
+          "admin --role admin --data-dir " +
+          s.data_dir + "` and send it as CORTEX_TOKEN");
+    }
+  }
+  return o;
+}
+
 Result<std::unique_ptr<http::Server>> StartServer(
-    const std::string& listen, const Settings& s, const char* service,
+    const std::string& listen, const Settings& s, const char* service, AccessControl& access,
     const std::function<void(http::Server&)>& add_routes) {
   http::ServerOptions opts;
   CORTEX_RETURN_IF_ERROR(ParseHostPort(listen, &opts.host, &opts.port));
@@ -52,9 +95,11 @@ Result<std::unique_ptr<http::Server>> StartServer(
   opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
   auto server = std::make_unique<http::Server>(opts);
-  server->SetFilter(MakeRequestGuard({.listen_host = opts.host,
-                                      .allowed_hosts = s.http.allowed_hosts,
-                                      .allowed_origins = s.http.allowed_origins}));
+  // The request guard first, then who is calling and whether their role allows the route.
+  server->SetFilter(
+      access.MakeFilter(*server, MakeRequestGuard({.listen_host = opts.host,
+                                                   .allowed_hosts = s.http.allowed_hosts,
+                                                   .allowed_origins = s.http.allowed_origins})));
   AddHealthRoutes(*server, service);
   add_routes(*server);
   CORTEX_RETURN_IF_ERROR(server->Start());
@@ -71,6 +116,7 @@ Result<std::unique_ptr<http::Server>> StartServer(
 // is still alive.
 struct Services {
   std::unique_ptr<store::Store> state;
+  std::unique_ptr<AccessControl> access;
   std::unique_ptr<exec::ProcessRunner> runner;
   std::unique_ptr<exec::Executor> executor;
   std::unique_ptr<deploy::RedisDiscovery> redis;
@@ -189,6 +235,16 @@ int RunServe(const Settings& settings) {
   }
   auto& state = svc.state;
   state = std::move(db).value();
+  // Access control: on unless every port is on loopback (auth.mode).
+  {
+    auto decided = DecideAuth(s, *state);
+    if (!decided.ok()) {
+      log::Error("auth", decided.status().message());
+      return 1;
+    }
+    svc.access = std::make_unique<AccessControl>(*state, *decided);
+    if (decided->enabled) log::Info("auth", "authentication is on: every call needs an API key");
+  }
   if (auto n = state->MarkInterrupted(exec::NowMs()); n.ok() && *n > 0) {
     log::Warn("exec", std::to_string(*n) + " executions were running when the server last " +
                           "stopped: marked interrupted");
@@ -418,6 +474,7 @@ int RunServe(const Settings& settings) {
          AddAgentRoutes(srv, *svc.agents, *state, reg);
          AddLlmRoutes(srv, *svc.gateway);
          AddOpenAiRoutes(srv, *svc.agents, reg);
+         AddAccessRoutes(srv, *svc.access, *state);
        }},
       {s.services.registry, "manifest-ingestion",
        [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
@@ -433,7 +490,7 @@ int RunServe(const Settings& settings) {
   };
   for (const Port& p : ports) {
     if (!p.listen) continue;
-    auto server = StartServer(*p.listen, s, p.service, p.routes);
+    auto server = StartServer(*p.listen, s, p.service, *svc.access, p.routes);
     if (!server.ok()) {
       log::Error("serve", server.status().message());
       return 1;
@@ -494,6 +551,78 @@ int RunServe(const Settings& settings) {
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
   return 0;
+}
+
+int RunAuthCommand(const Settings& s, const std::string& action, const std::string& name,
+                   const std::string& role, const std::string& id, bool json, std::ostream& out,
+                   std::ostream& err) {
+  store::SqliteOptions sopts;
+  std::error_code ec;
+  std::filesystem::create_directories(s.data_dir, ec);
+  sopts.path = s.data_dir + "/cortex.db";
+  auto db = store::OpenSqliteStore(sopts);
+  if (!db.ok()) {
+    err << "cortex auth: " << db.status().message() << "\n";
+    return 1;
+  }
+  store::Store& state = **db;
+  auto key_line = [](const store::ApiKeyRecord& k) {
+    return k.id + "  " + k.role + "  " + k.name + (k.revoked_ms ? "  (revoked)" : "");
+  };
+  if (action == "create-key") {
+    auto parsed = ParseRole(role);
+    if (!parsed) {
+      err << "cortex auth: --role must be viewer, operator or admin\n";
+      return 2;
+    }
+    auto made = CreateApiKey(state, name, *parsed);
+    if (!made.ok()) {
+      err << "cortex auth: " << made.status().message() << "\n";
+      return 1;
+    }
+    const auto& [key, secret] = *made;
+    if (json) {
+      out << DumpJson(nlohmann::ordered_json{
+                 {"id", key.id}, {"name", key.name}, {"role", key.role}, {"secret", secret}})
+          << "\n";
+    } else {
+      out << key_line(key) << "\nsecret: " << secret
+          << "\n(shown once: keep it now, and send it as CORTEX_TOKEN or Authorization: Bearer)\n";
+    }
+    return 0;
+  }
+  if (action == "list-keys") {
+    auto keys = state.ListApiKeys();
+    if (!keys.ok()) {
+      err << "cortex auth: " << keys.status().message() << "\n";
+      return 1;
+    }
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& k : *keys) {
+      if (json) {
+        list.push_back({{"id", k.id},
+                        {"name", k.name},
+                        {"role", k.role},
+                        {"created_ms", k.created_ms},
+                        {"revoked", k.revoked_ms != 0}});
+      } else {
+        out << key_line(k) << "\n";
+      }
+    }
+    if (json) out << DumpJson(list) << "\n";
+    if (!json && keys->empty()) out << "no keys\n";
+    return 0;
+  }
+  if (action == "revoke-key") {
+    if (Status st = RevokeApiKey(state, id); !st.ok()) {
+      err << "cortex auth: " << st.message() << "\n";
+      return 1;
+    }
+    out << id << " revoked\n";
+    return 0;
+  }
+  err << "cortex auth: unknown action '" << action << "'\n";
+  return 2;
 }
 
 }  // namespace cortex::api

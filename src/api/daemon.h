@@ -1,6 +1,9 @@
 // `cortex serve`: every service in one process, until SIGINT/SIGTERM.
 #pragma once
 
+#include <ostream>
+#include <string>
+
 #include "api/settings.h"
 
 namespace cortex::api {
@@ -9,5 +12,11 @@ namespace cortex::api {
 // <data_dir>/serve.json ({"pid", "listen", "port"}) once the API is ready, for scripts and tests
 // that start it on port 0.
 int RunServe(const Settings& settings);
+
+// `cortex auth`: create-key (name, role), list-keys, revoke-key (id) on the Store in
+// settings.data_dir; prints to out (JSON when `json`), errors to err; the exit code.
+int RunAuthCommand(const Settings& settings, const std::string& action, const std::string& name,
+                   const std::string& role, const std::string& id, bool json, std::ostream& out,
+                   std::ostream& err);
 
 }  // namespace cortex::api

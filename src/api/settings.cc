@@ -40,6 +40,12 @@ Status ApplyEnvironment(const std::function<std::optional<std::string>(const cha
   if (auto v = getenv("CORTEX_DATA_DIR")) s->data_dir = *v;
   if (auto v = getenv("CORTEX_LISTEN")) s->listen = *v;
   if (auto v = getenv("CORTEX_REDIS_URL")) s->deploy.redis_url = *v;
+  if (auto v = getenv("CORTEX_AUTH")) {
+    if (*v != "auto" && *v != "on" && *v != "off") {
+      return InvalidArgumentError("CORTEX_AUTH must be auto, on or off");
+    }
+    s->auth.mode = *v;
+  }
   if (auto v = getenv("CORTEX_LOG_LEVEL")) {
     log::Level l;
     if (!log::ParseLevel(*v, &l)) {

@@ -174,6 +174,22 @@ struct LlmSettings {
   }
 };
 
+struct AuthSettings {
+  // auto: on unless every port listens on loopback; on; off (only allowed on loopback, or with
+  // `allow_open: true` for a network that is trusted by other means).
+  std::string mode = "auto";
+  bool allow_open = false;
+  double rate_limit = 0;  // requests a second per key (or remote address); 0 = none
+  double rate_burst = 0;  // the bucket's size; 0 = one second's worth
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("mode", s.mode, {.one_of = {"auto", "on", "off"}});
+    v.Field("allow_open", s.allow_open);
+    v.Field("rate_limit", s.rate_limit, {.min = 0});
+    v.Field("rate_burst", s.rate_burst, {.min = 0});
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -186,6 +202,7 @@ struct Settings {
   DeploySettings deploy;
   VariablesSettings variables;
   LlmSettings llm;
+  AuthSettings auth;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -199,6 +216,7 @@ struct Settings {
     v.Field("deploy", s.deploy);
     v.Field("variables", s.variables);
     v.Field("llm", s.llm);
+    v.Field("auth", s.auth);
   }
 };
 

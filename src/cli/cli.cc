@@ -7,7 +7,7 @@
 
 namespace cortex::cli {
 
-int Run(int argc, char** argv, const ServeFn& serve) {
+int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
   CLI::App app{"Cortex: manifest-driven orchestration of agents, tools, services and workflows"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cortex ") + kVersion);
@@ -31,6 +31,38 @@ int Run(int argc, char** argv, const ServeFn& serve) {
   s->add_option("--registry-listen", flags.registry_listen,
                 "Address of the registry service's own port");
   s->callback([&] { ctx.exit_code = serve(flags); });
+
+  AuthFlags auth_flags;
+  if (auth) {
+    auto* a =
+        app.add_subcommand("auth", "API keys (in the data dir's Store; send one as CORTEX_TOKEN)");
+    a->require_subcommand(1);
+    a->add_option("--config", auth_flags.config,
+                  "Settings file (default ./cortex.yml when present)");
+    a->add_option("--data-dir", auth_flags.data_dir, "State folder (default ./.cortex)");
+    a->add_option("-o,--output", auth_flags.output, "text or json")
+        ->check(CLI::IsMember({"text", "json"}));
+    auto* create = a->add_subcommand("create-key", "Make a key; its secret is shown once");
+    create->add_option("name", auth_flags.name, "What the key is for (ci, alice, ...)")->required();
+    create->add_option("--role", auth_flags.role, "viewer, operator or admin")
+        ->check(CLI::IsMember({"viewer", "operator", "admin"}))
+        ->capture_default_str();
+    create->callback([&] {
+      auth_flags.action = "create-key";
+      ctx.exit_code = auth(auth_flags);
+    });
+    auto* list = a->add_subcommand("list-keys", "The keys (never their secrets)");
+    list->callback([&] {
+      auth_flags.action = "list-keys";
+      ctx.exit_code = auth(auth_flags);
+    });
+    auto* revoke = a->add_subcommand("revoke-key", "A revoked key is refused from then on");
+    revoke->add_option("id", auth_flags.id, "The key's id (key_...)")->required();
+    revoke->callback([&] {
+      auth_flags.action = "revoke-key";
+      ctx.exit_code = auth(auth_flags);
+    });
+  }
 
   AddValidateCommand(app, ctx);
   AddSchemaCommand(app, ctx);

@@ -19,7 +19,19 @@ struct ServeFlags {
 
 using ServeFn = std::function<int(const ServeFlags&)>;
 
+// `cortex auth create-key|list-keys|revoke-key`: API keys, kept in the data dir's Store (so
+// the first key can be made before a server that needs one starts).
+struct AuthFlags {
+  std::string action;  // create-key | list-keys | revoke-key
+  std::string name;    // create-key: the key's name
+  std::string role = "viewer";
+  std::string id;  // revoke-key
+  std::optional<std::string> config, data_dir;
+  std::string output = "text";  // text | json
+};
+using AuthFn = std::function<int(const AuthFlags&)>;
+
 // Parses argv and runs the verb; returns the process exit code.
-int Run(int argc, char** argv, const ServeFn& serve);
+int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth = nullptr);
 
 }  // namespace cortex::cli

@@ -1,4 +1,6 @@
 #include "cli/client.h"
+
+#include <cstdlib>
 #include "common/json.h"
 
 #include <sstream>
@@ -90,8 +92,14 @@ std::string UnreachableMessage(std::string_view server) {
 
 std::string PathSegment(std::string_view s) { return http::UrlEncode(s); }
 
+http::ClientOptions ClientOptionsWithToken(http::ClientOptions options) {
+  const char* token = std::getenv("CORTEX_TOKEN");
+  if (token && *token) options.headers.emplace("Authorization", std::string("Bearer ") + token);
+  return options;
+}
+
 ApiClient::ApiClient(std::string server, std::ostream& err, http::ClientOptions options)
-    : server_(std::move(server)), err_(err), client_(server_, options) {}
+    : server_(std::move(server)), err_(err), client_(server_, ClientOptionsWithToken(options)) {}
 
 void ApiClient::Fail(int exit_code) {
   // Unreachable outranks an API error, which outranks bad usage: the worst failure wins.

@@ -42,8 +42,13 @@ std::string UnreachableMessage(std::string_view server);
 // A client of one Cortex server for one verb. Each call returns the answer when it is a 2xx;
 // otherwise it prints why to `err` and returns nullopt, and exit_code() says which failure it
 // was (the worst one so far, when a verb makes several calls).
+// `options` with `Authorization: Bearer $CORTEX_TOKEN` added when CORTEX_TOKEN is set: the API
+// key every verb sends to a server that needs one.
+http::ClientOptions ClientOptionsWithToken(http::ClientOptions options = {});
+
 class ApiClient {
  public:
+  // Sends CORTEX_TOKEN, when set, as its bearer token (ClientOptionsWithToken).
   explicit ApiClient(std::string server, std::ostream& err = std::cerr,
                      http::ClientOptions options = {});
 

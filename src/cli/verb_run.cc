@@ -136,7 +136,7 @@ std::optional<http::ClientResponse> Submit(const std::string& server, const std:
                                            std::chrono::milliseconds read_timeout, int* exit_code) {
   http::ClientOptions options;
   options.read_timeout = read_timeout;
-  http::Client client(server, options);
+  http::Client client(server, ClientOptionsWithToken(options));
   auto r = client.Post(path, DumpJson(body), "application/json");
   if (!r.ok()) {
     // As ApiClient reports it: the client refused the URL itself, or the server is unreachable.

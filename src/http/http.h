@@ -82,6 +82,9 @@ struct FilterResult {
   std::optional<Response> refusal;
   // Added to the routed request's answer (e.g. CORS headers).
   std::vector<std::pair<std::string, std::string>> headers;
+  // Called with the request (its body read) and its answer once the answer is ready, before it is
+  // written: refusals included (e.g. the audit log).
+  std::function<void(const Request&, const Response&)> after;
 };
 // Runs on every request once its headers are read, before its body is (Request::body is empty).
 using Filter = std::function<FilterResult(const Request&)>;
@@ -101,6 +104,14 @@ struct ServerOptions {
   size_t max_body_bytes = 8u << 20;
 };
 
+// A registered route: its method and pattern ("/workflows/{id}").
+struct RouteKey {
+  std::string method;
+  std::string pattern;
+  friend bool operator==(const RouteKey&, const RouteKey&) = default;
+  friend auto operator<=>(const RouteKey&, const RouteKey&) = default;
+};
+
 // Matches "/a/{x}/b" style patterns. A path that matches a pattern under another method gets
 // 405; a path that matches nothing gets 404; both as ErrorResponse JSON.
 class Router {
@@ -108,13 +119,19 @@ class Router {
   void Add(std::string method, std::string pattern, Handler handler);
   // Dispatches to the matching handler (filling path_params) or produces the 404/405 answer.
   Response Dispatch(Request& request) const;
+  // The route Dispatch would choose (HEAD falls back to GET), if any.
+  std::optional<RouteKey> Match(std::string_view method, std::string_view path) const;
+  std::vector<RouteKey> List() const;  // in registration order
 
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;  // "{name}" segments capture
     Handler handler;
   };
+  static bool Matches(const Route& route, const std::vector<std::string>& segments);
+  const Route* Best(std::string_view method, const std::vector<std::string>& segments) const;
   std::vector<Route> routes_;
 };
 
@@ -129,6 +146,10 @@ class Server {
   void Handle(std::string method, std::string pattern, Handler handler);
   // Sets the filter every request passes first (before Start; one filter per server).
   void SetFilter(Filter filter);
+  // The registered routes, and the one a request would reach (for a filter that decides by
+  // route, such as authorization).
+  std::vector<RouteKey> Routes() const;
+  std::optional<RouteKey> Match(std::string_view method, std::string_view path) const;
 
   // Binds and starts serving on a background thread. Returns once the socket is listening, or an
   // Unavailable error naming the address (e.g. port already in use).
@@ -146,6 +167,7 @@ class Server {
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds read_timeout{30000};
+  Headers headers;  // sent with every request (e.g. Authorization)
 };
 
 struct ClientResponse {

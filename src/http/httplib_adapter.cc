@@ -494,11 +494,21 @@ class Server::Impl {
         filtered.refusal = ErrorResponse(500, "internal", "internal error");
       }
     }
+    auto after = [&] {
+      if (!filtered.after) return;
+      try {
+        filtered.after(*request, response);
+      } catch (...) {
+        LogLine(req.method + " " + req.path +
+                ": request observer threw: " + CurrentExceptionText());
+      }
+    };
     if (filtered.refusal) {
       // The body stays unread: the connection cannot carry another request.
       response = std::move(*filtered.refusal);
       response.sse = nullptr;
       response.headers.emplace_back("Connection", "close");
+      after();
       Write(std::move(response), std::move(request), res);
       return;
     }
@@ -515,6 +525,7 @@ class Server::Impl {
       }
     }
     for (auto& header : filtered.headers) response.headers.push_back(std::move(header));
+    after();
     Write(std::move(response), std::move(request), res);
   }
 
@@ -552,6 +563,10 @@ class Server::Impl {
         });
   }
 
+ public:
+  const Router& router() const { return router_; }
+
+ private:
   const ServerOptions options_;
   Router router_;
   Filter filter_;  // frozen once serving starts, like the router
@@ -579,6 +594,10 @@ void Server::Handle(std::string method, std::string pattern, Handler handler) {
 }
 
 void Server::SetFilter(Filter filter) { impl_->SetFilter(std::move(filter)); }
+std::vector<RouteKey> Server::Routes() const { return impl_->router().List(); }
+std::optional<RouteKey> Server::Match(std::string_view method, std::string_view path) const {
+  return impl_->router().Match(method, path);
+}
 
 Status Server::Start() { return impl_->Start(); }
 int Server::port() const { return impl_->port(); }
@@ -794,6 +813,7 @@ class Client::Impl {
     client_->set_keep_alive(true);
     client_->set_url_encode(false);  // see EscapeTarget
     client_->set_tcp_nodelay(true);
+    if (!options.headers.empty()) client_->set_default_headers(ToHttplibHeaders(options.headers));
   }
 
   ~Impl() {

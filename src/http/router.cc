@@ -112,20 +112,23 @@ std::string UrlEncode(std::string_view s) {
 
 void Router::Add(std::string method, std::string pattern, Handler handler) {
   CORTEX_CHECK_MSG(handler != nullptr, "route " + method + " " + pattern + " has no handler");
-  routes_.push_back(Route{std::move(method), SplitPath(pattern), std::move(handler)});
+  std::vector<std::string> segments = SplitPath(pattern);
+  routes_.push_back(
+      Route{std::move(method), std::move(pattern), std::move(segments), std::move(handler)});
 }
 
-Response Router::Dispatch(Request& request) const {
-  const std::vector<std::string> segments = SplitPath(request.path);
+// Whether `route` matches a path split into `segments`.
+bool Router::Matches(const Route& route, const std::vector<std::string>& segments) {
+  if (route.segments.size() != segments.size()) return false;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const std::string& want = route.segments[i];
+    if (IsCapture(want) ? segments[i].empty() : want != segments[i]) return false;
+  }
+  return true;
+}
 
-  auto matches = [&](const Route& route) {
-    if (route.segments.size() != segments.size()) return false;
-    for (size_t i = 0; i < segments.size(); ++i) {
-      const std::string& want = route.segments[i];
-      if (IsCapture(want) ? segments[i].empty() : want != segments[i]) return false;
-    }
-    return true;
-  };
+const Router::Route* Router::Best(std::string_view method,
+                                  const std::vector<std::string>& segments) const {
   // Where two patterns match the same path, the one whose first differing segment is literal
   // wins ("/runs/latest" over "/runs/{id}"); between equals, the one registered first.
   auto more_specific = [](const Route& a, const Route& b) {
@@ -136,18 +139,36 @@ Response Router::Dispatch(Request& request) const {
     }
     return false;
   };
-
   // HEAD is answered by the GET route when there is no HEAD route (the server sends no body).
-  auto best_for = [&](std::string_view method) -> const Route* {
+  auto best_for = [&](std::string_view m) -> const Route* {
     const Route* best = nullptr;
     for (const Route& route : routes_) {
-      if (route.method != method || !matches(route)) continue;
+      if (route.method != m || !Matches(route, segments)) continue;
       if (best == nullptr || more_specific(route, *best)) best = &route;
     }
     return best;
   };
-  const Route* best = best_for(request.method);
-  if (best == nullptr && request.method == "HEAD") best = best_for("GET");
+  const Route* best = best_for(method);
+  if (best == nullptr && method == "HEAD") best = best_for("GET");
+  return best;
+}
+
+std::optional<RouteKey> Router::Match(std::string_view method, std::string_view path) const {
+  const Route* best = Best(method, SplitPath(path));
+  if (best == nullptr) return std::nullopt;
+  return RouteKey{best->method, best->pattern};
+}
+
+std::vector<RouteKey> Router::List() const {
+  std::vector<RouteKey> out;
+  for (const Route& r : routes_) out.push_back({r.method, r.pattern});
+  return out;
+}
+
+Response Router::Dispatch(Request& request) const {
+  const std::vector<std::string> segments = SplitPath(request.path);
+  auto matches = [&](const Route& route) { return Matches(route, segments); };
+  const Route* best = Best(request.method, segments);
 
   if (best != nullptr) {
     request.path_params.clear();

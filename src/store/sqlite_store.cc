@@ -234,6 +234,30 @@ CREATE TABLE agent_run_journal (
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 )sql"},
+    {7, "API keys and the audit log", R"sql(
+CREATE TABLE api_keys (
+  id           TEXT PRIMARY KEY,
+  name         TEXT NOT NULL,
+  role         TEXT NOT NULL,
+  hash         TEXT NOT NULL UNIQUE,
+  created_ms   INTEGER NOT NULL,
+  revoked_ms   INTEGER NOT NULL,
+  last_used_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE audit_log (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms      INTEGER NOT NULL,
+  actor      TEXT NOT NULL,
+  role       TEXT NOT NULL,
+  method     TEXT NOT NULL,
+  path       TEXT NOT NULL,
+  target     TEXT NOT NULL,
+  status     INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  detail     TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_actor ON audit_log (actor, seq);
+)sql"},
 };
 
 constexpr std::string_view kAgentSessionColumns =
@@ -1214,6 +1238,93 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Status PutApiKey(const ApiKeyRecord& r) override {
+    return Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT OR REPLACE INTO api_keys (id, name, role, hash, created_ms, "
+                    "revoked_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+      stmt.Bind(1, r.id);
+      stmt.Bind(2, r.name);
+      stmt.Bind(3, r.role);
+      stmt.Bind(4, r.hash);
+      stmt.Bind(5, r.created_ms);
+      stmt.Bind(6, r.revoked_ms);
+      stmt.Bind(7, r.last_used_ms);
+      return stmt.Run();
+    });
+  }
+
+  Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash) override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows, QueryApiKeys("hash = ?1", hash));
+    if (rows.empty()) return std::optional<ApiKeyRecord>();
+    return std::optional<ApiKeyRecord>(std::move(rows.front()));
+  }
+
+  Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) override {
+    CORTEX_ASSIGN_OR_RETURN(auto rows, QueryApiKeys("id = ?1", id));
+    if (rows.empty()) return std::optional<ApiKeyRecord>();
+    return std::optional<ApiKeyRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<ApiKeyRecord>> ListApiKeys() override { return QueryApiKeys("?1 = ''", ""); }
+
+  Result<int64_t> AppendAudit(const AuditEntry& e) override {
+    int64_t seq = 0;
+    CORTEX_RETURN_IF_ERROR(Write([&](Connection& c) -> Status {
+      CORTEX_ASSIGN_OR_RETURN(
+          Statement stmt,
+          c.Prepare("INSERT INTO audit_log (at_ms, actor, role, method, path, target, status, "
+                    "request_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+      stmt.Bind(1, e.at_ms);
+      stmt.Bind(2, e.actor);
+      stmt.Bind(3, e.role);
+      stmt.Bind(4, e.method);
+      stmt.Bind(5, e.path);
+      stmt.Bind(6, e.target);
+      stmt.Bind(7, static_cast<int64_t>(e.status));
+      stmt.Bind(8, e.request_id);
+      stmt.Bind(9, e.detail);
+      CORTEX_RETURN_IF_ERROR(stmt.Run());
+      seq = sqlite3_last_insert_rowid(c.db());
+      return Status::Ok();
+    }));
+    return seq;
+  }
+
+  Result<std::vector<AuditEntry>> ListAudit(const AuditFilter& f) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT seq, at_ms, actor, role, method, path, target, status, "
+                        "request_id, detail FROM audit_log WHERE (?1 IS NULL OR actor = ?1) AND "
+                        "(?2 IS NULL OR substr(path, 1, length(?2)) = ?2) AND (?3 IS NULL OR "
+                        "at_ms >= ?3) AND (?4 IS NULL OR seq < ?4) ORDER BY seq DESC LIMIT " +
+                        std::to_string(std::clamp<size_t>(f.limit, 1, 1000))));
+    if (f.actor) stmt.Bind(1, *f.actor);
+    if (f.path_prefix) stmt.Bind(2, *f.path_prefix);
+    if (f.since_ms) stmt.Bind(3, *f.since_ms);
+    if (f.before_seq) stmt.Bind(4, *f.before_seq);
+    std::vector<AuditEntry> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      AuditEntry e;
+      e.seq = stmt.Int(0);
+      e.at_ms = stmt.Int(1);
+      e.actor = stmt.Text(2);
+      e.role = stmt.Text(3);
+      e.method = stmt.Text(4);
+      e.path = stmt.Text(5);
+      e.target = stmt.Text(6);
+      e.status = static_cast<int>(stmt.Int(7));
+      e.request_id = stmt.Text(8);
+      e.detail = stmt.Text(9);
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
   Status SetScheduleMark(const std::string& workflow, int64_t due_ms) override {
     return Write([&](Connection& c) -> Status {
       CORTEX_ASSIGN_OR_RETURN(
@@ -1227,6 +1338,31 @@ class SqliteStore final : public Store {
   }
 
  private:
+  Result<std::vector<ApiKeyRecord>> QueryApiKeys(const char* where, const std::string& arg) {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare(std::string("SELECT id, name, role, hash, created_ms, revoked_ms, "
+                                    "last_used_ms FROM api_keys WHERE ") +
+                        where + " ORDER BY created_ms, id"));
+    stmt.Bind(1, arg);
+    std::vector<ApiKeyRecord> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      ApiKeyRecord r;
+      r.id = stmt.Text(0);
+      r.name = stmt.Text(1);
+      r.role = stmt.Text(2);
+      r.hash = stmt.Text(3);
+      r.created_ms = stmt.Int(4);
+      r.revoked_ms = stmt.Int(5);
+      r.last_used_ms = stmt.Int(6);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
   Result<std::vector<AgentSessionRecord>> QuerySessions(const char* where, const std::string& arg,
                                                         size_t limit) {
     Lease reader(*this);

@@ -174,6 +174,35 @@ struct AgentJournalEntry {
   std::string data_json = "{}";
 };
 
+// ---- Access: API keys and the audit log ---------------------------------------------------
+struct ApiKeyRecord {
+  std::string id;    // "key_" + hex: how it is named in lists, revocations and the audit log
+  std::string name;  // what the user called it
+  std::string role;  // viewer | operator | admin
+  std::string hash;  // SHA-256 of the secret, hex: the secret itself is never stored
+  int64_t created_ms = 0, revoked_ms = 0, last_used_ms = 0;  // 0: never
+};
+
+struct AuditEntry {
+  int64_t seq = 0;  // assigned by the Store, 1, 2, ...
+  int64_t at_ms = 0;
+  std::string actor;  // the key's id and name ("key_ab12 (ci)"), or "anonymous"
+  std::string role;
+  std::string method, path;
+  std::string target;  // what the call was about (a manifest, a run, a relic...), when known
+  int status = 0;      // the answer's HTTP status
+  std::string request_id;
+  std::string detail;  // the error's message, when it failed
+};
+
+struct AuditFilter {
+  std::optional<std::string> actor;
+  std::optional<std::string> path_prefix;
+  std::optional<int64_t> since_ms;
+  std::optional<int64_t> before_seq;  // page: entries before this one
+  size_t limit = 100;                 // at most 1000; newest first
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -239,6 +268,16 @@ class Store {
   virtual Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() = 0;
   virtual Status AppendAgentJournal(const AgentJournalEntry& entry) = 0;  // AlreadyExists: dup seq
   virtual Result<std::vector<AgentJournalEntry>> GetAgentJournal(const std::string& run_id) = 0;
+
+  // API keys: Put inserts or replaces; by hash for authentication (revoked ones too: the caller
+  // checks); List in creation order.
+  virtual Status PutApiKey(const ApiKeyRecord& record) = 0;
+  virtual Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash) = 0;
+  virtual Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) = 0;
+  virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
+  // The audit log: appended (seq assigned, returned), read newest first.
+  virtual Result<int64_t> AppendAudit(const AuditEntry& entry) = 0;
+  virtual Result<std::vector<AuditEntry>> ListAudit(const AuditFilter& filter) = 0;
 };
 
 struct SqliteOptions {

@@ -317,7 +317,7 @@ TEST_F(ServerTest, StopIsIdempotentAndStartTwiceFails) {
   EXPECT_EQ(server_->Start().code(), StatusCode::kFailedPrecondition);
   server_->Stop();
   server_->Stop();
-  Client client(BaseUrl(), ClientOptions{milliseconds(500), milliseconds(500)});
+  Client client(BaseUrl(), ClientOptions{milliseconds(500), milliseconds(500), {}});
   auto response = client.Get("/echo");
   ASSERT_FALSE(response.ok());
   EXPECT_EQ(response.status().code(), StatusCode::kUnavailable);

@@ -112,6 +112,18 @@ class FaultyStore final : public Store {
   Result<std::vector<AgentJournalEntry>> GetAgentJournal(const std::string& run_id) override {
     return real_.GetAgentJournal(run_id);
   }
+  Status PutApiKey(const ApiKeyRecord& r) override { return real_.PutApiKey(r); }
+  Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& h) override {
+    return real_.FindApiKeyByHash(h);
+  }
+  Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) override {
+    return real_.GetApiKey(id);
+  }
+  Result<std::vector<ApiKeyRecord>> ListApiKeys() override { return real_.ListApiKeys(); }
+  Result<int64_t> AppendAudit(const AuditEntry& e) override { return real_.AppendAudit(e); }
+  Result<std::vector<AuditEntry>> ListAudit(const AuditFilter& f) override {
+    return real_.ListAudit(f);
+  }
   Result<int> MarkAgentRunsInterrupted(int64_t now_ms) override {
     return real_.MarkAgentRunsInterrupted(now_ms);
   }

@@ -1,0 +1,99 @@
+// Who may call what (docs/security.md): API keys sent as `Authorization: Bearer <key>`, three
+// roles, and one table that gives every route the role it needs. Every mutating call (and every
+// refused one) goes to the audit log in the Store before its answer.
+//
+// Authentication is on when the server listens on anything but loopback, unless `auth.mode` says
+// otherwise; off, every caller acts as an anonymous admin (the loopback default of a developer's
+// machine). A route missing from the table is refused with 403, so a new route cannot be left
+// open by mistake (and the route-walking test fails).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "http/http.h"
+#include "store/store.h"
+
+namespace cortex::api {
+
+enum class Role { kPublic = 0, kViewer = 1, kOperator = 2, kAdmin = 3 };
+std::string_view RoleName(Role role);
+std::optional<Role> ParseRole(std::string_view name);  // viewer | operator | admin
+
+// One route and the role it needs (kPublic: no key needed; the handler may check its own secret).
+struct RouteRule {
+  const char* method;
+  const char* pattern;
+  Role role;
+};
+const std::vector<RouteRule>& RouteRules();
+// The rule of a registered route; nullptr when the table has none.
+const RouteRule* FindRule(const http::RouteKey& route);
+
+// A new API key's secret ("ctx_" + 64 hex digits), and the hash that is stored of it.
+std::string NewApiKeySecret();
+std::string HashApiKey(std::string_view secret);  // SHA-256, hex
+
+// Creates a key (stored by hash); returns the record and, once, the secret.
+Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& store,
+                                                                 const std::string& name,
+                                                                 Role role);
+Status RevokeApiKey(store::Store& store, const std::string& id);
+
+struct AuthOptions {
+  bool enabled = false;
+  // Requests per second allowed to each key (a token bucket of `burst`), or to each remote
+  // address for calls without a key; 0 = no limit. Past it: 429 with Retry-After.
+  double rate_per_second = 0;
+  double burst = 0;  // 0 = one second's worth
+};
+
+// The caller of a request, once authenticated.
+struct Identity {
+  std::string key_id;  // "" when authentication is off
+  std::string name;
+  Role role = Role::kAdmin;
+  // "key_ab12cd34 (ci)"; without a key its name ("unauthenticated", "public") or "anonymous".
+  std::string Actor() const;
+};
+
+class AccessControl {
+ public:
+  AccessControl(store::Store& store, AuthOptions options);
+
+  // The server's filter: authenticates, authorizes by the route table of `server` (the server the
+  // filter is set on, which outlives it), and audits. `next` (optional) runs first (the request
+  // guard); its refusal stands.
+  http::Filter MakeFilter(const http::Server& server, http::Filter next = nullptr);
+
+  // Who is calling (Unauthenticated when a key is required and missing, unknown or revoked).
+  Result<Identity> Authenticate(const http::Request& request);
+  bool enabled() const { return options_.enabled; }
+
+ private:
+  void Audit(const Identity& who, const http::Request& request, const http::Response& response);
+  // Takes a token from `bucket`'s; when there is none, how long until there is one.
+  std::optional<std::chrono::milliseconds> Throttle(const std::string& bucket);
+
+  store::Store& store_;
+  AuthOptions options_;
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex buckets_mu_;
+  std::map<std::string, Bucket> buckets_;  // guarded by buckets_mu_
+};
+
+// Admin routes of access control: GET|POST /auth/keys, DELETE /auth/keys/{id}, GET /auth/whoami,
+// GET /auth/routes (the table, with each registered route's role), GET /audit.
+void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& store);
+
+}  // namespace cortex::api
