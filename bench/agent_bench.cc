@@ -17,15 +17,29 @@
 // 3. Parser throughput: --parser-mb (default 16) MB of protocol text (thoughts, actions,
 //    responses), parsed whole and in 4 KiB pieces, in MB/s, against a memchr scan for '<' over
 //    the same bytes (a lower bound: looking at every byte once).
+// 4. From an action's closing tag leaving the model server to its tool's process starting (the
+//    tool's first command stamps the time; same clock): p50 over --samples runs. Baseline: from
+//    a POST /execute/tool of the same tool to its process starting. Goal: < 2 ms.
+// 5. Against the OpenAI Agents SDK for JavaScript (@openai/agents, bench/node): the same
+//    single-tool conversation (the model calls `stamp`, then answers) against the same scripted
+//    server, N times each; overhead per turn = (wall - the tool script's own time) / 2 turns,
+//    p50. Cortex runs the agent in native function-calling mode, as the SDK does, its tool
+//    sandboxed; the SDK's function spawns the same script. Goal: Cortex <= 0.5x of the SDK.
+//    Needs `npm ci --prefix bench/node` (run_all.sh does it); skipped without.
+// 6. --concurrent (default 200) agent runs started at once (async), each one model turn: all
+//    complete?, their wall time, and the server's memory: peak, and per idle session after (each
+//    run leaves a session, kept in the Store).
 //
 // The model is the scripted OpenAI-compatible server of the tests (tests/integration/
 // scripted_llm.h), in this process, on 127.0.0.1. Prints figures; never asserts timing.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/protocol.h"
@@ -45,11 +59,15 @@ struct Options {
   int reps = 5;
   int iterations = 20;
   int parser_mb = 16;
+  int samples = 30;
+  int concurrent = 200;
   bool keep = false;
 };
 
 void Usage() {
-  std::fprintf(stderr, "usage: agent_bench [--reps N] [--iterations N] [--parser-mb N] [--keep]\n");
+  std::fprintf(stderr,
+               "usage: agent_bench [--reps N] [--iterations N] [--parser-mb N] [--samples N] "
+               "[--concurrent N] [--keep]\n");
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -96,21 +114,47 @@ void WriteManifests(const fs::path& m) {
                            "---\nkind: Agent\nname: napper\ndescription: naps\niteration_cap: 0\n"
                            "cognitive_engine:\n  primary: {provider: bench, model: scripted}\n"
                            "import:\n  tools: [nap]\n---\nYou nap.\n");
+  // stamp: prints when it started and ended (ns, the wall clock), nothing else.
+  fs::create_directories(m / "tools/stamp");
+  cortex::bench::WriteText(m / "tools/stamp/tool.yml",
+                           "kind: Tool\nname: stamp\ndescription: Prints when it ran.\n"
+                           "implementation: {runtime: sh, entrypoint: ./stamp.sh}\n");
+  cortex::bench::WriteText(m / "tools/stamp/stamp.sh",
+                           "s=$(date +%s%N)\ne=$(date +%s%N)\n"
+                           "echo \"{\\\"start_ns\\\": $s, \\\"end_ns\\\": $e}\"\n");
+  fs::permissions(m / "tools/stamp/stamp.sh", fs::perms(0755));
+  fs::permissions(m / "tools/stamp", fs::perms(0755));
+  for (const char* mode : {"streaming", "native"}) {
+    std::string name = std::string("stamper_") + mode;
+    cortex::bench::WriteText(
+        m / "agents" / (name + ".md"),
+        "---\nkind: Agent\nname: " + name +
+            "\ndescription: stamps\niteration_cap: 0\n"
+            "cognitive_engine:\n  primary: {provider: bench, model: scripted}\n"
+            "  protocol: " +
+            mode + "\nimport:\n  tools: [stamp]\n---\nYou stamp.\n");
+  }
+  cortex::bench::WriteText(m / "agents/quick.md",
+                           "---\nkind: Agent\nname: quick\ndescription: answers at once\n"
+                           "cognitive_engine:\n  primary: {provider: bench, model: scripted}\n"
+                           "---\nYou answer.\n");
 }
 
 struct Server {
   cortex::bench::ScratchDir dir;
   cortex::bench::ServeProcess serve{std::string(CORTEX_BINARY_DIR) + "/cortex"};
   std::unique_ptr<cortex::http::Client> client;
-  Server(const ScriptedLlm& llm, bool at_message_end, bool keep)
+  // `extra`: more cortex.yml (e.g. "exec:\n  sandbox: false\n  allow_unsandboxed: true\n").
+  Server(const ScriptedLlm& llm, bool at_message_end, bool keep, const std::string& extra = "")
       : dir("cortex-agent-bench-", keep) {
     WriteManifests(dir.path() / "manifests");
     fs::permissions(dir.path(), fs::perms(0755));
-    cortex::bench::WriteText(dir.path() / "cortex.yml",
-                             "llm:\n  max_iterations: 10000\n  dispatch_at_message_end: " +
-                                 std::string(at_message_end ? "true" : "false") +
-                                 "\n  providers:\n    - {name: bench, type: openai, base_url: " +
-                                 llm.base_url() + ", max_retries: 0}\n");
+    cortex::bench::WriteText(
+        dir.path() / "cortex.yml",
+        "llm:\n  max_iterations: 10000\n  dispatch_at_message_end: " +
+            std::string(at_message_end ? "true" : "false") +
+            "\n  providers:\n    - {name: bench, type: openai, base_url: " + llm.base_url() +
+            ", max_retries: 0, max_concurrency: 256}\n" + extra);
     if (!serve.Start(dir.path() / "manifests", dir.path() / "data", dir.path() / "serve.log",
                      {"--config", (dir.path() / "cortex.yml").string()})) {
       std::fprintf(stderr, "cortex serve did not start; see %s\n",
@@ -242,6 +286,207 @@ void ParserThroughput(const Options& o) {
       scan / pieces);
 }
 
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+void TagToProcess(const Options& o) {
+  std::printf("\n== 4. from an action's closing tag to its tool's process starting ==\n");
+  ScriptedLlm llm;
+  const std::string action = "<action type=\"tool\" id=\"s\">{\"name\": \"stamp\"}</action>";
+  for (bool sandbox : {true, false}) {
+    Server s(llm, false, o.keep,
+             sandbox ? "" : "exec:\n  sandbox: false\n  allow_unsandboxed: true\n");
+    std::vector<double> tag, api;
+    for (int i = 0; i < o.samples; ++i) {
+      std::atomic<int64_t> sent{0};
+      // The action alone in the first piece, then the rest of the reply 300 ms later.
+      cortex::testing::ScriptedTurn t =
+          Says(action + "<response>ok</response>", action.size(), std::chrono::milliseconds(300));
+      t.on_sent = [&sent](size_t piece) {
+        if (piece == 0) sent = NowNs();
+      };
+      llm.Script({t});
+      auto r = s.client->Post("/execute/agent",
+                              Json{{"name", "stamper_streaming"}, {"input", "stamp"}}.dump());
+      if (!r.ok() || r->status != 200) {
+        std::fprintf(stderr, "a run failed: %s\n", r.ok() ? r->body.c_str() : "no answer");
+        continue;
+      }
+      Json j = Json::parse(r->body, nullptr, false);
+      if (!j.is_object() || j["actions"].empty()) continue;
+      Json out = j["actions"][0].value("result", Json());
+      if (out.is_object() && out.contains("start_ns") && sent > 0) {
+        tag.push_back(static_cast<double>(out["start_ns"].get<int64_t>() - sent) / 1e6);
+      }
+      int64_t before = NowNs();
+      auto e = s.client->Post("/execute/tool", Json{{"name", "stamp"}}.dump());
+      if (!e.ok() || e->status != 200) continue;
+      Json ej = Json::parse(e->body, nullptr, false);
+      Json eo = ej.is_object() ? ej.value("result", Json()) : Json();
+      if (eo.is_object() && eo.contains("start_ns")) {
+        api.push_back(static_cast<double>(eo["start_ns"].get<int64_t>() - before) / 1e6);
+      }
+    }
+    double p50 = Percentile(tag, 0.5), base = Percentile(api, 0.5);
+    std::printf(
+        "%s, %zu samples: closing tag -> process start p50 %.2f ms (p90 %.2f); baseline POST "
+        "/execute/tool -> process start p50 %.2f ms (p90 %.2f); the loop's own share %.2f ms; "
+        "ratio %.2fx (goal < 2 ms)\n",
+        sandbox ? "sandboxed" : "unsandboxed", tag.size(), p50, Percentile(tag, 0.9), base,
+        Percentile(api, 0.9), p50 - base, base > 0 ? p50 / base : 0);
+  }
+}
+
+// One stamp conversation's turns: the model calls stamp, then answers.
+std::vector<cortex::testing::ScriptedTurn> StampTurns() {
+  return {cortex::testing::Calls({{{"id", "call_1"}, {"name", "stamp"}, {"arguments", "{}"}}}),
+          Says("done", 1 << 20)};
+}
+
+void AgainstAgentsSdk(const Options& o) {
+  std::printf("\n== 5. overhead per turn against the OpenAI Agents SDK for JavaScript ==\n");
+  fs::path sdk = fs::path(CORTEX_SOURCE_DIR) / "bench/node";
+  if (!fs::exists(sdk / "node_modules/@openai/agents")) {
+    std::printf("skipped: the SDK is not installed (npm ci --prefix bench/node)\n");
+    return;
+  }
+  ScriptedLlm llm;
+  const int runs = std::max(5, o.samples);
+  // Cortex sandboxes its tools; the SDK's function spawns the script as it is: both reported.
+  auto cortex_overhead = [&](bool sandbox) {
+    Server s(llm, false, o.keep,
+             sandbox ? "" : "exec:\n  sandbox: false\n  allow_unsandboxed: true\n");
+    std::vector<double> per_turn;
+    for (int i = 0; i < runs; ++i) {
+      llm.Script(StampTurns());
+      auto start = Clock::now();
+      auto r = s.client->Post("/execute/agent",
+                              Json{{"name", "stamper_native"}, {"input", "Stamp, please."}}.dump());
+      double wall = Ms(Clock::now() - start);
+      if (!r.ok() || r->status != 200) continue;
+      Json j = Json::parse(r->body, nullptr, false);
+      if (!j.is_object() || j.value("status", "") != "succeeded" || j["actions"].empty() ||
+          j["actions"][0].value("status", "") != "succeeded") {
+        std::fprintf(stderr, "a run failed: %s\n", r->body.substr(0, 300).c_str());
+        continue;
+      }
+      Json out = j["actions"][0].value("result", Json());
+      double tool = out.is_object() ? static_cast<double>(out.value("end_ns", int64_t{0}) -
+                                                          out.value("start_ns", int64_t{0})) /
+                                          1e6
+                                    : 0;
+      per_turn.push_back((wall - tool) / 2);
+    }
+    return per_turn;
+  };
+  std::vector<double> cortex_turn = cortex_overhead(true);
+  std::vector<double> cortex_bare = cortex_overhead(false);
+  std::vector<double> sdk_turn;
+  Server s(llm, false, o.keep);
+  std::vector<cortex::testing::ScriptedTurn> all;
+  for (int i = 0; i < runs; ++i) {
+    for (auto& t : StampTurns()) all.push_back(t);
+  }
+  llm.Script(all);
+  std::string script = (s.dir.path() / "manifests/tools/stamp/stamp.sh").string();
+  std::string cmd = "node " + (sdk / "agents_sdk_run.mjs").string() + " " + llm.base_url() + " " +
+                    script + " " + std::to_string(runs) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) {
+    std::printf("skipped: cannot run node\n");
+    return;
+  }
+  char line[4096];
+  int failed = 0;
+  while (std::fgets(line, sizeof line, p)) {
+    Json j = Json::parse(line, nullptr, false);
+    if (!j.is_object()) {
+      std::fprintf(stderr, "sdk: %s", line);
+      continue;
+    }
+    if (!j.value("ok", false)) {
+      ++failed;
+      continue;
+    }
+    sdk_turn.push_back((j.value("wall_ms", 0.0) - j.value("tool_ms", 0.0)) / 2);
+  }
+  ::pclose(p);
+  // The SDK's first runs include Node's warm-up: the median is over all runs, as for Cortex.
+  double c = Percentile(cortex_turn, 0.5), b = Percentile(cortex_bare, 0.5),
+         k = Percentile(sdk_turn, 0.5);
+  std::printf(
+      "%d runs each: overhead per turn p50 Cortex sandboxed %.2f ms (%zu ok), unsandboxed %.2f "
+      "ms (%zu ok), Agents SDK %.2f ms (%zu ok, %d failed); ratio Cortex/SDK sandboxed %.2fx, "
+      "unsandboxed %.2fx (goal <= 0.5x)\n",
+      runs, c, cortex_turn.size(), b, cortex_bare.size(), k, sdk_turn.size(), failed,
+      k > 0 ? c / k : 0, k > 0 ? b / k : 0);
+}
+
+// The server's memory from /proc: VmRSS and VmHWM (peak), in KiB.
+std::pair<long, long> Memory(pid_t pid) {
+  std::string status = cortex::bench::ReadAll("/proc/" + std::to_string(pid) + "/status");
+  auto field = [&](const char* name) {
+    size_t at = status.find(name);
+    return at == std::string::npos ? 0L : std::atol(status.c_str() + at + std::strlen(name));
+  };
+  return {field("VmRSS:"), field("VmHWM:")};
+}
+
+void Concurrent(const Options& o) {
+  std::printf("\n== 6. %d agent runs at once ==\n", o.concurrent);
+  ScriptedLlm llm;
+  Server s(llm, false, o.keep);
+  // Warm up (the first run's one-time costs), then the baseline memory.
+  llm.Script({Says("<response>ok</response>", 1 << 20)});
+  (void)s.client->Post("/execute/agent", Json{{"name", "quick"}, {"input", "hi"}}.dump());
+  auto [rss_before, peak_before] = Memory(s.serve.pid());
+  std::vector<cortex::testing::ScriptedTurn> turns(static_cast<size_t>(o.concurrent),
+                                                   Says("<response>ok</response>", 1 << 20));
+  llm.Script(turns);
+  auto start = Clock::now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < o.concurrent; ++i) {
+    auto r = s.client->Post(
+        "/execute/agent",
+        Json{{"name", "quick"}, {"input", "run " + std::to_string(i)}, {"async", true}}.dump());
+    if (r.ok() && r->status == 202) {
+      ids.push_back(Json::parse(r->body, nullptr, false).value("run_id", ""));
+    }
+  }
+  size_t done = 0, succeeded = 0;
+  while (Clock::now() - start < std::chrono::minutes(5)) {
+    done = succeeded = 0;
+    for (const auto& id : ids) {
+      auto r = s.client->Get("/agent-runs/" + id);
+      if (!r.ok()) continue;
+      std::string status = Json::parse(r->body, nullptr, false).value("status", "running");
+      done += status != "running";
+      succeeded += status == "succeeded";
+    }
+    if (done == ids.size()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  double wall = Ms(Clock::now() - start);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // idle
+  auto [rss_after, peak_after] = Memory(s.serve.pid());
+  std::printf(
+      "started %zu of %d, finished %zu, succeeded %zu, in %.0f ms (%.1f runs/s); server memory: "
+      "before %ld KiB, peak %ld KiB, idle after %ld KiB: %.1f KiB per idle session (sessions "
+      "live in the Store)\n",
+      ids.size(), o.concurrent, done, succeeded, wall, 1000.0 * static_cast<double>(done) / wall,
+      rss_before, std::max(peak_before, peak_after), rss_after,
+      static_cast<double>(rss_after - rss_before) / std::max<size_t>(1, succeeded));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,6 +499,10 @@ int main(int argc, char** argv) {
       o.iterations = std::max(1, std::atoi(flags.Value()));
     } else if (a == "--parser-mb") {
       o.parser_mb = std::max(1, std::atoi(flags.Value()));
+    } else if (a == "--samples") {
+      o.samples = std::max(1, std::atoi(flags.Value()));
+    } else if (a == "--concurrent") {
+      o.concurrent = std::max(1, std::atoi(flags.Value()));
     } else if (a == "--keep") {
       o.keep = true;
     } else {
@@ -265,5 +514,8 @@ int main(int argc, char** argv) {
   ParserThroughput(o);
   LoopOverhead(o);
   EarlyDispatch(o);
+  TagToProcess(o);
+  AgainstAgentsSdk(o);
+  Concurrent(o);
   return 0;
 }

@@ -60,6 +60,11 @@ run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
 run deploy "$BUILD/bench/deploy_bench" --iterations "$ITERATIONS"
+# The OpenAI Agents SDK that agent_bench compares with, from npm (bench/node/package-lock.json).
+if [[ ! -d "$REPO/bench/node/node_modules/@openai/agents" ]] && command -v npm >/dev/null; then
+  npm ci --prefix "$REPO/bench/node" --no-audit --no-fund --loglevel=error >/dev/null ||
+    echo "run_all: npm ci --prefix bench/node failed: agent_bench skips the SDK comparison" >&2
+fi
 run agent "$BUILD/bench/agent_bench" --reps 5
 
 echo
@@ -82,5 +87,8 @@ grep -E '^(unsandboxed|sandboxed)(, (chain|fanout))?:$|^  (cortex |ninja|-> |raw
 echo "-- deploy_bench --iterations $ITERATIONS"
 grep -E '^(  cortex: |  baseline: |  monument: |  serial sum|  -> ratio|goal:|expected:|WARNING)' \
   "$OUT/deploy.txt" || true
+echo "-- agent_bench --reps 5"
+grep -E '^(dispatch at|[0-9]+ iterations a run|[0-9.]+ MB, |[0-9]+ samples:|[0-9]+ runs each:|started |skipped)' \
+  "$OUT/agent.txt" || true
 echo "full outputs: $OUT"
 exit $status

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -32,6 +33,9 @@ struct ScriptedTurn {
   // Native function calls after the text: [{id, name, arguments (JSON text)}], each streamed
   // in pieces of `chunk` bytes like the text.
   nlohmann::json tool_calls = nlohmann::json::array();
+  // Called (on the server's thread) right after each piece of the text is sent, with its
+  // index: for benchmarks that time what follows a given byte.
+  std::function<void(size_t piece)> on_sent;
 };
 
 // A turn that calls functions (native function calling), after saying `content`.
@@ -176,6 +180,7 @@ class ScriptedLlm {
                                           {"delta", {{"content", piece}}},
                                           {"finish_reason", nullptr}}}}};
         if (!w.Send(anthropic ? "content_block_delta" : "", chunk.dump())) return;
+        if (turn.on_sent) turn.on_sent(i / turn.chunk);
         if (turn.malformed && i == 0) {
           w.Send("", "{this is not json");
           return;
