@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "free_port.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
 #include "integration/scripted_llm.h"
@@ -301,6 +302,76 @@ TEST_F(AgentRuns, InternalActionsFollowThePolicyAndFeedsReachThePrompt) {
   EXPECT_THAT(second, HasSubstr("\"result\":42"));
   // clear_context was refused: the conversation is all there.
   EXPECT_EQ(requests[1]["messages"].size(), 4u);
+}
+
+// A relic action: a declared operation of a deployed, healthy relic (a small in-memory key-value
+// service run by the process driver), by "relic.operation" and by "operation" in the parameters.
+TEST_F(AgentRuns, RelicActionsCallDeclaredOperations) {
+  const int port = FreeLoopbackPort();
+  ASSERT_GT(port, 0);
+  auto d = std::make_unique<Daemon>(
+      std::vector<std::string>{"--config", Config(llm_, cfg_.path())}, [port](const fs::path& m) {
+        WriteManifests(m);
+        WriteFile(m / "relics/mem/mem.py", R"PY(import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+store = {}
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def answer(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/health": return self.answer(200, {"ok": True})
+        if self.path.startswith("/get/"):
+            key = self.path[5:]
+            if key in store: return self.answer(200, {"key": key, "value": store[key]})
+            return self.answer(404, {"error": "no key " + key})
+        self.answer(404, {"error": "no route"})
+    def do_POST(self):
+        data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        store[data["key"]] = data["value"]
+        self.answer(200, {"stored": data["key"]})
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+)PY");
+        WriteFile(m / "relics/mem/relic.yml",
+                  "kind: Relic\nname: mem\ndescription: An in-memory key-value service.\n"
+                  "deployment:\n  type: process\n  command: [python3, ./mem.py, \"" +
+                      std::to_string(port) +
+                      "\"]\n  cwd: .\n"
+                      "health_check: {type: http, endpoint: /health, interval: 1s, timeout: 1s}\n"
+                      "interface:\n  type: rest_api\n  base_url: http://127.0.0.1:" +
+                      std::to_string(port) +
+                      "\n  endpoints:\n"
+                      "    - {name: set, method: POST, path: /set, description: Stores a value}\n"
+                      "    - {name: get, method: GET, path: \"/get/{key}\"}\n");
+        WriteFile(m / "agents/keeper/agent.md", Agent("keeper", "  relics: [mem]\n"));
+      });
+  ASSERT_TRUE(d->ok()) << d->log();
+  Reply deployed = Post(d->client(), "/deploy/relic",
+                        json{{"name", "mem"}, {"wait", true}, {"timeout_seconds", 20}}.dump());
+  ASSERT_EQ(deployed.status, 200) << deployed.body << d->log();
+  llm_.Script({
+      Says("<action type=\"relic\" id=\"put\">{\"name\": \"mem.set\", \"parameters\": "
+           "{\"key\": \"answer\", \"value\": 42}}</action>"
+           "<action type=\"relic\" id=\"read\">{\"name\": \"mem\", \"parameters\": "
+           "{\"operation\": \"get\", \"key\": \"answer\"}, \"depends_on\": [\"put\"]}</action>"
+           "<action type=\"relic\" id=\"nope\">{\"name\": \"elsewhere.get\"}</action>"),
+      Says("<response final=\"true\">It is $read.value.</response>"),
+  });
+  Reply r = Post(d->client(), "/execute/agent", json{{"name", "keeper"}, {"input", "Go."}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json.value("response", ""), "It is 42.") << Brief(r.json);
+  std::map<std::string, json> actions;
+  for (const json& a : r.json["actions"]) actions[a.value("id", "")] = a;
+  EXPECT_EQ(actions["put"].value("status", ""), "succeeded") << Brief(actions["put"]);
+  EXPECT_EQ(actions["read"].value("status", ""), "succeeded") << Brief(actions["read"]);
+  EXPECT_EQ(actions["nope"].value("status", ""), "failed");
+  EXPECT_THAT(actions["nope"].value("error", ""), HasSubstr("not one of this agent's relics"));
+  EXPECT_EQ(Post(d->client(), "/relics/mem/stop", "{}").status, 200);
 }
 
 // cognitive_engine.protocol: native: the catalogue goes as function definitions, the model's
