@@ -68,11 +68,16 @@ std::optional<E> EnumFromName(std::string_view name) {
 class StringList {
  public:
   StringList() = default;
+  // The list's array lives until the end of the full-expression, which is the Field() call.
+  // (GCC's -Winit-list-lifetime warns about keeping its pointer; clang has no such warning.)
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winit-list-lifetime"
-  // The list's array lives until the end of the full-expression, which is the Field() call.
+#endif
   StringList(std::initializer_list<std::string_view> l) : data_(l.begin()), size_(l.size()) {}
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
   template <size_t N>
   StringList(const std::array<std::string_view, N>& a) : data_(a.data()), size_(N) {}
   const std::string_view* begin() const { return data_; }

@@ -1,0 +1,140 @@
+// libFuzzer target for the other parsers of outside bytes, chosen by the first byte:
+//   0: a model provider's event stream (llm::SseReader), fed in pieces split where the input
+//      says: events come out or a clear error, lines stay bounded;
+//   1: a workflow's (or tool's) input checked against declared parameters (exec::CheckParameters),
+//      then `$variable` substitution and an agent's input text over it;
+//   2: request headers (one "Name: value" a line) through the gateway's request guard.
+// Whatever happens must end in a value or an error: never a crash, a hang or a throw.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/runner.h"
+#include "api/request_guard.h"
+#include "common/json.h"
+#include "exec/params.h"
+#include "llm/gateway.h"
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+void Sse(std::string_view in) {
+  cortex::llm::SseReader reader(4096);
+  std::vector<cortex::llm::SseReader::Event> events;
+  size_t at = 0;
+  while (at < in.size()) {
+    // The next byte says how long the piece after it is.
+    size_t n = 1 + static_cast<unsigned char>(in[at]) % 64;
+    ++at;
+    std::string_view piece = in.substr(at, n);
+    at += piece.size();
+    if (!reader.Feed(piece, &events).ok()) return;
+    for (const auto& e : events) {
+      // A line longer than the bound is an error, so no event's data can be much longer.
+      if (e.data.size() > in.size()) std::abort();
+    }
+    events.clear();
+  }
+}
+
+const cortex::registry::ParameterList& Declared() {
+  static const cortex::registry::ParameterList list = [] {
+    cortex::registry::ParameterList l;
+    cortex::registry::Parameter p;
+    p.name = "text";
+    p.validation.emplace();
+    p.validation->max_length = 64;
+    p.validation->pattern = "^[a-z ]*$";
+    l.items.push_back(p);
+    p = {};
+    p.name = "count";
+    p.type = "integer";
+    p.validation.emplace();
+    p.validation->min = 0;
+    p.validation->max = 100;
+    p.default_value = 1;
+    l.items.push_back(p);
+    p = {};
+    p.name = "ratio";
+    p.type = "number";
+    p.required = false;
+    l.items.push_back(p);
+    p = {};
+    p.name = "mode";
+    p.enum_values = {"a", "b"};
+    p.default_value = "a";
+    l.items.push_back(p);
+    p = {};
+    p.name = "tags";
+    p.type = "array";
+    p.items = {{"type", "string"}};
+    p.required = false;
+    l.items.push_back(p);
+    p = {};
+    p.name = "extra";
+    p.type = "object";
+    p.required = false;
+    l.items.push_back(p);
+    return l;
+  }();
+  return list;
+}
+
+void Inputs(std::string_view in) {
+  auto parsed = cortex::ParseJson(in);
+  if (!parsed.ok()) return;
+  auto check = cortex::exec::CheckParameters(Declared(), *parsed);
+  (void)cortex::DumpJson(check.values);
+  (void)cortex::DumpJson(cortex::exec::FieldErrorsJson(check.errors));
+  Json vars = {{"x", *parsed}, {"doc", {{"title", "t"}}}};
+  (void)cortex::DumpJson(cortex::agent::SubstituteVariables(*parsed, vars));
+  (void)cortex::agent::SubstituteVariables(std::string(in), vars);
+  (void)cortex::agent::InputText(*parsed);
+}
+
+void Headers(std::string_view in) {
+  cortex::http::Request req;
+  req.method = in.size() % 2 ? "POST" : "GET";
+  req.path = "/execute/tool";
+  req.body = "{}";
+  size_t at = 0;
+  while (at < in.size() && req.headers.size() < 64) {
+    size_t end = in.find('\n', at);
+    std::string_view line = in.substr(at, end == std::string_view::npos ? in.npos : end - at);
+    at = end == std::string_view::npos ? in.size() : end + 1;
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    req.headers.emplace(std::string(line.substr(0, colon)), std::string(value));
+  }
+  for (const auto& options :
+       {cortex::api::GuardOptions{"127.0.0.1", {}, {}},
+        cortex::api::GuardOptions{"0.0.0.0", {"cortex.example.com"}, {"https://ui.example.com"}},
+        cortex::api::GuardOptions{"::1", {"*"}, {"*"}}}) {
+    (void)cortex::api::CheckRequest(options, req);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
+  switch (data[0] % 3) {
+    case 0:
+      Sse(in);
+      break;
+    case 1:
+      Inputs(in);
+      break;
+    default:
+      Headers(in);
+      break;
+  }
+  return 0;
+}
