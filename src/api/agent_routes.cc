@@ -234,6 +234,54 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     }
     return Ok(Json{{"in_progress", runner.Live()}, {"runs", std::move(recorded)}});
   });
+  // Follows a run as its journal grows, wherever it was started (another client, a workflow
+  // step, a resume after a restart): each model turn ("turn") and action outcome
+  // ("action_result") as an event with its journal seq as the SSE id, then "done" with the
+  // record. ?after=SEQ (or Last-Event-ID) resumes after an event already seen.
+  server.Handle("GET", "/agent-runs/{id}/events", [&store](const http::Request& req) {
+    const std::string id = req.PathParam("id");
+    auto row = store.GetAgentRun(id);
+    if (!row.ok()) return ErrorFromStatus(row.status());
+    if (!*row) return ErrorFromStatus(NotFoundError("no agent run '" + id + "'"));
+    int64_t after = 0;
+    std::optional<std::string> from = req.Query("after");
+    if (!from) from = req.Header("Last-Event-ID");
+    if (from) {
+      try {
+        after = std::stoll(*from);
+      } catch (...) {
+        return ErrorFromStatus(InvalidArgumentError("'after' must be a journal seq (integer)"));
+      }
+    }
+    http::Response resp;
+    resp.sse = [&store, id, after](http::SseWriter& w) mutable {
+      while (w.IsOpen()) {
+        // The row first: entries written before it finished are all in the journal then.
+        auto now = store.GetAgentRun(id);
+        auto journal = store.GetAgentJournal(id);
+        if (!now.ok() || !*now || !journal.ok()) {
+          w.Send("error", DumpJson(Json{{"message", "the run's records cannot be read"}}));
+          return;
+        }
+        for (const auto& e : *journal) {
+          if (e.seq <= after) continue;
+          Json data = ParseJsonOrString(e.data_json);
+          if (data.is_object()) data.erase("fingerprint");
+          if (!w.Send(e.kind == "turn" ? "turn" : "action_result", DumpJson(data),
+                      std::to_string(e.seq))) {
+            return;
+          }
+          after = e.seq;
+        }
+        if ((*now)->status != "running") {
+          w.Send("done", DumpJson(RunRowJson(**now)));
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    };
+    return resp;
+  });
   server.Handle("GET", "/agent-runs/{id}", [&store](const http::Request& req) {
     auto row = store.GetAgentRun(req.PathParam("id"));
     if (!row.ok()) return ErrorFromStatus(row.status());

@@ -166,6 +166,7 @@ const std::vector<RouteRule>& RouteRules() {
       {"POST", "/execute/agent", kOperator},
       {"GET", "/agent-runs", kViewer},
       {"GET", "/agent-runs/{id}", kViewer},
+      {"GET", "/agent-runs/{id}/events", kViewer},
       {"POST", "/agent-runs/{id}/cancel", kOperator},
       {"GET", "/state/agent/{agent}/sessions", kViewer},
       {"POST", "/state/agent/{agent}/session", kOperator},

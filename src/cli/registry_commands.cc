@@ -27,6 +27,7 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddRunCommand(app, ctx);
   AddExecutionsCommand(app, ctx);
   AddWorkflowsCommand(app, ctx);
+  AddAgentRunsCommand(app, ctx);
   AddDeployCommand(app, ctx);
   AddRelicsCommand(app, ctx);
   AddMonumentsCommand(app, ctx);

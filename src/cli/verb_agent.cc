@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 
@@ -164,7 +165,147 @@ int Chat(const std::string& server, AgentOptions o) {
   return exit_code;
 }
 
+// One line of a run in a list: id, agent, status (reason), iterations, created.
+void PrintRunLine(const Json& r) {
+  std::string status = r.value("status", "?");
+  if (r.contains("reason") && r["reason"].is_string() && r.value("reason", "") != "final") {
+    status += " (" + r.value("reason", "") + ")";
+  }
+  std::printf("%-26s %-18s %-26s %s\n", r.value("run_id", "").c_str(), r.value("agent", "").c_str(),
+              status.c_str(), FormatTimestampMs(r.value("created_ms", int64_t{0})).c_str());
+}
+
+struct RunsOptions {
+  std::string agent, session, id, output = "table";
+  int limit = 0;
+};
+
+int ListRuns(const std::string& server, const RunsOptions& o) {
+  ApiClient api(server);
+  std::string q = "/agent-runs?limit=" + std::to_string(o.limit > 0 ? o.limit : 50);
+  if (!o.agent.empty()) q += "&agent=" + PathSegment(o.agent);
+  if (!o.session.empty()) q += "&session_id=" + PathSegment(o.session);
+  auto r = api.GetJson(q);
+  if (!r) return api.exit_code();
+  if (o.output != "table") {
+    std::cout << Render(*r, o.output);
+    return kExitOk;
+  }
+  std::printf("%-26s %-18s %-26s %s\n", "RUN", "AGENT", "STATUS", "CREATED");
+  for (const auto& live : r->value("in_progress", Json::array())) {
+    Json row = live;
+    row["created_ms"] = live.value("started_ms", int64_t{0});
+    PrintRunLine(row);
+  }
+  for (const auto& run : r->value("runs", Json::array())) {
+    if (run.value("status", "") == "running") continue;  // listed above when it runs here
+    PrintRunLine(run);
+  }
+  return kExitOk;
+}
+
+// Prints a run's journal as it grows (GET /agent-runs/{id}/events), then its end.
+int FollowRun(const std::string& server, const std::string& id) {
+  ApiClient api(server, std::cerr, LongReads());
+  int exit_code = kExitApiError;
+  bool ok = api.Stream("/agent-runs/" + PathSegment(id) + "/events", [&](const http::SseEvent& e) {
+    Json d = Json::parse(e.data, nullptr, false);
+    if (e.event == "turn") {
+      std::cout << "turn " << d.value("turn", 0) << " (" << d.value("model", "")
+                << "): " << Short(d.value("content", "")) << "\n";
+    } else if (e.event == "action_result") {
+      std::cout << "  action " << d.value("id", "") << ": " << d.value("status", "")
+                << (d.value("error", "").empty() ? "" : ": " + Short(d.value("error", ""))) << "\n";
+    } else if (e.event == "done") {
+      std::cout << d.value("status", "") << " (" << d.value("reason", "") << ")";
+      if (!d.value("response", "").empty()) std::cout << ": " << d.value("response", "");
+      std::cout << "\n";
+      exit_code = d.value("status", "") == "succeeded" ? kExitOk : kExitApiError;
+      return false;
+    }
+    std::cout.flush();
+    return true;
+  });
+  return ok ? exit_code : api.exit_code();
+}
+
 }  // namespace
+
+void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand(
+      "agent-runs", "Agent runs: list them, show one, follow it, cancel it (default: ls)");
+  cmd->fallthrough();
+  auto ls = std::make_shared<RunsOptions>();
+  auto* ls_cmd = cmd->add_subcommand("ls", "List agent runs: those in progress, then the newest");
+  ls_cmd->alias("list");
+  ls_cmd->fallthrough();
+  ls_cmd->add_option("--agent", ls->agent, "Only this agent's runs");
+  ls_cmd->add_option("--session", ls->session, "Only the runs of this session");
+  ls_cmd->add_option("--limit", ls->limit, "At most this many (default 50)")
+      ->check(CLI::Range(1, 1000));
+  AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
+  ls_cmd->callback([&ctx, ls] { ctx.exit_code = ListRuns(ctx.server, *ls); });
+  cmd->callback([&ctx, cmd, ls] {
+    if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx.server, *ls);
+  });
+
+  auto show = std::make_shared<RunsOptions>();
+  show->output = "json";
+  auto* show_cmd = cmd->add_subcommand("show", "One run's record (its progress while it runs)");
+  show_cmd->add_option("id", show->id, "The run id (ar_...)")->required();
+  AddOutputOption(show_cmd, show->output, {"json", "yaml"}, "json or yaml");
+  show_cmd->callback([&ctx, show] {
+    ApiClient api(ctx.server);
+    auto r = api.GetJson("/agent-runs/" + PathSegment(show->id));
+    if (!r) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    std::cout << Render(*r, show->output);
+    ctx.exit_code = kExitOk;
+  });
+
+  auto follow_id = std::make_shared<std::string>();
+  auto* follow_cmd = cmd->add_subcommand(
+      "follow", "Print a run's model turns and action outcomes as they come, then its end");
+  follow_cmd->add_option("id", *follow_id, "The run id (ar_...)")->required();
+  follow_cmd->callback([&ctx, follow_id] { ctx.exit_code = FollowRun(ctx.server, *follow_id); });
+
+  auto cancel_id = std::make_shared<std::string>();
+  auto* cancel_cmd = cmd->add_subcommand("cancel", "Cancel a run in progress");
+  cancel_cmd->add_option("id", *cancel_id, "The run id (ar_...)")->required();
+  cancel_cmd->callback([&ctx, cancel_id] {
+    ApiClient api(ctx.server);
+    auto r = api.PostJson("/agent-runs/" + PathSegment(*cancel_id) + "/cancel", "{}");
+    ctx.exit_code = r ? kExitOk : api.exit_code();
+    if (r) std::cout << *cancel_id << " cancelling\n";
+  });
+
+  auto sessions = std::make_shared<RunsOptions>();
+  auto* sessions_cmd = app.add_subcommand("sessions", "An agent's sessions, most recent first");
+  sessions_cmd->add_option("agent", sessions->agent, "The agent's name")->required();
+  AddOutputOption(sessions_cmd, sessions->output, {"table", "json", "yaml"}, "table, json or yaml");
+  sessions_cmd->callback([&ctx, sessions] {
+    ApiClient api(ctx.server);
+    auto r = api.GetJson("/state/agent/" + PathSegment(sessions->agent) + "/sessions");
+    if (!r) {
+      ctx.exit_code = api.exit_code();
+      return;
+    }
+    if (sessions->output != "table") {
+      std::cout << Render(*r, sessions->output);
+    } else {
+      std::printf("%-26s %5s %8s %s\n", "SESSION", "RUNS", "MESSAGES", "UPDATED");
+      for (const auto& x : r->value("sessions", Json::array())) {
+        std::printf("%-26s %5lld %8lld %s\n", x.value("session_id", "").c_str(),
+                    static_cast<long long>(x.value("runs", int64_t{0})),
+                    static_cast<long long>(x.value("messages_count", int64_t{0})),
+                    FormatTimestampMs(x.value("updated_ms", int64_t{0})).c_str());
+      }
+    }
+    ctx.exit_code = kExitOk;
+  });
+}
 
 void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx) {
   auto o = std::make_shared<AgentOptions>();

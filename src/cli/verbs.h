@@ -34,6 +34,8 @@ void AddDepsCommand(CLI::App& app, Context& ctx);
 void AddRunCommand(CLI::App& app, Context& ctx);
 // `run agent` (under `run`) and `chat` (verb_agent.cc).
 void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx);
+// `agent-runs [ls|show|follow|cancel]` and `sessions AGENT` (verb_agent.cc).
+void AddAgentRunsCommand(CLI::App& app, Context& ctx);
 void AddExecutionsCommand(CLI::App& app, Context& ctx);
 void AddWorkflowsCommand(CLI::App& app, Context& ctx);
 void AddDeployCommand(CLI::App& app, Context& ctx);

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "cli/cli_process.h"
 #include "free_port.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
@@ -184,6 +185,33 @@ class AgentRuns : public ::testing::Test {
     EXPECT_EQ(longs[1]["result"].value("key", ""), longs[0].value("idempotency_key", "-"))
         << "the tool saw CORTEX_IDEMPOTENCY_KEY";
     EXPECT_NE(longs[0].value("status", ""), "succeeded");
+    // Its events, from the journal, across the restart: both turns, each action's outcome once
+    // (the interrupted try of "long" left none), then the record.
+    std::vector<std::string> kinds;
+    std::map<std::string, int> outcomes;
+    std::string last_id;
+    Status st =
+        second.client().Stream("/agent-runs/" + id + "/events", [&](const http::SseEvent& e) {
+          kinds.push_back(e.event);
+          if (e.event == "action_result") {
+            outcomes[json::parse(e.data).value("id", "")]++;
+          }
+          if (!e.id.empty()) last_id = e.id;
+          return e.event != "done";
+        });
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "turn"), 2);
+    EXPECT_EQ(outcomes, (std::map<std::string, int>{{"fast", 1}, {"long", 1}}));
+    ASSERT_FALSE(kinds.empty());
+    EXPECT_EQ(kinds.back(), "done");
+    // ?after= skips what was seen.
+    kinds.clear();
+    st = second.client().Stream("/agent-runs/" + id + "/events?after=" + last_id,
+                                [&](const http::SseEvent& e) {
+                                  kinds.push_back(e.event);
+                                  return e.event != "done";
+                                });
+    EXPECT_EQ(kinds, std::vector<std::string>{"done"});
   }
 
   ScriptedLlm llm_;
@@ -257,6 +285,17 @@ TEST_F(AgentRuns, SubAgentsWorkflowsAndSubPrompts) {
   ASSERT_EQ(requests.size(), 5u);
   EXPECT_EQ(requests[3]["messages"].back().value("content", ""), "Say hi")
       << "the sub-prompt is the prompt alone";
+  // The CLI lists the sub-agent's run and session, and follows its run to the end.
+  CliResult ls = RunCli({"--server", d->url(), "agent-runs", "ls", "--agent", "helper"});
+  EXPECT_EQ(ls.exit_code, 0) << ls;
+  EXPECT_THAT(ls.out, HasSubstr(sub_run)) << ls;
+  CliResult follow = RunCli({"--server", d->url(), "agent-runs", "follow", sub_run});
+  EXPECT_EQ(follow.exit_code, 0) << follow;
+  EXPECT_THAT(follow.out, HasSubstr("action deeper: failed")) << follow;
+  EXPECT_THAT(follow.out, HasSubstr("succeeded (final): 5")) << follow;
+  CliResult sessions = RunCli({"--server", d->url(), "sessions", "helper"});
+  EXPECT_EQ(sessions.exit_code, 0) << sessions;
+  EXPECT_THAT(sessions.out, HasSubstr(sub["result"].value("session_id", "?"))) << sessions;
   // A workflow action's run is a workflow run like any other.
   std::string wf_run;
   for (const json& a : r.json["actions"]) {
