@@ -234,6 +234,21 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     }
     return Ok(Json{{"in_progress", runner.Live()}, {"runs", std::move(recorded)}});
   });
+  // What each agent's finished runs used: runs, tokens, cost (?agent= for one).
+  server.Handle("GET", "/agents/usage", [&store](const http::Request& req) {
+    auto totals = store.AgentUsageTotals(req.Query("agent").value_or(""));
+    if (!totals.ok()) return ErrorFromStatus(totals.status());
+    Json out = Json::array();
+    for (const auto& u : *totals) {
+      Json j = {{"agent", u.agent},
+                {"runs", u.runs},
+                {"input_tokens", u.input_tokens},
+                {"output_tokens", u.output_tokens}};
+      if (u.cost > 0) j["cost"] = u.cost;
+      out.push_back(std::move(j));
+    }
+    return Ok(Json{{"agents", std::move(out)}});
+  });
   // Follows a run as its journal grows, wherever it was started (another client, a workflow
   // step, a resume after a restart): each model turn ("turn") and action outcome
   // ("action_result") as an event with its journal seq as the SSE id, then "done" with the

@@ -165,6 +165,7 @@ const std::vector<RouteRule>& RouteRules() {
       // Agents and models.
       {"POST", "/execute/agent", kOperator},
       {"GET", "/agent-runs", kViewer},
+      {"GET", "/agents/usage", kViewer},
       {"GET", "/agent-runs/{id}", kViewer},
       {"GET", "/agent-runs/{id}/events", kViewer},
       {"POST", "/agent-runs/{id}/cancel", kOperator},

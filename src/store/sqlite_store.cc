@@ -420,6 +420,7 @@ class Statement {
 
   bool IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
   int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  double Double(int column) const { return sqlite3_column_double(stmt_, column); }
   std::string Text(int column) const {
     const unsigned char* text = sqlite3_column_text(stmt_, column);
     if (text == nullptr) return "";
@@ -1188,6 +1189,32 @@ class SqliteStore final : public Store {
       return Status::Ok();
     }));
     return changed;
+  }
+
+  Result<std::vector<AgentUsage>> AgentUsageTotals(const std::string& agent) override {
+    Lease reader(*this);
+    CORTEX_ASSIGN_OR_RETURN(
+        Statement stmt,
+        reader->Prepare("SELECT agent, COUNT(*), "
+                        "COALESCE(SUM(json_extract(record_json, '$.usage.input_tokens')), 0), "
+                        "COALESCE(SUM(json_extract(record_json, '$.usage.output_tokens')), 0), "
+                        "COALESCE(SUM(json_extract(record_json, '$.usage.cost')), 0.0) "
+                        "FROM agent_runs WHERE status != 'running' AND json_valid(record_json) "
+                        "AND (?1 = '' OR agent = ?1) GROUP BY agent ORDER BY agent"));
+    stmt.Bind(1, agent);
+    std::vector<AgentUsage> out;
+    for (;;) {
+      CORTEX_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      AgentUsage u;
+      u.agent = stmt.Text(0);
+      u.runs = stmt.Int(1);
+      u.input_tokens = stmt.Int(2);
+      u.output_tokens = stmt.Int(3);
+      u.cost = stmt.Double(4);
+      out.push_back(std::move(u));
+    }
+    return out;
   }
 
   Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() override {

@@ -164,6 +164,14 @@ struct AgentRunRecord {
   std::string parent;
 };
 
+// What an agent's finished runs used, all together.
+struct AgentUsage {
+  std::string agent;
+  int64_t runs = 0;
+  int64_t input_tokens = 0, output_tokens = 0;
+  double cost = 0;
+};
+
 // One entry of an agent run's journal: a model turn received ("turn") or an action's outcome
 // ("action"), written before the loop acts on it, so that a restarted server resumes the run.
 struct AgentJournalEntry {
@@ -264,6 +272,8 @@ class Store {
                                                             size_t limit) = 0;
   // Runs still `running` (the server stopped during them) become `interrupted`; how many.
   virtual Result<int> MarkAgentRunsInterrupted(int64_t now_ms) = 0;
+  // Per agent ("" = every agent), by name: the recorded runs and their token usage and cost.
+  virtual Result<std::vector<AgentUsage>> AgentUsageTotals(const std::string& agent) = 0;
   // Runs still `running` (the server stopped during them), oldest first.
   virtual Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() = 0;
   virtual Status AppendAgentJournal(const AgentJournalEntry& entry) = 0;  // AlreadyExists: dup seq

@@ -285,6 +285,16 @@ TEST_F(AgentRuns, SubAgentsWorkflowsAndSubPrompts) {
   ASSERT_EQ(requests.size(), 5u);
   EXPECT_EQ(requests[3]["messages"].back().value("content", ""), "Say hi")
       << "the sub-prompt is the prompt alone";
+  // Usage per agent: the helper's one run, two model turns of 11 + 7 tokens; the boss's one run,
+  // two turns and the sub-prompt.
+  Reply usage = Get(d->client(), "/agents/usage");
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  std::map<std::string, json> per_agent;
+  for (const json& u : usage.json["agents"]) per_agent[u.value("agent", "")] = u;
+  EXPECT_EQ(per_agent["helper"],
+            (json{{"agent", "helper"}, {"runs", 1}, {"input_tokens", 22}, {"output_tokens", 14}}));
+  EXPECT_EQ(per_agent["boss"].value("input_tokens", 0), 33) << usage.body;
+  EXPECT_EQ(per_agent["boss"].value("output_tokens", 0), 21) << usage.body;
   // The CLI lists the sub-agent's run and session, and follows its run to the end.
   CliResult ls = RunCli({"--server", d->url(), "agent-runs", "ls", "--agent", "helper"});
   EXPECT_EQ(ls.exit_code, 0) << ls;

@@ -103,6 +103,9 @@ class FaultyStore final : public Store {
                                                     size_t limit) override {
     return real_.ListAgentRuns(agent, session_id, limit);
   }
+  Result<std::vector<AgentUsage>> AgentUsageTotals(const std::string& agent) override {
+    return real_.AgentUsageTotals(agent);
+  }
   Result<std::vector<AgentRunRecord>> ListRunningAgentRuns() override {
     return real_.ListRunningAgentRuns();
   }
