@@ -48,6 +48,8 @@
 #include "integration/scripted_llm.h"
 
 namespace {
+using cortex::bench::Median;
+using cortex::bench::Percentile;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -71,11 +73,6 @@ void Usage() {
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // About `n` tokens of filler text (4 bytes each).
 std::string Words(int n) {
@@ -292,12 +289,6 @@ int64_t NowNs() {
       .count();
 }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
-
 void TagToProcess(const Options& o) {
   std::printf("\n== 4. from an action's closing tag to its tool's process starting ==\n");
   ScriptedLlm llm;
@@ -336,13 +327,13 @@ void TagToProcess(const Options& o) {
         api.push_back(static_cast<double>(eo["start_ns"].get<int64_t>() - before) / 1e6);
       }
     }
-    double p50 = Percentile(tag, 0.5), base = Percentile(api, 0.5);
+    double p50 = Percentile(tag, 50), base = Percentile(api, 50);
     std::printf(
         "%s, %zu samples: closing tag -> process start p50 %.2f ms (p90 %.2f); baseline POST "
         "/execute/tool -> process start p50 %.2f ms (p90 %.2f); the loop's own share %.2f ms; "
         "ratio %.2fx (goal < 2 ms)\n",
-        sandbox ? "sandboxed" : "unsandboxed", tag.size(), p50, Percentile(tag, 0.9), base,
-        Percentile(api, 0.9), p50 - base, base > 0 ? p50 / base : 0);
+        sandbox ? "sandboxed" : "unsandboxed", tag.size(), p50, Percentile(tag, 90), base,
+        Percentile(api, 90), p50 - base, base > 0 ? p50 / base : 0);
   }
 }
 
@@ -421,8 +412,8 @@ void AgainstAgentsSdk(const Options& o) {
   }
   ::pclose(p);
   // The SDK's first runs include Node's warm-up: the median is over all runs, as for Cortex.
-  double c = Percentile(cortex_turn, 0.5), b = Percentile(cortex_bare, 0.5),
-         k = Percentile(sdk_turn, 0.5);
+  double c = Percentile(cortex_turn, 50), b = Percentile(cortex_bare, 50),
+         k = Percentile(sdk_turn, 50);
   std::printf(
       "%d runs each: overhead per turn p50 Cortex sandboxed %.2f ms (%zu ok), unsandboxed %.2f "
       "ms (%zu ok), Agents SDK %.2f ms (%zu ok, %d failed); ratio Cortex/SDK sandboxed %.2fx, "

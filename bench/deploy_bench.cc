@@ -60,6 +60,8 @@
 extern char** environ;
 
 namespace {
+using cortex::bench::Median;
+using cortex::bench::Percentile;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -87,21 +89,7 @@ int64_t WallMs() {
       .count();
 }
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 // Nearest-rank percentile (p in [0, 100]).
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-}
-
 double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
 
 bool WriteText(const fs::path& path, const std::string& text, fs::perms perms) {

@@ -40,6 +40,7 @@
 extern char** environ;
 
 namespace {
+using cortex::bench::Percentile;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -49,13 +50,6 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 }
 
 // Nearest-rank percentile of an unsorted sample (p in [0, 100]).
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-}
-
 bool WriteFd(int fd, const std::string& text) {
   size_t off = 0;
   while (off < text.size()) {

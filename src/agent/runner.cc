@@ -658,6 +658,26 @@ class Awaited {
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
 
+// What an agent imported that the registry resolves, by kind and name (sorted, so the
+// catalogue and the function list read the same on every run).
+using Imports = std::map<registry::Kind, std::map<std::string, const registry::Entry*>>;
+Imports ResolvedImports(const registry::Snapshot& snap, const registry::Entry& agent) {
+  Imports imported;
+  for (const auto& dep : agent.dependencies) {
+    if (!dep.resolved() || !dep.kind) continue;
+    if (const registry::Entry* target = snap.FindKey(dep.target)) {
+      imported[*dep.kind][target->name()] = target;
+    }
+  }
+  return imported;
+}
+
+// How the model is told what an import does: its description, else its summary.
+std::string Describe(const registry::Entry* e) {
+  const std::string& d = e->manifest().header.description;
+  return d.empty() ? e->manifest().header.summary : d;
+}
+
 }  // namespace
 
 Status AgentRunner::Check(const std::string& agent) const {
@@ -842,13 +862,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   system += "\n\n";
   const bool native = spec.cognitive_engine && spec.cognitive_engine->protocol == "native";
   system += native ? kNativeGuide : kProtocolGuide;
-  std::map<registry::Kind, std::map<std::string, const registry::Entry*>> imported;
-  for (const auto& dep : entry->dependencies) {
-    if (!dep.resolved() || !dep.kind) continue;
-    if (const registry::Entry* target = snap->FindKey(dep.target)) {
-      imported[*dep.kind][target->name()] = target;
-    }
-  }
+  Imports imported = ResolvedImports(*snap, *entry);
   std::string catalogue = "\n\n# Your capabilities\n";
   if (imported.empty()) catalogue += "\nNone: answer from what you know.\n";
   auto section = [&](registry::Kind kind, const char* title) -> const auto& {
@@ -856,21 +870,17 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     if (!list.empty()) catalogue += std::string("\n## ") + title + "\n";
     return list;
   };
-  auto describe = [](const registry::Entry* e) {
-    std::string d = e->manifest().header.description;
-    return d.empty() ? e->manifest().header.summary : d;
-  };
   for (const auto& [name, t] : section(registry::Kind::kTool, "Tools (type=\"tool\")")) {
     const auto* ts = t->manifest().As<registry::ToolSpec>();
-    catalogue += "- " + name + ": " + describe(t) +
+    catalogue += "- " + name + ": " + Describe(t) +
                  "\n  parameters: " + DumpJson(ParametersSchema(ts->parameters)) + "\n";
   }
   for (const auto& [name, a] : section(registry::Kind::kAgent, "Agents (type=\"agent\")")) {
-    catalogue += "- " + name + ": " + describe(a) + "\n  parameters: {\"message\": \"...\"}\n";
+    catalogue += "- " + name + ": " + Describe(a) + "\n  parameters: {\"message\": \"...\"}\n";
   }
   for (const auto& [name, r] : section(registry::Kind::kRelic, "Relics (type=\"relic\")")) {
     const auto* rs = r->manifest().As<registry::RelicSpec>();
-    catalogue += "- " + name + ": " + describe(r) + "\n";
+    catalogue += "- " + name + ": " + Describe(r) + "\n";
     if (rs->interface) {
       for (const auto& ep : rs->interface->endpoints) {
         catalogue += "  - operation " + ep.name + " (" + ep.method + " " + ep.path + ")" +
@@ -881,7 +891,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   for (const auto& [name, w] :
        section(registry::Kind::kWorkflow, "Workflows (type=\"workflow\")")) {
     const auto* ws = w->manifest().As<registry::WorkflowSpec>();
-    catalogue += "- " + name + ": " + describe(w) +
+    catalogue += "- " + name + ": " + Describe(w) +
                  "\n  parameters: " + DumpJson(ParametersSchema(ws->trigger.parameters)) + "\n";
   }
   system += catalogue;
@@ -911,13 +921,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   const registry::Entry* entry = snap->Find(registry::Kind::kAgent, request.agent);
   if (!entry) return NotFoundError("no agent named '" + request.agent + "'");
   const auto& spec = *entry->manifest().As<registry::AgentSpec>();
-  std::map<registry::Kind, std::set<std::string>> imported;
-  for (const auto& dep : entry->dependencies) {
-    if (!dep.resolved() || !dep.kind) continue;
-    if (const registry::Entry* target = snap->FindKey(dep.target)) {
-      imported[*dep.kind].insert(target->name());
-    }
-  }
+  const Imports imported = ResolvedImports(*snap, *entry);
   // Read-only from here on (actions start on other threads).
   auto has = [&imported](registry::Kind kind, const std::string& name) {
     auto it = imported.find(kind);
@@ -1013,44 +1017,38 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
       functions[fname] = std::move(f);
       chat.tools.push_back({fname, std::move(desc), std::move(params)});
     };
-    auto describe = [](const registry::Entry* e) {
-      std::string d = e->manifest().header.description;
-      return d.empty() ? e->manifest().header.summary : d;
-    };
     const Json free_object = {{"type", "object"}, {"additionalProperties", true}};
-    for (const auto& dep : entry->dependencies) {
-      if (!dep.resolved() || !dep.kind) continue;
-      const registry::Entry* t = snap->FindKey(dep.target);
-      if (!t) continue;
-      const std::string& name = t->name();
-      switch (*dep.kind) {
-        case registry::Kind::kTool:
-          add(FunctionName("", name), {"tool", name, ""}, describe(t),
-              ParametersSchema(t->manifest().As<registry::ToolSpec>()->parameters));
-          break;
-        case registry::Kind::kAgent:
-          add(FunctionName("agent__", name), {"agent", name, ""},
-              "Ask the agent " + name + ": " + describe(t),
-              {{"type", "object"},
-               {"properties", {{"message", {{"type", "string"}}}}},
-               {"required", {"message"}}});
-          break;
-        case registry::Kind::kWorkflow:
-          add(FunctionName("workflow__", name), {"workflow", name, ""}, describe(t),
-              ParametersSchema(t->manifest().As<registry::WorkflowSpec>()->trigger.parameters));
-          break;
-        case registry::Kind::kRelic:
-          if (const auto& iface = t->manifest().As<registry::RelicSpec>()->interface) {
-            for (const auto& ep : iface->endpoints) {
-              add(FunctionName("relic__", name + "__" + ep.name), {"relic", name, ep.name},
-                  name + ": " +
-                      (ep.description.empty() ? ep.method + " " + ep.path : ep.description),
-                  free_object);
+    for (const auto& [kind, entries] : imported) {
+      for (const auto& [name, t] : entries) {
+        switch (kind) {
+          case registry::Kind::kTool:
+            add(FunctionName("", name), {"tool", name, ""}, Describe(t),
+                ParametersSchema(t->manifest().As<registry::ToolSpec>()->parameters));
+            break;
+          case registry::Kind::kAgent:
+            add(FunctionName("agent__", name), {"agent", name, ""},
+                "Ask the agent " + name + ": " + Describe(t),
+                {{"type", "object"},
+                 {"properties", {{"message", {{"type", "string"}}}}},
+                 {"required", {"message"}}});
+            break;
+          case registry::Kind::kWorkflow:
+            add(FunctionName("workflow__", name), {"workflow", name, ""}, Describe(t),
+                ParametersSchema(t->manifest().As<registry::WorkflowSpec>()->trigger.parameters));
+            break;
+          case registry::Kind::kRelic:
+            if (const auto& iface = t->manifest().As<registry::RelicSpec>()->interface) {
+              for (const auto& ep : iface->endpoints) {
+                add(FunctionName("relic__", name + "__" + ep.name), {"relic", name, ep.name},
+                    name + ": " +
+                        (ep.description.empty() ? ep.method + " " + ep.path : ep.description),
+                    free_object);
+              }
             }
-          }
-          break;
-        default:
-          break;
+            break;
+          default:
+            break;
+        }
       }
     }
     const Json key = {{"type", "string"}};
