@@ -3,20 +3,25 @@
 //      says: events come out or a clear error, lines stay bounded;
 //   1: a workflow's (or tool's) input checked against declared parameters (exec::CheckParameters),
 //      then `$variable` substitution and an agent's input text over it;
-//   2: request headers (one "Name: value" a line) through the gateway's request guard.
+//   2: request headers (one "Name: value" a line) through the gateway's request guard and the
+//      access control's authentication (Authorization: Bearer, against a store with one key).
 // Whatever happens must end in a value or an error: never a crash, a hang or a throw.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "agent/runner.h"
+#include "api/auth.h"
 #include "api/request_guard.h"
 #include "common/json.h"
 #include "exec/params.h"
 #include "llm/gateway.h"
+#include "store/store.h"
 
 namespace {
 
@@ -96,6 +101,27 @@ void Inputs(std::string_view in) {
   (void)cortex::agent::InputText(*parsed);
 }
 
+// An access control with authentication on, over a store (in a scratch folder) holding one key.
+cortex::api::AccessControl& Access() {
+  static std::unique_ptr<cortex::store::Store> store = [] {
+    static char dir[] = "/tmp/cortex-fuzz-XXXXXX";
+    if (!::mkdtemp(dir)) std::abort();
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    });
+    cortex::store::SqliteOptions o;
+    o.path = std::string(dir) + "/state.db";
+    auto opened = cortex::store::OpenSqliteStore(o);
+    if (!opened.ok()) std::abort();
+    auto s = std::move(*opened);
+    if (!cortex::api::CreateApiKey(*s, "fuzz", cortex::api::Role::kViewer).ok()) std::abort();
+    return s;
+  }();
+  static cortex::api::AccessControl access(*store, cortex::api::AuthOptions{true, 0, 0});
+  return access;
+}
+
 void Headers(std::string_view in) {
   cortex::http::Request req;
   req.method = in.size() % 2 ? "POST" : "GET";
@@ -118,6 +144,7 @@ void Headers(std::string_view in) {
         cortex::api::GuardOptions{"::1", {"*"}, {"*"}}}) {
     (void)cortex::api::CheckRequest(options, req);
   }
+  (void)Access().Authenticate(req);
 }
 
 }  // namespace

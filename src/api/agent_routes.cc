@@ -171,14 +171,9 @@ Json RunRowJson(const store::AgentRunRecord& r) {
   return j;
 }
 
-size_t LimitOf(const http::Request& req) {
-  auto v = req.Query("limit");
-  if (!v) return 50;
-  try {
-    return std::clamp<size_t>(std::stoul(*v), 1, 1000);
-  } catch (...) {
-    return 50;
-  }
+Result<size_t> LimitOf(const http::Request& req) {
+  CORTEX_ASSIGN_OR_RETURN(int64_t n, IntParam(req.Query("limit"), "limit", 1, 1000, 50));
+  return static_cast<size_t>(n);
 }
 
 }  // namespace
@@ -223,8 +218,10 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
   });
   // Runs: those in progress here, then the recorded ones, newest first.
   server.Handle("GET", "/agent-runs", [&runner, &store](const http::Request& req) {
+    auto limit = LimitOf(req);
+    if (!limit.ok()) return ErrorFromStatus(limit.status());
     auto rows = store.ListAgentRuns(req.Query("agent").value_or(""),
-                                    req.Query("session_id").value_or(""), LimitOf(req));
+                                    req.Query("session_id").value_or(""), *limit);
     if (!rows.ok()) return ErrorFromStatus(rows.status());
     Json recorded = Json::array();
     for (const auto& r : *rows) {
@@ -258,16 +255,11 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     auto row = store.GetAgentRun(id);
     if (!row.ok()) return ErrorFromStatus(row.status());
     if (!*row) return ErrorFromStatus(NotFoundError("no agent run '" + id + "'"));
-    int64_t after = 0;
     std::optional<std::string> from = req.Query("after");
     if (!from) from = req.Header("Last-Event-ID");
-    if (from) {
-      try {
-        after = std::stoll(*from);
-      } catch (...) {
-        return ErrorFromStatus(InvalidArgumentError("'after' must be a journal seq (integer)"));
-      }
-    }
+    auto after_seq = IntParam(from, "after", 0, INT64_MAX, 0);
+    if (!after_seq.ok()) return ErrorFromStatus(after_seq.status());
+    int64_t after = *after_seq;
     http::Response resp;
     resp.sse = [&store, id, after](http::SseWriter& w) mutable {
       while (w.IsOpen()) {
@@ -322,7 +314,9 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
   });
   // Sessions (the seed's /state/agent routes, and one by id).
   server.Handle("GET", "/state/agent/{agent}/sessions", [&store](const http::Request& req) {
-    auto rows = store.ListAgentSessions(req.PathParam("agent"), LimitOf(req));
+    auto limit = LimitOf(req);
+    if (!limit.ok()) return ErrorFromStatus(limit.status());
+    auto rows = store.ListAgentSessions(req.PathParam("agent"), *limit);
     if (!rows.ok()) return ErrorFromStatus(rows.status());
     Json out = Json::array();
     for (const auto& s : *rows) out.push_back(SessionJson(s, false));

@@ -211,8 +211,11 @@ std::string HashApiKey(std::string_view secret) {
 Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& store,
                                                                  const std::string& name,
                                                                  Role role) {
-  if (name.empty() || name.size() > 100) {
-    return InvalidArgumentError("a key's name is 1 to 100 characters");
+  if (name.empty() || name.size() > 100 || !IsValidUtf8(name) ||
+      std::any_of(name.begin(), name.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return InvalidArgumentError(
+        "a key's name is 1 to 100 bytes of UTF-8 text, no control characters");
   }
   if (role == Role::kPublic)
     return InvalidArgumentError("a key's role is viewer, operator or admin");
@@ -457,14 +460,15 @@ void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& 
     store::AuditFilter f;
     if (auto v = req.Query("actor")) f.actor = *v;
     if (auto v = req.Query("path")) f.path_prefix = *v;
-    try {
-      if (auto v = req.Query("since_ms")) f.since_ms = std::stoll(*v);
-      if (auto v = req.Query("before")) f.before_seq = std::stoll(*v);
-      if (auto v = req.Query("limit")) f.limit = std::clamp<size_t>(std::stoul(*v), 1, 1000);
-    } catch (...) {
-      return ErrorFromStatus(
-          InvalidArgumentError("since_ms, before and limit must be non-negative integers"));
+    auto since = IntParam(req.Query("since_ms"), "since_ms", 0, INT64_MAX, -1);
+    auto before = IntParam(req.Query("before"), "before", 0, INT64_MAX, -1);
+    auto limit = IntParam(req.Query("limit"), "limit", 1, 1000, static_cast<int64_t>(f.limit));
+    for (const auto* r : {&since, &before, &limit}) {
+      if (!r->ok()) return ErrorFromStatus(r->status());
     }
+    if (*since >= 0) f.since_ms = *since;
+    if (*before >= 0) f.before_seq = *before;
+    f.limit = static_cast<size_t>(*limit);
     auto entries = store.ListAudit(f);
     if (!entries.ok()) return ErrorFromStatus(entries.status());
     Json out = Json::array();

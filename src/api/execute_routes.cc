@@ -1,6 +1,7 @@
 #include "api/execute_routes.h"
 
 #include "api/errors.h"
+#include "api/route_util.h"
 #include "common/json.h"
 
 namespace cortex::api {
@@ -8,15 +9,6 @@ namespace cortex::api {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-http::Response Ok(const Json& body, int status = 200) {
-  return http::Response::Json(status, DumpJson(body));
-}
-
-bool WantsEvents(const http::Request& req) {
-  auto accept = req.Header("Accept");
-  return accept && accept->find("text/event-stream") != std::string::npos;
-}
 
 // Streams an execution's output lines, then its record, as server-sent events.
 void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::string& id) {
@@ -240,13 +232,9 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
     if (auto v = req.Query("tool")) filter.name = *v;
     if (auto v = req.Query("status")) filter.status = *v;
     if (auto v = req.Query("before")) filter.before_id = *v;
-    if (auto v = req.Query("limit")) {
-      if (v->empty() || v->size() > 4 || v->find_first_not_of("0123456789") != std::string::npos ||
-          std::stoul(*v) < 1 || std::stoul(*v) > 1000) {
-        return ErrorFromStatus(InvalidArgumentError("limit must be a number from 1 to 1000"));
-      }
-      filter.limit = static_cast<size_t>(std::stoul(*v));
-    }
+    auto limit = IntParam(req.Query("limit"), "limit", 1, 1000, 50);
+    if (!limit.ok()) return ErrorFromStatus(limit.status());
+    filter.limit = static_cast<size_t>(*limit);
     auto list = store.ListExecutions(filter);
     if (!list.ok()) return ErrorFromStatus(list.status());
     Json arr = Json::array();

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cctype>
+#include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -43,6 +45,21 @@ inline std::optional<std::chrono::milliseconds> ParseWaitTimeout(const std::stri
                                            : -1;
   if (ms < 0 || ms > 3600000) return std::nullopt;
   return std::chrono::milliseconds(ms);
+}
+
+// An integer from a query parameter or header: `fallback` when absent; InvalidArgument naming
+// `name` when it is not a plain decimal integer from `lo` to `hi`.
+inline Result<int64_t> IntParam(const std::optional<std::string>& v, const std::string& name,
+                                int64_t lo, int64_t hi, int64_t fallback) {
+  if (!v) return fallback;
+  int64_t n = 0;
+  const char* end = v->data() + v->size();
+  auto [ptr, ec] = std::from_chars(v->data(), end, n);
+  if (v->empty() || ec != std::errc() || ptr != end || n < lo || n > hi) {
+    return InvalidArgumentError("'" + name + "' must be an integer from " + std::to_string(lo) +
+                                " to " + std::to_string(hi));
+  }
+  return n;
 }
 
 // The request's body as a JSON object ({} when empty); InvalidArgument otherwise.

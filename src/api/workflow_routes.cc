@@ -139,13 +139,9 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
     if (auto v = req.Query("workflow")) filter.workflow = *v;
     if (auto v = req.Query("status")) filter.status = *v;
     if (auto v = req.Query("before")) filter.before_id = *v;
-    if (auto v = req.Query("limit")) {
-      if (v->empty() || v->size() > 4 || v->find_first_not_of("0123456789") != std::string::npos ||
-          std::stoul(*v) < 1 || std::stoul(*v) > 1000) {
-        return ErrorFromStatus(InvalidArgumentError("limit must be a number from 1 to 1000"));
-      }
-      filter.limit = std::stoul(*v);
-    }
+    auto limit = IntParam(req.Query("limit"), "limit", 1, 1000, 50);
+    if (!limit.ok()) return ErrorFromStatus(limit.status());
+    filter.limit = static_cast<size_t>(*limit);
     auto runs = store.ListRuns(filter);
     if (!runs.ok()) return ErrorFromStatus(runs.status());
     Json arr = Json::array();

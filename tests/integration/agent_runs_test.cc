@@ -212,6 +212,12 @@ class AgentRuns : public ::testing::Test {
                                   return e.event != "done";
                                 });
     EXPECT_EQ(kinds, std::vector<std::string>{"done"});
+    // A resume point that is not a seq is refused, not read as 0 (or as its leading digits).
+    for (const char* bad : {"notanumber", "5abc", "-1", "99999999999999999999"}) {
+      Reply r = Get(second.client(), "/agent-runs/" + id + "/events?after=" + bad);
+      EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+      EXPECT_THAT(r.body, HasSubstr("'after'")) << bad;
+    }
   }
 
   ScriptedLlm llm_;

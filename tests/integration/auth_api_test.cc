@@ -181,6 +181,37 @@ TEST_F(AuthApi, MutatingCallsAreAuditedOnceWithTheirRequestId) {
   EXPECT_EQ(Get(daemon_->client(), "/audit", As("operator")).status, 403);
 }
 
+TEST_F(AuthApi, HostileCredentialsAndKeyNamesGetClearErrors) {
+  // Each is refused with 401 and a JSON error, and the server goes on answering.
+  for (const std::string& value :
+       {std::string("Bearer \xff\xfe\x80"), "Bearer " + std::string(4000, 'k'),
+        "Bearer " + keys_["admin"] + "\xc3", std::string("Bearer"), std::string("Bearer    "),
+        std::string("Basic YWRtaW46YWRtaW4="), std::string(5000, '\xff')}) {
+    SCOPED_TRACE(value.substr(0, 40));
+    Reply r = Get(daemon_->client(), "/registry/manifests", {{"Authorization", value}});
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_EQ(r.json["error"].value("code", ""), "unauthenticated") << r.body;
+  }
+  // Past the header size limit, the request itself is refused (before any key is looked at).
+  Reply huge = Get(daemon_->client(), "/registry/manifests",
+                   {{"Authorization", "Bearer " + std::string(100000, 'k')}});
+  EXPECT_THAT(huge.status, ::testing::AnyOf(400, 431)) << huge.body;
+  EXPECT_EQ(Get(daemon_->client(), "/registry/manifests", As("viewer")).status, 200);
+  // Key names: UTF-8 text of 1 to 100 bytes, no control characters, over the API and the CLI.
+  for (const std::string& name : {std::string(101, 'n'), std::string(""), std::string("a\tb")}) {
+    Reply r = Post(daemon_->client(), "/auth/keys", json{{"name", name}, {"role", "viewer"}}.dump(),
+                   As("admin"));
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("name")) << r.body;
+  }
+  CliResult bad = RunCli({"auth", "--data-dir", daemon_->data_dir().string(), "create-key",
+                          "bad\xffname", "--role", "viewer"});
+  EXPECT_NE(bad.exit_code, 0) << bad;
+  EXPECT_THAT(bad.err, HasSubstr("UTF-8")) << bad;
+  CliResult listed = RunCli({"auth", "--data-dir", daemon_->data_dir().string(), "list-keys"});
+  EXPECT_THAT(listed.out, Not(HasSubstr("bad"))) << "nothing half-made";
+}
+
 TEST_F(AuthApi, TheCliSendsCortexToken) {
   CliResult no_key = RunCli({"--server", daemon_->url(), "get", "tools"});
   EXPECT_NE(no_key.exit_code, 0) << no_key;
