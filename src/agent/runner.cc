@@ -723,16 +723,28 @@ int AgentRunner::ResumeInterrupted() {
     log::Warn("agent", "cannot list the agent runs to resume: " + rows.status().message());
     return 0;
   }
+  // A run that cannot go on ends here, with a record that says why.
+  auto end_run = [this](const store::AgentRunRecord& row, const std::string& status,
+                        const std::string& error) {
+    store::AgentRunRecord r = row;
+    r.status = status;
+    r.reason = status == "failed" ? "error" : "interrupted";
+    r.finished_ms = exec::NowMs();
+    r.record_json = DumpJson(Json{{"run_id", row.id},
+                                  {"agent", row.agent},
+                                  {"session_id", row.session_id},
+                                  {"status", r.status},
+                                  {"reason", r.reason},
+                                  {"error", error}});
+    (void)store_->PutAgentRun(r);
+  };
   int resumed = 0, lost = 0;
   for (const auto& row : *rows) {
     if (!row.parent.empty()) continue;  // its workflow step or agent run resumes it
     Json req = ParseJsonOrString(row.request_json);
     if (!req.is_object() || !req.contains("messages")) {
-      store::AgentRunRecord r = row;
-      r.status = "interrupted";
-      r.reason = "interrupted";
-      r.finished_ms = exec::NowMs();
-      (void)store_->PutAgentRun(r);
+      end_run(row, "interrupted",
+              "the server stopped during this run, which has no journal to resume from");
       ++lost;
       continue;
     }
@@ -745,22 +757,33 @@ int AgentRunner::ResumeInterrupted() {
     if (launched.ok()) {
       ++resumed;
     } else {
-      store::AgentRunRecord r = row;
-      r.status = "failed";
-      r.reason = "error";
-      r.finished_ms = exec::NowMs();
-      r.record_json = DumpJson(Json{{"run_id", row.id},
-                                    {"agent", row.agent},
-                                    {"status", "failed"},
-                                    {"reason", "error"},
-                                    {"error", "could not resume: " + launched.status().message()}});
-      (void)store_->PutAgentRun(r);
+      end_run(row, "failed", "could not resume: " + launched.status().message());
+    }
+  }
+  // A sub-agent run resumes when its parent asks for it again; a parent that has ended never
+  // will, so its children end too (after the pass above, which may have ended parents).
+  for (const auto& row : *rows) {
+    if (row.parent.empty()) continue;
+    bool parent_goes_on = true;
+    if (row.parent.rfind("agent:", 0) == 0) {
+      auto parent = store_->GetAgentRun(row.parent.substr(6));
+      parent_goes_on = !parent.ok() || (*parent && (*parent)->status == "running");
+    } else if (row.parent.rfind("workflow:", 0) == 0) {
+      std::string key = row.parent.substr(9);
+      auto parent = store_->GetRun(key.substr(0, key.find('/')));
+      parent_goes_on = !parent.ok() || (*parent && ((*parent)->status == "running" ||
+                                                    (*parent)->status == "queued" ||
+                                                    (*parent)->status == "paused"));
+    }
+    if (!parent_goes_on) {
+      end_run(row, "interrupted", "its parent (" + row.parent + ") ended while it ran");
+      ++lost;
     }
   }
   if (lost > 0) {
     log::Warn("agent", std::to_string(lost) +
-                           " agent runs were running when the server stopped and have no journal "
-                           "to resume from: marked interrupted");
+                           " agent runs were running when the server stopped and cannot resume: "
+                           "marked interrupted");
   }
   return resumed;
 }

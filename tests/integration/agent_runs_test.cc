@@ -13,6 +13,7 @@
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
 #include "integration/scripted_llm.h"
+#include "store/store.h"
 
 namespace cortex::testing {
 namespace {
@@ -60,6 +61,26 @@ std::string Config(const ScriptedLlm& llm, const fs::path& dir, const std::strin
   return cfg.string();
 }
 
+const char* const kEchoTwice = R"WF(kind: Workflow
+name: echo_twice
+description: Echoes its text twice.
+trigger:
+  type: manual
+  parameters:
+    text: {type: string}
+steps:
+  - name: first
+    type: tool
+    target: shell_echo
+    parameters: {message: "$(trigger.text)"}
+  - name: second
+    type: tool
+    target: shell_echo
+    parameters: {message: "$(steps.first.message) $(trigger.text)"}
+outputs:
+  echoed: {source: steps.second.message}
+)WF";
+
 void WriteManifests(const fs::path& m) {
   fs::create_directories(m / "tools");
   for (const char* tool : {"calculator", "shell_echo"}) {
@@ -83,25 +104,7 @@ void WriteManifests(const fs::path& m) {
             Agent("native", "  tools: [calculator]\n  agents: [leaf]\n", "", "scripted", "native"));
   WriteFile(m / "agents/native_claude/agent.md",
             Agent("native_claude", "  tools: [calculator]\n", "", "scripted_anthropic", "native"));
-  WriteFile(m / "workflows/echo_twice.workflow.yml", R"WF(kind: Workflow
-name: echo_twice
-description: Echoes its text twice.
-trigger:
-  type: manual
-  parameters:
-    text: {type: string}
-steps:
-  - name: first
-    type: tool
-    target: shell_echo
-    parameters: {message: "$(trigger.text)"}
-  - name: second
-    type: tool
-    target: shell_echo
-    parameters: {message: "$(steps.first.message) $(trigger.text)"}
-outputs:
-  echoed: {source: steps.second.message}
-)WF");
+  WriteFile(m / "workflows/echo_twice.workflow.yml", kEchoTwice);
 }
 
 json RunRecord(Daemon& d, const std::string& id) {
@@ -246,6 +249,59 @@ TEST_F(AgentRuns, AnInterruptedRunResumesAfterAGracefulStop) {
   auto second = Start(&data);
   ASSERT_TRUE(second->ok()) << second->log();
   ExpectResumed(*second, id);
+}
+
+TEST_F(AgentRuns, RunsThatCannotResumeEndWithARecordThatSaysWhy) {
+  auto first = Start();  // its folders live as long as it does
+  ASSERT_TRUE(first->ok()) << first->log();
+  fs::path data = first->data_dir();
+  EXPECT_EQ(first->Stop(), 0) << first->log();
+  {
+    // As a server that stopped mid-run might leave them: a run from before journals (no
+    // conversation kept), its sub-agent, a workflow step's agent whose workflow has finished,
+    // and a workflow step's agent whose workflow is still paused (it resumes with it).
+    store::SqliteOptions o;
+    o.path = (data / "cortex.db").string();
+    auto opened = store::OpenSqliteStore(o);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    store::Store& st = **opened;
+    auto put = [&](const std::string& id, const std::string& parent) {
+      store::AgentRunRecord r;
+      r.id = id;
+      r.agent = "leaf";
+      r.request_json = "";
+      r.parent = parent;
+      r.created_ms = 1;
+      ASSERT_TRUE(st.PutAgentRun(r).ok());
+    };
+    for (const char* wf : {"wf_done", "wf_paused"}) {
+      store::RunTransition t;
+      t.run = store::RunRecord{};
+      t.run->id = wf;
+      t.run->workflow = "echo_twice";
+      t.run->status = std::string(wf) == "wf_done" ? "succeeded" : "paused";
+      t.run->manifest_path = "echo_twice.workflow.yml";
+      t.run->manifest_text = kEchoTwice;
+      ASSERT_TRUE(st.WriteRun(t).ok());
+    }
+    put("ar_old", "");
+    put("ar_child", "agent:ar_old");
+    put("ar_step", "workflow:wf_done/ask/1");
+    put("ar_waiting", "workflow:wf_paused/ask/1");
+  }
+  auto second = Start(&data);
+  ASSERT_TRUE(second->ok()) << second->log();
+  for (const auto& [id, why] :
+       std::vector<std::pair<std::string, std::string>>{{"ar_old", "no journal"},
+                                                        {"ar_child", "agent:ar_old"},
+                                                        {"ar_step", "workflow:wf_done"}}) {
+    json r = RunRecord(*second, id);
+    EXPECT_EQ(r.value("status", ""), "interrupted") << id << ": " << r;
+    EXPECT_THAT(r.value("error", ""), HasSubstr(why)) << id << ": " << r;
+    EXPECT_EQ(r.value("agent", ""), "leaf") << r;
+  }
+  EXPECT_EQ(RunRecord(*second, "ar_waiting").value("status", ""), "running")
+      << RunRecord(*second, "ar_waiting") << Get(second->client(), "/workflows/wf_paused").body;
 }
 
 TEST_F(AgentRuns, SubAgentsWorkflowsAndSubPrompts) {
