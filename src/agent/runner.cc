@@ -15,6 +15,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "exec/executor.h"
+#include "registry/variables.h"
 
 namespace cortex::agent {
 namespace {
@@ -392,23 +393,6 @@ void AgentRunner::EndThread() {
 
 namespace {
 
-// The provider chain of an agent: primary, then fallback.
-std::vector<std::pair<std::string, std::string>> ChainOf(const registry::AgentSpec& spec,
-                                                         const std::string& default_provider) {
-  std::vector<std::pair<std::string, std::string>> chain;
-  if (spec.cognitive_engine) {
-    chain.emplace_back(spec.cognitive_engine->primary.provider,
-                       spec.cognitive_engine->primary.model);
-    if (spec.cognitive_engine->fallback) {
-      chain.emplace_back(spec.cognitive_engine->fallback->provider,
-                         spec.cognitive_engine->fallback->model);
-    }
-  } else {
-    chain.emplace_back(default_provider, "");
-  }
-  return chain;
-}
-
 // One action of a run, and what became of it.
 struct ActionState {
   ParsedAction action;
@@ -680,6 +664,38 @@ std::string Describe(const registry::Entry* e) {
 
 }  // namespace
 
+Result<std::vector<std::pair<std::string, std::string>>> AgentRunner::ChainOf(
+    const registry::Entry& entry) const {
+  const auto& spec = *entry.manifest().As<registry::AgentSpec>();
+  std::vector<std::pair<std::string, std::string>> chain;
+  if (!spec.cognitive_engine) {
+    chain.emplace_back(options_.default_provider, "");
+    return chain;
+  }
+  std::vector<const registry::ModelRef*> refs = {&spec.cognitive_engine->primary};
+  if (spec.cognitive_engine->fallback) refs.push_back(&*spec.cognitive_engine->fallback);
+  for (const registry::ModelRef* ref : refs) {
+    if (!ref->endpoint && !ref->api_key_env) {
+      chain.emplace_back(ref->provider, ref->model);
+      continue;
+    }
+    // A manifest posted through the API names only allow-listed variables for its key: it
+    // could otherwise send any of the server's secrets to a host of its choosing.
+    if (ref->api_key_env && entry.file && registry_.WrittenByApi(entry.file->path) &&
+        !registry::AllowListedEnv([](std::string_view) { return std::string(); },
+                                  options_.allowed_env)(*ref->api_key_env)) {
+      return FailedPreconditionError("agent '" + entry.name() +
+                                     "' was posted through the API and names api_key_env '" +
+                                     *ref->api_key_env + "', which is not in variables.allow_env");
+    }
+    CORTEX_ASSIGN_OR_RETURN(
+        std::string derived,
+        gateway_.Derive(ref->provider, ref->endpoint.value_or(""), ref->api_key_env));
+    chain.emplace_back(std::move(derived), ref->model);
+  }
+  return chain;
+}
+
 Status AgentRunner::Check(const std::string& agent) const {
   auto snap = registry_.snapshot();
   const registry::Entry* entry = snap->Find(registry::Kind::kAgent, agent);
@@ -689,9 +705,9 @@ Status AgentRunner::Check(const std::string& agent) const {
     for (const auto& p : entry->problems) problems += (problems.empty() ? "" : "; ") + p;
     return FailedPreconditionError("agent '" + agent + "' cannot run: " + problems);
   }
-  const auto* spec = entry->manifest().As<registry::AgentSpec>();
   std::string why;
-  for (const auto& [provider, model] : ChainOf(*spec, options_.default_provider)) {
+  CORTEX_ASSIGN_OR_RETURN(auto chain, ChainOf(*entry));
+  for (const auto& [provider, model] : chain) {
     std::string bad = gateway_.Unusable(provider);
     if (bad.empty()) return Status::Ok();
     why += (why.empty() ? "" : "; ") + bad;
@@ -1022,7 +1038,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   std::vector<llm::Message> messages = setup.initial;
   const size_t initial_count = messages.size();
   const std::string base_system = messages.empty() ? "" : messages.front().content;
-  const auto chain = ChainOf(spec, options_.default_provider);
+  CORTEX_ASSIGN_OR_RETURN(const auto chain, ChainOf(*entry));
   llm::ChatRequest chat;
   chat.run_id = result.run_id;
   if (spec.cognitive_engine) {

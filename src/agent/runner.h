@@ -51,6 +51,9 @@ struct AgentRunOptions {
   std::string default_provider = "openai";  // for an agent without cognitive_engine
   std::string recordings_dir;               // where `record` writes (<data-dir>/recordings)
   int max_depth = 3;                        // sub-agents of sub-agents of ...
+  // The environment variables a manifest posted through the API may name as its api_key_env
+  // (variables.allow_env: names, or prefixes ending in '*').
+  std::vector<std::string> allowed_env;
 };
 
 struct AgentRunRequest {
@@ -116,6 +119,10 @@ class AgentRunner {
   // model's provider usable (FailedPrecondition). Called by Run; the API calls it first to answer
   // with a status code before it starts streaming.
   Status Check(const std::string& agent) const;
+  // The providers an agent's model is tried with, in order (name, model): its primary, then its
+  // fallback; one with its own endpoint or api_key_env is made by Gateway::Derive.
+  Result<std::vector<std::pair<std::string, std::string>>> ChainOf(
+      const registry::Entry& entry) const;
 
   // Runs to the end. An error Status means it did not start (see Check); everything after the
   // start is in the result (and the events). `cancel` (optional) is the caller's: a client that

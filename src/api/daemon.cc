@@ -408,6 +408,7 @@ int RunServe(const Settings& settings) {
   aopts.max_depth = static_cast<int>(s.llm.max_agent_depth);
   aopts.default_provider = s.llm.default_provider;
   aopts.recordings_dir = s.data_dir + "/recordings";
+  aopts.allowed_env = s.variables.allow_env;
   svc.agent_actions = std::make_unique<AgentActions>(*svc.dispatcher);
   svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.agent_actions,
                                                     std::move(aopts), state.get());

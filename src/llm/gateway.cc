@@ -98,6 +98,74 @@ Gateway::Entry* Gateway::Find(const std::string& name) const {
   return it == entries_.end() ? nullptr : it->second.get();
 }
 
+namespace {
+
+// "https://Host:8443/v1" -> "https://host:8443"; "" when `url` is not an http(s) URL.
+std::string OriginOf(std::string_view url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return "";
+  std::string origin(url.substr(0, url.find('/', scheme_end + 3)));
+  std::transform(origin.begin(), origin.end(), origin.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (origin.rfind("http://", 0) != 0 && origin.rfind("https://", 0) != 0) return "";
+  return origin;
+}
+
+}  // namespace
+
+Result<std::string> Gateway::Derive(const std::string& base, const std::string& endpoint,
+                                    const std::optional<std::string>& api_key_env) {
+  constexpr size_t kMaxDerived = 64;
+  if (api_key_env && (api_key_env->size() > 128 ||
+                      api_key_env->find_first_not_of(
+                          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                          std::string::npos)) {
+    return InvalidArgumentError("api_key_env must name an environment variable (got '" +
+                                ToValidUtf8(api_key_env->substr(0, 200)) + "')");
+  }
+  std::lock_guard lock(mu_);
+  const Entry* b = Find(base);
+  if (!b) {
+    return NotFoundError("llm provider '" + base +
+                         "' is not configured (llm.providers in cortex.yml)");
+  }
+  const std::string url = endpoint.empty() ? b->config.base_url : endpoint;
+  const std::string origin = OriginOf(url);
+  if (origin.size() <= 8 || url.size() > 2048 || std::any_of(url.begin(), url.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+      })) {
+    return InvalidArgumentError("an endpoint must be an http:// or https:// URL (got '" +
+                                ToValidUtf8(url.substr(0, 200)) + "')");
+  }
+  std::string name = base + "@" + url;
+  if (api_key_env) name += "#" + *api_key_env;
+  if (Find(name)) return name;
+  size_t derived = 0;
+  for (const auto& [_, e] : entries_) derived += e->config.derived_from.empty() ? 0 : 1;
+  if (derived >= kMaxDerived) {
+    return ResourceExhaustedError("too many agent endpoints (at most " +
+                                  std::to_string(kMaxDerived) + "); use llm.providers instead");
+  }
+  ProviderConfig c = b->config;
+  c.name = name;
+  c.derived_from = base;
+  c.base_url = url;
+  if (api_key_env) {
+    c.api_key_env = *api_key_env;
+  } else if (OriginOf(b->config.base_url) != origin) {
+    c.api_key_env = "";
+  }
+  auto e = std::make_unique<Entry>();
+  e->config = c;
+  if (auto made = MakeProvider(c); made.ok()) {
+    e->provider = std::move(made).value();
+  } else {
+    e->unusable = made.status().message();
+  }
+  entries_[name] = std::move(e);
+  return name;
+}
+
 bool Gateway::Knows(const std::string& name) const {
   std::lock_guard lock(mu_);
   return Find(name) != nullptr;
@@ -270,6 +338,7 @@ Json Gateway::Describe() const {
     j["type"] = e->config.type;
     if (!e->config.base_url.empty()) j["base_url"] = e->config.base_url;
     if (!e->config.model.empty()) j["model"] = e->config.model;
+    if (!e->config.derived_from.empty()) j["derived_from"] = e->config.derived_from;
     std::string why = e->unusable;
     if (why.empty() && !e->config.api_key_env.empty() &&
         !std::getenv(e->config.api_key_env.c_str())) {

@@ -134,6 +134,7 @@ struct ProviderConfig {
   std::chrono::milliseconds breaker_recovery{30000};  // then it half-opens by itself
   CallLimits limits;
   double input_price_per_mtok = 0, output_price_per_mtok = 0;  // cost per million tokens
+  std::string derived_from;  // set for a provider made by Gateway::Derive: the one it is like
 };
 
 // The documented defaults of the names the corpus uses (google, openai, anthropic, ollama, groq,
@@ -165,6 +166,16 @@ class Gateway {
   Result<ChatResult> Chat(const std::vector<std::pair<std::string, std::string>>& chain,
                           ChatRequest request, const DeltaFn& on_delta,
                           const CancelToken* cancel = nullptr);
+
+  // A provider like `base` (its type, limits, prices, default model) that talks to `endpoint`
+  // (an agent manifest's cognitive_engine.primary.endpoint; "" = base's own, for a manifest that
+  // names only api_key_env): the name to put in a chain, made
+  // once and kept, with its own breaker and figures. The key it sends: the variable
+  // `api_key_env` names when given ("" = none); else `base`'s key, but only when `endpoint` is
+  // on `base`'s own origin (scheme, host and port): a manifest cannot send a provider's key to
+  // another host by naming that host. At most 64 such providers.
+  Result<std::string> Derive(const std::string& base, const std::string& endpoint,
+                             const std::optional<std::string>& api_key_env);
 
   // Whether `name` is a provider the gateway knows (configured or a default name).
   bool Knows(const std::string& name) const;

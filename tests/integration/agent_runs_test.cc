@@ -51,8 +51,9 @@ std::string Agent(const std::string& name, const std::string& imports,
 std::string Config(const ScriptedLlm& llm, const fs::path& dir, const std::string& extra = "") {
   fs::path cfg = dir / "cortex.yml";
   WriteFile(cfg,
-            "llm:\n  max_agent_depth: 1\n" + extra +
-                "  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
+            "variables:\n  allow_env: [\"CORTEX_TEST_AGENT_*\"]\n"
+            "llm:\n  max_agent_depth: 1\n" +
+                extra + "  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
                 llm.base_url() +
                 "\n      breaker_failures: 100\n"
                 "    - name: scripted_anthropic\n      type: anthropic\n      api_key_env: ''\n"
@@ -302,6 +303,49 @@ TEST_F(AgentRuns, RunsThatCannotResumeEndWithARecordThatSaysWhy) {
   }
   EXPECT_EQ(RunRecord(*second, "ar_waiting").value("status", ""), "running")
       << RunRecord(*second, "ar_waiting") << Get(second->client(), "/workflows/wf_paused").body;
+}
+
+TEST_F(AgentRuns, AnAgentCanNameItsOwnEndpointAndKey) {
+  ::setenv("CORTEX_TEST_AGENT_KEY", "sk-agent", 1);
+  ScriptedLlm own;
+  ASSERT_TRUE(own.ok());
+  auto d = Start();
+  ASSERT_TRUE(d->ok()) << d->log();
+  // Posted through the API: its endpoint is its own server; the key, when it names one, must
+  // be on variables.allow_env.
+  auto post = [&](const std::string& name, const std::string& key_line) {
+    std::string text = "---\nkind: Agent\nname: " + name +
+                       "\ndescription: Has its own model server.\n"
+                       "cognitive_engine:\n  primary:\n    provider: scripted\n"
+                       "    model: own-model\n    endpoint: " +
+                       own.base_url() + "\n" + key_line + "---\nYou are " + name + ".\n";
+    return Post(d->client(), "/registry/manifests",
+                json{{"content", text}, {"format", "markdown"}}.dump());
+  };
+  auto ask = [&](const std::string& name) {
+    return Post(d->client(), "/execute/agent", json{{"name", name}, {"input", "hi"}}.dump());
+  };
+  ASSERT_EQ(post("keyless", "").status / 100, 2);
+  ASSERT_EQ(post("keyed", "    api_key_env: CORTEX_TEST_AGENT_KEY\n").status / 100, 2);
+  ASSERT_EQ(post("greedy", "    api_key_env: HOME\n").status / 100, 2);
+  own.Script({Says("<response final=\"true\">mine</response>"),
+              Says("<response final=\"true\">mine too</response>")});
+  Reply keyless = ask("keyless");
+  EXPECT_EQ(keyless.status, 200) << keyless.body;
+  EXPECT_EQ(keyless.json.value("response", ""), "mine") << keyless.body;
+  Reply keyed = ask("keyed");
+  EXPECT_EQ(keyed.json.value("response", ""), "mine too") << keyed.body;
+  EXPECT_EQ(own.credentials(), (std::vector<std::string>{"", "Bearer sk-agent"}));
+  EXPECT_EQ(own.requests().at(0).value("model", ""), "own-model");
+  EXPECT_TRUE(llm_.requests().empty()) << "the server's provider was not called";
+  // HOME is not on the allow-list: refused before any call, saying why.
+  Reply greedy = ask("greedy");
+  EXPECT_EQ(greedy.status / 100, 4) << greedy.body;
+  EXPECT_THAT(greedy.body, HasSubstr("variables.allow_env")) << greedy.body;
+  EXPECT_EQ(own.requests().size(), 2u);
+  // The derived provider is listed with its figures.
+  Reply providers = Get(d->client(), "/llm/providers");
+  EXPECT_THAT(providers.body, HasSubstr("\"derived_from\":\"scripted\"")) << providers.body;
 }
 
 TEST_F(AgentRuns, SubAgentsWorkflowsAndSubPrompts) {

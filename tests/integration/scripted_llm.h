@@ -91,6 +91,11 @@ class ScriptedLlm {
     std::lock_guard lock(mu_);
     return requests_;
   }
+  // The credential each request carried (its Authorization or x-api-key header; "" for none).
+  std::vector<std::string> credentials() const {
+    std::lock_guard lock(mu_);
+    return credentials_;
+  }
   size_t left() const {
     std::lock_guard lock(mu_);
     return turns_.size();
@@ -109,6 +114,8 @@ class ScriptedLlm {
     {
       std::lock_guard lock(mu_);
       requests_.push_back(nlohmann::json::parse(req.body, nullptr, false));
+      auto credential = req.Header(anthropic ? "x-api-key" : "Authorization");
+      credentials_.push_back(credential.value_or(""));
       if (turns_.empty()) {
         return http::Response::Json(500, R"({"error":{"message":"the script has no more turns"}})");
       }
@@ -263,6 +270,7 @@ class ScriptedLlm {
   mutable std::mutex mu_;
   std::deque<ScriptedTurn> turns_;
   std::vector<nlohmann::json> requests_;
+  std::vector<std::string> credentials_;
 };
 
 }  // namespace cortex::testing

@@ -89,6 +89,54 @@ TEST(Gateway, RetriesHonourRetryAfterAndFallBackToTheNextProvider) {
   EXPECT_EQ(llm.requests().size(), 8u);
 }
 
+TEST(Gateway, AnAgentsOwnEndpointGetsAKeyOnlyWhenItMayHaveOne) {
+  ScriptedLlm home, elsewhere;
+  ASSERT_TRUE(home.ok() && elsewhere.ok());
+  ::setenv("CORTEX_TEST_HOME_KEY", "sk-home", 1);
+  ::setenv("CORTEX_TEST_OTHER_KEY", "sk-other", 1);
+  auto base = Provider("primary", home.base_url());
+  base.api_key_env = "CORTEX_TEST_HOME_KEY";
+  llm::Gateway g({base});
+  auto call = [&](const Result<std::string>& name) {
+    ASSERT_TRUE(name.ok()) << name.status().message();
+    auto r = g.Chat({{*name, ""}}, Ask(), nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+  };
+  // Another host: the provider's key is not sent there.
+  elsewhere.Script({Says("a"), Says("b")});
+  call(g.Derive("primary", elsewhere.base_url(), std::nullopt));
+  // Another host with a key of its own, named by the manifest.
+  call(g.Derive("primary", elsewhere.base_url(), "CORTEX_TEST_OTHER_KEY"));
+  EXPECT_EQ(elsewhere.credentials(), (std::vector<std::string>{"", "Bearer sk-other"}));
+  // The provider's own origin (another path, the host in capitals): its key goes with it.
+  home.Script({Says("c")});
+  std::string same = "HTTP://127.0.0.1:" + std::to_string(home.port()) + "/v1";
+  call(g.Derive("primary", same, std::nullopt));
+  EXPECT_EQ(home.credentials(), (std::vector<std::string>{"Bearer sk-home"}));
+  // The same endpoint twice is one provider, listed with what it is derived from.
+  auto again = g.Derive("primary", elsewhere.base_url(), std::nullopt);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(Described(g, *again).value("derived_from", ""), "primary");
+  // Bad input: clear errors, nothing made.
+  for (const std::string& bad :
+       {std::string("ftp://example.com"), std::string("http://"), std::string("http://a b/v1"),
+        std::string("example.com/v1"), "http://h/" + std::string(3000, 'p'),
+        std::string("http://h/\xff")}) {
+    auto r = g.Derive("primary", bad, std::nullopt);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("http:// or https:// URL"));
+  }
+  EXPECT_FALSE(g.Derive("primary", elsewhere.base_url(), "NOT-A-NAME").ok());
+  EXPECT_EQ(g.Derive("nobody", elsewhere.base_url(), std::nullopt).status().code(),
+            StatusCode::kNotFound);
+  // At most 64 endpoints.
+  Status last = Status::Ok();
+  for (int i = 0; i < 70 && last.ok(); ++i) {
+    last = g.Derive("primary", "http://127.0.0.1:1/v" + std::to_string(i), std::nullopt).status();
+  }
+  EXPECT_EQ(last.code(), StatusCode::kResourceExhausted) << last.message();
+}
+
 TEST(Gateway, TheBreakerOpensThenHalfOpensByItself) {
   ScriptedLlm llm;
   ASSERT_TRUE(llm.ok());
