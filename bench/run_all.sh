@@ -40,7 +40,7 @@ case "$build_type" in
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
 cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench \
-  workflow_bench deploy_bench agent_bench
+  workflow_bench deploy_bench agent_bench metrics_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -66,6 +66,7 @@ if [[ ! -d "$REPO/bench/node/node_modules/@openai/agents" ]] && command -v npm >
     echo "run_all: npm ci --prefix bench/node failed: agent_bench skips the SDK comparison" >&2
 fi
 run agent "$BUILD/bench/agent_bench" --reps 5
+run metrics "$BUILD/bench/metrics_bench"
 
 echo
 echo "================================ summary ================================"
@@ -90,5 +91,7 @@ grep -E '^(  cortex: |  baseline: |  monument: |  serial sum|  -> ratio|goal:|ex
 echo "-- agent_bench --reps 5"
 grep -E '^(dispatch at|[0-9]+ iterations a run|[0-9.]+ MB, |[0-9]+ samples:|[0-9]+ runs each:|started |skipped)' \
   "$OUT/agent.txt" || true
+echo "-- metrics_bench"
+grep -E '^(Registry::Render|snprintf floor|ratio:|[0-9] thread)' "$OUT/metrics.txt" || true
 echo "full outputs: $OUT"
 exit $status

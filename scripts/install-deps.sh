@@ -42,8 +42,22 @@ if ! command -v npm >/dev/null; then
   $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 
-# The test clients, from npm, as locked in tests/node/package-lock.json.
+# promtool (Prometheus' checker of /metrics output) from Debian's prometheus package, unpacked
+# into .deps/ rather than installed: installing the package would also start a Prometheus server.
 cd "$(dirname "$0")/.."
+if ! command -v promtool >/dev/null && [[ ! -x .deps/bin/promtool ]]; then
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null); then
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p .deps/bin
+  cp "$tmp/x/usr/bin/promtool" .deps/bin/promtool
+  rm -rf "$tmp"
+fi
+
+# The test clients, from npm, as locked in tests/node/package-lock.json.
 if [[ ! -d tests/node/node_modules/openai ]]; then
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -323,7 +323,19 @@ AgentRunner::AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
       gateway_(gateway),
       dispatcher_(dispatcher),
       options_(std::move(options)),
-      store_(store) {}
+      store_(store) {
+  if (metrics::Registry* m = options_.metrics) {
+    runs_metric_ = &m->NewCounter("cortex_agent_runs_total",
+                                  "Agent runs ended, by agent and status.", {"agent", "status"});
+    turns_metric_ = &m->NewCounter("cortex_agent_turns_total",
+                                   "Model turns of ended agent runs, by agent.", {"agent"});
+    auto& live = m->NewGauge("cortex_agent_live_runs", "Agent runs in progress.", {});
+    live_collector_ = m->OnScrape([this, &live] {
+      std::lock_guard lock(live_mu_);
+      live.Set({}, static_cast<double>(live_.size()));
+    });
+  }
+}
 
 AgentRunner::~AgentRunner() { Drain(); }
 
@@ -1882,6 +1894,10 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     std::lock_guard lock(state->sink_mu);
     state->sink = nullptr;
     return result;
+  }
+  if (runs_metric_) {
+    runs_metric_->Inc({request.agent, result.status});
+    turns_metric_->Inc({request.agent}, result.iterations);
   }
   if (store_) {
     run_row.status = result.status;

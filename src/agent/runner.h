@@ -32,6 +32,7 @@
 #include "agent/actions.h"
 #include "agent/protocol.h"
 #include "common/cancel.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "llm/gateway.h"
 #include "registry/registry.h"
@@ -54,6 +55,8 @@ struct AgentRunOptions {
   // The environment variables a manifest posted through the API may name as its api_key_env
   // (variables.allow_env: names, or prefixes ending in '*').
   std::vector<std::string> allowed_env;
+  // Where runs, model turns and live runs are counted (none when null).
+  metrics::Registry* metrics = nullptr;
 };
 
 struct AgentRunRequest {
@@ -179,7 +182,10 @@ class AgentRunner {
   mutable std::mutex live_mu_;
   std::condition_variable threads_cv_;
   std::map<std::string, LiveRun> live_;  // guarded by live_mu_
-  int threads_ = 0;                      // guarded by live_mu_
+  metrics::Counter* runs_metric_ = nullptr;
+  metrics::Counter* turns_metric_ = nullptr;
+  metrics::Registry::CollectorHandle live_collector_;
+  int threads_ = 0;  // guarded by live_mu_
 };
 
 // A run id that is the same for the same key ("ar_" + 20 hex digits): a sub-agent's or a

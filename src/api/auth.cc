@@ -97,6 +97,7 @@ const std::vector<RouteRule>& RouteRules() {
   static const std::vector<RouteRule> rules = {
       {"GET", "/health", kPublic},
       {"GET", "/healthz", kPublic},
+      {"GET", "/metrics", kViewer},
       {"POST", "/hooks/{workflow}", kPublic},  // checked by the workflow's webhook secret
       // Registry.
       {"GET", "/registry/", kViewer},

@@ -13,6 +13,7 @@
 #include "api/auth.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
+#include "api/metrics_routes.h"
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
 #include "api/request_guard.h"
@@ -88,18 +89,20 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
 
 Result<std::unique_ptr<http::Server>> StartServer(
     const std::string& listen, const Settings& s, const char* service, AccessControl& access,
-    const std::function<void(http::Server&)>& add_routes) {
+    ApiMetrics& api_metrics, const std::function<void(http::Server&)>& add_routes) {
   http::ServerOptions opts;
   CORTEX_RETURN_IF_ERROR(ParseHostPort(listen, &opts.host, &opts.port));
   opts.threads = static_cast<int>(s.http.threads);
   opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
   auto server = std::make_unique<http::Server>(opts);
-  // The request guard first, then who is calling and whether their role allows the route.
-  server->SetFilter(
+  // The request guard first, then who is calling and whether their role allows the route; every
+  // request, refused or not, is counted once answered.
+  server->SetFilter(api_metrics.Wrap(
+      *server,
       access.MakeFilter(*server, MakeRequestGuard({.listen_host = opts.host,
                                                    .allowed_hosts = s.http.allowed_hosts,
-                                                   .allowed_origins = s.http.allowed_origins})));
+                                                   .allowed_origins = s.http.allowed_origins}))));
   AddHealthRoutes(*server, service);
   add_routes(*server);
   CORTEX_RETURN_IF_ERROR(server->Start());
@@ -115,6 +118,7 @@ Result<std::unique_ptr<http::Server>> StartServer(
 // whose completions reach the engine) is reset at its place in pass 1, while what it calls into
 // is still alive.
 struct Services {
+  std::unique_ptr<metrics::Registry> metrics = std::make_unique<metrics::Registry>();
   std::unique_ptr<store::Store> state;
   std::unique_ptr<AccessControl> access;
   std::unique_ptr<exec::ProcessRunner> runner;
@@ -129,6 +133,7 @@ struct Services {
   std::unique_ptr<llm::Gateway> gateway;
   std::unique_ptr<AgentActions> agent_actions;         // waits for the workflows it awaits
   std::unique_ptr<agent::AgentRunner> agents;          // waits for its runs' threads when destroyed
+  std::unique_ptr<ApiMetrics> api_metrics;             // reads the deployer at each scrape
   std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
 
   // Records how to stop what was just started.
@@ -269,6 +274,7 @@ int RunServe(const Settings& settings) {
     return 1;
   }
   eopts.hidden_paths = {s.data_dir};
+  eopts.metrics = svc.metrics.get();
   if (s.exec.sandbox) {
     auto sandbox = exec::DetectSandbox("", s.data_dir + "/sandbox");
     if (sandbox.ok()) {
@@ -398,7 +404,7 @@ int RunServe(const Settings& settings) {
     c.output_price_per_mtok = p.output_price_per_mtok;
     providers.push_back(std::move(c));
   }
-  svc.gateway = std::make_unique<llm::Gateway>(std::move(providers));
+  svc.gateway = std::make_unique<llm::Gateway>(std::move(providers), svc.metrics.get());
   agent::AgentRunOptions aopts;
   aopts.max_iterations = static_cast<int>(s.llm.max_iterations);
   aopts.max_wall = std::chrono::milliseconds(static_cast<int64_t>(s.llm.max_run.seconds * 1000));
@@ -409,6 +415,7 @@ int RunServe(const Settings& settings) {
   aopts.default_provider = s.llm.default_provider;
   aopts.recordings_dir = s.data_dir + "/recordings";
   aopts.allowed_env = s.variables.allow_env;
+  aopts.metrics = svc.metrics.get();
   svc.agent_actions = std::make_unique<AgentActions>(*svc.dispatcher);
   svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.agent_actions,
                                                     std::move(aopts), state.get());
@@ -435,6 +442,7 @@ int RunServe(const Settings& settings) {
   workflow::EngineOptions wopts_engine;
   wopts_engine.env = environment;
   wopts_engine.allowed_env = s.variables.allow_env;
+  wopts_engine.metrics = svc.metrics.get();
   wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
   auto& engine = svc.engine;
   engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
@@ -459,6 +467,7 @@ int RunServe(const Settings& settings) {
   wroutes.env = environment;
   wroutes.allowed_env = s.variables.allow_env;
 
+  svc.api_metrics = std::make_unique<ApiMetrics>(*svc.metrics, *deployer);
   // Every port, the gateway first; all stop before anything their handlers use.
   struct Port {
     std::optional<std::string> listen;
@@ -476,6 +485,7 @@ int RunServe(const Settings& settings) {
          AddLlmRoutes(srv, *svc.gateway);
          AddOpenAiRoutes(srv, *svc.agents, reg);
          AddAccessRoutes(srv, *svc.access, *state);
+         AddMetricsRoutes(srv, *svc.metrics);
        }},
       {s.services.registry, "manifest-ingestion",
        [&](http::Server& srv) { AddRegistryRoutes(srv, reg); }},
@@ -491,7 +501,7 @@ int RunServe(const Settings& settings) {
   };
   for (const Port& p : ports) {
     if (!p.listen) continue;
-    auto server = StartServer(*p.listen, s, p.service, *svc.access, p.routes);
+    auto server = StartServer(*p.listen, s, p.service, *svc.access, *svc.api_metrics, p.routes);
     if (!server.ok()) {
       log::Error("serve", server.status().message());
       return 1;

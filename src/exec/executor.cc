@@ -84,6 +84,21 @@ Executor::Executor(ExecutorOptions options, registry::Registry& registry, store:
       store_(store),
       runner_(runner),
       resolve_(std::move(resolve)) {
+  if (metrics::Registry* m = options_.metrics) {
+    calls_metric_ =
+        &m->NewCounter("cortex_tool_calls_total", "Tool executions finished, by tool and status.",
+                       {"tool", "status"});
+    duration_metric_ = &m->NewHistogram(
+        "cortex_tool_call_duration_seconds",
+        "Time from a tool execution's start to its end (queue time excluded).", {"tool"});
+    auto& depth = m->NewGauge("cortex_tool_queue_depth",
+                              "Tool executions waiting for a worker, and running.", {"state"});
+    depth_collector_ = m->OnScrape([this, &depth] {
+      std::lock_guard lock(mu_);
+      depth.Set({"queued"}, static_cast<double>(queue_.size()));
+      depth.Set({"running"}, running_);
+    });
+  }
   int n = std::max(1, options_.workers);
   for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
@@ -647,6 +662,12 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
   }
   if (Status st = finished; !st.ok()) {
     log::Error("exec", "cannot record the outcome of " + record.id + ": " + st.message());
+  }
+  if (calls_metric_) {
+    calls_metric_->Inc({record.name, record.status});
+    if (record.started_ms > 0) {
+      duration_metric_->Observe({record.name}, static_cast<double>(record.duration_ms) / 1000.0);
+    }
   }
   {
     std::lock_guard lock(job->mu);

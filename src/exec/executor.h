@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/metrics.h"
 #include "exec/params.h"
 #include "exec/process.h"
 #include "exec/sandbox.h"
@@ -42,6 +43,8 @@ struct ExecutorOptions {
   size_t stderr_tail_bytes = 4096;
   size_t live_lines = 2000;  // output lines kept in memory per execution for followers
   size_t recent = 1000;      // finished executions kept in memory for waiters
+  // Where tool calls, their durations and the queue's depth are counted (none when null).
+  metrics::Registry* metrics = nullptr;
 };
 
 struct ExecuteRequest {
@@ -174,6 +177,10 @@ class Executor {
   static constexpr size_t kMaxSandboxPlans = 256;
   mutable std::mutex plans_mu_;
   mutable std::unordered_map<std::string, std::shared_ptr<const SandboxPlan>> plans_;
+  // Metrics (null without a registry).
+  metrics::Counter* calls_metric_ = nullptr;
+  metrics::Histogram* duration_metric_ = nullptr;
+  metrics::Registry::CollectorHandle depth_collector_;
 };
 
 // "ex_" + 20 random hex digits.

@@ -45,9 +45,33 @@ std::string_view BreakerStateName(BreakerState s) {
   return "unknown";
 }
 
-Gateway::Gateway(std::vector<ProviderConfig> configured)
+Gateway::Gateway(std::vector<ProviderConfig> configured, metrics::Registry* metrics)
     : now_([] { return Clock::now(); }),
       sleep_([](milliseconds d) { std::this_thread::sleep_for(d); }) {
+  if (metrics) {
+    calls_metric_ = &metrics->NewCounter(
+        "cortex_llm_calls_total", "Model calls (each retry counts), by provider and outcome.",
+        {"provider", "outcome"});
+    tokens_metric_ =
+        &metrics->NewCounter("cortex_llm_tokens_total", "Tokens used, by provider and direction.",
+                             {"provider", "direction"});
+    latency_metric_ = &metrics->NewHistogram("cortex_llm_call_duration_seconds",
+                                             "Duration of successful model calls.", {"provider"});
+    auto& in_flight =
+        metrics->NewGauge("cortex_llm_in_flight", "Model calls in progress.", {"provider"});
+    auto& breaker = metrics->NewGauge("cortex_llm_breaker_open",
+                                      "1 when a provider's circuit breaker is open (or half open).",
+                                      {"provider"});
+    collector_ = metrics->OnScrape([this, &in_flight, &breaker] {
+      std::lock_guard lock(mu_);
+      const auto now = now_();
+      for (const auto& [name, e] : entries_) {
+        if (e->calls == 0 && e->in_flight == 0) continue;  // only providers in use
+        in_flight.Set({name}, e->in_flight);
+        breaker.Set({name}, StateOf(*e, now) == BreakerState::kClosed ? 0 : 1);
+      }
+    });
+  }
   for (auto& c : configured) {
     if (auto def = DefaultProvider(c.name); def && c.type.empty()) {
       // A default name with some fields set: the defaults fill the rest.
@@ -294,7 +318,15 @@ Result<ChatResult> Gateway::Chat(const std::vector<std::pair<std::string, std::s
       bool failed = !result.ok() && result.status().message() != "cancelled";
       e->outcomes.push_back(failed);
       if (e->outcomes.size() > 100) e->outcomes.pop_front();
+      if (calls_metric_) {
+        calls_metric_->Inc({name, result.ok() ? "ok" : failed ? "failed" : "cancelled"});
+      }
       if (result.ok()) {
+        if (calls_metric_) {
+          tokens_metric_->Inc({name, "input"}, static_cast<double>(result->usage.input_tokens));
+          tokens_metric_->Inc({name, "output"}, static_cast<double>(result->usage.output_tokens));
+          latency_metric_->Observe({name}, std::chrono::duration<double>(now - start).count());
+        }
         e->consecutive_failures = 0;
         e->open_until.reset();
         e->usage += result->usage;

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/cancel.h"
+#include "common/metrics.h"
 #include "common/status.h"
 
 namespace cortex::llm {
@@ -152,7 +153,9 @@ std::string_view BreakerStateName(BreakerState s);
 class Gateway {
  public:
   // `configured`: from cortex.yml; the default names are added for what it does not declare.
-  explicit Gateway(std::vector<ProviderConfig> configured);
+  // `metrics` (optional): where calls, tokens, latencies, in-flight calls and breakers are
+  // counted.
+  explicit Gateway(std::vector<ProviderConfig> configured, metrics::Registry* metrics = nullptr);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -200,6 +203,10 @@ class Gateway {
   std::map<std::string, std::unique_ptr<Entry>> entries_;
   std::function<std::chrono::steady_clock::time_point()> now_;
   std::function<void(std::chrono::milliseconds)> sleep_;
+  metrics::Counter* calls_metric_ = nullptr;
+  metrics::Counter* tokens_metric_ = nullptr;
+  metrics::Histogram* latency_metric_ = nullptr;
+  metrics::Registry::CollectorHandle collector_;
 };
 
 // The pieces of an SSE stream: fed bytes, returns each complete event's `data` (lines joined)

@@ -186,7 +186,26 @@ Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* st
 
 Engine::Engine(EngineOptions options, registry::Registry& registry, store::Store& store,
                StepDispatcher& dispatcher)
-    : options_(std::move(options)), registry_(registry), store_(store), dispatcher_(dispatcher) {}
+    : options_(std::move(options)), registry_(registry), store_(store), dispatcher_(dispatcher) {
+  if (metrics::Registry* m = options_.metrics) {
+    steps_metric_ = &m->NewCounter("cortex_workflow_steps_total",
+                                   "Workflow steps ended, by workflow, step type and status.",
+                                   {"workflow", "type", "status"});
+    runs_metric_ =
+        &m->NewCounter("cortex_workflow_runs_total", "Workflow runs ended, by workflow and status.",
+                       {"workflow", "status"});
+    auto& active = m->NewGauge("cortex_workflow_queue_depth",
+                               "Unfinished workflow runs, steps dispatched, and steps ready but "
+                               "waiting for a dispatch slot.",
+                               {"state"});
+    runs_collector_ = m->OnScrape([this, &active] {
+      std::lock_guard lock(mu_);
+      active.Set({"active_runs"}, static_cast<double>(runs_.size()));
+      active.Set({"inflight_steps"}, static_cast<double>(inflight_));
+      active.Set({"ready_steps"}, static_cast<double>(ready_.size()));
+    });
+  }
+}
 
 Engine::~Engine() { Stop(); }
 
@@ -532,6 +551,11 @@ void Engine::FinishNode(Run& run, int node, const std::string& status, Json outp
   st.queued = false;
   st.finished_ms = Now();
   if (!st.started_ms) st.started_ms = st.finished_ms;
+  if (steps_metric_ && run.plan->nodes[node].kind == NodeKind::kAction) {
+    const registry::WorkflowStep* step = run.plan->nodes[node].step;
+    steps_metric_->Inc(
+        {run.rec.workflow, step ? registry::EnumName(step->type) : "internal", status});
+  }
   Json data = Json::object();
   if (!error.empty()) data["error"] = error;
   Event(run, "step_" + status, node, data.empty() ? Json() : data);
@@ -682,6 +706,7 @@ void Engine::MaybeFinishRun(Run& run) {
     r.output_json = DumpJson(out);
   }
   Event(run, "run_" + r.status, -1, r.error.empty() ? Json() : Json{{"error", r.error}});
+  if (runs_metric_) runs_metric_->Inc({r.workflow, r.status});
   run.finished = true;
   if (!r.parent_run_id.empty()) {
     effects_.push_back({Effect::Kind::kNotifyParent, r.id, -1, 0});

@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/metrics.h"
 #include "exec/params.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -97,6 +98,8 @@ struct EngineOptions {
   // Injected time (Unix ms) and environment, for tests.
   std::function<int64_t()> now_ms;
   std::function<std::optional<std::string>(std::string_view)> env;
+  // Where steps and runs are counted and the active runs gauged (none when null).
+  metrics::Registry* metrics = nullptr;
 };
 
 struct StartRequest {
@@ -215,6 +218,9 @@ class Engine {
   std::deque<Effect> effects_;                         // guarded by mu_
   std::deque<std::pair<std::string, int>> ready_;      // waiting for an inflight slot
   size_t inflight_ = 0;
+  metrics::Counter* steps_metric_ = nullptr;
+  metrics::Counter* runs_metric_ = nullptr;
+  metrics::Registry::CollectorHandle runs_collector_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;  // guarded by mu_
 
   std::mutex inbox_mu_;
