@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/context.h"
+#include "cli/contexts.h"
 #include "cortex/version.h"
 
 namespace cortex::cli {
@@ -12,9 +13,11 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cortex ") + kVersion);
   Context ctx;
-  if (const char* env = std::getenv("CORTEX_SERVER")) ctx.server = env;
-  app.add_option("--server", ctx.server, "Cortex API address (env CORTEX_SERVER)")
-      ->capture_default_str();
+  app.add_option("--server", ctx.server,
+                 "Cortex API address (env CORTEX_SERVER; else the current context's; else "
+                 "http://127.0.0.1:8080)");
+  app.add_option("--context", ctx.context_name,
+                 "Use this context of the contexts file (env CORTEX_CONTEXT; cortex context)");
 
   ServeFlags flags;
   auto* s = app.add_subcommand("serve", "Run every Cortex service in this process");
@@ -67,6 +70,19 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
   AddValidateCommand(app, ctx);
   AddSchemaCommand(app, ctx);
   AddRegistryCommands(app, ctx);
+  AddContextCommand(app, ctx);
+  AddAuditCommand(app, ctx);
+
+  // Once the command line is parsed and before any verb runs: which server, with which key.
+  // Verbs that call no server (serve, auth, validate, schema) do not read the contexts file.
+  app.parse_complete_callback([&] {
+    for (const char* local : {"serve", "auth", "validate", "schema"}) {
+      if (app.got_subcommand(local)) return;
+    }
+    if (Status st = ResolveContext(ctx); !st.ok()) {
+      throw CLI::ValidationError("--context", st.message());
+    }
+  });
 
   try {
     app.parse(argc, argv);

@@ -92,14 +92,13 @@ std::string UnreachableMessage(std::string_view server) {
 
 std::string PathSegment(std::string_view s) { return http::UrlEncode(s); }
 
-http::ClientOptions ClientOptionsWithToken(http::ClientOptions options) {
-  const char* token = std::getenv("CORTEX_TOKEN");
-  if (token && *token) options.headers.emplace("Authorization", std::string("Bearer ") + token);
+http::ClientOptions ClientOptionsWithToken(const Context& ctx, http::ClientOptions options) {
+  if (!ctx.token.empty()) options.headers.emplace("Authorization", "Bearer " + ctx.token);
   return options;
 }
 
-ApiClient::ApiClient(std::string server, std::ostream& err, http::ClientOptions options)
-    : server_(std::move(server)), err_(err), client_(server_, ClientOptionsWithToken(options)) {}
+ApiClient::ApiClient(const Context& ctx, std::ostream& err, http::ClientOptions options)
+    : server_(ctx.server), err_(err), client_(server_, ClientOptionsWithToken(ctx, options)) {}
 
 void ApiClient::Fail(int exit_code) {
   // Unreachable outranks an API error, which outranks bad usage: the worst failure wins.

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/context.h"
 #include "cli/output.h"
 #include "http/http.h"
 
@@ -42,14 +43,14 @@ std::string UnreachableMessage(std::string_view server);
 // A client of one Cortex server for one verb. Each call returns the answer when it is a 2xx;
 // otherwise it prints why to `err` and returns nullopt, and exit_code() says which failure it
 // was (the worst one so far, when a verb makes several calls).
-// `options` with `Authorization: Bearer $CORTEX_TOKEN` added when CORTEX_TOKEN is set: the API
-// key every verb sends to a server that needs one.
-http::ClientOptions ClientOptionsWithToken(http::ClientOptions options = {});
+// `options` with `Authorization: Bearer <ctx.token>` added when there is a token: the API key
+// every verb sends to a server that needs one.
+http::ClientOptions ClientOptionsWithToken(const Context& ctx, http::ClientOptions options = {});
 
 class ApiClient {
  public:
-  // Sends CORTEX_TOKEN, when set, as its bearer token (ClientOptionsWithToken).
-  explicit ApiClient(std::string server, std::ostream& err = std::cerr,
+  // Calls ctx.server, sending ctx.token, when there is one, as its bearer token.
+  explicit ApiClient(const Context& ctx, std::ostream& err = std::cerr,
                      http::ClientOptions options = {});
 
   std::optional<http::ClientResponse> Get(const std::string& path_and_query);

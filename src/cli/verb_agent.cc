@@ -45,7 +45,7 @@ std::string Short(const Json& v, size_t max = 160) {
 
 // Runs one turn of a conversation, printing as it goes; the run's record, or nullopt (after
 // printing why, with *exit_code set).
-std::optional<Json> RunOnce(const std::string& server, const AgentOptions& o, int* exit_code) {
+std::optional<Json> RunOnce(const Context& server, const AgentOptions& o, int* exit_code) {
   ApiClient api(server, std::cerr, LongReads());
   Json body = {{"name", o.agent}, {"input", o.input}};
   if (!o.session.empty()) body["session_id"] = o.session;
@@ -133,7 +133,7 @@ void Summarise(const Json& r, bool quiet) {
   if (r.contains("recording")) std::cerr << "recorded to " << r.value("recording", "") << "\n";
 }
 
-int RunAgent(const std::string& server, const AgentOptions& o) {
+int RunAgent(const Context& server, const AgentOptions& o) {
   int exit_code = kExitOk;
   auto r = RunOnce(server, o, &exit_code);
   if (!r) return exit_code;
@@ -145,7 +145,7 @@ int RunAgent(const std::string& server, const AgentOptions& o) {
   return r->value("status", "") == "succeeded" ? kExitOk : kExitApiError;
 }
 
-int Chat(const std::string& server, AgentOptions o) {
+int Chat(const Context& server, AgentOptions o) {
   const bool tty = ::isatty(STDIN_FILENO);
   if (tty) std::cerr << "Talking to " << o.agent << ". An empty line ends the conversation.\n";
   int exit_code = kExitOk;
@@ -180,7 +180,7 @@ struct RunsOptions {
   int limit = 0;
 };
 
-int ListRuns(const std::string& server, const RunsOptions& o) {
+int ListRuns(const Context& server, const RunsOptions& o) {
   ApiClient api(server);
   std::string q = "/agent-runs?limit=" + std::to_string(o.limit > 0 ? o.limit : 50);
   if (!o.agent.empty()) q += "&agent=" + PathSegment(o.agent);
@@ -205,7 +205,7 @@ int ListRuns(const std::string& server, const RunsOptions& o) {
 }
 
 // Prints a run's journal as it grows (GET /agent-runs/{id}/events), then its end.
-int FollowRun(const std::string& server, const std::string& id) {
+int FollowRun(const Context& server, const std::string& id) {
   ApiClient api(server, std::cerr, LongReads());
   int exit_code = kExitApiError;
   bool ok = api.Stream("/agent-runs/" + PathSegment(id) + "/events", [&](const http::SseEvent& e) {
@@ -244,9 +244,9 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   ls_cmd->add_option("--limit", ls->limit, "At most this many (default 50)")
       ->check(CLI::Range(1, 1000));
   AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
-  ls_cmd->callback([&ctx, ls] { ctx.exit_code = ListRuns(ctx.server, *ls); });
+  ls_cmd->callback([&ctx, ls] { ctx.exit_code = ListRuns(ctx, *ls); });
   cmd->callback([&ctx, cmd, ls] {
-    if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx.server, *ls);
+    if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx, *ls);
   });
 
   auto show = std::make_shared<RunsOptions>();
@@ -255,7 +255,7 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   show_cmd->add_option("id", show->id, "The run id (ar_...)")->required();
   AddOutputOption(show_cmd, show->output, {"json", "yaml"}, "json or yaml");
   show_cmd->callback([&ctx, show] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson("/agent-runs/" + PathSegment(show->id));
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -269,13 +269,13 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   auto* follow_cmd = cmd->add_subcommand(
       "follow", "Print a run's model turns and action outcomes as they come, then its end");
   follow_cmd->add_option("id", *follow_id, "The run id (ar_...)")->required();
-  follow_cmd->callback([&ctx, follow_id] { ctx.exit_code = FollowRun(ctx.server, *follow_id); });
+  follow_cmd->callback([&ctx, follow_id] { ctx.exit_code = FollowRun(ctx, *follow_id); });
 
   auto cancel_id = std::make_shared<std::string>();
   auto* cancel_cmd = cmd->add_subcommand("cancel", "Cancel a run in progress");
   cancel_cmd->add_option("id", *cancel_id, "The run id (ar_...)")->required();
   cancel_cmd->callback([&ctx, cancel_id] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.PostJson("/agent-runs/" + PathSegment(*cancel_id) + "/cancel", "{}");
     ctx.exit_code = r ? kExitOk : api.exit_code();
     if (r) std::cout << *cancel_id << " cancelling\n";
@@ -286,7 +286,7 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   sessions_cmd->add_option("agent", sessions->agent, "The agent's name")->required();
   AddOutputOption(sessions_cmd, sessions->output, {"table", "json", "yaml"}, "table, json or yaml");
   sessions_cmd->callback([&ctx, sessions] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson("/state/agent/" + PathSegment(sessions->agent) + "/sessions");
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -325,7 +325,7 @@ void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx) {
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the answer");
   AddOutputOption(cmd, o->output, {"text", "json", "yaml"},
                   "text (live), or the run's record as json or yaml once it ends");
-  cmd->callback([&ctx, o] { ctx.exit_code = RunAgent(ctx.server, *o); });
+  cmd->callback([&ctx, o] { ctx.exit_code = RunAgent(ctx, *o); });
 
   auto c = std::make_shared<AgentOptions>();
   auto* chat = app.add_subcommand(
@@ -333,7 +333,7 @@ void AddAgentCommands(CLI::App& app, CLI::App& run, Context& ctx) {
   chat->add_option("name", c->agent, "The agent's name")->required();
   chat->add_flag("-q,--quiet", c->quiet, "Print only the answers");
   chat->add_option("--session", c->session, "Continue this session instead of starting one");
-  chat->callback([&ctx, c] { ctx.exit_code = Chat(ctx.server, *c); });
+  chat->callback([&ctx, c] { ctx.exit_code = Chat(ctx, *c); });
 }
 
 }  // namespace cortex::cli

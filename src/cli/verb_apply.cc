@@ -96,7 +96,7 @@ bool ApplyOne(ApiClient& api, const Input& input) {
   return true;
 }
 
-int Apply(const std::string& server, const ApplyOptions& o) {
+int Apply(const Context& server, const ApplyOptions& o) {
   std::vector<std::string> names;
   int exit_code = kExitOk;
   for (const std::string& f : o.files) {
@@ -140,7 +140,7 @@ void AddApplyCommand(CLI::App& app, Context& ctx) {
                   "yaml or markdown: how to send the input (default: by file extension; stdin is "
                   "yaml)")
       ->check(CLI::IsMember({"yaml", "markdown"}));
-  cmd->callback([&ctx, o] { ctx.exit_code = Apply(ctx.server, *o); });
+  cmd->callback([&ctx, o] { ctx.exit_code = Apply(ctx, *o); });
 }
 
 }  // namespace cortex::cli

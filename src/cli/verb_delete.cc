@@ -18,7 +18,7 @@ void AddDeleteCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
   cmd->add_option("name", o->name, "The manifest's name")->required();
   cmd->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto j =
         api.DeleteJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
     if (j) std::cout << "deleted " << j->value("deleted", o->kind + "/" + o->name) << "\n";

@@ -115,7 +115,7 @@ int List(ApiClient& api, const std::string& output) {
 
 int Logs(const Context& ctx, const std::string& name, size_t tail, bool follow,
          const std::string& service) {
-  ApiClient api(ctx.server);
+  ApiClient api(ctx);
   std::string query = QueryString({{"tail", std::to_string(tail)}, {"service", service}});
   if (follow) {
     bool ok = api.Stream(RelicPath(name) + "/logs" + query, [](const http::SseEvent& e) {
@@ -214,7 +214,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   AddDeployMonumentCommand(cmd, ctx);
   relic->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     Json body = {{"name", o->name}, {"auto_start", !o->no_start}};
     auto r = api.PostJson("/deploy/relic", DumpJson(body));
     if (!r) {
@@ -256,7 +256,7 @@ void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
       ->check(CLI::Range(1.0, 3600.0))
       ->capture_default_str();
   cmd->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     Json body = {{"name", o->name}, {"environment", o->environment}};
     auto r = api.PostJson("/deploy/monument", DumpJson(body));
     if (!r) {
@@ -277,7 +277,7 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
       "monuments", "Deployed monuments: list, show, health, logs, stop, remove (default: ls)");
   cmd->fallthrough();
   auto list = [&ctx] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson("/monuments");
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -318,7 +318,7 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
     sub->add_option("name", *name, "The monument's name")->required();
     std::string verb = n.name;
     sub->callback([&ctx, name, verb] {
-      ApiClient api(ctx.server);
+      ApiClient api(ctx);
       std::optional<Json> r;
       if (verb == "status") r = api.GetJson(MonumentPath(*name));
       if (verb == "health") {
@@ -375,7 +375,7 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
   logs->add_option("-n,--tail", lo->tail, "How many of the last lines per relic")
       ->capture_default_str();
   logs->callback([&ctx, lo] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r =
         api.GetJson(MonumentPath(lo->name) + "/logs" +
                     QueryString({{"tail", std::to_string(lo->tail)}, {"service", lo->service}}));
@@ -405,7 +405,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   ls->fallthrough();
   AddOutputOption(ls, *ls_output, {"table", "json", "yaml"}, "table, json or yaml");
   ls->callback([&ctx, ls_output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, *ls_output);
   });
 
@@ -416,7 +416,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   st->add_option("name", *st_name, "The relic's name")->required();
   AddOutputOption(st, *st_output, {"text", "json", "yaml"}, "text, json or yaml");
   st->callback([&ctx, st_name, st_output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson(RelicPath(*st_name) + "/status");
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -459,7 +459,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
     sub->fallthrough();
     sub->add_option("name", *name, "The relic's name")->required();
     sub->callback([&ctx, name, c] {
-      ApiClient api(ctx.server);
+      ApiClient api(ctx);
       auto r = api.PostJson(RelicPath(*name) + c.path, "{}");
       if (!r) {
         ctx.exit_code = api.exit_code();
@@ -480,7 +480,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   rm->fallthrough();
   rm->add_option("name", *rm_name, "The relic's name")->required();
   rm->callback([&ctx, rm_name] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.DeleteJson(RelicPath(*rm_name));
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -512,7 +512,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
       }
       params[kv.substr(0, eq)] = ParseJsonOrString(kv.substr(eq + 1));
     }
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r =
         api.PostJson(RelicPath(co->name) + "/call/" + PathSegment(co->operation), DumpJson(params));
     if (!r) {
@@ -525,7 +525,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
 
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, "table");
   });
 }
@@ -546,7 +546,7 @@ void AddScaleCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--service", o->service,
                   "The compose service (default: the relic's only service)");
   cmd->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     Json body = {{"replicas", o->replicas}};
     if (!o->service.empty()) body["service"] = o->service;
     std::string path = RelicPath(o->relic) + "/scale";

@@ -57,7 +57,7 @@ void AddDepsCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("name", o->name, "The manifest's name")->required();
   AddOutputOption(cmd, o->output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto j =
         api.GetJson("/registry/dependencies/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
     if (j) {

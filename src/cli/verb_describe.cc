@@ -93,7 +93,7 @@ void AddDescribeCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
   cmd->add_option("name", o->name, "The manifest's name")->required();
   cmd->callback([&ctx, o] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto e = api.GetJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
     if (!e) {
       ctx.exit_code = api.exit_code();

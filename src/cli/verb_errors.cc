@@ -60,7 +60,7 @@ void AddErrorsCommand(CLI::App& app, Context& ctx) {
   cmd->fallthrough();
   AddOutputOption(cmd, *output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto j = api.GetJson("/registry/errors");
     if (!j) {
       ctx.exit_code = api.exit_code();

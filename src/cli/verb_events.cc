@@ -32,7 +32,7 @@ void AddEventsCommand(CLI::App& app, Context& ctx) {
     // The server sends a keep-alive comment every 15 s; a minute of silence means it is gone.
     http::ClientOptions options;
     options.read_timeout = std::chrono::seconds(60);
-    ApiClient api(ctx.server, std::cerr, options);
+    ApiClient api(ctx, std::cerr, options);
     bool ok = api.Stream("/registry/events", [&](const http::SseEvent& ev) {
       Json data = Json::parse(ev.data, nullptr, false);
       if (data.is_discarded()) data = Json::object();

@@ -167,7 +167,7 @@ int Logs(ApiClient& api, const std::string& id, const std::string& output) {
   return kExitOk;
 }
 
-int FollowLogs(const std::string& server, const std::string& id) {
+int FollowLogs(const Context& server, const std::string& id) {
   int exit_code = kExitOk;
   auto record = FollowExecution(server, id, std::cout, &exit_code);
   if (!record) return exit_code;
@@ -237,8 +237,7 @@ int ExecutionExitCode(const Json& record) {
   return Text(record, "status") == "succeeded" ? kExitOk : kExitApiError;
 }
 
-std::optional<Json> WaitForExecution(const std::string& server, const std::string& id,
-                                     int* exit_code) {
+std::optional<Json> WaitForExecution(const Context& server, const std::string& id, int* exit_code) {
   ApiClient api(server);
   for (;;) {
     auto r = api.GetJson(ExecutionPath(id));
@@ -248,8 +247,8 @@ std::optional<Json> WaitForExecution(const std::string& server, const std::strin
   }
 }
 
-std::optional<Json> FollowExecution(const std::string& server, const std::string& id,
-                                    std::ostream& out, int* exit_code) {
+std::optional<Json> FollowExecution(const Context& server, const std::string& id, std::ostream& out,
+                                    int* exit_code) {
   // The execution streams send nothing while the tool is silent, so a read timeout cannot tell
   // a quiet tool from a dead server; a closed connection still ends the stream at once.
   http::ClientOptions options;
@@ -296,7 +295,7 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx) {
       ->check(CLI::Range(1, 1000));
   AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
   ls_cmd->callback([&ctx, ls] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, *ls);
   });
 
@@ -308,7 +307,7 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx) {
   AddOutputOption(get_cmd, *get_output, {"text", "json", "yaml"},
                   "text, or the API's record as json or yaml");
   get_cmd->callback([&ctx, get_id, get_output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson(ExecutionPath(*get_id));
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -338,10 +337,10 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx) {
       ->excludes(follow_flag);
   logs_cmd->callback([&ctx, logs_id, logs_follow, logs_output] {
     if (*logs_follow) {
-      ctx.exit_code = FollowLogs(ctx.server, *logs_id);
+      ctx.exit_code = FollowLogs(ctx, *logs_id);
       return;
     }
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = Logs(api, *logs_id, *logs_output);
   });
 
@@ -350,14 +349,14 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx) {
   cancel_cmd->fallthrough();
   cancel_cmd->add_option("id", *cancel_id, "The execution id (ex_...)")->required();
   cancel_cmd->callback([&ctx, cancel_id] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = Cancel(api, *cancel_id);
   });
 
   // `cortex executions` alone lists.
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, LsOptions{});
   });
 }

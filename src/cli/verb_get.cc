@@ -112,7 +112,7 @@ void AddGetCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = kExitUsage;
       return;
     }
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = o->name.empty() ? List(api, *o) : One(api, *o);
   });
 }

@@ -14,7 +14,7 @@ void AddGraphCommand(CLI::App& app, Context& ctx) {
   cmd->fallthrough();
   AddOutputOption(cmd, *output, {"dot", "json"}, "dot or json");
   cmd->callback([&ctx, output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     std::string path = "/registry/graph?format=" + *output;
     if (*output == "json") {
       auto j = api.GetJson(path);

@@ -130,13 +130,13 @@ std::optional<int64_t> ParseWaitMs(const std::string& text) {
 
 // POSTs `body` to `path` (/execute/tool, /execute/workflow). On an error answer, prints it (bad
 // values one field per line, under "error: invalid <what>") and sets *exit_code; nullopt then.
-std::optional<http::ClientResponse> Submit(const std::string& server, const std::string& path,
+std::optional<http::ClientResponse> Submit(const Context& server, const std::string& path,
                                            const Json& body, const std::string& what,
                                            std::string_view noun,
                                            std::chrono::milliseconds read_timeout, int* exit_code) {
   http::ClientOptions options;
   options.read_timeout = read_timeout;
-  http::Client client(server, ClientOptionsWithToken(options));
+  http::Client client(server.server, ClientOptionsWithToken(server, options));
   auto r = client.Post(path, DumpJson(body), "application/json");
   if (!r.ok()) {
     // As ApiClient reports it: the client refused the URL itself, or the server is unreachable.
@@ -146,8 +146,8 @@ std::optional<http::ClientResponse> Submit(const std::string& server, const std:
       *exit_code = kExitUsage;
       return std::nullopt;
     }
-    std::cerr << UnreachableMessage(server) << "\n";
-    std::string prefix = "cannot reach " + server + ": ";
+    std::cerr << UnreachableMessage(server.server) << "\n";
+    std::string prefix = "cannot reach " + server.server + ": ";
     std::cerr << "  (transport error: "
               << (reason.starts_with(prefix) ? reason.substr(prefix.size()) : reason) << ")\n";
     *exit_code = kExitUnreachable;
@@ -201,7 +201,7 @@ int Report(const Json& record, const RunOptions& o, bool output_shown) {
   return ExecutionExitCode(record);
 }
 
-int Run(const std::string& server, const RunOptions& o) {
+int Run(const Context& server, const RunOptions& o) {
   Json params;
   if (!BuildValues(o.params, o.json_file, kToolFlags, &params)) return kExitUsage;
   Json body = {{"name", o.tool}, {"parameters", params}};
@@ -213,7 +213,7 @@ int Run(const std::string& server, const RunOptions& o) {
   if (!answer) return exit_code;
   Json j = Json::parse(answer->body, nullptr, false);
   if (!j.is_object() || !j.contains("execution_id")) {
-    std::cerr << "error: the server at " << server
+    std::cerr << "error: the server at " << server.server
               << " answered with something that is not an execution: "
               << Truncate(answer->body, 300) << "\n";
     return kExitApiError;
@@ -265,7 +265,7 @@ int ReportRun(const Json& run, const WorkflowOptions& o, bool followed) {
   return RunExitCode(run);
 }
 
-int RunWorkflow(const std::string& server, const WorkflowOptions& o) {
+int RunWorkflow(const Context& server, const WorkflowOptions& o) {
   Json input;
   if (!BuildValues(o.inputs, o.json_file, kWorkflowFlags, &input)) return kExitUsage;
   Json body = {{"name", o.workflow}, {"input", input}};
@@ -285,7 +285,7 @@ int RunWorkflow(const std::string& server, const WorkflowOptions& o) {
   if (!answer) return exit_code;
   Json j = Json::parse(answer->body, nullptr, false);
   if (!j.is_object() || !j.contains("run_id")) {
-    std::cerr << "error: the server at " << server
+    std::cerr << "error: the server at " << server.server
               << " answered with something that is not a workflow run: "
               << Truncate(answer->body, 300) << "\n";
     return kExitApiError;
@@ -349,7 +349,7 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
       ->excludes(async);
   AddOutputOption(cmd, o->output, {"text", "json", "yaml"},
                   "text (the result), or the execution record as json or yaml");
-  cmd->callback([&ctx, o] { ctx.exit_code = Run(ctx.server, *o); });
+  cmd->callback([&ctx, o] { ctx.exit_code = Run(ctx, *o); });
 
   auto w = std::make_shared<WorkflowOptions>();
   auto* wf = run->add_subcommand(
@@ -382,7 +382,7 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
   AddOutputOption(wf, w->output, {"table", "json", "yaml"},
                   "table (the run for people), or the run as json or yaml (without --wait or "
                   "--follow: the API's 202 answer)");
-  wf->callback([&ctx, w] { ctx.exit_code = RunWorkflow(ctx.server, *w); });
+  wf->callback([&ctx, w] { ctx.exit_code = RunWorkflow(ctx, *w); });
   AddAgentCommands(app, *run, ctx);
 }
 

@@ -56,7 +56,7 @@ void AddStatusCommand(CLI::App& app, Context& ctx) {
   cmd->fallthrough();
   AddOutputOption(cmd, *output, {"text", "json", "yaml"}, "text, json or yaml");
   cmd->callback([&ctx, output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto health = api.GetJson("/health");
     auto reg = health ? api.GetJson("/registry/status") : std::nullopt;
     ctx.exit_code = api.exit_code();

@@ -12,7 +12,7 @@ void AddSyncCommand(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("sync", "Reload every manifest from the manifests folder now");
   cmd->fallthrough();
   cmd->callback([&ctx] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto j = api.PostJson("/registry/sync", "");
     if (j) {
       int64_t errors = j->value("errors", int64_t{0});

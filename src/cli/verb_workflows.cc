@@ -288,7 +288,7 @@ int Logs(ApiClient& api, const std::string& id, const std::string& output) {
   return kExitOk;
 }
 
-int FollowLogs(const std::string& server, const std::string& id) {
+int FollowLogs(const Context& server, const std::string& id) {
   int exit_code = kExitOk;
   auto run = FollowRun(server, id, std::cout, isatty(STDOUT_FILENO) != 0, &exit_code);
   if (!run) return exit_code;
@@ -377,7 +377,7 @@ int RunExitCode(const Json& run) {
   return Text(run, "status") == "succeeded" ? kExitOk : kExitApiError;
 }
 
-std::optional<Json> WaitForRun(const std::string& server, const std::string& id, int* exit_code) {
+std::optional<Json> WaitForRun(const Context& server, const std::string& id, int* exit_code) {
   ApiClient api(server);
   for (;;) {
     auto r = api.GetJson(RunPath(id) + "/status");
@@ -387,7 +387,7 @@ std::optional<Json> WaitForRun(const std::string& server, const std::string& id,
   }
 }
 
-std::optional<Json> FollowRun(const std::string& server, const std::string& id, std::ostream& out,
+std::optional<Json> FollowRun(const Context& server, const std::string& id, std::ostream& out,
                               bool progress_bar, int* exit_code) {
   // The run's steps first: their names and number (for the columns and the bar), and a plain
   // "no workflow run ID" when there is none.
@@ -443,7 +443,7 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
       ->check(CLI::Range(1, 1000));
   AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
   ls_cmd->callback([&ctx, ls] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, *ls);
   });
 
@@ -455,7 +455,7 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
   AddOutputOption(status_cmd, *status_output, {"text", "json", "yaml"},
                   "text, or the API's run as json or yaml");
   status_cmd->callback([&ctx, status_id, status_output] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     auto r = api.GetJson(RunPath(*status_id) + "/status");
     if (!r) {
       ctx.exit_code = api.exit_code();
@@ -485,10 +485,10 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
       ->excludes(follow_flag);
   logs_cmd->callback([&ctx, logs_id, logs_follow, logs_output] {
     if (*logs_follow) {
-      ctx.exit_code = FollowLogs(ctx.server, *logs_id);
+      ctx.exit_code = FollowLogs(ctx, *logs_id);
       return;
     }
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = Logs(api, *logs_id, *logs_output);
   });
 
@@ -508,7 +508,7 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
     sub->fallthrough();
     sub->add_option("id", *id, "The run id (wf_...)")->required();
     sub->callback([&ctx, id, act = c.act] {
-      ApiClient api(ctx.server);
+      ApiClient api(ctx);
       ctx.exit_code = act(api, *id);
     });
   }
@@ -523,14 +523,14 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
   retry_cmd->add_option("--from", *retry_from,
                         "Run this step and every step after it again (also on a succeeded run)");
   retry_cmd->callback([&ctx, retry_id, retry_from] {
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = Retry(api, *retry_id, *retry_from);
   });
 
   // `cortex workflows` alone lists.
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
-    ApiClient api(ctx.server);
+    ApiClient api(ctx);
     ctx.exit_code = List(api, LsOptions{});
   });
 }

@@ -57,11 +57,10 @@ int ExecutionExitCode(const Json& record);
 // Follows GET /executions/{id}/logs from `server` as events: each output line is printed as it
 // comes (stdout lines to `out`, stderr lines to std::cerr), then the final record is returned.
 // nullopt, after printing why and setting *exit_code, when the stream or the record failed.
-std::optional<Json> FollowExecution(const std::string& server, const std::string& id,
-                                    std::ostream& out, int* exit_code);
+std::optional<Json> FollowExecution(const Context& server, const std::string& id, std::ostream& out,
+                                    int* exit_code);
 // Polls GET /executions/{id} until the execution has finished: its record, or nullopt (as above).
-std::optional<Json> WaitForExecution(const std::string& server, const std::string& id,
-                                     int* exit_code);
+std::optional<Json> WaitForExecution(const Context& server, const std::string& id, int* exit_code);
 
 // Shared by `run workflow` and `workflows` (defined in verb_workflows.cc).
 // A workflow run (the run JSON, with its steps) for people: id, workflow, status, error, times,
@@ -73,9 +72,9 @@ int RunExitCode(const Json& run);
 // transition to `out` as it comes; with `progress_bar` (`out` is a terminal) a
 // "[=====>    ] 3/7 steps" line is kept under them, redrawn in place. Returns the finished run;
 // nullopt, after printing why and setting *exit_code, when the stream or the run failed.
-std::optional<Json> FollowRun(const std::string& server, const std::string& id, std::ostream& out,
+std::optional<Json> FollowRun(const Context& server, const std::string& id, std::ostream& out,
                               bool progress_bar, int* exit_code);
 // Polls GET /workflows/{id}/status until the run has finished: the run, or nullopt (as above).
-std::optional<Json> WaitForRun(const std::string& server, const std::string& id, int* exit_code);
+std::optional<Json> WaitForRun(const Context& server, const std::string& id, int* exit_code);
 
 }  // namespace cortex::cli

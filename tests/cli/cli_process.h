@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -23,8 +24,9 @@ class CliProcess {
  public:
   static constexpr std::chrono::seconds kDefaultTimeout{60};
 
-  // `env` entries ("K=V") are added to this process's environment, without CORTEX_SERVER (so a
-  // developer's own setting does not leak into the tests).
+  // `env` entries ("K=V") are added to this process's environment, without CORTEX_SERVER,
+  // CORTEX_TOKEN and CORTEX_CONTEXT, and with CORTEX_CONTEXTS pointing at a file in the process's
+  // own folder (so a developer's own settings and contexts do not leak into the tests).
   explicit CliProcess(std::vector<std::string> args, const std::string& stdin_text = "",
                       const std::vector<std::string>& env = {}) {
     out_path_ = dir_.path() / "stdout";
@@ -40,9 +42,18 @@ class CliProcess {
     argv.push_back(nullptr);
     std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
-      if (std::strncmp(*e, "CORTEX_SERVER=", 14) != 0) env_strings.emplace_back(*e);
+      bool own = false;
+      for (const char* name :
+           {"CORTEX_SERVER=", "CORTEX_TOKEN=", "CORTEX_CONTEXT=", "CORTEX_CONTEXTS="}) {
+        own = own || std::strncmp(*e, name, std::strlen(name)) == 0;
+      }
+      if (!own) env_strings.emplace_back(*e);
     }
     env_strings.insert(env_strings.end(), env.begin(), env.end());
+    if (std::none_of(env.begin(), env.end(),
+                     [](const std::string& e) { return e.starts_with("CORTEX_CONTEXTS="); })) {
+      env_strings.push_back("CORTEX_CONTEXTS=" + (dir_.path() / "contexts.yml").string());
+    }
     std::vector<char*> envp;
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);

@@ -226,6 +226,57 @@ TEST_F(AuthApi, TheCliSendsCortexToken) {
   EXPECT_THAT(listed.out, Not(HasSubstr("ctx_"))) << "secrets are never shown again";
 }
 
+TEST_F(AuthApi, TheCliTakesItsServerAndKeyFromAContext) {
+  TempDir home;
+  const std::string contexts = "CORTEX_CONTEXTS=" + (home.path() / "contexts.yml").string();
+  auto cli = [&](std::vector<std::string> args, std::vector<std::string> env = {}) {
+    env.push_back(contexts);
+    return RunCli(std::move(args), "", env);
+  };
+  WriteFile(home.path() / "admin.key", keys_["admin"] + "\n");
+  CliResult set =
+      cli({"context", "set", "prod", "--server", daemon_->url(), "--token", keys_["viewer"]});
+  ASSERT_EQ(set.exit_code, 0) << set;
+  ASSERT_EQ(cli({"context", "set", "root", "--server", daemon_->url(), "--token-file",
+                 (home.path() / "admin.key").string()})
+                .exit_code,
+            0);
+  EXPECT_EQ(fs::status(home.path() / "contexts.yml").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write)
+      << "the file may hold keys";
+  // The first context set is the current one: no --server, no CORTEX_TOKEN.
+  CliResult got = cli({"get", "tools"});
+  EXPECT_EQ(got.exit_code, 0) << got;
+  EXPECT_THAT(got.out, HasSubstr("calculator"));
+  CliResult listed = cli({"context", "ls"});
+  EXPECT_THAT(listed.out, HasSubstr("prod")) << listed;
+  EXPECT_THAT(listed.out, Not(HasSubstr(keys_["viewer"]))) << "keys are never listed";
+  // The audit log needs an admin: the viewer's context is refused, the admin's (key from a
+  // file) reads it.
+  CliResult refused = cli({"audit"});
+  EXPECT_NE(refused.exit_code, 0) << refused;
+  EXPECT_THAT(refused.err, HasSubstr("admin")) << refused;
+  CliResult audit = cli({"--context", "root", "audit", "--path", "/auth/keys", "-o", "json"});
+  EXPECT_EQ(audit.exit_code, 0) << audit;
+  json entries = json::parse(audit.out, nullptr, false);
+  ASSERT_TRUE(entries.is_array()) << audit;
+  for (const auto& e : entries) EXPECT_THAT(e.value("path", ""), HasSubstr("/auth/keys"));
+  ASSERT_EQ(cli({"context", "use", "root"}).exit_code, 0);
+  EXPECT_EQ(cli({"audit", "--limit", "1"}).exit_code, 0);
+  // CORTEX_TOKEN outranks the context's key; an unknown context is a usage error.
+  CliResult wrong = cli({"get", "tools"}, {"CORTEX_TOKEN=ctx_wrong"});
+  EXPECT_NE(wrong.exit_code, 0) << wrong;
+  EXPECT_THAT(wrong.err, HasSubstr("not valid")) << wrong;
+  CliResult unknown = cli({"--context", "staging", "get", "tools"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown;
+  EXPECT_THAT(unknown.err, HasSubstr("no context named 'staging'")) << unknown;
+  // A broken file is named with its line.
+  WriteFile(home.path() / "contexts.yml", "current: prod\ncontexts:\n  prod: [1, 2]\n");
+  CliResult broken = cli({"get", "tools"});
+  EXPECT_EQ(broken.exit_code, 2) << broken;
+  EXPECT_THAT(broken.err, HasSubstr("contexts.yml:3")) << broken;
+}
+
 TEST(AuthRateLimit, PastItsRateACallerGets429WithRetryAfter) {
   TempDir cfg;
   WriteFile(cfg.path() / "cortex.yml", "auth:\n  rate_limit: 0.5\n  rate_burst: 3\n");
