@@ -5,12 +5,15 @@
 //      then `$variable` substitution and an agent's input text over it;
 //   2: request headers (one "Name: value" a line) through the gateway's request guard and the
 //      access control's authentication (Authorization: Bearer, against a store with one key).
+//   3: an archive (tar::Read, as `cortex restore` reads one): entries come out checked, or an
+//      error.
 // Whatever happens must end in a value or an error: never a crash, a hang or a throw.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +22,7 @@
 #include "api/auth.h"
 #include "api/request_guard.h"
 #include "common/json.h"
+#include "common/tar.h"
 #include "exec/params.h"
 #include "llm/gateway.h"
 #include "store/store.h"
@@ -147,20 +151,38 @@ void Headers(std::string_view in) {
   (void)Access().Authenticate(req);
 }
 
+void Archive(std::string_view in) {
+  std::istringstream stream{std::string(in)};
+  cortex::tar::Limits limits;
+  limits.max_entries = 1000;
+  limits.max_total_bytes = 1 << 20;
+  (void)cortex::tar::Read(
+      stream, limits,
+      [](const cortex::tar::Entry& e) {
+        // What Read hands out was checked: never a name that could leave the target.
+        if (!cortex::tar::CheckName(e.name).ok()) std::abort();
+        return cortex::Status::Ok();
+      },
+      [](const cortex::tar::Entry&, std::string_view) { return cortex::Status::Ok(); });
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
       Sse(in);
       break;
     case 1:
       Inputs(in);
       break;
-    default:
+    case 2:
       Headers(in);
+      break;
+    default:
+      Archive(in);
       break;
   }
   return 0;

@@ -37,6 +37,14 @@ int Auth(const cortex::cli::AuthFlags& f) {
                                      std::cout, std::cerr);
 }
 
+int Backup(const cortex::cli::BackupFlags& f) {
+  cortex::api::Settings s;
+  if (!LoadSettings(f.config, &s)) return 2;
+  if (f.data_dir) s.data_dir = *f.data_dir;
+  if (f.manifests) s.manifests = *f.manifests;
+  return cortex::api::RunBackupCommand(s, f.action, f.file, f.force, std::cout, std::cerr);
+}
+
 int Serve(const cortex::cli::ServeFlags& f) {
   cortex::api::Settings s;
   if (!LoadSettings(f.config, &s)) return 2;
@@ -56,4 +64,4 @@ int Serve(const cortex::cli::ServeFlags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return cortex::cli::Run(argc, argv, Serve, Auth); }
+int main(int argc, char** argv) { return cortex::cli::Run(argc, argv, Serve, Auth, Backup); }

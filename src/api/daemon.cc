@@ -11,6 +11,7 @@
 #include "api/agent_actions.h"
 #include "api/agent_routes.h"
 #include "api/auth.h"
+#include "api/backup.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/metrics_routes.h"
@@ -561,6 +562,24 @@ int RunServe(const Settings& settings) {
   svc.StopAll();
   std::filesystem::remove(s.data_dir + "/serve.json", ec);
   log::Info("serve", "stopped");
+  return 0;
+}
+
+int RunBackupCommand(const Settings& s, const std::string& action, const std::string& file,
+                     bool force, std::ostream& out, std::ostream& err) {
+  const BackupPaths paths{s.data_dir, s.manifests};
+  auto done = action == "restore" ? RestoreBackup(file, paths, force) : WriteBackup(paths, file);
+  if (!done.ok()) {
+    err << "cortex " << action << ": " << done.status().message() << "\n";
+    return done.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  out << (action == "restore" ? "restored " : "backed up ") << file << ": database "
+      << done->db_bytes << " bytes, " << done->files << " files (manifests and recordings), "
+      << "archive " << done->archive_bytes << " bytes\n";
+  if (action == "restore") {
+    out << "data dir " << s.data_dir << ", manifests " << s.manifests
+        << ": start the server on them (cortex serve)\n";
+  }
   return 0;
 }
 

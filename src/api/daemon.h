@@ -19,4 +19,9 @@ int RunAuthCommand(const Settings& settings, const std::string& action, const st
                    const std::string& role, const std::string& id, bool json, std::ostream& out,
                    std::ostream& err);
 
+// `cortex backup FILE` / `cortex restore FILE [--force]` on settings.data_dir and
+// settings.manifests (api/backup.h); a summary to out, errors to err; the exit code.
+int RunBackupCommand(const Settings& settings, const std::string& action, const std::string& file,
+                     bool force, std::ostream& out, std::ostream& err);
+
 }  // namespace cortex::api

@@ -8,7 +8,7 @@
 
 namespace cortex::cli {
 
-int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
+int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const BackupFn& backup) {
   CLI::App app{"Cortex: manifest-driven orchestration of agents, tools, services and workflows"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cortex ") + kVersion);
@@ -67,6 +67,29 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
     });
   }
 
+  BackupFlags backup_flags;
+  if (backup) {
+    auto* b = app.add_subcommand(
+        "backup", "Write the state and the manifests to FILE (the server may keep running)");
+    b->add_option("file", backup_flags.file, "The archive to write (a new file)")->required();
+    auto* r = app.add_subcommand(
+        "restore", "Restore a backup into a data dir and manifests folder (server stopped)");
+    r->add_option("file", backup_flags.file, "The archive written by cortex backup")->required();
+    r->add_flag("--force", backup_flags.force,
+                "Replace an existing state (the old manifests folder is kept beside it)");
+    for (auto* cmd : {b, r}) {
+      cmd->add_option("--config", backup_flags.config,
+                      "Settings file (default ./cortex.yml when present)");
+      cmd->add_option("--data-dir", backup_flags.data_dir, "State folder (default ./.cortex)");
+      cmd->add_option("--manifests", backup_flags.manifests,
+                      "Manifests folder (default ./manifests)");
+      cmd->callback([&, cmd] {
+        backup_flags.action = cmd->get_name();
+        ctx.exit_code = backup(backup_flags);
+      });
+    }
+  }
+
   AddValidateCommand(app, ctx);
   AddSchemaCommand(app, ctx);
   AddRegistryCommands(app, ctx);
@@ -74,9 +97,10 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth) {
   AddAuditCommand(app, ctx);
 
   // Once the command line is parsed and before any verb runs: which server, with which key.
-  // Verbs that call no server (serve, auth, validate, schema) do not read the contexts file.
+  // Verbs that call no server (serve, auth, backup, restore, validate, schema) do not read the
+  // contexts file.
   app.parse_complete_callback([&] {
-    for (const char* local : {"serve", "auth", "validate", "schema"}) {
+    for (const char* local : {"serve", "auth", "validate", "schema", "backup", "restore"}) {
       if (app.got_subcommand(local)) return;
     }
     if (Status st = ResolveContext(ctx); !st.ok()) {

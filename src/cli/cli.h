@@ -31,7 +31,18 @@ struct AuthFlags {
 };
 using AuthFn = std::function<int(const AuthFlags&)>;
 
+// `cortex backup FILE` and `cortex restore FILE`: the data dir's state and the manifests folder
+// in one archive (on this machine's files: the server may run during a backup, not a restore).
+struct BackupFlags {
+  std::string action;  // backup | restore
+  std::string file;
+  std::optional<std::string> config, data_dir, manifests;
+  bool force = false;  // restore over an existing state
+};
+using BackupFn = std::function<int(const BackupFlags&)>;
+
 // Parses argv and runs the verb; returns the process exit code.
-int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth = nullptr);
+int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth = nullptr,
+        const BackupFn& backup = nullptr);
 
 }  // namespace cortex::cli

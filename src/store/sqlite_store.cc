@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -1843,6 +1844,58 @@ Result<std::vector<std::vector<std::string>>> RawQuery(const std::string& path,
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options) {
   return sqlite_internal::OpenWithMigrations(options, kMigrations);
+}
+
+Status BackupSqlite(const std::string& db_path, const std::string& dest) {
+  std::error_code ec;
+  if (!std::filesystem::exists(db_path, ec)) {
+    return NotFoundError("no state database at " + db_path);
+  }
+  if (std::filesystem::exists(dest, ec)) return AlreadyExistsError(dest + " already exists");
+  sqlite3* src = nullptr;
+  sqlite3* out = nullptr;
+  auto close = [&] {
+    sqlite3_close_v2(src);
+    sqlite3_close_v2(out);
+  };
+  int rc =
+      sqlite3_open_v2(db_path.c_str(), &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st = SqliteError(src, rc, "opening " + db_path);
+    close();
+    return st;
+  }
+  sqlite3_busy_timeout(src, 5000);
+  rc = sqlite3_open_v2(dest.c_str(), &out,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st = SqliteError(out, rc, "creating " + dest);
+    close();
+    return st;
+  }
+  sqlite3_backup* b = sqlite3_backup_init(out, "main", src, "main");
+  if (!b) {
+    Status st = SqliteError(out, sqlite3_errcode(out), "starting the backup of " + db_path);
+    close();
+    return st;
+  }
+  // All pages in one step: one read transaction, so the copy is one commit's state; in WAL
+  // mode the server's writers are not blocked meanwhile.
+  rc = sqlite3_backup_step(b, -1);
+  sqlite3_backup_finish(b);
+  Status st =
+      rc == SQLITE_DONE ? Status::Ok() : SqliteError(out, rc, "copying " + db_path + " to " + dest);
+  if (st.ok()) {
+    // The copy is a standalone file: rollback journal, no WAL beside it.
+    char* err = nullptr;
+    if (sqlite3_exec(out, "PRAGMA journal_mode=DELETE", nullptr, nullptr, &err) != SQLITE_OK) {
+      st = InternalError(std::string("finishing the backup: ") + (err ? err : "?"));
+    }
+    sqlite3_free(err);
+  }
+  close();
+  if (!st.ok()) std::filesystem::remove(dest, ec);
+  return st;
 }
 
 }  // namespace cortex::store

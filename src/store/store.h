@@ -304,4 +304,10 @@ struct SqliteOptions {
 // Cortex database, or one from a newer schema version, is a clear error.
 Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options);
 
+// Copies the SQLite database at `db_path` into a new file `dest` with SQLite's online backup,
+// while other processes (a running `cortex serve`) go on reading and writing it: the copy is
+// the database as of one commit. The source is opened read-only and never migrated. `dest`
+// must not exist.
+Status BackupSqlite(const std::string& db_path, const std::string& dest);
+
 }  // namespace cortex::store

@@ -11,6 +11,7 @@
 #include "cli/cli_process.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
+#include "integration/fixtures.h"
 #include "integration/scripted_llm.h"
 
 namespace cortex::testing {
@@ -46,17 +47,8 @@ TEST(MetricsApi, WhatTheServerDidIsCountedAndPromtoolAcceptsIt) {
             "llm:\n  providers:\n    - name: scripted\n      type: openai\n      base_url: " +
                 llm.base_url() + "\n");
   Daemon d({"--config", (cfg.path() / "cortex.yml").string()}, [](const fs::path& m) {
-    fs::create_directories(m / "tools");
-    for (const char* tool : {"calculator", "shell_echo"}) {
-      fs::copy(fs::path(CORTEX_SOURCE_DIR) / "examples/manifests/tools" / tool, m / "tools" / tool,
-               fs::copy_options::recursive);
-    }
-    WriteFile(m / "workflows/twice.workflow.yml",
-              "kind: Workflow\nname: twice\ndescription: Echoes twice.\n"
-              "trigger: {type: manual}\nsteps:\n"
-              "  - {name: a, type: tool, target: shell_echo, parameters: {message: hi}}\n"
-              "  - {name: b, type: tool, target: shell_echo, parameters: {message: ho}, "
-              "depends_on: [a]}\n");
+    CopyExampleTools(m, {"calculator", "shell_echo"});
+    WriteTwiceWorkflow(m);
     WriteFile(m / "agents/asker/agent.md",
               "---\nkind: Agent\nname: asker\ndescription: Asks.\n"
               "cognitive_engine:\n  primary: {provider: scripted, model: m}\n---\nYou ask.\n");
