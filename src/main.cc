@@ -52,6 +52,7 @@ int Serve(const cortex::cli::ServeFlags& f) {
   if (f.data_dir) s.data_dir = *f.data_dir;
   if (f.listen) s.listen = *f.listen;
   if (f.log_level) s.log_level = *f.log_level;
+  if (f.log_format) s.log_format = *f.log_format;
   if (f.strict) s.registry.strict = true;
   if (f.no_watch) s.registry.watch = false;
   if (f.service_ports && !s.services.registry) s.services.registry = "127.0.0.1:8082";

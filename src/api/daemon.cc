@@ -166,6 +166,9 @@ int RunServe(const Settings& settings) {
   log::Level level = log::Level::kInfo;
   log::ParseLevel(s.log_level, &level);
   log::SetLevel(level);
+  log::Format format = log::Format::kText;
+  log::ParseFormat(s.log_format, &format);
+  log::SetFormat(format);
 
   // Stop signals are taken by this thread only: block them before any thread starts.
   sigset_t stop_signals;

@@ -53,6 +53,12 @@ Status ApplyEnvironment(const std::function<std::optional<std::string>(const cha
     }
     s->log_level = *v;
   }
+  if (auto v = getenv("CORTEX_LOG_FORMAT")) {
+    log::Format f;
+    if (!log::ParseFormat(*v, &f))
+      return InvalidArgumentError("CORTEX_LOG_FORMAT must be text or json");
+    s->log_format = *v;
+  }
   if (auto v = getenv("CORTEX_STRICT")) {
     if (*v == "1" || *v == "true") {
       s->registry.strict = true;

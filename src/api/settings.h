@@ -195,6 +195,7 @@ struct Settings {
   std::string data_dir = "./.cortex";
   std::string listen = "127.0.0.1:8080";
   std::string log_level = "info";
+  std::string log_format = "text";  // text | json (one JSON object a line)
   ServicePorts services;
   HttpSettings http;
   RegistrySettings registry;
@@ -209,6 +210,7 @@ struct Settings {
     v.Field("data_dir", s.data_dir);
     v.Field("listen", s.listen);
     v.Field("log_level", s.log_level, {.one_of = {"debug", "info", "warn", "error"}});
+    v.Field("log_format", s.log_format, {.one_of = {"text", "json"}});
     v.Field("services", s.services);
     v.Field("http", s.http);
     v.Field("registry", s.registry);

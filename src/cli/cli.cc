@@ -26,6 +26,8 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const B
   s->add_option("--data-dir", flags.data_dir, "State folder (default ./.cortex)");
   s->add_option("--listen", flags.listen, "Gateway address HOST:PORT (default 127.0.0.1:8080)");
   s->add_option("--log-level", flags.log_level, "debug, info, warn or error");
+  s->add_option("--log-format", flags.log_format, "text, or json (one object a line)")
+      ->check(CLI::IsMember({"text", "json"}));
   s->add_flag("--strict", flags.strict, "Unknown manifest fields are errors, not warnings");
   s->add_flag("--no-watch", flags.no_watch, "Do not watch the manifests folder (no hot reload)");
   s->add_flag("--service-ports", flags.service_ports,

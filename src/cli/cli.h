@@ -11,7 +11,7 @@ namespace cortex::cli {
 
 struct ServeFlags {
   std::optional<std::string> config;  // cortex.yml path
-  std::optional<std::string> manifests, data_dir, listen, log_level, registry_listen;
+  std::optional<std::string> manifests, data_dir, listen, log_level, log_format, registry_listen;
   bool strict = false;
   bool no_watch = false;
   bool service_ports = false;  // open the seed's per-service ports (registry 8082)

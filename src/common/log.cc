@@ -5,15 +5,31 @@
 #include <cstdio>
 #include <ctime>
 #include <mutex>
+#include <string>
+
+#include "common/json.h"
 
 namespace cortex::log {
 
 namespace {
 std::atomic<Level> g_level{Level::kInfo};
+std::atomic<Format> g_format{Format::kText};
 std::mutex g_mu;
 }  // namespace
 
 void SetLevel(Level level) { g_level = level; }
+void SetFormat(Format format) { g_format = format; }
+
+bool ParseFormat(std::string_view t, Format* format) {
+  if (t == "text") {
+    *format = Format::kText;
+  } else if (t == "json") {
+    *format = Format::kJson;
+  } else {
+    return false;
+  }
+  return true;
+}
 Level GetLevel() { return g_level; }
 
 bool ParseLevel(std::string_view t, Level* level) {
@@ -44,6 +60,20 @@ void Write(Level level, std::string_view component, std::string_view message) {
                      : level == Level::kInfo ? "INFO"
                      : level == Level::kWarn ? "WARN"
                                              : "ERROR";
+  if (g_format.load(std::memory_order_relaxed) == Format::kJson) {
+    char stamp[40];
+    std::snprintf(stamp, sizeof stamp, "%s.%03dZ", ts, ms);
+    std::string lower(name);
+    for (char& c : lower) c = static_cast<char>(c - 'A' + 'a');
+    // DumpJson replaces invalid UTF-8: a log line is always one valid JSON object.
+    std::string line =
+        DumpJson(nlohmann::ordered_json{
+            {"ts", stamp}, {"level", lower}, {"component", component}, {"msg", message}}) +
+        "\n";
+    std::lock_guard lock(g_mu);
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    return;
+  }
   std::lock_guard lock(g_mu);
   std::fprintf(stderr, "%s.%03dZ %-5s %.*s: %.*s\n", ts, ms, name,
                static_cast<int>(component.size()), component.data(),

@@ -1,4 +1,6 @@
-// Minimal leveled logging to stderr: "2026-11-25T12:00:00.123Z INFO registry: message".
+// Minimal leveled logging to stderr, one line an entry: text
+// ("2026-11-25T12:00:00.123Z INFO registry: message") or JSON
+// ({"ts":"2026-11-25T12:00:00.123Z","level":"info","component":"registry","msg":"message"}).
 #pragma once
 
 #include <string_view>
@@ -11,6 +13,11 @@ void SetLevel(Level level);
 Level GetLevel();
 // Parses "debug", "info", "warn"/"warning", "error"; false when unknown.
 bool ParseLevel(std::string_view text, Level* level);
+
+enum class Format { kText, kJson };
+void SetFormat(Format format);
+// Parses "text" or "json"; false when unknown.
+bool ParseFormat(std::string_view text, Format* format);
 
 void Write(Level level, std::string_view component, std::string_view message);
 

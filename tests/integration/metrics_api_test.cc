@@ -1,12 +1,14 @@
-// GET /metrics on the real server: after a tool call, an unknown route, a refused request, a
-// workflow run and an agent run (against the scripted model server), each is counted where it
-// should be, and Prometheus' own checker (`promtool check metrics`, from Debian's prometheus
-// package, unpacked by scripts/install-deps.sh) accepts the whole output.
+// Observability of the real server. GET /metrics: after a tool call, an unknown route, a
+// refused request, a workflow run and an agent run (against the scripted model server), each is
+// counted where it should be, and Prometheus' own checker (`promtool check metrics`, from
+// Debian's prometheus package, unpacked by scripts/install-deps.sh) accepts the whole output.
+// --log-format json: every line of the server's log is one JSON object.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <regex>
+#include <sstream>
 
 #include "cli/cli_process.h"
 #include "integration/api_reply.h"
@@ -122,6 +124,27 @@ TEST(MetricsApi, WhatTheServerDidIsCountedAndPromtoolAcceptsIt) {
     }
   }
   EXPECT_GT(queried, 10);
+}
+
+TEST(JsonLogs, EveryLineIsOneJsonObjectWhateverTheMessageHolds) {
+  Daemon d({"--log-format", "json"}, [](const fs::path& m) {
+    // A broken manifest with invalid UTF-8 in it: the registry logs a warning quoting it.
+    WriteFile(m / "tools/bad/tool.yml", "kind: Tool\nname: bad\xff\\\"\nversion: [\n");
+  });
+  ASSERT_DAEMON(d);
+  ASSERT_TRUE(WaitFor([&] { return d.log().find("\"level\":\"warn\"") != std::string::npos; }))
+      << d.log();
+  std::istringstream lines(d.log());
+  int n = 0;
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "not JSON: " << line;
+    for (const char* key : {"ts", "level", "component", "msg"}) {
+      EXPECT_TRUE(j.contains(key) && j[key].is_string()) << key << " in " << line;
+    }
+    ++n;
+  }
+  EXPECT_GT(n, 0);
 }
 
 }  // namespace
