@@ -96,6 +96,8 @@ Result<std::unique_ptr<http::Server>> StartServer(
   opts.threads = static_cast<int>(s.http.threads);
   opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
+  opts.tls_cert_file = s.http.tls_cert;
+  opts.tls_key_file = s.http.tls_key;
   auto server = std::make_unique<http::Server>(opts);
   // The request guard first, then who is calling and whether their role allows the route; every
   // request, refused or not, is counted once answered.
@@ -526,8 +528,10 @@ int RunServe(const Settings& settings) {
   (void)ParseHostPort(s.listen, &host, &port);
   port = svc.servers.front()->port();
   {
-    nlohmann::ordered_json j = {
-        {"pid", ::getpid()}, {"listen", host + ":" + std::to_string(port)}, {"port", port}};
+    nlohmann::ordered_json j = {{"pid", ::getpid()},
+                                {"listen", host + ":" + std::to_string(port)},
+                                {"port", port},
+                                {"scheme", s.http.tls_cert.empty() ? "http" : "https"}};
     std::string path = s.data_dir + "/serve.json";
     std::string tmp = path + ".tmp";
     std::ofstream(tmp) << DumpJson(j) << "\n";

@@ -53,6 +53,13 @@ Status ApplyEnvironment(const std::function<std::optional<std::string>(const cha
     }
     s->log_level = *v;
   }
+  if (auto v = getenv("CORTEX_TLS_CERT")) s->http.tls_cert = *v;
+  if (auto v = getenv("CORTEX_TLS_KEY")) s->http.tls_key = *v;
+  if (s->http.tls_cert.empty() != s->http.tls_key.empty()) {
+    return InvalidArgumentError(
+        "http.tls_cert and http.tls_key (CORTEX_TLS_CERT, CORTEX_TLS_KEY) go together: set both "
+        "for HTTPS, or neither");
+  }
   if (auto v = getenv("CORTEX_LOG_FORMAT")) {
     log::Format f;
     if (!log::ParseFormat(*v, &f))

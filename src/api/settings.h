@@ -22,9 +22,13 @@ struct HttpSettings {
   std::vector<std::string> allowed_hosts;
   // Web origins (scheme://host[:port]) whose pages may call the API; "*" = any.
   std::vector<std::string> allowed_origins;
+  // HTTPS on every port when both are set (PEM files; env CORTEX_TLS_CERT, CORTEX_TLS_KEY).
+  std::string tls_cert, tls_key;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("threads", s.threads, {.min = 2, .max = 4096});
+    v.Field("tls_cert", s.tls_cert);
+    v.Field("tls_key", s.tls_key);
     v.Field("keep_alive_seconds", s.keep_alive_seconds, {.min = 0, .max = 3600});
     v.Field("max_body_bytes", s.max_body_bytes, {.min = 1024});
     v.Field("allowed_hosts", s.allowed_hosts);

@@ -94,6 +94,7 @@ std::string PathSegment(std::string_view s) { return http::UrlEncode(s); }
 
 http::ClientOptions ClientOptionsWithToken(const Context& ctx, http::ClientOptions options) {
   if (!ctx.token.empty()) options.headers.emplace("Authorization", "Bearer " + ctx.token);
+  if (!ctx.ca_file.empty()) options.ca_file = ctx.ca_file;
   return options;
 }
 

@@ -15,6 +15,7 @@ namespace cortex::cli {
 struct Context {
   std::string server;
   std::string token;         // sent as Authorization: Bearer ("" = none)
+  std::string ca_file;       // https:// servers: the CA certificates to trust ("" = the system's)
   std::string context_name;  // --context / CORTEX_CONTEXT ("" = the file's current one)
   int exit_code = 0;
 };

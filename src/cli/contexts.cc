@@ -78,6 +78,7 @@ Result<ContextsFile> LoadContexts(const fs::path& path) {
       CORTEX_ASSIGN_OR_RETURN(e.server, StringField(path, *value, "server"));
       CORTEX_ASSIGN_OR_RETURN(e.token, StringField(path, *value, "token"));
       CORTEX_ASSIGN_OR_RETURN(e.token_file, StringField(path, *value, "token_file"));
+      CORTEX_ASSIGN_OR_RETURN(e.ca_file, StringField(path, *value, "ca_file"));
       out.contexts[key->scalar()] = std::move(e);
     }
   }
@@ -93,6 +94,7 @@ Status SaveContexts(const fs::path& path, const ContextsFile& file) {
     j["server"] = e.server;
     if (!e.token.empty()) j["token"] = e.token;
     if (!e.token_file.empty()) j["token_file"] = e.token_file;
+    if (!e.ca_file.empty()) j["ca_file"] = e.ca_file;
     contexts[name] = std::move(j);
   }
   root["contexts"] = std::move(contexts);
@@ -130,6 +132,7 @@ Status ResolveContext(Context& ctx) {
   if (ctx.server.empty()) ctx.server = env("CORTEX_SERVER");
   if (ctx.token.empty()) ctx.token = env("CORTEX_TOKEN");
   if (ctx.context_name.empty()) ctx.context_name = env("CORTEX_CONTEXT");
+  if (ctx.ca_file.empty()) ctx.ca_file = env("CORTEX_CA_CERT");
   const bool need_file = ctx.server.empty() || ctx.token.empty() || !ctx.context_name.empty();
   if (need_file) {
     const fs::path path = ContextsPath();
@@ -144,6 +147,7 @@ Status ResolveContext(Context& ctx) {
       ctx.context_name = name;
       const ContextEntry& e = it->second;
       if (ctx.server.empty()) ctx.server = e.server;
+      if (ctx.ca_file.empty()) ctx.ca_file = e.ca_file;
       if (ctx.token.empty() && !e.token.empty()) ctx.token = e.token;
       if (ctx.token.empty() && !e.token_file.empty()) {
         std::ifstream in(e.token_file);

@@ -21,6 +21,7 @@ struct ContextEntry {
   std::string server;
   std::string token;       // the key itself, or
   std::string token_file;  // a file holding it (first line)
+  std::string ca_file;     // https:// servers: the CA certificates (PEM) to trust
 };
 
 struct ContextsFile {
@@ -39,7 +40,8 @@ Status SaveContexts(const std::filesystem::path& path, const ContextsFile& file)
 
 // Fills ctx.server and ctx.token: --server (already in ctx.server), else CORTEX_SERVER, else the
 // context's server (ctx.context_name, else CORTEX_CONTEXT, else the file's current one), else
-// http://127.0.0.1:8080; CORTEX_TOKEN, else the context's token or token_file. A context named
+// http://127.0.0.1:8080; CORTEX_TOKEN, else the context's token or token_file; CORTEX_CA_CERT,
+// else the context's ca_file. A context named
 // but not in the file, or a token_file that cannot be read, is an error.
 Status ResolveContext(Context& ctx);
 

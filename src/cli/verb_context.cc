@@ -35,7 +35,7 @@ int EditContexts(const std::function<Status(ContextsFile&)>& change) {
 }
 
 struct SetOptions {
-  std::string name, server, token, token_file;
+  std::string name, server, token, token_file, ca_file;
   bool use = false;
 };
 
@@ -60,6 +60,8 @@ void AddContextCommand(CLI::App& app, Context& ctx) {
   auto* token = set_cmd->add_option("--token", set->token, "Its API key (stored in the file)");
   set_cmd->add_option("--token-file", set->token_file, "A file holding its API key")
       ->excludes(token);
+  set_cmd->add_option("--ca-file", set->ca_file,
+                      "https:// servers: the CA certificates (PEM) to trust");
   set_cmd->add_flag("--use", set->use, "Make it the current context");
   set_cmd->callback([&ctx, set] {
     ctx.exit_code = EditContexts([&](ContextsFile& f) {
@@ -69,7 +71,7 @@ void AddContextCommand(CLI::App& app, Context& ctx) {
       if (set->server.rfind("http://", 0) != 0 && set->server.rfind("https://", 0) != 0) {
         return InvalidArgumentError("--server must be an http:// or https:// URL");
       }
-      f.contexts[set->name] = {set->server, set->token, set->token_file};
+      f.contexts[set->name] = {set->server, set->token, set->token_file, set->ca_file};
       if (set->use || f.current.empty()) f.current = set->name;
       return Status::Ok();
     });

@@ -102,6 +102,9 @@ struct ServerOptions {
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
   size_t max_body_bytes = 8u << 20;
+  // TLS: when both are set (PEM files), the server speaks HTTPS only. A file that cannot be
+  // read or a key that does not match the certificate fails Start() with a clear error.
+  std::string tls_cert_file, tls_key_file;
 };
 
 // A registered route: its method and pattern ("/workflows/{id}").
@@ -168,6 +171,9 @@ struct ClientOptions {
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds read_timeout{30000};
   Headers headers;  // sent with every request (e.g. Authorization)
+  // https:// URLs: the CA certificates (PEM) the server's certificate must chain to; "" = the
+  // system's. The certificate is always verified.
+  std::string ca_file;
 };
 
 struct ClientResponse {

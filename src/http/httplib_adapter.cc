@@ -285,7 +285,14 @@ class SinkSseWriter final : public SseWriter {
 
 class Server::Impl {
  public:
-  explicit Impl(ServerOptions options) : options_(std::move(options)), port_(options_.port) {}
+  explicit Impl(ServerOptions options) : options_(std::move(options)), port_(options_.port) {
+    if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+      server_ = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
+                                                     options_.tls_key_file.c_str());
+    } else {
+      server_ = std::make_unique<httplib::Server>();
+    }
+  }
   ~Impl() { Stop(); }
 
   void Handle(std::string method, std::string pattern, Handler handler) {
@@ -311,11 +318,17 @@ class Server::Impl {
     }
 
     const std::string address = options_.host + ":" + std::to_string(options_.port);
+    if (!server_->is_valid()) {
+      return InvalidArgumentError(
+          "cannot serve TLS on " + address + ": the certificate (" + options_.tls_cert_file +
+          ") or key (" + options_.tls_key_file +
+          ") cannot be read, is not PEM, or the key does not match the certificate");
+    }
     errno = 0;
     int port = -1;
     if (options_.port == 0) {
-      port = server_.bind_to_any_port(options_.host);
-    } else if (server_.bind_to_port(options_.host, options_.port)) {
+      port = server_->bind_to_any_port(options_.host);
+    } else if (server_->bind_to_port(options_.host, options_.port)) {
       port = options_.port;
     }
     if (port < 0) {
@@ -332,7 +345,7 @@ class Server::Impl {
     }
 
     thread_ = std::thread([this] {
-      if (!server_.listen_after_bind()) LogLine("accept loop ended with an error");
+      if (!server_->listen_after_bind()) LogLine("accept loop ended with an error");
       std::lock_guard ready_lock(ready_mu_);
       listen_ended_ = true;
       ready_cv_.notify_all();
@@ -355,7 +368,7 @@ class Server::Impl {
     // end, which frees their workers.
     stopping_ = true;
     if (thread_.joinable()) {
-      server_.stop();  // closes the listening socket; the accept loop ends and joins the workers
+      server_->stop();  // closes the listening socket; the accept loop ends and joins the workers
       thread_.join();
     }
   }
@@ -363,7 +376,7 @@ class Server::Impl {
  private:
   void Configure() {
     const size_t threads = static_cast<size_t>(std::max(1, options_.threads));
-    server_.new_task_queue = [this, threads]() -> httplib::TaskQueue* {
+    server_->new_task_queue = [this, threads]() -> httplib::TaskQueue* {
       auto* pool = new WorkerPool(threads, threads * kMaxPendingConnectionsPerWorker);
       std::lock_guard ready_lock(ready_mu_);
       listening_ = true;
@@ -371,18 +384,18 @@ class Server::Impl {
       return pool;
     };
     // Small request/response exchanges: Nagle's algorithm costs ~100x in throughput here.
-    server_.set_tcp_nodelay(true);
-    server_.set_socket_options([this](socket_t sock) {
+    server_->set_tcp_nodelay(true);
+    server_->set_socket_options([this](socket_t sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
       listen_socket_ = sock;  // the last socket tried is the one that gets bound
     });
-    server_.set_keep_alive_max_count(
+    server_->set_keep_alive_max_count(
         static_cast<size_t>(std::max(1, options_.keep_alive_max_count)));
-    server_.set_keep_alive_timeout(static_cast<time_t>(options_.keep_alive_timeout.count()));
-    server_.set_read_timeout(options_.read_timeout);
-    server_.set_write_timeout(options_.write_timeout);
-    server_.set_payload_max_length(options_.max_body_bytes);
+    server_->set_keep_alive_timeout(static_cast<time_t>(options_.keep_alive_timeout.count()));
+    server_->set_read_timeout(options_.read_timeout);
+    server_->set_write_timeout(options_.write_timeout);
+    server_->set_payload_max_length(options_.max_body_bytes);
 
     auto without_body = [this](const httplib::Request& req, httplib::Response& res) {
       Serve(req, res, nullptr);
@@ -390,16 +403,16 @@ class Server::Impl {
     auto with_body = [this](const httplib::Request& req, httplib::Response& res,
                             const httplib::ContentReader& reader) { Serve(req, res, &reader); };
     // GET also answers HEAD in httplib; the router maps HEAD to the GET route.
-    server_.Get(kAnyPath, without_body);
-    server_.Options(kAnyPath, without_body);
-    server_.Post(kAnyPath, with_body);
-    server_.Put(kAnyPath, with_body);
-    server_.Patch(kAnyPath, with_body);
-    server_.Delete(kAnyPath, with_body);
+    server_->Get(kAnyPath, without_body);
+    server_->Options(kAnyPath, without_body);
+    server_->Post(kAnyPath, with_body);
+    server_->Put(kAnyPath, with_body);
+    server_->Patch(kAnyPath, with_body);
+    server_->Delete(kAnyPath, with_body);
 
     // Statuses httplib answers by itself (400, 413, 414, 404 for methods we do not route, ...)
     // get our JSON body. Our own answers already carry a Content-Type and are left alone.
-    server_.set_error_handler(httplib::Server::HandlerWithResponse(
+    server_->set_error_handler(httplib::Server::HandlerWithResponse(
         [](const httplib::Request& req, httplib::Response& res) {
           if (res.has_header("Content-Type") || res.content_provider_) {
             return httplib::Server::HandlerResponse::Unhandled;
@@ -410,7 +423,7 @@ class Server::Impl {
           return httplib::Server::HandlerResponse::Handled;
         }));
     // The backstop for anything that escapes Serve's own handling.
-    server_.set_exception_handler(
+    server_->set_exception_handler(
         [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
           std::string what = "unknown exception";
           try {
@@ -569,8 +582,8 @@ class Server::Impl {
  private:
   const ServerOptions options_;
   Router router_;
-  Filter filter_;  // frozen once serving starts, like the router
-  httplib::Server server_;
+  Filter filter_;                            // frozen once serving starts, like the router
+  std::unique_ptr<httplib::Server> server_;  // an SSLServer with TLS
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> port_;
@@ -769,12 +782,17 @@ class Client::Impl {
     std::signal(SIGPIPE, SIG_IGN);
 
     std::string_view url = base_url_;
-    constexpr std::string_view kScheme = "http://";
-    if (url.substr(0, kScheme.size()) != kScheme) {
+    std::string_view scheme;
+    for (std::string_view candidate : {"http://", "https://"}) {
+      if (url.substr(0, candidate.size()) == candidate) scheme = candidate;
+    }
+    if (scheme.empty()) {
       config_error_ = InvalidArgumentError("unsupported base URL \"" + base_url_ +
-                                           "\": only http://host[:port] is supported");
+                                           "\": only http://host[:port] and https://host[:port]");
       return;
     }
+    const bool tls = scheme == "https://";
+    const std::string_view kScheme = scheme;
     url.remove_prefix(kScheme.size());
     while (!url.empty() && url.back() == '/') url.remove_suffix(1);
     std::string host;
@@ -790,7 +808,7 @@ class Client::Impl {
       host = url.substr(0, colon);
       if (colon != std::string_view::npos) port_text = url.substr(colon + 1);
     }
-    int port = 80;
+    int port = tls ? 443 : 80;
     if (!port_text.empty()) {
       port = 0;
       for (char c : port_text) {
@@ -803,10 +821,18 @@ class Client::Impl {
     }
     if (host.empty() || host.find('/') != std::string::npos || port <= 0 || port > 65535) {
       config_error_ = InvalidArgumentError("invalid base URL \"" + base_url_ +
-                                           "\": expected http://host[:port]");
+                                           "\": expected http(s)://host[:port]");
       return;
     }
-    client_ = std::make_unique<httplib::Client>(host, port);
+    if (tls) {
+      const std::string bracketed = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+      client_ =
+          std::make_unique<httplib::Client>("https://" + bracketed + ":" + std::to_string(port));
+      client_->enable_server_certificate_verification(true);
+      if (!options.ca_file.empty()) client_->set_ca_cert_path(options.ca_file.c_str());
+    } else {
+      client_ = std::make_unique<httplib::Client>(host, port);
+    }
     client_->set_connection_timeout(options.connect_timeout);
     client_->set_read_timeout(options.read_timeout);
     client_->set_write_timeout(options.read_timeout);

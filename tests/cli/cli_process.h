@@ -43,8 +43,8 @@ class CliProcess {
     std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
       bool own = false;
-      for (const char* name :
-           {"CORTEX_SERVER=", "CORTEX_TOKEN=", "CORTEX_CONTEXT=", "CORTEX_CONTEXTS="}) {
+      for (const char* name : {"CORTEX_SERVER=", "CORTEX_TOKEN=", "CORTEX_CONTEXT=",
+                               "CORTEX_CONTEXTS=", "CORTEX_CA_CERT="}) {
         own = own || std::strncmp(*e, name, std::strlen(name)) == 0;
       }
       if (!own) env_strings.emplace_back(*e);

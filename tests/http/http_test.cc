@@ -317,7 +317,7 @@ TEST_F(ServerTest, StopIsIdempotentAndStartTwiceFails) {
   EXPECT_EQ(server_->Start().code(), StatusCode::kFailedPrecondition);
   server_->Stop();
   server_->Stop();
-  Client client(BaseUrl(), ClientOptions{milliseconds(500), milliseconds(500), {}});
+  Client client(BaseUrl(), ClientOptions{milliseconds(500), milliseconds(500), {}, ""});
   auto response = client.Get("/echo");
   ASSERT_FALSE(response.ok());
   EXPECT_EQ(response.status().code(), StatusCode::kUnavailable);
@@ -476,9 +476,10 @@ TEST_F(ServerTest, FortyConcurrentKeepAliveClientsAreServed) {
 }
 
 TEST(ClientTest, BadBaseUrlIsInvalidArgument) {
-  Client client("https://example.invalid");
-  auto response = client.Get("/");
-  EXPECT_EQ(response.status().code(), StatusCode::kInvalidArgument);
+  for (const char* bad : {"ftp://example.invalid", "example.com:80", "https://h:99999"}) {
+    Client client(bad);
+    EXPECT_EQ(client.Get("/").status().code(), StatusCode::kInvalidArgument) << bad;
+  }
   Client no_host("http://:80");
   EXPECT_EQ(no_host.Get("/").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(no_host.Stream("/", [](const SseEvent&) { return true; }).code(),
