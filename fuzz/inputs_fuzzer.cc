@@ -6,8 +6,15 @@
 //   2: request headers (one "Name: value" a line) through the gateway's request guard and the
 //      access control's authentication (Authorization: Bearer, against a store with one key).
 //   3: an archive (tar::Read, as `cortex restore` reads one): entries come out checked, or an
-//      error.
+//      error;
+//   4: a bearer token through the JWT verifier (RS256 and ES256 keys made at start): never
+//      accepted, since the fuzzer cannot sign.
 // Whatever happens must end in a value or an error: never a crash, a hang or a throw.
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +27,7 @@
 
 #include "agent/runner.h"
 #include "api/auth.h"
+#include "api/jwt.h"
 #include "api/request_guard.h"
 #include "common/json.h"
 #include "common/tar.h"
@@ -122,7 +130,7 @@ cortex::api::AccessControl& Access() {
     if (!cortex::api::CreateApiKey(*s, "fuzz", cortex::api::Role::kViewer).ok()) std::abort();
     return s;
   }();
-  static cortex::api::AccessControl access(*store, cortex::api::AuthOptions{true, 0, 0});
+  static cortex::api::AccessControl access(*store, cortex::api::AuthOptions{true, 0, 0, nullptr});
   return access;
 }
 
@@ -166,12 +174,49 @@ void Archive(std::string_view in) {
       [](const cortex::tar::Entry&, std::string_view) { return cortex::Status::Ok(); });
 }
 
+// A verifier over a JWKS of one fresh EC P-256 key.
+const cortex::api::JwtVerifier& Verifier() {
+  static std::unique_ptr<cortex::api::JwtVerifier> v = [] {
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    auto coord = [&](const char* name) {
+      BIGNUM* bn = nullptr;
+      EVP_PKEY_get_bn_param(key, name, &bn);
+      std::string out(32, '\0');
+      BN_bn2binpad(bn, reinterpret_cast<unsigned char*>(out.data()), 32);
+      BN_free(bn);
+      return cortex::api::Base64UrlEncode(out);
+    };
+    Json jwks = {{"keys",
+                  {{{"kty", "EC"},
+                    {"crv", "P-256"},
+                    {"kid", "k"},
+                    {"x", coord(OSSL_PKEY_PARAM_EC_PUB_X)},
+                    {"y", coord(OSSL_PKEY_PARAM_EC_PUB_Y)}}}}};
+    EVP_PKEY_free(key);
+    auto made = cortex::api::JwtVerifier::Create({"i", "a", "cortex_role", 60}, jwks.dump());
+    if (!made.ok()) std::abort();
+    return std::move(made).value();
+  }();
+  return *v;
+}
+
+void Token(std::string_view in) {
+  // As sent, and with the fuzz bytes as a JWT's three parts (so the parsers past the shape run).
+  if (Verifier().Verify(in, 1800000000).ok()) std::abort();
+  size_t a = in.size() / 3, b = 2 * in.size() / 3;
+  std::string token = cortex::api::Base64UrlEncode(in.substr(0, a)) + "." +
+                      cortex::api::Base64UrlEncode(in.substr(a, b - a)) + "." +
+                      cortex::api::Base64UrlEncode(in.substr(b));
+  if (Verifier().Verify(token, 1800000000).ok()) std::abort();
+  (void)cortex::api::Base64UrlDecode(in);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0:
       Sse(in);
       break;
@@ -181,8 +226,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2:
       Headers(in);
       break;
-    default:
+    case 3:
       Archive(in);
+      break;
+    default:
+      Token(in);
       break;
   }
   return 0;

@@ -262,6 +262,13 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
   }
   std::string_view secret = value.substr(7);
   while (!secret.empty() && secret.front() == ' ') secret.remove_prefix(1);
+  if (options_.jwt && LooksLikeJwt(secret)) {
+    CORTEX_ASSIGN_OR_RETURN(JwtIdentity jwt, options_.jwt->Verify(secret, exec::NowMs() / 1000));
+    who.key_id = "jwt:" + jwt.subject;
+    who.name = jwt.subject;
+    who.role = *ParseRole(jwt.role);
+    return who;
+  }
   if (secret.empty() || secret.size() > 512)
     return UnauthenticatedError("the API key is not valid");
   CORTEX_ASSIGN_OR_RETURN(auto key, store_.FindApiKeyByHash(HashApiKey(secret)));

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/jwt.h"
 #include "common/status.h"
 #include "http/http.h"
 #include "store/store.h"
@@ -53,6 +54,8 @@ struct AuthOptions {
   // address for calls without a key; 0 = no limit. Past it: 429 with Retry-After.
   double rate_per_second = 0;
   double burst = 0;  // 0 = one second's worth
+  // Bearer tokens that are JWTs are checked by this (none: only API keys).
+  std::shared_ptr<const JwtVerifier> jwt;
 };
 
 // The caller of a request, once authenticated.

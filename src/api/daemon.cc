@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "api/agent_actions.h"
 #include "api/agent_routes.h"
@@ -65,6 +66,22 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
   o.enabled = s.auth.mode == "on" || (s.auth.mode == "auto" && !open.empty());
   o.rate_per_second = s.auth.rate_limit;
   o.burst = s.auth.rate_burst;
+  if (!s.auth.jwt.issuer.empty()) {
+    std::ifstream in(s.auth.jwt.jwks_file);
+    std::stringstream jwks;
+    jwks << in.rdbuf();
+    if (!in) {
+      return FailedPreconditionError("auth.jwt.jwks_file: cannot read '" + s.auth.jwt.jwks_file +
+                                     "'");
+    }
+    JwtOptions jo{s.auth.jwt.issuer, s.auth.jwt.audience, s.auth.jwt.role_claim,
+                  s.auth.jwt.leeway_seconds};
+    auto verifier = JwtVerifier::Create(jo, jwks.str());
+    if (!verifier.ok()) {
+      return FailedPreconditionError("auth.jwt: " + verifier.status().message());
+    }
+    o.jwt = std::move(verifier).value();
+  }
   if (!o.enabled && !open.empty() && !s.auth.allow_open) {
     return FailedPreconditionError(
         "auth.mode is off and the server listens on " + open.front() +
@@ -73,7 +90,8 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
   }
   if (o.enabled) {
     CORTEX_ASSIGN_OR_RETURN(auto keys, state.ListApiKeys());
-    bool usable = std::any_of(keys.begin(), keys.end(),
+    bool usable = o.jwt != nullptr ||
+                  std::any_of(keys.begin(), keys.end(),
                               [](const store::ApiKeyRecord& k) { return k.revoked_ms == 0; });
     if (!usable) {
       return FailedPreconditionError(

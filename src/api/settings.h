@@ -178,6 +178,22 @@ struct LlmSettings {
   }
 };
 
+// JWTs from an external identity provider (api/jwt.h).
+struct JwtSettings {
+  std::string issuer, audience;
+  std::string jwks_file;  // the provider's JSON Web Key Set, saved to a file
+  std::string role_claim = "cortex_role";
+  int64_t leeway_seconds = 60;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("issuer", s.issuer);
+    v.Field("audience", s.audience);
+    v.Field("jwks_file", s.jwks_file);
+    v.Field("role_claim", s.role_claim);
+    v.Field("leeway_seconds", s.leeway_seconds, {.min = 0, .max = 3600});
+  }
+};
+
 struct AuthSettings {
   // auto: on unless every port listens on loopback; on; off (only allowed on loopback, or with
   // `allow_open: true` for a network that is trusted by other means).
@@ -185,9 +201,11 @@ struct AuthSettings {
   bool allow_open = false;
   double rate_limit = 0;  // requests a second per key (or remote address); 0 = none
   double rate_burst = 0;  // the bucket's size; 0 = one second's worth
+  JwtSettings jwt;        // off unless jwt.issuer is set
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("mode", s.mode, {.one_of = {"auto", "on", "off"}});
+    v.Field("jwt", s.jwt);
     v.Field("allow_open", s.allow_open);
     v.Field("rate_limit", s.rate_limit, {.min = 0});
     v.Field("rate_burst", s.rate_burst, {.min = 0});

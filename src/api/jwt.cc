@@ -1,0 +1,274 @@
+#include "api/jwt.h"
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+
+#include <algorithm>
+
+#include "common/json.h"
+
+namespace cortex::api {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxTokenBytes = 16384;
+
+int RoleRank(std::string_view role) {
+  return role == "viewer" ? 1 : role == "operator" ? 2 : role == "admin" ? 3 : 0;
+}
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+// An EVP_PKEY from parameters built by `fill`.
+Pkey FromData(const char* type, const std::function<bool(OSSL_PARAM_BLD*)>& fill) {
+  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM* params = nullptr;
+  EVP_PKEY_CTX* ctx = nullptr;
+  EVP_PKEY* key = nullptr;
+  if (bld && fill(bld) && (params = OSSL_PARAM_BLD_to_param(bld)) &&
+      (ctx = EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr)) &&
+      EVP_PKEY_fromdata_init(ctx) == 1) {
+    if (EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1) key = nullptr;
+  }
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  return Pkey(key);
+}
+
+std::string Field(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+}  // namespace
+
+struct JwtVerifier::Key {
+  std::string kid;
+  std::string alg;  // RS256 | ES256
+  Pkey pkey;
+};
+
+std::optional<std::string> Base64UrlDecode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '-'             ? 62
+            : c == '_'             ? 63
+                                   : -1;
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  if (bits >= 6) return std::nullopt;  // a lone last character
+  return out;
+}
+
+std::string Base64UrlEncode(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((in.size() * 4 + 2) / 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kAlphabet[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0) out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
+  return out;
+}
+
+bool LooksLikeJwt(std::string_view token) {
+  return token.size() > 10 && token.size() <= kMaxTokenBytes &&
+         std::count(token.begin(), token.end(), '.') == 2 && token.rfind("eyJ", 0) == 0;
+}
+
+JwtVerifier::JwtVerifier(JwtOptions options, std::vector<std::unique_ptr<Key>> keys)
+    : options_(std::move(options)), keys_(std::move(keys)) {}
+JwtVerifier::~JwtVerifier() = default;
+
+Result<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(JwtOptions options,
+                                                         std::string_view jwks_json) {
+  if (options.issuer.empty() || options.audience.empty()) {
+    return InvalidArgumentError("auth.jwt needs an issuer and an audience");
+  }
+  Json jwks = Json::parse(jwks_json, nullptr, false);
+  if (!jwks.is_object() || !jwks.contains("keys") || !jwks["keys"].is_array()) {
+    return InvalidArgumentError("the JWKS must be a JSON object with a \"keys\" array");
+  }
+  std::vector<std::unique_ptr<Key>> keys;
+  for (const Json& k : jwks["keys"]) {
+    if (!k.is_object()) continue;
+    const std::string use = Field(k, "use");
+    if (!use.empty() && use != "sig") continue;
+    auto key = std::make_unique<Key>();
+    key->kid = Field(k, "kid");
+    const std::string kty = Field(k, "kty");
+    if (kty == "RSA") {
+      auto n = Base64UrlDecode(Field(k, "n"));
+      auto e = Base64UrlDecode(Field(k, "e"));
+      if (!n || !e || n->empty() || e->empty() || n->size() < 256) continue;  // >= 2048 bits
+      key->alg = "RS256";
+      BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()),
+                               static_cast<int>(n->size()), nullptr);
+      BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()),
+                               static_cast<int>(e->size()), nullptr);
+      key->pkey = FromData("RSA", [&](OSSL_PARAM_BLD* b) {
+        return bn_n && bn_e && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, bn_n) &&
+               OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, bn_e);
+      });
+      BN_free(bn_n);
+      BN_free(bn_e);
+    } else if (kty == "EC" && Field(k, "crv") == "P-256") {
+      auto x = Base64UrlDecode(Field(k, "x"));
+      auto y = Base64UrlDecode(Field(k, "y"));
+      if (!x || !y || x->size() != 32 || y->size() != 32) continue;
+      key->alg = "ES256";
+      std::string point = "\x04" + *x + *y;
+      key->pkey = FromData("EC", [&](OSSL_PARAM_BLD* b) {
+        return OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
+               OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point.data(),
+                                                point.size());
+      });
+    }
+    const std::string alg = Field(k, "alg");
+    if (key->pkey && (alg.empty() || alg == key->alg)) keys.push_back(std::move(key));
+  }
+  if (keys.empty()) {
+    return InvalidArgumentError(
+        "the JWKS has no usable key (RSA of 2048 bits or more for RS256, or EC P-256 for ES256)");
+  }
+  return std::unique_ptr<JwtVerifier>(new JwtVerifier(std::move(options), std::move(keys)));
+}
+
+Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now) const {
+  auto bad = [](const std::string& why) { return UnauthenticatedError("the JWT " + why); };
+  if (token.size() > kMaxTokenBytes) return bad("is too long");
+  size_t d1 = token.find('.'), d2 = token.find('.', d1 + 1);
+  if (d1 == std::string_view::npos || d2 == std::string_view::npos ||
+      token.find('.', d2 + 1) != std::string_view::npos) {
+    return bad("is not three base64url parts");
+  }
+  auto header_text = Base64UrlDecode(token.substr(0, d1));
+  auto payload_text = Base64UrlDecode(token.substr(d1 + 1, d2 - d1 - 1));
+  auto sig = Base64UrlDecode(token.substr(d2 + 1));
+  if (!header_text || !payload_text || !sig) return bad("is not base64url");
+  Json header = Json::parse(*header_text, nullptr, false);
+  Json claims = Json::parse(*payload_text, nullptr, false);
+  if (!header.is_object() || !claims.is_object()) return bad("header or claims are not JSON");
+  const std::string alg = Field(header, "alg");
+  if (alg != "RS256" && alg != "ES256") {
+    return bad("is signed with '" + ToValidUtf8(alg.substr(0, 20)) +
+               "'; only RS256 and ES256 are accepted");
+  }
+  const std::string kid = Field(header, "kid");
+  // The signature: with the key named by kid, else any key of that algorithm.
+  std::string der;
+  std::string_view signature = *sig;
+  if (alg == "ES256") {
+    if (sig->size() != 64) return bad("has an ES256 signature of the wrong size");
+    ECDSA_SIG* es = ECDSA_SIG_new();
+    BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig->data()), 32, nullptr);
+    BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(sig->data()) + 32, 32, nullptr);
+    if (!es || !r || !s || ECDSA_SIG_set0(es, r, s) != 1) {
+      BN_free(r);
+      BN_free(s);
+      ECDSA_SIG_free(es);
+      return bad("has a malformed ES256 signature");
+    }
+    unsigned char* out = nullptr;
+    int n = i2d_ECDSA_SIG(es, &out);
+    if (n > 0) der.assign(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+    OPENSSL_free(out);
+    ECDSA_SIG_free(es);
+    signature = der;
+  }
+  const std::string_view signed_part = token.substr(0, d2);
+  bool verified = false, any_key = false;
+  for (const auto& key : keys_) {
+    if (key->alg != alg || (!kid.empty() && !key->kid.empty() && key->kid != kid)) continue;
+    any_key = true;
+    EVP_MD_CTX* md = EVP_MD_CTX_new();
+    verified =
+        md && EVP_DigestVerifyInit(md, nullptr, EVP_sha256(), nullptr, key->pkey.get()) == 1 &&
+        EVP_DigestVerify(
+            md, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+            reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size()) == 1;
+    EVP_MD_CTX_free(md);
+    if (verified) break;
+  }
+  if (!any_key)
+    return bad("names a key (kid '" + ToValidUtf8(kid.substr(0, 64)) + "') not in the JWKS");
+  if (!verified) return bad("signature does not verify");
+  // The claims.
+  if (Field(claims, "iss") != options_.issuer) return bad("is from another issuer");
+  bool audience = false;
+  if (auto aud = claims.find("aud"); aud != claims.end()) {
+    if (aud->is_string()) audience = *aud == options_.audience;
+    if (aud->is_array()) {
+      for (const auto& a : *aud) audience = audience || (a.is_string() && a == options_.audience);
+    }
+  }
+  if (!audience) return bad("is for another audience");
+  auto number = [&](const char* key) -> std::optional<int64_t> {
+    auto it = claims.find(key);
+    if (it == claims.end() || !it->is_number()) return std::nullopt;
+    return static_cast<int64_t>(it->get<double>());
+  };
+  auto exp = number("exp");
+  if (!exp) return bad("has no expiry (exp)");
+  if (now > *exp + options_.leeway_seconds) return bad("has expired");
+  if (auto nbf = number("nbf"); nbf && now + options_.leeway_seconds < *nbf) {
+    return bad("is not valid yet (nbf)");
+  }
+  // The role: the claim at the dotted path; an array gives its highest role.
+  const Json* at = &claims;
+  std::string_view path = options_.role_claim;
+  while (at && !path.empty()) {
+    size_t dot = path.find('.');
+    std::string part(path.substr(0, dot));
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+    auto it = at->is_object() ? at->find(part) : at->end();
+    at = at->is_object() && it != at->end() ? &*it : nullptr;
+  }
+  std::string role;
+  if (at && at->is_string()) role = at->get<std::string>();
+  if (at && at->is_array()) {
+    for (const auto& r : *at) {
+      if (r.is_string() && RoleRank(r.get<std::string>()) > RoleRank(role)) role = r;
+    }
+  }
+  if (RoleRank(role) == 0) {
+    return UnauthenticatedError("the JWT's " + options_.role_claim +
+                                " claim gives no Cortex role (viewer, operator or admin)");
+  }
+  JwtIdentity id;
+  id.subject = ToValidUtf8(Field(claims, "sub").substr(0, 200));
+  id.role = role;
+  id.expires = *exp;
+  return id;
+}
+
+}  // namespace cortex::api
