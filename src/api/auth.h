@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "api/jwt.h"
@@ -77,8 +78,13 @@ class AccessControl {
   http::Filter MakeFilter(const http::Server& server, http::Filter next = nullptr);
 
   // Who is calling (Unauthenticated when a key is required and missing, unknown or revoked).
+  // A credential that checked out is remembered for a moment (an API key for 5 s, a JWT for up
+  // to 60 s and never past its expiry), so a busy caller costs one Store read, or one signature
+  // check, per moment rather than per request.
   Result<Identity> Authenticate(const http::Request& request);
   bool enabled() const { return options_.enabled; }
+  // Forgets every remembered credential (a key was revoked through the API).
+  void Forget();
 
  private:
   void Audit(const Identity& who, const http::Request& request, const http::Response& response);
@@ -93,6 +99,14 @@ class AccessControl {
   };
   std::mutex buckets_mu_;
   std::map<std::string, Bucket> buckets_;  // guarded by buckets_mu_
+  struct Remembered {
+    Identity who;
+    int64_t until_ms = 0;
+  };
+  static constexpr size_t kMaxRemembered = 10000;
+  std::mutex remembered_mu_;
+  // By the credential's SHA-256; guarded by remembered_mu_.
+  std::unordered_map<std::string, Remembered> remembered_;
 };
 
 // Admin routes of access control: GET|POST /auth/keys, DELETE /auth/keys/{id}, GET /auth/whoami,

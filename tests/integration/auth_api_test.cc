@@ -212,6 +212,30 @@ TEST_F(AuthApi, HostileCredentialsAndKeyNamesGetClearErrors) {
   EXPECT_THAT(listed.out, Not(HasSubstr("bad"))) << "nothing half-made";
 }
 
+TEST_F(AuthApi, ARevokedKeyIsRefusedAtOnceThroughTheApiAndSoonFromTheCli) {
+  // Both keys are used first, so the server remembers them.
+  std::string api_id, cli_id;
+  std::string by_api = CreateKey(daemon_->data_dir(), "soon-gone", "viewer", &api_id);
+  std::string by_cli = CreateKey(daemon_->data_dir(), "also-gone", "viewer", &cli_id);
+  for (const auto& k : {by_api, by_cli}) {
+    EXPECT_EQ(Call("GET", "/registry/manifests", k), 200);
+  }
+  // `cortex auth revoke-key` writes the Store from another process: the server still remembers
+  // the key for a moment, then refuses it.
+  CliResult r = RunCli({"auth", "--data-dir", daemon_->data_dir().string(), "revoke-key", cli_id});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(WaitFor([&] { return Call("GET", "/registry/manifests", by_cli) == 401; },
+                      std::chrono::seconds(10)));
+  // Through the API: refused at once.
+  EXPECT_EQ(Call("GET", "/registry/manifests", by_api), 200);
+  http::ClientOptions o;
+  o.headers = As("admin");
+  http::Client admin(daemon_->url(), o);
+  auto revoked = admin.Delete("/auth/keys/" + api_id);
+  ASSERT_TRUE(revoked.ok() && revoked->status == 200);
+  EXPECT_EQ(Call("GET", "/registry/manifests", by_api), 401);
+}
+
 TEST_F(AuthApi, TheCliSendsCortexToken) {
   CliResult no_key = RunCli({"--server", daemon_->url(), "get", "tools"});
   EXPECT_NE(no_key.exit_code, 0) << no_key;

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# auth_bench.sh [CORTEX_BINARY]: what authentication costs, and how exact the rate limit is,
+# at the load of the registry GET bench (http_bench.sh): wrk -t2 -c32 --latency on
+# GET /registry/manifest/Tool/calculator.
+#
+#   1. Cost. One server with authentication off (the baseline), one with it on, in the same run:
+#      the same GET with an API key (a viewer's), and with a JWT (RS256, a key made here by
+#      openssl, its JWKS in a file). Throughput and p99 as ratios to the baseline; then the
+#      baseline again, to show the run's own noise. Goal (issue 13): within 5%.
+#   2. The rate limit under load: a server with auth.rate_limit R and auth.rate_burst B; wrk
+#      hammers it with one key for D seconds. The requests allowed (2xx) against R * D + B.
+#      Goal: within 5%.
+# Prints figures only; never asserts. Every process started here is stopped by PID on exit.
+# Needs wrk, openssl, python3, curl. Env: DURATION (10s), RATE (500), BURST (50).
+set -euo pipefail
+
+CORTEX=${1:-./build/cortex}
+DURATION=${DURATION:-10s}
+RATE=${RATE:-500}
+BURST=${BURST:-50}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+URL_PATH=/registry/manifest/Tool/calculator
+
+die() { echo "auth_bench: $*" >&2; exit 1; }
+[[ -x "$CORTEX" ]] || die "no cortex binary at $CORTEX (build it, or pass its path as \$1)"
+CORTEX=$(cd "$(dirname "$CORTEX")" && pwd)/$(basename "$CORTEX")
+for tool in wrk openssl python3 curl; do
+  command -v $tool >/dev/null || die "$tool is not installed"
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cortex-auth-bench-XXXXXX")
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CONFIG_YAML: a server on its own folders; sets URL to its base URL. (Not in a
+# $(...) subshell: its PID must reach PIDS, so that cleanup stops it.)
+start() {
+  local dir="$TMP/$1"
+  mkdir -p "$dir/manifests" "$dir/data"
+  cp -r "$REPO/examples/manifests/." "$dir/manifests/"
+  printf '%s\n' "$2" >"$dir/cortex.yml"
+  if [[ "$2" == *"mode: on"* ]]; then
+    "$CORTEX" auth --data-dir "$dir/data" -o json create-key bench --role viewer \
+      >"$dir/key.json"
+  fi
+  "$CORTEX" serve --config "$dir/cortex.yml" --manifests "$dir/manifests" --data-dir "$dir/data" \
+    --listen 127.0.0.1:0 --log-level warn >"$dir/serve.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 300); do
+    [[ -s "$dir/data/serve.json" ]] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/serve.log" >&2; die "cortex serve ($1) exited"; }
+    sleep 0.1
+  done
+  local port
+  port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' \
+    "$dir/data/serve.json")
+  URL="http://127.0.0.1:$port"
+}
+
+# An RSA key, its JWKS, and a viewer's RS256 token for an hour (signed by openssl).
+openssl genrsa -out "$TMP/idp.pem" 2048 2>/dev/null
+python3 - "$TMP" <<'EOF'
+import base64, json, subprocess, sys, time
+tmp = sys.argv[1]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+mod = subprocess.run(["openssl", "rsa", "-in", f"{tmp}/idp.pem", "-noout", "-modulus"],
+                     capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+jwks = {"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256",
+                  "n": b64(bytes.fromhex(mod)), "e": "AQAB"}]}
+open(f"{tmp}/jwks.json", "w").write(json.dumps(jwks))
+head = b64(json.dumps({"alg": "RS256", "kid": "bench", "typ": "JWT"}).encode())
+body = b64(json.dumps({"iss": "bench-idp", "aud": "cortex", "sub": "bench",
+                       "exp": int(time.time()) + 3600, "cortex_role": "viewer"}).encode())
+signing = f"{head}.{body}".encode()
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{tmp}/idp.pem"], input=signing,
+                     capture_output=True, check=True).stdout
+open(f"{tmp}/token.jwt", "w").write(f"{head}.{body}.{b64(sig)}")
+EOF
+
+start open "auth: {mode: off}"
+OPEN_URL=$URL
+start auth "auth:
+  mode: on
+  jwt: {issuer: bench-idp, audience: cortex, jwks_file: $TMP/jwks.json}"
+AUTH_URL=$URL
+KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret"])' "$TMP/auth/key.json")
+JWT=$(cat "$TMP/token.jwt")
+
+for check in "$OPEN_URL|" "$AUTH_URL|$KEY" "$AUTH_URL|$JWT"; do
+  url=${check%%|*}
+  token=${check#*|}
+  code=$(curl -s -o /dev/null -w '%{http_code}' ${token:+-H "Authorization: Bearer $token"} \
+    "$url$URL_PATH")
+  [[ "$code" == 200 ]] || die "GET $url$URL_PATH answered $code (token: ${token:0:12}...)"
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' "$AUTH_URL$URL_PATH")
+[[ "$code" == 401 ]] || die "the authenticated server answered $code without a token"
+
+# run LABEL URL [TOKEN]: wrk's requests/s and p99 (ms).
+run() {
+  local out
+  if [[ -n "${3:-}" ]]; then
+    out=$(wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $3" "$2$URL_PATH")
+  else
+    out=$(wrk -t2 -c32 -d"$DURATION" --latency "$2$URL_PATH")
+  fi
+  local rps p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  printf '%-28s %10.0f req/s   p99 %7.2f ms   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+  echo "$rps $p99" >"$TMP/$(tr ' ' _ <<<"$1").fig"
+}
+
+echo "== 1. authentication cost: GET $URL_PATH, wrk -t2 -c32 -d$DURATION =="
+run "no auth" "$OPEN_URL"
+run "API key" "$AUTH_URL" "$KEY"
+run "JWT (RS256)" "$AUTH_URL" "$JWT"
+run "no auth, again" "$OPEN_URL"
+python3 - "$TMP" <<'EOF'
+import sys
+tmp = sys.argv[1]
+fig = lambda n: [float(x) for x in open(f"{tmp}/{n}.fig").read().split()]
+base = [(a + b) / 2 for a, b in zip(fig("no_auth"), fig("no_auth,_again"))]
+noise = abs(fig("no_auth")[0] - fig("no_auth,_again")[0]) / base[0]
+for name in ("API_key", "JWT_(RS256)"):
+    rps, p99 = fig(name)
+    print(f"{name.replace('_', ' '):<12} throughput {rps / base[0]:.3f}x, p99 {p99 / base[1]:.2f}x "
+          f"of no auth (baseline's own run-to-run spread {noise * 100:.1f}%)")
+print("goal: throughput within 5% of no auth (>= 0.95x), API key and JWT")
+EOF
+
+echo
+echo "== 2. the rate limit under load: auth.rate_limit $RATE, auth.rate_burst $BURST, one key =="
+start limit "auth:
+  mode: on
+  rate_limit: $RATE
+  rate_burst: $BURST"
+LIMIT_URL=$URL
+LKEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret"])' "$TMP/limit/key.json")
+out=$(wrk -t2 -c32 -d"$DURATION" -H "Authorization: Bearer $LKEY" "$LIMIT_URL$URL_PATH")
+total=$(awk '/requests in/ {print $1}' <<<"$out")
+elapsed=$(awk '/requests in/ {v=$4; sub(",","",v); if (v ~ /ms$/) {sub("ms","",v); v/=1000} else if (v ~ /m$/) {sub("m","",v); v*=60} else {sub("s","",v)}; print v}' <<<"$out")
+non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+non2xx=${non2xx:-0}
+python3 - "$total" "$non2xx" "$elapsed" "$RATE" "$BURST" <<'EOF'
+import sys
+total, refused, secs, rate, burst = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+allowed = total - refused
+expected = rate * secs + burst
+print(f"{total} requests in {secs:.2f} s: {allowed} allowed, {refused} refused (429)")
+print(f"allowed {allowed} vs rate x time + burst = {expected:.0f}: error {abs(allowed - expected) / expected * 100:.2f}%")
+print("goal: within 5%")
+EOF
