@@ -5,17 +5,19 @@
 #
 #   1. Cost. One server with authentication off (the baseline), one with it on, in the same run:
 #      the same GET with an API key (a viewer's), and with a JWT (RS256, a key made here by
-#      openssl, its JWKS in a file). Throughput and p99 as ratios to the baseline; then the
-#      baseline again, to show the run's own noise. Goal (issue 13): within 5%.
+#      openssl, its JWKS in a file). After a warm-up of each, ROUNDS rounds of (no auth, API key,
+#      JWT), each DURATION long; the medians as ratios to the baseline's, and the baseline's own
+#      spread across rounds (the run's noise). Goal (issue 13): within 5%.
 #   2. The rate limit under load: a server with auth.rate_limit R and auth.rate_burst B; wrk
 #      hammers it with one key for D seconds. The requests allowed (2xx) against R * D + B.
 #      Goal: within 5%.
 # Prints figures only; never asserts. Every process started here is stopped by PID on exit.
-# Needs wrk, openssl, python3, curl. Env: DURATION (10s), RATE (500), BURST (50).
+# Needs wrk, openssl, python3, curl. Env: DURATION (5s), ROUNDS (3), RATE (500), BURST (50).
 set -euo pipefail
 
 CORTEX=${1:-./build/cortex}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-500}
 BURST=${BURST:-50}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -111,7 +113,7 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' "$AUTH_URL$URL_PATH")
 [[ "$code" == 401 ]] || die "the authenticated server answered $code without a token"
 
-# run LABEL URL [TOKEN]: wrk's requests/s and p99 (ms).
+# run LABEL URL [TOKEN]: one wrk run; appends "req/s p99_ms" to $TMP/LABEL.fig.
 run() {
   local out
   if [[ -n "${3:-}" ]]; then
@@ -123,25 +125,42 @@ run() {
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  printf '%-28s %10.0f req/s   p99 %7.2f ms   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
-  echo "$rps $p99" >"$TMP/$(tr ' ' _ <<<"$1").fig"
+  printf '  %-12s %10.0f req/s   p99 %7.2f ms   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+  echo "$rps $p99" >>"$TMP/$1.fig"
 }
 
-echo "== 1. authentication cost: GET $URL_PATH, wrk -t2 -c32 -d$DURATION =="
-run "no auth" "$OPEN_URL"
-run "API key" "$AUTH_URL" "$KEY"
-run "JWT (RS256)" "$AUTH_URL" "$JWT"
-run "no auth, again" "$OPEN_URL"
+echo "== 1. authentication cost: GET $URL_PATH, wrk -t2 -c32, $ROUNDS rounds of $DURATION =="
+# Warm-up (discarded): each server and path once.
+for warm in "$OPEN_URL|" "$AUTH_URL|$KEY" "$AUTH_URL|$JWT"; do
+  url=${warm%%|*}
+  token=${warm#*|}
+  if [[ -n "$token" ]]; then
+    wrk -t2 -c32 -d2s -H "Authorization: Bearer $token" "$url$URL_PATH" >/dev/null
+  else
+    wrk -t2 -c32 -d2s "$url$URL_PATH" >/dev/null
+  fi
+done
+for round in $(seq "$ROUNDS"); do
+  echo "round $round"
+  run noauth "$OPEN_URL"
+  run apikey "$AUTH_URL" "$KEY"
+  run jwt "$AUTH_URL" "$JWT"
+done
 python3 - "$TMP" <<'EOF'
-import sys
+import statistics, sys
 tmp = sys.argv[1]
-fig = lambda n: [float(x) for x in open(f"{tmp}/{n}.fig").read().split()]
-base = [(a + b) / 2 for a, b in zip(fig("no_auth"), fig("no_auth,_again"))]
-noise = abs(fig("no_auth")[0] - fig("no_auth,_again")[0]) / base[0]
-for name in ("API_key", "JWT_(RS256)"):
-    rps, p99 = fig(name)
-    print(f"{name.replace('_', ' '):<12} throughput {rps / base[0]:.3f}x, p99 {p99 / base[1]:.2f}x "
-          f"of no auth (baseline's own run-to-run spread {noise * 100:.1f}%)")
+def figs(n):
+    return [[float(x) for x in line.split()] for line in open(f"{tmp}/{n}.fig")]
+base = figs("noauth")
+b_rps = statistics.median(r for r, _ in base)
+b_p99 = statistics.median(p for _, p in base)
+spread = (max(r for r, _ in base) - min(r for r, _ in base)) / b_rps
+print(f"no auth      median {b_rps:.0f} req/s, p99 {b_p99:.2f} ms (spread across rounds {spread * 100:.1f}%)")
+for name, label in (("apikey", "API key"), ("jwt", "JWT (RS256)")):
+    f = figs(name)
+    rps = statistics.median(r for r, _ in f)
+    p99 = statistics.median(p for _, p in f)
+    print(f"{label:<12} median {rps:.0f} req/s: throughput {rps / b_rps:.3f}x, p99 {p99 / b_p99:.2f}x of no auth")
 print("goal: throughput within 5% of no auth (>= 0.95x), API key and JWT")
 EOF
 
