@@ -212,9 +212,11 @@ Result<BackupSummary> RestoreBackup(const std::string& archive, const BackupPath
         fs::create_directories(target.parent_path(), ec);
         file.open(target, std::ios::binary | std::ios::trunc);
         if (!file) return UnavailableError("cannot write " + target.string());
+        // The archived mode, without setuid/setgid/sticky and without write for others: tools
+        // run as the sandbox's own user, which must still read (and execute) them.
         fs::permissions(
             target,
-            static_cast<fs::perms>(e.mode & 0700) | fs::perms::owner_read | fs::perms::owner_write,
+            static_cast<fs::perms>(e.mode & 0755) | fs::perms::owner_read | fs::perms::owner_write,
             ec);
         if (e.name == "state/cortex.db") has_db = true;
         if (e.name.rfind("manifests/", 0) == 0 || e.name.rfind("state/recordings/", 0) == 0) {

@@ -122,6 +122,12 @@ TEST(Backup, ARestoredServerHasEverythingTheBackedUpOneHad) {
   Reply wr = Get(b.client(), "/workflows/" + run);
   EXPECT_EQ(wr.status, 200) << wr.body;
   EXPECT_EQ(wr.json.value("status", ""), "succeeded") << wr.body;
+  // The restored tools run (their files keep modes the sandbox's user can read and execute).
+  Reply again_tool =
+      Post(b.client(), "/execute/tool",
+           R"({"name": "calculator", "parameters": {"operation": "add", "a": 4, "b": 5}})");
+  EXPECT_EQ(again_tool.status, 200) << again_tool.body;
+  EXPECT_EQ(again_tool.json.value("status", ""), "succeeded") << again_tool.body;
   Reply relics = Get(b.client(), "/relics");
   EXPECT_THAT(relics.body, HasSubstr("\"sleeper\"")) << relics.body;
   Reply manifests = Get(b.client(), "/registry/manifests");
