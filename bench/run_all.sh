@@ -67,6 +67,7 @@ if [[ ! -d "$REPO/bench/node/node_modules/@openai/agents" ]] && command -v npm >
 fi
 run agent "$BUILD/bench/agent_bench" --reps 5
 run metrics "$BUILD/bench/metrics_bench"
+run auth "$REPO/bench/auth_bench.sh" "$BUILD/cortex"
 
 echo
 echo "================================ summary ================================"
@@ -93,5 +94,7 @@ grep -E '^(dispatch at|[0-9]+ iterations a run|[0-9.]+ MB, |[0-9]+ samples:|[0-9
   "$OUT/agent.txt" || true
 echo "-- metrics_bench"
 grep -E '^(Registry::Render|snprintf floor|ratio:|[0-9] thread)' "$OUT/metrics.txt" || true
+echo "-- auth_bench.sh"
+grep -E '^(no auth |API key |JWT \(RS256\) |allowed |goal:)' "$OUT/auth.txt" || true
 echo "full outputs: $OUT"
 exit $status
