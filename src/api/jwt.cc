@@ -14,9 +14,15 @@ namespace cortex::api {
 
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 
 constexpr size_t kMaxTokenBytes = 16384;
+
+// Outside bytes as JSON with the project's depth-bounded parser; null when they are not.
+Json ParsedOrNull(std::string_view text) {
+  auto parsed = ParseJson(text);
+  return parsed.ok() ? std::move(parsed).value() : Json();
+}
 
 int RoleRank(std::string_view role) {
   return role == "viewer" ? 1 : role == "operator" ? 2 : role == "admin" ? 3 : 0;
@@ -114,7 +120,7 @@ Result<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(JwtOptions options,
   if (options.issuer.empty() || options.audience.empty()) {
     return InvalidArgumentError("auth.jwt needs an issuer and an audience");
   }
-  Json jwks = Json::parse(jwks_json, nullptr, false);
+  Json jwks = ParsedOrNull(jwks_json);
   if (!jwks.is_object() || !jwks.contains("keys") || !jwks["keys"].is_array()) {
     return InvalidArgumentError("the JWKS must be a JSON object with a \"keys\" array");
   }
@@ -175,8 +181,8 @@ Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now) con
   auto payload_text = Base64UrlDecode(token.substr(d1 + 1, d2 - d1 - 1));
   auto sig = Base64UrlDecode(token.substr(d2 + 1));
   if (!header_text || !payload_text || !sig) return bad("is not base64url");
-  Json header = Json::parse(*header_text, nullptr, false);
-  Json claims = Json::parse(*payload_text, nullptr, false);
+  Json header = ParsedOrNull(*header_text);
+  Json claims = ParsedOrNull(*payload_text);
   if (!header.is_object() || !claims.is_object()) return bad("header or claims are not JSON");
   const std::string alg = Field(header, "alg");
   if (alg != "RS256" && alg != "ES256") {

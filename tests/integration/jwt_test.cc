@@ -154,6 +154,26 @@ TEST(Jwt, TokensFromTheProviderGetTheirRoleAndBadOnesGet401) {
     EXPECT_EQ(r.status, 401) << r.body;
     EXPECT_THAT(r.body, HasSubstr(c.why)) << r.body;
   }
+  // Hostile tokens: claims nested 2,000 deep, claims of invalid UTF-8, and, validly signed,
+  // claims nested 200 deep (past the JSON depth bound): 401 each, and the server goes on. A
+  // 20 KB token is refused by the HTTP layer's header limit before any check.
+  auto raw_claims = [&](const std::string& payload) {
+    std::string input = api::Base64UrlEncode(R"({"alg":"RS256","kid":"rsa-1"})") + "." +
+                        api::Base64UrlEncode(payload);
+    std::string whole = rsa.Sign(Claims("admin"));
+    return input + whole.substr(whole.rfind('.'));  // a signature that cannot match
+  };
+  json deep = Claims("admin");
+  deep["deep"] = json::parse(std::string(200, '[') + std::string(200, ']'));
+  for (const std::string& token : {raw_claims(std::string(2000, '[') + std::string(2000, ']')),
+                                   raw_claims("{\"sub\": \"\xff\xfe\"}"), rsa.Sign(deep)}) {
+    Reply r = Get(d.client(), "/registry/manifests", as(token));
+    EXPECT_EQ(r.status, 401) << r.body.substr(0, 200);
+  }
+  Reply huge = Get(d.client(), "/registry/manifests",
+                   as(rsa.Sign(Claims("admin")) + std::string(20000, 'A')));
+  EXPECT_THAT(huge.status, ::testing::AnyOf(400, 431));
+  EXPECT_EQ(Get(d.client(), "/registry/manifests", as(viewer)).status, 200);
   // Mutating calls by a token are audited under its subject.
   EXPECT_EQ(Post(d.client(), "/registry/sync", "{}", as(rsa.Sign(Claims("admin")))).status, 200);
   Reply audit = Get(d.client(), "/audit?limit=1", as(rsa.Sign(Claims("admin"))));
