@@ -25,6 +25,7 @@ class ActionDispatcher {
     std::string execution_id;     // chosen by the loop, recorded before the call
     std::string idempotency_key;  // the same each time one action runs (CORTEX_IDEMPOTENCY_KEY)
     std::chrono::milliseconds timeout{300000};
+    std::string traceparent;  // the action's trace context
   };
   // Starts a tool; `done` is called once, on any thread, with the final record. An error means
   // it did not start (and why: bad parameters are InvalidArgument, naming each field).
@@ -37,6 +38,7 @@ class ActionDispatcher {
     std::string operation;  // one of the relic's interface endpoints
     Json parameters;
     std::chrono::milliseconds timeout{60000};
+    std::string traceparent;
   };
   virtual Status StartRelicCall(const RelicCall& call, std::function<void(Result<Json>)> done) = 0;
 
@@ -47,6 +49,7 @@ class ActionDispatcher {
     // started again.
     std::string run_id;
     std::chrono::milliseconds timeout{300000};
+    std::string traceparent;
   };
   // `done` gets the run's outputs once it succeeded, or why it failed.
   virtual Status StartWorkflow(const WorkflowCall& call,

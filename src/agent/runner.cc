@@ -7,13 +7,13 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "exec/executor.h"
 #include "registry/variables.h"
 
@@ -25,13 +25,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 namespace fs = std::filesystem;
 
-std::string NewRunId() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  static const char* hex = "0123456789abcdef";
-  std::string id = "ar_";
-  for (int i = 0; i < 20; ++i) id += hex[rng() % 16];
-  return id;
-}
+std::string NewRunId() { return RandomId("ar_"); }
 
 std::string ReadText(const fs::path& p, size_t limit = 256 * 1024) {
   std::ifstream in(p, std::ios::binary);
@@ -417,6 +411,7 @@ struct ActionState {
   int64_t duration_ms = 0;
   bool waited = true;  // its turn waits for it (not fire_and_forget)
   bool restored = false;
+  trace::Span span;  // while it runs
 };
 
 bool Finished(const std::string& status) {
@@ -456,6 +451,7 @@ struct RunState {
   int64_t elapsed_before_ms = 0;
   Clock::time_point started = Clock::now();
   std::string journal_error;  // the first write that failed: the run cannot go on safely
+  std::string traceparent;    // what the actions' spans hang under
 
   void Emit(const std::string& type, Json data) {
     if (!sink) return;
@@ -884,7 +880,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
     }
     setup.session = std::move(*found);
   } else if (setup.keep_session) {
-    setup.session.id = "as_" + NewRunId().substr(3);
+    setup.session.id = RandomId("as_");
     setup.session.agent = request.agent;
     setup.session.created_ms = exec::NowMs();
   }
@@ -988,7 +984,15 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   result.agent = request.agent;
   result.session_id = setup.session.id;
   result.resumed = restored.resumed;
+  trace::Span run_span;
+  if (options_.tracer) {
+    run_span = options_.tracer->Start("agent " + request.agent, request.traceparent);
+    run_span.SetAttribute("cortex.agent", request.agent);
+    run_span.SetAttribute("cortex.run_id", request.run_id);
+  }
   auto state = std::make_shared<RunState>();
+  state->traceparent =
+      run_span.traceparent().empty() ? request.traceparent : run_span.traceparent();
   state->sink = sink;
   state->vars = setup.vars;
   state->store = store_;
@@ -1143,6 +1147,8 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     s.status = status;
     s.result = std::move(out);
     s.error = error;
+    if (status != "succeeded") s.span.SetError(error.empty() ? status : error);
+    s.span.End();
     s.duration_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - s.started).count();
     if (!s.restored) {
       Json entry = {{"id", id},
@@ -1200,6 +1206,13 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     }
     Json params = SubstituteVariables(a.parameters, state->vars);
     const std::string key = result.run_id + ":" + std::to_string(s.turn) + ":" + a.id;
+    if (options_.tracer) {
+      s.span = options_.tracer->Start("action " + a.type + " " + a.name, state->traceparent);
+      s.span.SetAttribute("cortex.action_id", a.id);
+      s.span.SetAttribute("cortex.turn", std::to_string(s.turn));
+    }
+    const std::string action_trace =
+        s.span.traceparent().empty() ? state->traceparent : s.span.traceparent();
     auto not_imported = [&](const char* what, size_t n) {
       return NotFoundError("'" + a.name + "' is not one of this agent's " + what + " (" +
                            std::to_string(n) + " imported)");
@@ -1217,6 +1230,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         call.execution_id = exec::NewExecutionId();
         call.idempotency_key = key;
         call.timeout = action_timeout;
+        call.traceparent = action_trace;
         s.execution_id = call.execution_id;
         started = dispatcher_.StartTool(call, [complete, id](const store::ExecutionRecord& r) {
           std::string status, error;
@@ -1243,6 +1257,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         call.operation = operation;
         call.parameters = params;
         call.timeout = std::min(action_timeout, milliseconds(60000));
+        call.traceparent = action_trace;
         started = dispatcher_.StartRelicCall(call, complete_with(id));
       }
     } else if (a.type == "workflow") {
@@ -1254,6 +1269,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         call.input = params.is_object() ? params : Json::object();
         call.run_id = StableRunId("wf_", key);
         call.timeout = action_timeout;
+        call.traceparent = action_trace;
         s.execution_id = call.run_id;
         started = dispatcher_.StartWorkflow(call, complete_with(id));
       }
@@ -1275,6 +1291,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
         sub.parent = "agent:" + result.run_id;
         sub.depth = request.depth + 1;
         sub.keep_session = true;
+        sub.traceparent = action_trace;
         if (auto it = state->sub_sessions.find(a.name); it != state->sub_sessions.end()) {
           sub.session_id = it->get<std::string>();
         }
@@ -1568,7 +1585,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
       bool restore = done != restored.outcomes.end() &&
                      done->second.value("fingerprint", "") == Fingerprint(a) &&
                      Finished(done->second.value("status", ""));
-      state->actions[a.id] = s;
+      state->actions[a.id] = std::move(s);
       state->order.push_back(a.id);
       turn_actions.push_back(a.id);
       if (restore) {
@@ -1894,6 +1911,10 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     std::lock_guard lock(state->sink_mu);
     state->sink = nullptr;
     return result;
+  }
+  run_span.SetAttribute("cortex.status", result.status);
+  if (result.status != "succeeded") {
+    run_span.SetError(result.error.empty() ? result.reason : result.error);
   }
   if (runs_metric_) {
     runs_metric_->Inc({request.agent, result.status});

@@ -34,6 +34,7 @@
 #include "common/cancel.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "common/trace.h"
 #include "llm/gateway.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -57,6 +58,10 @@ struct AgentRunOptions {
   std::vector<std::string> allowed_env;
   // Where runs, model turns and live runs are counted (none when null).
   metrics::Registry* metrics = nullptr;
+  // A run is a span "agent <name>", each action a span "action <type> <name>" under it whose
+  // context goes on to the tool, relic call, workflow or sub-agent (none when null: the run's
+  // traceparent is still passed on).
+  const trace::Tracer* tracer = nullptr;
 };
 
 struct AgentRunRequest {
@@ -79,7 +84,8 @@ struct AgentRunRequest {
   // an agent run ("agent:<run id>"). Such a run is resumed by its parent, which runs it again
   // under the same run_id; the server resumes only runs without one.
   std::string parent;
-  int depth = 0;  // 0 for a run of its own, 1 for its sub-agents, ...
+  int depth = 0;            // 0 for a run of its own, 1 for its sub-agents, ...
+  std::string traceparent;  // the caller's W3C trace context
 };
 
 // What the loop reports as it goes; `type` is the SSE event name: run (started), thought,

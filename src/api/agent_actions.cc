@@ -25,6 +25,7 @@ Status AgentActions::StartTool(const ToolCall& call,
   step.execution_id = call.execution_id;
   step.idempotency_key = call.idempotency_key;
   step.timeout = call.timeout;
+  step.traceparent = call.traceparent;
   return steps_.StartTool(step, std::move(done));
 }
 
@@ -36,6 +37,7 @@ Status AgentActions::StartRelicCall(const RelicCall& call, std::function<void(Re
   step.action = call.operation;
   step.parameters = call.parameters;
   step.timeout = call.timeout;
+  step.traceparent = call.traceparent;
   return steps_.StartRelicCall(step, std::move(done));
 }
 
@@ -47,6 +49,7 @@ Status AgentActions::StartWorkflow(const WorkflowCall& call,
   start.input = call.input;
   start.trigger = "agent";
   start.run_id = call.run_id;
+  start.traceparent = call.traceparent;
   std::vector<exec::FieldError> fields;
   auto id = engine_->StartRun(start, &fields);
   // The action ran before (the agent run resumed): its run goes on, and is awaited.

@@ -8,6 +8,7 @@
 #include "api/errors.h"
 #include "api/route_util.h"
 #include "common/json.h"
+#include "common/random_id.h"
 #include "exec/executor.h"
 
 namespace cortex::api {
@@ -15,11 +16,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-std::string NewRunId() {
-  // The executor's ids are random hex; an agent run's carry their own prefix.
-  std::string id = exec::NewExecutionId();
-  return "ar_" + id.substr(id.find('_') + 1);
-}
+std::string NewRunId() { return RandomId("ar_"); }
 
 // The user's message from the seed's body: "input" as a string, or an object with one of
 // message, prompt, query, question, text; any other object is passed as its JSON.
@@ -106,6 +103,7 @@ Status StartAgentStep(agent::AgentRunner& runner, const workflow::StepDispatcher
   request.run_id = agent::StableRunId("ar_", "workflow:" + call.run_key);
   request.parent = "workflow:" + call.run_key;
   request.keep_session = false;  // a step's run is one question, its record the step's output
+  request.traceparent = call.traceparent;
   // A step's timeout cancels its run.
   struct Watch {
     std::mutex mu;
@@ -191,6 +189,7 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     // What would stop the run from starting is answered with its status code, before any event.
     if (Status st = runner.Check(request.agent); !st.ok()) return ErrorFromStatus(st);
     request.run_id = NewRunId();
+    request.traceparent = req.traceparent;
     if (async) {
       auto id = runner.Launch(request);
       if (!id.ok()) return ErrorFromStatus(id.status());
@@ -331,7 +330,7 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
         auto body = BodyObject(req);
         if (!body.ok()) return ErrorFromStatus(body.status());
         store::AgentSessionRecord s;
-        s.id = "as_" + NewRunId().substr(3);
+        s.id = RandomId("as_");
         s.agent = agent;
         s.created_ms = s.updated_ms = exec::NowMs();
         if (auto v = body->find("variables"); v != body->end() && !v->is_null()) {
@@ -495,6 +494,7 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner,
     }
     if (Status st = runner.Check(request.agent); !st.ok()) return OpenAiError(st);
     request.run_id = NewRunId();
+    request.traceparent = req.traceparent;
     request.keep_session = false;  // the client sends the whole conversation every time
     const std::string id = "chatcmpl-" + request.run_id;
     const int64_t created = NowSeconds();

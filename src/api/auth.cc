@@ -10,6 +10,7 @@
 #include "api/route_util.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "exec/executor.h"
 
 namespace cortex::api {
@@ -28,7 +29,8 @@ std::string Hex(const unsigned char* data, size_t n) {
   return out;
 }
 
-std::string RandomHex(size_t bytes) {
+// `bytes` from the cryptographic source, as hex: for secrets and key ids.
+std::string SecretHex(size_t bytes) {
   std::vector<unsigned char> buf(bytes);
   CORTEX_CHECK_MSG(RAND_bytes(buf.data(), static_cast<int>(buf.size())) == 1,
                    "the system's random source failed");
@@ -48,7 +50,7 @@ std::string RequestId(const http::Request& req) {
       })) {
     return *given;
   }
-  return "req_" + RandomHex(8);
+  return RandomId("req_", 16);
 }
 
 // What a call was about: its path's parameters, or the body's "name" (a run of a tool, ...).
@@ -95,96 +97,113 @@ const std::vector<RouteRule>& RouteRules() {
   // Reads are for viewers; running, deploying and controlling runs for operators; what changes
   // what Cortex runs (manifests) or who may call it (keys), and the audit log, for admins.
   static const std::vector<RouteRule> rules = {
-      {"GET", "/health", kPublic},
-      {"GET", "/healthz", kPublic},
-      {"GET", "/metrics", kViewer},
-      {"POST", "/hooks/{workflow}", kPublic},  // checked by the workflow's webhook secret
+      {"GET", "/health", kPublic, "Health of the service and its parts"},
+      {"GET", "/openapi.json", kPublic, "This API's OpenAPI 3.1 document"},
+      {"GET", "/healthz", kPublic, "Liveness probe"},
+      {"GET", "/metrics", kViewer, "Prometheus metrics (text format 0.0.4)"},
+      {"POST", "/hooks/{workflow}", kPublic,
+       "Start a workflow from its webhook trigger (checked by the trigger's secret)"},
       // Registry.
-      {"GET", "/registry/", kViewer},
-      {"GET", "/registry/status", kViewer},
-      {"GET", "/registry/manifests", kViewer},
-      {"GET", "/registry/manifest/{kind}/{name}", kViewer},
-      {"GET", "/registry/dependencies/{kind}/{name}", kViewer},
-      {"GET", "/registry/validate-dependencies/{kind}/{name}", kViewer},
-      {"POST", "/registry/validate-dependencies/{kind}/{name}", kViewer},
-      {"GET", "/registry/graph", kViewer},
-      {"GET", "/registry/errors", kViewer},
-      {"GET", "/registry/events", kViewer},
-      {"GET", "/registry/schema/{kind}", kViewer},
-      {"GET", "/registry/tools", kViewer},
-      {"GET", "/registry/agents", kViewer},
-      {"GET", "/registry/relics", kViewer},
-      {"GET", "/registry/workflows", kViewer},
-      {"GET", "/registry/monuments", kViewer},
-      {"POST", "/registry/manifests", kAdmin},
-      {"DELETE", "/registry/manifest/{kind}/{name}", kAdmin},
-      {"POST", "/registry/sync", kAdmin},
+      {"GET", "/registry/", kViewer, "The registry service's summary"},
+      {"GET", "/registry/status", kViewer, "Registry status: manifests loaded, errors, generation"},
+      {"GET", "/registry/manifests", kViewer, "List manifests, filtered by kind"},
+      {"GET", "/registry/manifest/{kind}/{name}", kViewer, "One manifest, as loaded"},
+      {"GET", "/registry/dependencies/{kind}/{name}", kViewer,
+       "What a manifest depends on, and what depends on it"},
+      {"GET", "/registry/validate-dependencies/{kind}/{name}", kViewer,
+       "Check that a manifest's dependencies exist"},
+      {"POST", "/registry/validate-dependencies/{kind}/{name}", kViewer,
+       "Check that a manifest's dependencies exist"},
+      {"GET", "/registry/graph", kViewer, "The dependency graph of every manifest"},
+      {"GET", "/registry/errors", kViewer, "Manifests that failed to load, with file and line"},
+      {"GET", "/registry/events", kViewer, "Registry changes as server-sent events"},
+      {"GET", "/registry/schema/{kind}", kViewer, "The JSON Schema of a manifest kind"},
+      {"GET", "/registry/tools", kViewer, "List tools"},
+      {"GET", "/registry/agents", kViewer, "List agents"},
+      {"GET", "/registry/relics", kViewer, "List relics"},
+      {"GET", "/registry/workflows", kViewer, "List workflows"},
+      {"GET", "/registry/monuments", kViewer, "List monuments"},
+      {"POST", "/registry/manifests", kAdmin,
+       "Write a manifest (validated first; nothing is written when it is invalid)"},
+      {"DELETE", "/registry/manifest/{kind}/{name}", kAdmin,
+       "Delete a manifest written through the API"},
+      {"POST", "/registry/sync", kAdmin, "Reload every manifest from disk now"},
       // Tools.
-      {"POST", "/execute/tool", kOperator},
-      {"POST", "/execute/batch", kOperator},
-      {"GET", "/executions", kViewer},
-      {"GET", "/executions/{id}", kViewer},
-      {"GET", "/executions/{id}/logs", kViewer},
-      {"POST", "/executions/{id}/cancel", kOperator},
-      {"GET", "/tools/{name}/health", kViewer},
+      {"POST", "/execute/tool", kOperator, "Run a tool in its sandbox"},
+      {"POST", "/execute/batch", kOperator, "Run several tools at once"},
+      {"GET", "/executions", kViewer, "List tool executions"},
+      {"GET", "/executions/{id}", kViewer, "One tool execution and its result"},
+      {"GET", "/executions/{id}/logs", kViewer,
+       "A tool execution's output lines (server-sent events with ?follow)"},
+      {"POST", "/executions/{id}/cancel", kOperator, "Cancel a running tool execution"},
+      {"GET", "/tools/{name}/health", kViewer, "Run a tool's health check"},
       // Workflows.
-      {"POST", "/execute/workflow", kOperator},
-      {"POST", "/execute/workflow/{name}", kOperator},
-      {"GET", "/workflows", kViewer},
-      {"GET", "/workflows/{id}", kViewer},
-      {"GET", "/workflows/{id}/status", kViewer},
-      {"GET", "/workflows/{id}/logs", kViewer},
-      {"POST", "/workflows/{id}/cancel", kOperator},
-      {"POST", "/workflows/{id}/pause", kOperator},
-      {"POST", "/workflows/{id}/resume", kOperator},
-      {"POST", "/workflows/{id}/retry", kOperator},
+      {"POST", "/execute/workflow", kOperator, "Start a workflow run"},
+      {"POST", "/execute/workflow/{name}", kOperator, "Start a run of the named workflow"},
+      {"GET", "/workflows", kViewer, "List workflow runs"},
+      {"GET", "/workflows/{id}", kViewer, "One workflow run with its steps"},
+      {"GET", "/workflows/{id}/status", kViewer, "A workflow run's status"},
+      {"GET", "/workflows/{id}/logs", kViewer,
+       "A workflow run's journal (server-sent events with ?follow)"},
+      {"POST", "/workflows/{id}/cancel", kOperator, "Cancel a workflow run"},
+      {"POST", "/workflows/{id}/pause", kOperator,
+       "Pause a workflow run at its next step boundary"},
+      {"POST", "/workflows/{id}/resume", kOperator, "Resume a paused workflow run"},
+      {"POST", "/workflows/{id}/retry", kOperator,
+       "Retry a failed workflow run from its failed steps"},
       // Relics, monuments, discovery.
-      {"POST", "/deploy/relic", kOperator},
-      {"POST", "/deploy/relic/{name}", kOperator},
-      {"POST", "/deploy/monument", kOperator},
-      {"POST", "/deploy/monument/{name}", kOperator},
-      {"GET", "/relics", kViewer},
-      {"GET", "/relics/{name}", kViewer},
-      {"GET", "/relics/{name}/status", kViewer},
-      {"GET", "/relics/{name}/logs", kViewer},
-      {"GET", "/relics/{name}/stats", kViewer},
-      {"POST", "/relics/{name}/start", kOperator},
-      {"POST", "/relics/{name}/stop", kOperator},
-      {"POST", "/relics/{name}/restart", kOperator},
-      {"POST", "/relics/{name}/scale", kOperator},
-      {"POST", "/relics/{name}/call/{operation}", kOperator},
-      {"DELETE", "/relics/{name}", kOperator},
-      {"GET", "/monuments", kViewer},
-      {"GET", "/monuments/{name}", kViewer},
-      {"GET", "/monuments/{name}/status", kViewer},
-      {"GET", "/monuments/{name}/health", kViewer},
-      {"GET", "/monuments/{name}/logs", kViewer},
-      {"POST", "/monuments/{name}/stop", kOperator},
-      {"POST", "/monuments/{name}/scale", kOperator},
-      {"DELETE", "/monuments/{name}", kOperator},
-      {"GET", "/discovery/services", kViewer},
+      {"POST", "/deploy/relic", kOperator, "Deploy a relic"},
+      {"POST", "/deploy/relic/{name}", kOperator, "Deploy the named relic"},
+      {"POST", "/deploy/monument", kOperator,
+       "Deploy a monument's relics, agents and workflows in order"},
+      {"POST", "/deploy/monument/{name}", kOperator, "Deploy the named monument"},
+      {"GET", "/relics", kViewer, "List deployed relics"},
+      {"GET", "/relics/{name}", kViewer, "One deployed relic"},
+      {"GET", "/relics/{name}/status", kViewer, "A relic's state and health"},
+      {"GET", "/relics/{name}/logs", kViewer, "A relic's logs"},
+      {"GET", "/relics/{name}/stats", kViewer, "A relic's resource use"},
+      {"POST", "/relics/{name}/start", kOperator, "Start a stopped relic"},
+      {"POST", "/relics/{name}/stop", kOperator, "Stop a relic"},
+      {"POST", "/relics/{name}/restart", kOperator, "Restart a relic"},
+      {"POST", "/relics/{name}/scale", kOperator, "Change a relic's replica count"},
+      {"POST", "/relics/{name}/call/{operation}", kOperator,
+       "Call one of a relic's declared operations"},
+      {"DELETE", "/relics/{name}", kOperator, "Undeploy a relic (stop it and forget it)"},
+      {"GET", "/monuments", kViewer, "List deployed monuments"},
+      {"GET", "/monuments/{name}", kViewer, "One deployed monument"},
+      {"GET", "/monuments/{name}/status", kViewer, "A monument's state"},
+      {"GET", "/monuments/{name}/health", kViewer, "The health of a monument's relics"},
+      {"GET", "/monuments/{name}/logs", kViewer, "A monument's relics' logs"},
+      {"POST", "/monuments/{name}/stop", kOperator, "Stop a monument's relics"},
+      {"POST", "/monuments/{name}/scale", kOperator, "Scale a monument's relics"},
+      {"DELETE", "/monuments/{name}", kOperator, "Undeploy a monument and its relics"},
+      {"GET", "/discovery/services", kViewer, "Endpoints of the running relics"},
       // Agents and models.
-      {"POST", "/execute/agent", kOperator},
-      {"GET", "/agent-runs", kViewer},
-      {"GET", "/agents/usage", kViewer},
-      {"GET", "/agent-runs/{id}", kViewer},
-      {"GET", "/agent-runs/{id}/events", kViewer},
-      {"POST", "/agent-runs/{id}/cancel", kOperator},
-      {"GET", "/state/agent/{agent}/sessions", kViewer},
-      {"POST", "/state/agent/{agent}/session", kOperator},
-      {"GET", "/agent-sessions/{id}", kViewer},
-      {"DELETE", "/agent-sessions/{id}", kOperator},
-      {"GET", "/llm/providers", kViewer},
-      {"POST", "/llm/providers/{name}/reset", kOperator},
-      {"GET", "/v1/models", kViewer},
-      {"POST", "/v1/chat/completions", kOperator},
+      {"POST", "/execute/agent", kOperator,
+       "Run an agent (server-sent events of its protocol, or one JSON answer)"},
+      {"GET", "/agent-runs", kViewer, "List agent runs"},
+      {"GET", "/agents/usage", kViewer, "Token use and cost by agent"},
+      {"GET", "/agent-runs/{id}", kViewer, "One agent run"},
+      {"GET", "/agent-runs/{id}/events", kViewer,
+       "An agent run's protocol events (server-sent events, resumable)"},
+      {"POST", "/agent-runs/{id}/cancel", kOperator, "Cancel an agent run"},
+      {"GET", "/state/agent/{agent}/sessions", kViewer, "An agent's conversation sessions"},
+      {"POST", "/state/agent/{agent}/session", kOperator,
+       "Start a conversation session with an agent"},
+      {"GET", "/agent-sessions/{id}", kViewer, "One conversation session and its turns"},
+      {"DELETE", "/agent-sessions/{id}", kOperator, "Delete a conversation session"},
+      {"GET", "/llm/providers", kViewer, "LLM providers and their circuit state"},
+      {"POST", "/llm/providers/{name}/reset", kOperator, "Close an LLM provider's open circuit"},
+      {"GET", "/v1/models", kViewer, "Agents as OpenAI-compatible models"},
+      {"POST", "/v1/chat/completions", kOperator,
+       "Run an agent through the OpenAI chat completions API"},
       // Access control itself.
-      {"GET", "/auth/whoami", kViewer},
-      {"GET", "/auth/routes", kViewer},
-      {"GET", "/auth/keys", kAdmin},
-      {"POST", "/auth/keys", kAdmin},
-      {"DELETE", "/auth/keys/{id}", kAdmin},
-      {"GET", "/audit", kAdmin},
+      {"GET", "/auth/whoami", kViewer, "Who the caller is, and their role"},
+      {"GET", "/auth/routes", kViewer, "Every route and the role it needs"},
+      {"GET", "/auth/keys", kAdmin, "List API keys (never their secrets)"},
+      {"POST", "/auth/keys", kAdmin, "Create an API key (its secret is shown once)"},
+      {"DELETE", "/auth/keys/{id}", kAdmin, "Revoke an API key"},
+      {"GET", "/audit", kAdmin, "The audit log of mutating calls, filtered"},
   };
   return rules;
 }
@@ -199,7 +218,7 @@ const RouteRule* FindRule(const http::RouteKey& route) {
   return it == index.end() ? nullptr : it->second;
 }
 
-std::string NewApiKeySecret() { return "ctx_" + RandomHex(32); }
+std::string NewApiKeySecret() { return "ctx_" + SecretHex(32); }
 
 std::string HashApiKey(std::string_view secret) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -221,7 +240,7 @@ Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& s
   if (role == Role::kPublic)
     return InvalidArgumentError("a key's role is viewer, operator or admin");
   store::ApiKeyRecord r;
-  r.id = "key_" + RandomHex(6);
+  r.id = "key_" + SecretHex(6);
   r.name = name;
   r.role = std::string(RoleName(role));
   std::string secret = NewApiKeySecret();
@@ -354,8 +373,8 @@ void AccessControl::Audit(const Identity& who, const http::Request& request,
   }
 }
 
-http::Filter AccessControl::MakeFilter(const http::Server& server, http::Filter next) {
-  return [this, &server, next](const http::Request& req) {
+http::Filter AccessControl::MakeFilter(http::Filter next) {
+  return [this, next](http::Request& req) {
     http::FilterResult result;
     if (next) result = next(req);
     const std::string request_id = RequestId(req);
@@ -374,7 +393,7 @@ http::Filter AccessControl::MakeFilter(const http::Server& server, http::Filter 
       result.refusal->headers.emplace_back("X-Request-Id", request_id);
       return result;  // the guard's refusal (CORS preflight, Host...) stands
     }
-    auto route = server.Match(req.method, req.path);
+    const auto& route = req.route;
     if (!route) return result;  // 404/405 from the router
     const RouteRule* rule = FindRule(*route);
     if (!rule) {

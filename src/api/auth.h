@@ -29,11 +29,13 @@ enum class Role { kPublic = 0, kViewer = 1, kOperator = 2, kAdmin = 3 };
 std::string_view RoleName(Role role);
 std::optional<Role> ParseRole(std::string_view name);  // viewer | operator | admin
 
-// One route and the role it needs (kPublic: no key needed; the handler may check its own secret).
+// One route, the role it needs (kPublic: no key needed; the handler may check its own secret),
+// and what it does (the OpenAPI document's summary, and `cortex`'s route listing).
 struct RouteRule {
   const char* method;
   const char* pattern;
   Role role;
+  const char* summary;
 };
 const std::vector<RouteRule>& RouteRules();
 // The rule of a registered route; nullptr when the table has none.
@@ -72,10 +74,10 @@ class AccessControl {
  public:
   AccessControl(store::Store& store, AuthOptions options);
 
-  // The server's filter: authenticates, authorizes by the route table of `server` (the server the
-  // filter is set on, which outlives it), and audits. `next` (optional) runs first (the request
+  // The server's filter: authenticates, authorizes the route the request reached (by the route
+  // table), and audits. `next` (optional) runs first (the request
   // guard); its refusal stands.
-  http::Filter MakeFilter(const http::Server& server, http::Filter next = nullptr);
+  http::Filter MakeFilter(http::Filter next = nullptr);
 
   // Who is calling (Unauthenticated when a key is required and missing, unknown or revoked).
   // A credential that checked out is remembered for a moment (an API key for 5 s, a JWT for up

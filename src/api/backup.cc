@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "common/json.h"
+#include "common/random_id.h"
 #include "common/tar.h"
 #include "cortex/version.h"
 #include "exec/executor.h"
@@ -21,13 +21,6 @@ using Json = nlohmann::ordered_json;
 namespace {
 
 constexpr int kFormat = 1;
-
-std::string Suffix() {
-  std::random_device rd;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
-  return buf;
-}
 
 // Removes a folder it made, whatever happens.
 struct ScratchDir {
@@ -46,9 +39,10 @@ fs::path Canonical(const std::string& p) {
 }
 
 // Adds the regular files under `dir` as `prefix/<relative path>`; symbolic links and special
-// files are skipped (and counted in `*skipped`).
-Status AddTree(tar::Writer& w, const fs::path& dir, const std::string& prefix, int64_t* files,
-               int64_t* skipped) {
+// files are skipped (and counted in `*skipped`), and so is the folder `scratch` (the backup's own
+// working folder, when the archive is written inside `dir`).
+Status AddTree(tar::Writer& w, const fs::path& dir, const std::string& prefix,
+               const fs::path& scratch, int64_t* files, int64_t* skipped) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::Ok();
   fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
@@ -58,6 +52,10 @@ Status AddTree(tar::Writer& w, const fs::path& dir, const std::string& prefix, i
     const fs::path rel = fs::relative(it->path(), dir, ec);
     const std::string name = prefix + "/" + rel.generic_string();
     auto st = it->symlink_status(ec);
+    if (it->path() == scratch) {
+      it.disable_recursion_pending();
+      continue;
+    }
     if (fs::is_directory(st)) {
       CORTEX_RETURN_IF_ERROR(w.AddDirectory(name));
     } else if (fs::is_regular_file(st)) {
@@ -114,7 +112,7 @@ Result<BackupSummary> WriteBackup(const BackupPaths& paths, const std::string& a
   if (!fs::is_directory(out_dir, ec)) {
     return NotFoundError("the folder of " + archive + " does not exist");
   }
-  ScratchDir scratch{out_dir / (".cortex-backup-" + Suffix())};
+  ScratchDir scratch{Canonical(out_dir) / RandomId(".cortex-backup-", 16)};
   fs::create_directories(scratch.path, ec);
   if (ec) return UnavailableError("cannot write in " + out_dir.string() + ": " + ec.message());
   const fs::path db_copy = scratch.path / "cortex.db";
@@ -139,8 +137,9 @@ Result<BackupSummary> WriteBackup(const BackupPaths& paths, const std::string& a
     int64_t files = 0, skipped = 0;
     CORTEX_RETURN_IF_ERROR(w.AddFileFrom("state/cortex.db", db_copy, 0600));
     CORTEX_RETURN_IF_ERROR(w.AddFile("state/api-manifests.txt", applied, 0600));
-    CORTEX_RETURN_IF_ERROR(AddTree(w, data / "recordings", "state/recordings", &files, &skipped));
-    CORTEX_RETURN_IF_ERROR(AddTree(w, manifests, "manifests", &files, &skipped));
+    CORTEX_RETURN_IF_ERROR(
+        AddTree(w, data / "recordings", "state/recordings", scratch.path, &files, &skipped));
+    CORTEX_RETURN_IF_ERROR(AddTree(w, manifests, "manifests", scratch.path, &files, &skipped));
     // Last, once the counts are known.
     Json meta = {{"format", kFormat},
                  {"cortex", kVersion},
@@ -184,7 +183,7 @@ Result<BackupSummary> RestoreBackup(const std::string& archive, const BackupPath
 
   // 1. Everything into a staging folder beside the data dir, checked.
   fs::create_directories(data.parent_path(), ec);
-  ScratchDir staging{data.parent_path() / (".cortex-restore-" + Suffix())};
+  ScratchDir staging{data.parent_path() / (RandomId(".cortex-restore-", 16))};
   fs::create_directories(staging.path, ec);
   if (ec) return UnavailableError("cannot write in " + data.parent_path().string());
   std::ofstream file;

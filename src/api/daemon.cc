@@ -16,9 +16,11 @@
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/metrics_routes.h"
+#include "api/openapi.h"
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
 #include "api/request_guard.h"
+#include "api/tracing.h"
 #include "api/workflow_routes.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -108,7 +110,8 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
 
 Result<std::unique_ptr<http::Server>> StartServer(
     const std::string& listen, const Settings& s, const char* service, AccessControl& access,
-    ApiMetrics& api_metrics, const std::function<void(http::Server&)>& add_routes) {
+    ApiMetrics& api_metrics, const trace::Tracer& tracer,
+    const std::function<void(http::Server&)>& add_routes) {
   http::ServerOptions opts;
   CORTEX_RETURN_IF_ERROR(ParseHostPort(listen, &opts.host, &opts.port));
   opts.threads = static_cast<int>(s.http.threads);
@@ -119,13 +122,13 @@ Result<std::unique_ptr<http::Server>> StartServer(
   auto server = std::make_unique<http::Server>(opts);
   // The request guard first, then who is calling and whether their role allows the route; every
   // request, refused or not, is counted once answered.
-  server->SetFilter(api_metrics.Wrap(
-      *server,
-      access.MakeFilter(*server, MakeRequestGuard({.listen_host = opts.host,
-                                                   .allowed_hosts = s.http.allowed_hosts,
-                                                   .allowed_origins = s.http.allowed_origins}))));
+  server->SetFilter(api_metrics.Wrap(TraceRequests(
+      tracer, access.MakeFilter(MakeRequestGuard({.listen_host = opts.host,
+                                                  .allowed_hosts = s.http.allowed_hosts,
+                                                  .allowed_origins = s.http.allowed_origins})))));
   AddHealthRoutes(*server, service);
   add_routes(*server);
+  AddOpenApiRoute(*server);  // describes the routes of this port
   CORTEX_RETURN_IF_ERROR(server->Start());
   return server;
 }
@@ -140,6 +143,8 @@ Result<std::unique_ptr<http::Server>> StartServer(
 // is still alive.
 struct Services {
   std::unique_ptr<metrics::Registry> metrics = std::make_unique<metrics::Registry>();
+  std::unique_ptr<OtlpExporter> otlp;  // outlives the tracer that feeds it
+  std::unique_ptr<trace::Tracer> tracer = std::make_unique<trace::Tracer>();
   std::unique_ptr<store::Store> state;
   std::unique_ptr<AccessControl> access;
   std::unique_ptr<exec::ProcessRunner> runner;
@@ -254,6 +259,14 @@ int RunServe(const Settings& settings) {
   }
 
   Services svc;  // after the registry: stopped and destroyed before it
+  if (!s.tracing.otlp_endpoint.empty()) {
+    OtlpOptions oo;
+    oo.endpoint = s.tracing.otlp_endpoint;
+    oo.service_name = s.tracing.service_name;
+    svc.otlp = std::make_unique<OtlpExporter>(std::move(oo), svc.metrics.get());
+    svc.tracer = std::make_unique<trace::Tracer>(svc.otlp->AsExporter());
+    log::Info("serve", "spans are exported to " + s.tracing.otlp_endpoint);
+  }
   // State: the Store, then the executor on top of it.
   store::SqliteOptions sopts;
   sopts.path = s.data_dir + "/cortex.db";
@@ -299,6 +312,7 @@ int RunServe(const Settings& settings) {
   }
   eopts.hidden_paths = {s.data_dir};
   eopts.metrics = svc.metrics.get();
+  eopts.tracer = svc.tracer.get();
   if (s.exec.sandbox) {
     auto sandbox = exec::DetectSandbox("", s.data_dir + "/sandbox");
     if (sandbox.ok()) {
@@ -440,6 +454,7 @@ int RunServe(const Settings& settings) {
   aopts.recordings_dir = s.data_dir + "/recordings";
   aopts.allowed_env = s.variables.allow_env;
   aopts.metrics = svc.metrics.get();
+  aopts.tracer = svc.tracer.get();
   svc.agent_actions = std::make_unique<AgentActions>(*svc.dispatcher);
   svc.agents = std::make_unique<agent::AgentRunner>(reg, *svc.gateway, *svc.agent_actions,
                                                     std::move(aopts), state.get());
@@ -467,6 +482,7 @@ int RunServe(const Settings& settings) {
   wopts_engine.env = environment;
   wopts_engine.allowed_env = s.variables.allow_env;
   wopts_engine.metrics = svc.metrics.get();
+  wopts_engine.tracer = svc.tracer.get();
   wopts_engine.max_inflight = static_cast<size_t>(std::max<int64_t>(1, s.exec.queue / 2));
   auto& engine = svc.engine;
   engine = std::make_unique<workflow::Engine>(wopts_engine, reg, *state, *svc.dispatcher);
@@ -525,7 +541,8 @@ int RunServe(const Settings& settings) {
   };
   for (const Port& p : ports) {
     if (!p.listen) continue;
-    auto server = StartServer(*p.listen, s, p.service, *svc.access, *svc.api_metrics, p.routes);
+    auto server =
+        StartServer(*p.listen, s, p.service, *svc.access, *svc.api_metrics, *svc.tracer, p.routes);
     if (!server.ok()) {
       log::Error("serve", server.status().message());
       return 1;

@@ -106,15 +106,9 @@ Json LinesJson(const std::vector<deploy::RelicLogLine>& lines) {
 http::Response Logs(deploy::Deployer& deployer, const http::Request& req) {
   const std::string name = req.PathParam("name");
   const std::string service = req.Query("service").value_or("");
-  size_t tail = 100;
-  if (auto t = req.Query("tail")) {
-    char* end = nullptr;
-    long v = std::strtol(t->c_str(), &end, 10);
-    if (t->empty() || *end || v < 0 || v > 100000) {
-      return ErrorFromStatus(InvalidArgumentError("tail must be a number of lines (0-100000)"));
-    }
-    tail = static_cast<size_t>(v);
-  }
+  auto tail_lines = IntParam(req.Query("tail"), "tail", 0, 100000, 100);
+  if (!tail_lines.ok()) return ErrorFromStatus(tail_lines.status());
+  const auto tail = static_cast<size_t>(*tail_lines);
   if (WantsEvents(req) || IsTrue(req.Query("follow"))) {
     auto status = deployer.RelicStatus(name);  // 404 before the stream starts
     if (!status.ok()) return ErrorFromStatus(status.status());
@@ -214,9 +208,10 @@ void AddMonumentRoutes(http::Server& server, deploy::Monuments& monuments) {
     return Ok({{"name", name}, {"service", *service}, {"replicas", *replicas}});
   });
   server.Handle("GET", "/monuments/{name}/logs", [&monuments](const http::Request& req) {
-    size_t tail = 100;
-    if (auto t = req.Query("tail")) tail = static_cast<size_t>(std::max(0L, std::atol(t->c_str())));
-    auto lines = monuments.Logs(req.PathParam("name"), req.Query("service").value_or(""), tail);
+    auto tail = IntParam(req.Query("tail"), "tail", 0, 100000, 100);
+    if (!tail.ok()) return ErrorFromStatus(tail.status());
+    auto lines = monuments.Logs(req.PathParam("name"), req.Query("service").value_or(""),
+                                static_cast<size_t>(*tail));
     if (!lines.ok()) return ErrorFromStatus(lines.status());
     Json out = LinesJson(*lines);
     return Ok({{"monument", req.PathParam("name")}, {"count", out.size()}, {"lines", out}});
@@ -318,7 +313,7 @@ void AddDeployRoutes(http::Server& server, deploy::Deployer& deployer,
     Json params = body->contains("parameters") && (*body)["parameters"].is_object()
                       ? (*body)["parameters"]
                       : *body;
-    auto r = deployer.CallRelic(name, op, params);
+    auto r = deployer.CallRelic(name, op, params, deploy::Ms(30000), req.traceparent);
     if (!r.ok()) return ErrorFromStatus(r.status());
     Json out = {{"relic", name}, {"operation", op},     {"method", r->method},
                 {"url", r->url}, {"status", r->status}, {"result", r->body}};

@@ -81,6 +81,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
       if (auto q = req.Query("tool_name")) body["name"] = *q;  // the original service's query form
     }
     if (Status st = ParseExecuteRequest(body, &request); !st.ok()) return ErrorFromStatus(st);
+    request.traceparent = req.traceparent;
     bool async = body.contains("async") && body["async"].is_boolean() && body["async"].get<bool>();
 
     std::vector<exec::FieldError> fields;
@@ -158,6 +159,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
       const Json& c = (*calls)[i];
       Status st = c.is_object() ? ParseExecuteRequest(c, &requests[i])
                                 : InvalidArgumentError("a call must be a JSON object");
+      requests[i].traceparent = req.traceparent;
       if (!st.ok()) {
         bad.push_back(
             {{"index", i}, {"code", StatusCodeName(st.code())}, {"message", st.message()}});
@@ -280,8 +282,9 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
       };
       return resp;
     }
-    int64_t after = 0;
-    if (auto v = req.Query("after")) after = std::atoll(v->c_str());
+    auto after_seq = IntParam(req.Query("after"), "after", 0, INT64_MAX, 0);
+    if (!after_seq.ok()) return ErrorFromStatus(after_seq.status());
+    const int64_t after = *after_seq;
     bool done = false;
     if (auto live = executor.Follow(id, after, std::chrono::milliseconds(0), &done);
         live.ok() && !done) {

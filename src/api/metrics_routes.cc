@@ -43,12 +43,12 @@ ApiMetrics::ApiMetrics(metrics::Registry& registry, const deploy::Deployer& depl
   });
 }
 
-http::Filter ApiMetrics::Wrap(const http::Server& server, http::Filter next) {
-  return [this, &server, next = std::move(next)](const http::Request& req) {
+http::Filter ApiMetrics::Wrap(http::Filter next) {
+  return [this, next = std::move(next)](http::Request& req) {
     const auto start = std::chrono::steady_clock::now();
     http::FilterResult result;
     if (next) result = next(req);
-    auto route = server.Match(req.method, req.path);
+    const auto& route = req.route;
     auto inner = std::move(result.after);
     result.after = [this, inner = std::move(inner), start, method = MethodLabel(req.method),
                     pattern = route ? route->pattern : std::string("unmatched")](

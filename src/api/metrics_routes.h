@@ -16,7 +16,7 @@ class ApiMetrics {
   ApiMetrics(metrics::Registry& registry, const deploy::Deployer& deployer);
 
   // A filter that runs `next` (the access control, ...) and counts the request once answered.
-  http::Filter Wrap(const http::Server& server, http::Filter next);
+  http::Filter Wrap(http::Filter next);
 
   metrics::Registry& registry() { return registry_; }
 

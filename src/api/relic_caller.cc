@@ -39,7 +39,7 @@ Result<Json> RelicCaller::Perform(const workflow::StepDispatcher::RelicCall& cal
                                   ": no operation (set the step's action, or "
                                   "parameters.operation)");
     }
-    return StepOutput(deployer_->CallRelic(target, op, params, call.timeout));
+    return StepOutput(deployer_->CallRelic(target, op, params, call.timeout, call.traceparent));
   }
   deploy::HttpCall http_call;
   http_call.url = target;
@@ -63,6 +63,7 @@ Result<Json> RelicCaller::Perform(const workflow::StepDispatcher::RelicCall& cal
   for (char& c : method) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   http_call.method = method;
   http_call.timeout = call.timeout;
+  http_call.traceparent = call.traceparent;
   return StepOutput(deploy::SendHttp(http_call));
 }
 

@@ -53,6 +53,16 @@ Status ApplyEnvironment(const std::function<std::optional<std::string>(const cha
     }
     s->log_level = *v;
   }
+  if (auto v = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")) s->tracing.otlp_endpoint = *v;
+  if (auto v = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) s->tracing.otlp_endpoint = *v;
+  if (auto v = getenv("OTEL_SERVICE_NAME")) s->tracing.service_name = *v;
+  if (!s->tracing.otlp_endpoint.empty() && s->tracing.otlp_endpoint.rfind("http://", 0) != 0 &&
+      s->tracing.otlp_endpoint.rfind("https://", 0) != 0) {
+    return InvalidArgumentError(
+        "tracing.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) must be an "
+        "http:// or https:// URL, not '" +
+        s->tracing.otlp_endpoint + "'");
+  }
   if (auto v = getenv("CORTEX_TLS_CERT")) s->http.tls_cert = *v;
   if (auto v = getenv("CORTEX_TLS_KEY")) s->http.tls_key = *v;
   if (s->http.tls_cert.empty() != s->http.tls_key.empty()) {

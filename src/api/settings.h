@@ -212,6 +212,19 @@ struct AuthSettings {
   }
 };
 
+// Spans of requests, tool calls, workflow runs and steps, agent runs and actions, sent over
+// OTLP/HTTP JSON (docs/metrics.md#tracing). Env: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full
+// URL), OTEL_EXPORTER_OTLP_ENDPOINT (the base), OTEL_SERVICE_NAME.
+struct TracingSettings {
+  std::string otlp_endpoint;  // "" = spans are not exported (contexts are still carried)
+  std::string service_name = "cortex";
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("otlp_endpoint", s.otlp_endpoint);
+    v.Field("service_name", s.service_name);
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -226,6 +239,7 @@ struct Settings {
   VariablesSettings variables;
   LlmSettings llm;
   AuthSettings auth;
+  TracingSettings tracing;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -241,6 +255,7 @@ struct Settings {
     v.Field("variables", s.variables);
     v.Field("llm", s.llm);
     v.Field("auth", s.auth);
+    v.Field("tracing", s.tracing);
   }
 };
 

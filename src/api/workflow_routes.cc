@@ -53,6 +53,7 @@ http::Response Start(workflow::Engine& engine, store::Store& store, const http::
     }
     timeout = *parsed;
   }
+  start.traceparent = req.traceparent;
   std::vector<exec::FieldError> fields;
   auto id = engine.StartRun(start, &fields);
   if (!id.ok()) {
@@ -193,8 +194,9 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
     auto rec = store.GetRun(id);
     if (!rec.ok()) return ErrorFromStatus(rec.status());
     if (!*rec) return ErrorFromStatus(NotFoundError("no workflow run " + id));
-    int64_t after = 0;
-    if (auto v = req.Query("after")) after = std::atoll(v->c_str());
+    auto after_seq = IntParam(req.Query("after"), "after", 0, INT64_MAX, 0);
+    if (!after_seq.ok()) return ErrorFromStatus(after_seq.status());
+    const int64_t after = *after_seq;
     if (!WantsEvents(req)) {
       auto events = store.GetRunEvents(id, after, 10000);
       if (!events.ok()) return ErrorFromStatus(events.status());

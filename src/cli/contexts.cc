@@ -10,6 +10,7 @@
 
 #include "cli/output.h"
 #include "common/yaml.h"
+#include "registry/schema.h"
 
 namespace cortex::cli {
 
@@ -19,19 +20,16 @@ namespace {
 
 constexpr size_t kMaxFileBytes = 1 << 20;
 
-std::string Where(const fs::path& path, const yaml::Node& node) {
-  return path.string() + ":" + std::to_string(node.mark().line);
-}
-
-Result<std::string> StringField(const fs::path& path, const yaml::Node& map, const char* key) {
-  const yaml::Node* v = map.Find(key);
-  if (!v || v->IsNull()) return std::string();
-  if (!v->IsScalar()) {
-    return InvalidArgumentError(Where(path, *v) + ": '" + key + "' must be a string, not a " +
-                                std::string(v->TypeName()));
+// The file as written: contexts in the file's order (the reader's map form).
+struct ContextsYaml {
+  std::string current;
+  std::vector<std::pair<std::string, ContextEntry>> contexts;
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("current", s.current);
+    v.Field("contexts", s.contexts);
   }
-  return v->scalar();
-}
+};
 
 }  // namespace
 
@@ -57,31 +55,19 @@ Result<ContextsFile> LoadContexts(const fs::path& path) {
   auto stream = yaml::Parse(text.str());
   if (!stream.ok()) return InvalidArgumentError(path.string() + ":" + stream.status().message());
   if (stream->documents().empty() || stream->documents()[0]->IsNull()) return out;
-  const yaml::Node& root = *stream->documents()[0];
-  if (!root.IsMapping()) {
-    return InvalidArgumentError(Where(path, root) +
-                                ": the file must be a mapping with "
-                                "'current' and 'contexts'");
-  }
-  CORTEX_ASSIGN_OR_RETURN(out.current, StringField(path, root, "current"));
-  if (const yaml::Node* list = root.Find("contexts"); list && !list->IsNull()) {
-    if (!list->IsMapping()) {
-      return InvalidArgumentError(Where(path, *list) +
-                                  ": 'contexts' must map names to {server, token}");
+  // Read like cortex.yml: unknown keys are errors (a typo must not drop a token silently).
+  registry::Diagnostics diags;
+  registry::YamlReader reader(path.string(), &diags, /*strict=*/true);
+  ContextsYaml file;
+  if (!reader.Read(*stream->documents()[0], file) || registry::HasErrors(diags)) {
+    std::string msg;
+    for (const auto& d : diags) {
+      if (d.severity == registry::Severity::kError) msg += (msg.empty() ? "" : "\n") + d.ToString();
     }
-    for (const auto& [key, value] : list->entries()) {
-      if (!value->IsMapping()) {
-        return InvalidArgumentError(Where(path, *value) + ": context '" + key->scalar() +
-                                    "' must be a mapping with 'server'");
-      }
-      ContextEntry e;
-      CORTEX_ASSIGN_OR_RETURN(e.server, StringField(path, *value, "server"));
-      CORTEX_ASSIGN_OR_RETURN(e.token, StringField(path, *value, "token"));
-      CORTEX_ASSIGN_OR_RETURN(e.token_file, StringField(path, *value, "token_file"));
-      CORTEX_ASSIGN_OR_RETURN(e.ca_file, StringField(path, *value, "ca_file"));
-      out.contexts[key->scalar()] = std::move(e);
-    }
+    return InvalidArgumentError(msg.empty() ? path.string() + ": not a contexts file" : msg);
   }
+  out.current = std::move(file.current);
+  for (auto& [name, entry] : file.contexts) out.contexts[name] = std::move(entry);
   return out;
 }
 

@@ -22,6 +22,13 @@ struct ContextEntry {
   std::string token;       // the key itself, or
   std::string token_file;  // a file holding it (first line)
   std::string ca_file;     // https:// servers: the CA certificates (PEM) to trust
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("server", s.server);
+    v.Field("token", s.token);
+    v.Field("token_file", s.token_file);
+    v.Field("ca_file", s.ca_file);
+  }
 };
 
 struct ContextsFile {

@@ -733,7 +733,8 @@ std::optional<std::string> Deployer::Lookup(std::string_view variable) const {
 }
 
 Result<CallResult> Deployer::CallRelic(const std::string& name, const std::string& operation,
-                                       const OJson& params, Ms timeout) const {
+                                       const OJson& params, Ms timeout,
+                                       const std::string& traceparent) const {
   std::string base;
   std::vector<registry::RelicEndpoint> endpoints;
   if (auto sv = Find(name)) {
@@ -796,6 +797,7 @@ Result<CallResult> Deployer::CallRelic(const std::string& name, const std::strin
   call.method = ep->method;
   call.url = url;
   call.timeout = timeout;
+  call.traceparent = traceparent;
   if (call.method == "GET" || call.method == "DELETE" || call.method == "HEAD") {
     call.query = rest;
   } else if (auto b = rest.find("body"); b != rest.end()) {
@@ -818,6 +820,7 @@ Result<CallResult> SendHttp(const HttpCall& call) {
   }
   http::ClientOptions opts;
   opts.read_timeout = call.timeout;
+  if (!call.traceparent.empty()) opts.headers.emplace("traceparent", call.traceparent);
   http::Client client(base, opts);
   std::string text = call.body.is_null() ? "" : DumpJson(call.body);
   Result<http::ClientResponse> resp =

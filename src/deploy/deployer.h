@@ -73,6 +73,7 @@ struct HttpCall {
   OJson query;
   OJson body;
   Ms timeout{30000};
+  std::string traceparent;  // sent as the W3C traceparent header when set
 };
 Result<CallResult> SendHttp(const HttpCall& call);
 
@@ -137,7 +138,8 @@ class Deployer {
   // NotFound for an unknown relic or operation (listing the known ones), Unavailable when the
   // relic is deployed but not healthy or cannot be reached.
   Result<CallResult> CallRelic(const std::string& name, const std::string& operation,
-                               const OJson& params, Ms timeout = Ms(30000)) const;
+                               const OJson& params, Ms timeout = Ms(30000),
+                               const std::string& traceparent = "") const;
 
  private:
   struct Supervisor;

@@ -2,10 +2,9 @@
 
 #include <string.h>
 
-#include <random>
-
 #include "common/json.h"
 #include "common/log.h"
+#include "common/random_id.h"
 
 namespace cortex::exec {
 
@@ -25,17 +24,10 @@ struct Executor::Job {
   store::ExecutionRecord record;  // the latest state
   std::deque<LiveLine> lines;     // bounded by options.live_lines
   int64_t next_seq = 1;
+  trace::Span span;  // from Prepare to Finish
 };
 
-std::string NewExecutionId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id = "ex_";
-  uint64_t a = rng(), b = rng();
-  for (int i = 0; i < 16; ++i) id += kHex[(a >> (i * 4)) & 0xF];
-  for (int i = 0; i < 4; ++i) id += kHex[(b >> (i * 4)) & 0xF];
-  return id;
-}
+std::string NewExecutionId() { return RandomId("ex_"); }
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -164,6 +156,11 @@ Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& r
   auto job = std::make_shared<Job>();
   job->id = request.execution_id.empty() ? NewExecutionId() : request.execution_id;
   job->request = request;
+  if (options_.tracer) {
+    job->span = options_.tracer->Start("tool " + request.tool, request.traceparent);
+    job->span.SetAttribute("cortex.tool", request.tool);
+    job->span.SetAttribute("cortex.execution_id", job->id);
+  }
   job->parameters = std::move(check.values);
   job->file = entry->file;
   store::ExecutionRecord& r = job->record;
@@ -310,7 +307,7 @@ Result<ToolHealth> Executor::CheckHealth(const std::string& tool_name) {
   ToolCall call;
   call.tool = entry->file->manifest.get();
   call.tool_dir = entry->file->path.substr(0, entry->file->path.find_last_of('/'));
-  call.execution_id = "health_" + NewExecutionId().substr(3);
+  call.execution_id = RandomId("health_");
   const auto* tool = entry->manifest().As<registry::ToolSpec>();
   const auto& declared = tool->implementation.health_check;
   auto unhealthy = [&](std::string why) {
@@ -547,6 +544,8 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   call.parameters = job->parameters;
   call.execution_id = job->id;
   call.idempotency_key = r.idempotency_key;
+  call.traceparent = job->span.traceparent();
+  if (call.traceparent.empty()) call.traceparent = job->request.traceparent;
   auto spec = BuildToolProcess(call, options_.defaults, resolve_);
   if (!spec.ok()) return fail(spec.status().message());
   if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
@@ -669,6 +668,12 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
       duration_metric_->Observe({record.name}, static_cast<double>(record.duration_ms) / 1000.0);
     }
   }
+  job->span.SetAttribute("cortex.status", record.status);
+  if (record.exit_code)
+    job->span.SetAttribute("process.exit.code", std::to_string(*record.exit_code));
+  if (record.status != "succeeded")
+    job->span.SetError(record.error.empty() ? record.status : record.error);
+  job->span.End();
   {
     std::lock_guard lock(job->mu);
     job->record = std::move(record);

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
+#include "common/trace.h"
 #include "exec/params.h"
 #include "exec/process.h"
 #include "exec/sandbox.h"
@@ -45,6 +46,9 @@ struct ExecutorOptions {
   size_t recent = 1000;      // finished executions kept in memory for waiters
   // Where tool calls, their durations and the queue's depth are counted (none when null).
   metrics::Registry* metrics = nullptr;
+  // Each execution is a span "tool <name>" under its request's traceparent (none when null:
+  // the caller's traceparent still reaches the tool).
+  const trace::Tracer* tracer = nullptr;
 };
 
 struct ExecuteRequest {
@@ -59,6 +63,9 @@ struct ExecuteRequest {
   std::function<void(const store::ExecutionRecord&)> on_finish;
   // The timeout of this call when shorter than the tool's own (a workflow step's `timeout`).
   std::optional<std::chrono::milliseconds> timeout;
+  // The caller's W3C trace context: the execution's span is its child, and the tool process
+  // gets TRACEPARENT.
+  std::string traceparent;
 };
 
 // One output line of an execution, numbered from 1.

@@ -97,6 +97,8 @@ Result<std::vector<std::string>> ToolEnvironment(const ToolCall& call) {
   env["CORTEX_EXECUTION_ID"] = call.execution_id;
   env["CORTEX_TOOL_NAME"] = call.tool->name();
   if (!call.idempotency_key.empty()) env["CORTEX_IDEMPOTENCY_KEY"] = call.idempotency_key;
+  // OpenTelemetry's name for it: SDKs in the tool pick it up as their parent.
+  if (!call.traceparent.empty()) env["TRACEPARENT"] = call.traceparent;
   std::vector<std::string> out;
   for (const auto& [k, v] : env) out.push_back(k + "=" + v);
   return out;

@@ -4,7 +4,8 @@
 //   argv:   <interpreter> <entrypoint> <parameters as one JSON string>   (or the entrypoint
 //           itself for a native binary); the parameters are also written to stdin.
 //   cwd:    the tool's folder.
-//   env:    a clean minimal environment, the tool's declared variables, CORTEX_EXECUTION_ID.
+//   env:    a clean minimal environment, the tool's declared variables, CORTEX_EXECUTION_ID,
+//           TRACEPARENT (W3C trace context) when the call has one.
 //   result: stdout parsed as JSON when it is JSON, else kept as text. The call failed when the
 //           process did not exit 0, or the JSON says "success": false or "status": "error".
 #pragma once
@@ -39,6 +40,7 @@ struct ToolCall {
   nlohmann::ordered_json parameters;         // already checked (CheckParameters)
   std::string execution_id;
   std::string idempotency_key;  // "" when none
+  std::string traceparent;      // W3C trace context for the tool (TRACEPARENT); "" when none
 };
 
 // The wall-clock timeout of a tool's calls: its `resources.timeout`, else the default.

@@ -24,6 +24,14 @@ struct CaseInsensitiveLess {
 };
 using Headers = std::multimap<std::string, std::string, CaseInsensitiveLess>;
 
+// A registered route: its method and pattern ("/workflows/{id}").
+struct RouteKey {
+  std::string method;
+  std::string pattern;
+  friend bool operator==(const RouteKey&, const RouteKey&) = default;
+  friend auto operator<=>(const RouteKey&, const RouteKey&) = default;
+};
+
 struct Request {
   std::string method;                              // "GET", "POST", ...
   std::string path;                                // decoded path, without the query string
@@ -32,6 +40,12 @@ struct Request {
   Headers headers;
   std::string body;
   std::string remote_addr;
+  // The registered route this request reaches, matched once by the server before its filter
+  // runs (path_params filled too); nullopt when none matches (the router answers 404/405).
+  std::optional<RouteKey> route;
+  // The W3C trace context of this request's span, for the work it starts (set by the server's
+  // filter; "" when none).
+  std::string traceparent;
 
   // First value of a header or query parameter, if present.
   std::optional<std::string> Header(std::string_view name) const;
@@ -87,7 +101,8 @@ struct FilterResult {
   std::function<void(const Request&, const Response&)> after;
 };
 // Runs on every request once its headers are read, before its body is (Request::body is empty).
-using Filter = std::function<FilterResult(const Request&)>;
+// It may annotate the request for the handler (Request::traceparent).
+using Filter = std::function<FilterResult(Request&)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -107,23 +122,19 @@ struct ServerOptions {
   std::string tls_cert_file, tls_key_file;
 };
 
-// A registered route: its method and pattern ("/workflows/{id}").
-struct RouteKey {
-  std::string method;
-  std::string pattern;
-  friend bool operator==(const RouteKey&, const RouteKey&) = default;
-  friend auto operator<=>(const RouteKey&, const RouteKey&) = default;
-};
-
 // Matches "/a/{x}/b" style patterns. A path that matches a pattern under another method gets
 // 405; a path that matches nothing gets 404; both as ErrorResponse JSON.
 class Router {
  public:
   void Add(std::string method, std::string pattern, Handler handler);
-  // Dispatches to the matching handler (filling path_params) or produces the 404/405 answer.
+  // Sets request.route and path_params to the route Dispatch will choose (HEAD falls back to
+  // GET), or clears them when none matches.
+  void Resolve(Request& request) const;
+  // Resolve, then Run.
   Response Dispatch(Request& request) const;
-  // The route Dispatch would choose (HEAD falls back to GET), if any.
-  std::optional<RouteKey> Match(std::string_view method, std::string_view path) const;
+  // Runs the handler of request.route as Resolve set it, or produces the 404/405 answer when
+  // it is unset.
+  Response Run(Request& request) const;
   std::vector<RouteKey> List() const;  // in registration order
 
  private:
@@ -133,9 +144,11 @@ class Router {
     std::vector<std::string> segments;  // "{name}" segments capture
     Handler handler;
   };
+  const Route* Find(const RouteKey& key) const;
   static bool Matches(const Route& route, const std::vector<std::string>& segments);
   const Route* Best(std::string_view method, const std::vector<std::string>& segments) const;
   std::vector<Route> routes_;
+  std::map<RouteKey, size_t> index_;  // into routes_
 };
 
 class Server {
@@ -149,10 +162,8 @@ class Server {
   void Handle(std::string method, std::string pattern, Handler handler);
   // Sets the filter every request passes first (before Start; one filter per server).
   void SetFilter(Filter filter);
-  // The registered routes, and the one a request would reach (for a filter that decides by
-  // route, such as authorization).
+  // The registered routes (a filter that decides by route reads Request::route).
   std::vector<RouteKey> Routes() const;
-  std::optional<RouteKey> Match(std::string_view method, std::string_view path) const;
 
   // Binds and starts serving on a background thread. Returns once the socket is listening, or an
   // Unavailable error naming the address (e.g. port already in use).

@@ -497,6 +497,8 @@ class Server::Impl {
       if (!IsHttplibPseudoHeader(name)) request->headers.emplace(name, value);
     }
 
+    router_.Resolve(*request);  // once: the filter and the dispatch share it
+
     Response response;
     FilterResult filtered;
     if (filter_) {
@@ -531,7 +533,7 @@ class Server::Impl {
       response = std::move(*body_error);
     } else {
       try {
-        response = router_.Dispatch(*request);
+        response = router_.Run(*request);
       } catch (...) {
         LogLine(req.method + " " + req.path + ": handler threw: " + CurrentExceptionText());
         response = ErrorResponse(500, "internal", "internal error");
@@ -608,9 +610,6 @@ void Server::Handle(std::string method, std::string pattern, Handler handler) {
 
 void Server::SetFilter(Filter filter) { impl_->SetFilter(std::move(filter)); }
 std::vector<RouteKey> Server::Routes() const { return impl_->router().List(); }
-std::optional<RouteKey> Server::Match(std::string_view method, std::string_view path) const {
-  return impl_->router().Match(method, path);
-}
 
 Status Server::Start() { return impl_->Start(); }
 int Server::port() const { return impl_->port(); }

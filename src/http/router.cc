@@ -113,6 +113,8 @@ std::string UrlEncode(std::string_view s) {
 void Router::Add(std::string method, std::string pattern, Handler handler) {
   CORTEX_CHECK_MSG(handler != nullptr, "route " + method + " " + pattern + " has no handler");
   std::vector<std::string> segments = SplitPath(pattern);
+  CORTEX_CHECK_MSG(index_.emplace(RouteKey{method, pattern}, routes_.size()).second,
+                   "route " + method + " " + pattern + " is registered twice");
   routes_.push_back(
       Route{std::move(method), std::move(pattern), std::move(segments), std::move(handler)});
 }
@@ -153,10 +155,23 @@ const Router::Route* Router::Best(std::string_view method,
   return best;
 }
 
-std::optional<RouteKey> Router::Match(std::string_view method, std::string_view path) const {
-  const Route* best = Best(method, SplitPath(path));
-  if (best == nullptr) return std::nullopt;
-  return RouteKey{best->method, best->pattern};
+const Router::Route* Router::Find(const RouteKey& key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &routes_[it->second];
+}
+
+void Router::Resolve(Request& request) const {
+  const std::vector<std::string> segments = SplitPath(request.path);
+  const Route* best = Best(request.method, segments);
+  request.path_params.clear();
+  request.route.reset();
+  if (best == nullptr) return;
+  request.route = RouteKey{best->method, best->pattern};
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (IsCapture(best->segments[i])) {
+      request.path_params[std::string(CaptureName(best->segments[i]))] = segments[i];
+    }
+  }
 }
 
 std::vector<RouteKey> Router::List() const {
@@ -166,20 +181,19 @@ std::vector<RouteKey> Router::List() const {
 }
 
 Response Router::Dispatch(Request& request) const {
-  const std::vector<std::string> segments = SplitPath(request.path);
-  auto matches = [&](const Route& route) { return Matches(route, segments); };
-  const Route* best = Best(request.method, segments);
+  Resolve(request);
+  return Run(request);
+}
 
-  if (best != nullptr) {
-    request.path_params.clear();
-    for (size_t i = 0; i < segments.size(); ++i) {
-      if (IsCapture(best->segments[i])) {
-        request.path_params[std::string(CaptureName(best->segments[i]))] = segments[i];
-      }
-    }
-    return best->handler(request);
+Response Router::Run(Request& request) const {
+  if (request.route) {
+    const Route* route = Find(*request.route);
+    CORTEX_CHECK_MSG(route != nullptr, "request resolved to an unregistered route");
+    return route->handler(request);
   }
 
+  const std::vector<std::string> segments = SplitPath(request.path);
+  auto matches = [&](const Route& route) { return Matches(route, segments); };
   std::set<std::string> allowed;
   for (const Route& route : routes_) {
     if (matches(route)) allowed.insert(route.method);

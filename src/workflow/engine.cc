@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <random>
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "exec/executor.h"
 #include "registry/parser.h"
 #include "registry/variables.h"
@@ -24,17 +24,6 @@ bool Terminal(const std::string& s) {
 }
 bool RunFinished(const std::string& s) {
   return s == "succeeded" || s == "failed" || s == "cancelled";
-}
-
-std::string RandomHex(size_t n) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  while (out.size() < n) {
-    uint64_t v = rng();
-    for (int i = 0; i < 16 && out.size() < n; ++i) out += kHex[(v >> (i * 4)) & 0xF];
-  }
-  return out;
 }
 
 std::string DurationText(int64_t ms) {
@@ -94,7 +83,7 @@ Json ParseOr(const std::string& text, Json fallback) {
 
 }  // namespace
 
-std::string NewRunId() { return "wf_" + RandomHex(20); }
+std::string NewRunId() { return RandomId("wf_"); }
 
 // ---- State --------------------------------------------------------------------------------
 
@@ -107,6 +96,7 @@ struct Engine::StepState {
   int64_t started_ms = 0, finished_ms = 0, next_attempt_ms = 0;
   bool timed_out = false;
   bool queued = false;  // waiting for a dispatch slot
+  trace::Span span;     // the attempt in flight
 };
 
 struct Engine::Run {
@@ -131,6 +121,8 @@ struct Engine::Run {
   int write_failures = 0;  // in a row
   bool write_retry_armed = false;
   std::string last_write_error;
+  trace::Span span;         // from its start in this process to its end
+  std::string traceparent;  // what its steps' spans hang under (the span's, else the caller's)
 };
 
 Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
@@ -376,6 +368,14 @@ Result<std::string> Engine::CreateRun(const StartRequest& request, const std::st
       cfg && cfg->concurrency && cfg->concurrency->max_parallel_steps) {
     run->max_parallel = static_cast<int>(*cfg->concurrency->max_parallel_steps);
   }
+  std::string parent_trace = request.traceparent;
+  if (Run* parent = parent_run.empty() ? nullptr : FindRun(parent_run)) {
+    if (const Node* n = parent->plan->Find(parent_step)) {
+      const StepState& pst = parent->steps[n - parent->plan->nodes.data()];
+      parent_trace = pst.span.traceparent().empty() ? parent->traceparent : pst.span.traceparent();
+    }
+  }
+  StartRunSpan(*run, parent_trace);
   Run& ref = *run;
   std::string id = r.id;
   runs_[id] = std::move(run);
@@ -590,6 +590,8 @@ void Engine::BeginAbort(Run& run, const std::string& reason, bool cancelled) {
 void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   StepState& st = run.steps[node];
   if (st.status != "running" || st.attempt != c.attempt) return;  // stale
+  if (!c.success) st.span.SetError(c.error.empty() ? "failed" : c.error);
+  st.span.End();
   run.running -= 1;
   if (TakesSlot(run.plan->nodes[node])) inflight_ -= 1;
   if (!run.waiting.empty() && !run.aborting && !run.cancelling) {
@@ -707,6 +709,9 @@ void Engine::MaybeFinishRun(Run& run) {
   }
   Event(run, "run_" + r.status, -1, r.error.empty() ? Json() : Json{{"error", r.error}});
   if (runs_metric_) runs_metric_->Inc({r.workflow, r.status});
+  run.span.SetAttribute("cortex.status", r.status);
+  if (r.status != "succeeded") run.span.SetError(r.error.empty() ? r.status : r.error);
+  run.span.End();
   run.finished = true;
   if (!r.parent_run_id.empty()) {
     effects_.push_back({Effect::Kind::kNotifyParent, r.id, -1, 0});
@@ -944,6 +949,16 @@ void Engine::PerformEffect(const Effect& e) {
   }
 }
 
+void Engine::StartRunSpan(Run& run, const std::string& parent) {
+  run.traceparent = parent;
+  if (!options_.tracer) return;
+  run.span = options_.tracer->Start("workflow " + run.rec.workflow, parent);
+  run.span.SetAttribute("cortex.workflow", run.rec.workflow);
+  run.span.SetAttribute("cortex.run_id", run.rec.id);
+  run.span.SetAttribute("cortex.trigger", run.rec.trigger);
+  run.traceparent = run.span.traceparent();
+}
+
 void Engine::DispatchNow(Run& run, int node, int attempt) {
   StepState& st = run.steps[node];
   if (st.status != "running" || st.attempt != attempt || run.finished) return;
@@ -953,6 +968,14 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
   fail.run_id = run.rec.id;
   fail.node = node;
   fail.attempt = attempt;
+  if (options_.tracer) {
+    st.span = options_.tracer->Start("step " + n.name, run.traceparent);
+    st.span.SetAttribute("cortex.step", n.name);
+    st.span.SetAttribute("cortex.attempt", std::to_string(attempt));
+    if (!step.target.empty()) st.span.SetAttribute("cortex.target", step.target);
+  }
+  const std::string step_trace =
+      st.span.traceparent().empty() ? run.traceparent : st.span.traceparent();
   auto params = registry::ResolveJson(step.parameters.is_null() ? Json::object() : step.parameters,
                                       ContextFor(run));
   if (!params.ok()) {
@@ -975,6 +998,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
       call.parameters = values;
       call.execution_id = st.execution_id;
       call.idempotency_key = run.rec.id + "/" + n.name + "/" + std::to_string(attempt);
+      call.traceparent = step_trace;
       if (step.timeout && step.timeout->seconds > 0) {
         // The engine's own timer reports it; the process limit is a backstop slightly later.
         call.timeout = std::chrono::milliseconds(Millis(*step.timeout) + 1000);
@@ -1035,6 +1059,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
       call.target = step.target;
       call.action = step.action.value_or("");
       call.parameters = values;
+      call.traceparent = step_trace;
       if (step.timeout && step.timeout->seconds > 0) {
         call.timeout = std::chrono::milliseconds(Millis(*step.timeout));
       }
@@ -1060,6 +1085,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
       call.agent = step.target;
       call.input = values;
       call.run_key = run_id + "/" + n.name + "/" + std::to_string(attempt);
+      call.traceparent = step_trace;
       if (step.timeout && step.timeout->seconds > 0) {
         call.timeout = std::chrono::milliseconds(Millis(*step.timeout));
       }
@@ -1225,6 +1251,7 @@ Status Engine::Retry(const std::string& run_id, const std::string& from) {
   run->plan = plan;
   run->input = ParseOr(run->rec.input_json, Json::object());
   run->steps.resize(plan->nodes.size());
+  StartRunSpan(*run, "");  // a retry is a trace of its own
   for (const auto& s : steps) {
     const Node* n = plan->Find(s.step);
     if (!n) continue;
@@ -1318,6 +1345,7 @@ Status Engine::Recover() {
     run->plan = plan;
     run->input = ParseOr(rec.input_json, Json::object());
     run->steps.resize(plan->nodes.size());
+    StartRunSpan(*run, "");  // the caller's span ended with the process that had it
     for (const auto& s : *steps) {
       const Node* n = plan->Find(s.step);
       if (!n) continue;

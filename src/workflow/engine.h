@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
+#include "common/trace.h"
 #include "exec/params.h"
 #include "registry/registry.h"
 #include "store/store.h"
@@ -53,6 +54,7 @@ class StepDispatcher {
     std::string execution_id;     // chosen by the engine, recorded before the call
     std::string idempotency_key;  // the same for every dispatch of one attempt
     std::optional<std::chrono::milliseconds> timeout;
+    std::string traceparent;  // the step attempt's trace context
   };
   // Starts a tool call; `done` is called once, on any thread, with the final record. An error
   // means it did not start (ResourceExhausted: try again later).
@@ -65,6 +67,7 @@ class StepDispatcher {
     std::string action;  // the operation, "" when none
     Json parameters;
     std::chrono::milliseconds timeout{30000};
+    std::string traceparent;  // sent as the traceparent header
   };
   // `done` gets the response (JSON) or why the call failed.
   virtual Status StartRelicCall(const RelicCall& call, std::function<void(Result<Json>)> done) {
@@ -78,6 +81,7 @@ class StepDispatcher {
     Json input;           // the step's resolved parameters: the agent's input
     std::string run_key;  // "<workflow run>/<step>/<attempt>", for the agent run's records
     std::optional<std::chrono::milliseconds> timeout;
+    std::string traceparent;
   };
   // Runs an agent; `done` gets the agent run's record (JSON, whatever its status) or why it
   // could not start.
@@ -100,6 +104,10 @@ struct EngineOptions {
   std::function<std::optional<std::string>(std::string_view)> env;
   // Where steps and runs are counted and the active runs gauged (none when null).
   metrics::Registry* metrics = nullptr;
+  // A run is a span "workflow <name>", each step attempt a span "step <name>" under it, and the
+  // attempt's context goes on to its tool, relic call, agent or sub-workflow (none when null:
+  // the run's traceparent is still passed on).
+  const trace::Tracer* tracer = nullptr;
 };
 
 struct StartRequest {
@@ -107,6 +115,7 @@ struct StartRequest {
   Json input = Json::object();
   std::string trigger = "manual";  // manual | scheduled | webhook | workflow
   std::string run_id;              // "" = a new id; else AlreadyExists when it exists
+  std::string traceparent;         // the caller's trace context (the run's span is its child)
 };
 
 // A run and its steps as the API shows them.
@@ -202,6 +211,8 @@ class Engine {
   void Flush();  // writes pending transitions, then performs pending effects (repeatedly)
   void PerformEffect(const Effect& e);
   void DispatchNow(Run& run, int node, int attempt);
+  // The run's span, under `parent` (a traceparent, "" for a new trace).
+  void StartRunSpan(Run& run, const std::string& parent);
   Status Recover();
   registry::VariableContext ContextFor(const Run& run) const;
   Run* FindRun(const std::string& id);

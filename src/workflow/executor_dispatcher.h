@@ -28,6 +28,7 @@ class ExecutorDispatcher final : public StepDispatcher {
     request.idempotency_key = call.idempotency_key;
     request.execution_id = call.execution_id;
     request.timeout = call.timeout;
+    request.traceparent = call.traceparent;
     request.on_finish = std::move(done);
     std::vector<exec::FieldError> fields;
     auto id = executor_.Submit(request, &fields);

@@ -68,6 +68,27 @@ TEST(SettingsTest, UnknownKeysAndBadValuesAreErrorsWithPositions) {
   EXPECT_EQ(LoadSettingsFile("/nonexistent/cortex.yml", &s).code(), StatusCode::kNotFound);
 }
 
+TEST(SettingsTest, OpenTelemetrysVariablesSetTracing) {
+  std::map<std::string, std::string> env = {
+      {"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"}, {"OTEL_SERVICE_NAME", "edge"}};
+  auto getenv = [&](const char* n) -> std::optional<std::string> {
+    auto it = env.find(n);
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  Settings s;
+  ASSERT_TRUE(ApplyEnvironment(getenv, &s).ok());
+  EXPECT_EQ(s.tracing.otlp_endpoint, "http://collector:4318");
+  EXPECT_EQ(s.tracing.service_name, "edge");
+  // The traces-only variable is the more specific one.
+  env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "https://traces.example/v1/traces";
+  ASSERT_TRUE(ApplyEnvironment(getenv, &s).ok());
+  EXPECT_EQ(s.tracing.otlp_endpoint, "https://traces.example/v1/traces");
+  env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "collector:4318";
+  Status bad = ApplyEnvironment(getenv, &s);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("http:// or https://"), std::string::npos) << bad.message();
+}
+
 TEST(SettingsTest, HostPort) {
   std::string host;
   int port = 0;

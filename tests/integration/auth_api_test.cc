@@ -299,6 +299,23 @@ TEST_F(AuthApi, TheCliTakesItsServerAndKeyFromAContext) {
   CliResult broken = cli({"get", "tools"});
   EXPECT_EQ(broken.exit_code, 2) << broken;
   EXPECT_THAT(broken.err, HasSubstr("contexts.yml:3")) << broken;
+  // Hostile files: a usage error naming the file (and line), never a crash or a silent default.
+  struct Hostile {
+    std::string name, text, expect;
+  };
+  for (const Hostile& h : {
+           Hostile{"typo", "current: prod\ncontexts:\n  prod: {server: x, tokn: y}\n",
+                   "contexts.yml:3"},
+           Hostile{"invalid utf-8", "current: \xff\xfe\ncontexts: {}\n", "contexts.yml"},
+           Hostile{"deep", std::string(5000, '[') + std::string(5000, ']') + "\n", "contexts.yml"},
+           Hostile{"huge", "# " + std::string(2 << 20, 'x') + "\n", "larger than 1 MiB"},
+       }) {
+    SCOPED_TRACE(h.name);
+    WriteFile(home.path() / "contexts.yml", h.text);
+    CliResult r = cli({"get", "tools"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_THAT(r.err, HasSubstr(h.expect)) << r;
+  }
 }
 
 TEST(AuthRateLimit, PastItsRateACallerGets429WithRetryAfter) {

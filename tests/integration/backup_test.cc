@@ -98,6 +98,19 @@ TEST(Backup, ARestoredServerHasEverythingTheBackedUpOneHad) {
                             "--manifests", a.manifests_dir().string()});
   EXPECT_NE(again.exit_code, 0) << "an existing archive is never overwritten";
   EXPECT_THAT(again.err, HasSubstr("already exists"));
+  // An archive written inside the manifests folder does not take in its own working folder.
+  const fs::path inside = a.manifests_dir() / "self.tar";
+  CliResult self = RunCli({"backup", inside.string(), "--data-dir", a.data_dir().string(),
+                           "--manifests", a.manifests_dir().string()});
+  ASSERT_EQ(self.exit_code, 0) << self;
+  CliResult names =
+      RunCli({"/usr/bin/python3", "-c",
+              "import sys, tarfile\nprint('\\n'.join(tarfile.open(sys.argv[1]).getnames()))",
+              inside.string()});
+  ASSERT_EQ(names.exit_code, 0) << names;
+  EXPECT_THAT(names.out, HasSubstr("manifests/"));
+  EXPECT_THAT(names.out, ::testing::Not(HasSubstr(".cortex-backup-"))) << names.out;
+  fs::remove(inside);
   // Restoring onto a running server's data dir is refused.
   CliResult onto_live = RunCli({"restore", archive.string(), "--data-dir", a.data_dir().string(),
                                 "--manifests", a.manifests_dir().string(), "--force"});

@@ -931,7 +931,9 @@ TEST_F(ExecuteApi, ToolSeesACleanEnvironment) {
                                                  "GREETING",
                                                  "CORTEX_EXECUTION_ID",
                                                  "CORTEX_TOOL_NAME",
-                                                 "CORTEX_IDEMPOTENCY_KEY"};
+                                                 "CORTEX_IDEMPOTENCY_KEY",
+                                                 "TRACEPARENT"};
+  EXPECT_EQ(env["TRACEPARENT"].size(), 55u) << "the call's W3C trace context";
   for (const auto& [k, v] : env) EXPECT_TRUE(kAllowed.count(k)) << "unexpected variable " << k;
 }
 
