@@ -58,7 +58,7 @@ struct AuthOptions {
   double rate_per_second = 0;
   double burst = 0;  // 0 = one second's worth
   // Bearer tokens that are JWTs are checked by this (none: only API keys).
-  std::shared_ptr<const JwtVerifier> jwt;
+  std::shared_ptr<const JwtKeys> jwt;
 };
 
 // The caller of a request, once authenticated.

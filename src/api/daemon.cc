@@ -69,20 +69,34 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
   o.rate_per_second = s.auth.rate_limit;
   o.burst = s.auth.rate_burst;
   if (!s.auth.jwt.issuer.empty()) {
-    std::ifstream in(s.auth.jwt.jwks_file);
-    std::stringstream jwks;
-    jwks << in.rdbuf();
-    if (!in) {
-      return FailedPreconditionError("auth.jwt.jwks_file: cannot read '" + s.auth.jwt.jwks_file +
-                                     "'");
+    const auto& js = s.auth.jwt;
+    JwtOptions jo{js.issuer, js.audience, js.role_claim, js.leeway_seconds};
+    if (js.jwks_file.empty() == js.jwks_url.empty()) {
+      return FailedPreconditionError(
+          "auth.jwt: give the provider's keys as jwks_file or as jwks_url (one of them)");
     }
-    JwtOptions jo{s.auth.jwt.issuer, s.auth.jwt.audience, s.auth.jwt.role_claim,
-                  s.auth.jwt.leeway_seconds};
-    auto verifier = JwtVerifier::Create(jo, jwks.str());
-    if (!verifier.ok()) {
-      return FailedPreconditionError("auth.jwt: " + verifier.status().message());
+    Result<std::shared_ptr<JwtKeys>> keys = InvalidArgumentError("no keys");
+    if (!js.jwks_url.empty()) {
+      keys = JwtKeys::FromUrl(jo, js.jwks_url, std::chrono::seconds(js.jwks_refresh_seconds),
+                              js.jwks_ca_file);
+    } else {
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(js.jwks_file, ec);
+      std::ifstream in(js.jwks_file, std::ios::binary);
+      if (ec || !in) {
+        return FailedPreconditionError("auth.jwt.jwks_file: cannot read '" + js.jwks_file + "'");
+      }
+      if (size > (1u << 20)) {
+        return FailedPreconditionError("auth.jwt.jwks_file: '" + js.jwks_file +
+                                       "' is larger than 1 MiB; not a key set");
+      }
+      std::string text(static_cast<size_t>(size), '\0');
+      in.read(text.data(), static_cast<std::streamsize>(text.size()));
+      text.resize(static_cast<size_t>(in.gcount()));
+      keys = JwtKeys::FromDocument(jo, text);
     }
-    o.jwt = std::move(verifier).value();
+    if (!keys.ok()) return FailedPreconditionError("auth.jwt: " + keys.status().message());
+    o.jwt = std::move(keys).value();
   }
   if (!o.enabled && !open.empty() && !s.auth.allow_open) {
     return FailedPreconditionError(

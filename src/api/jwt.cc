@@ -9,6 +9,8 @@
 #include <algorithm>
 
 #include "common/json.h"
+#include "common/log.h"
+#include "http/http.h"
 
 namespace cortex::api {
 
@@ -169,7 +171,8 @@ Result<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(JwtOptions options,
   return std::unique_ptr<JwtVerifier>(new JwtVerifier(std::move(options), std::move(keys)));
 }
 
-Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now) const {
+Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now,
+                                        bool* unknown_key) const {
   auto bad = [](const std::string& why) { return UnauthenticatedError("the JWT " + why); };
   if (token.size() > kMaxTokenBytes) return bad("is too long");
   size_t d1 = token.find('.'), d2 = token.find('.', d1 + 1);
@@ -225,6 +228,7 @@ Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now) con
     EVP_MD_CTX_free(md);
     if (verified) break;
   }
+  if (!any_key && unknown_key != nullptr) *unknown_key = true;
   if (!any_key)
     return bad("names a key (kid '" + ToValidUtf8(kid.substr(0, 64)) + "') not in the JWKS");
   if (!verified) return bad("signature does not verify");
@@ -275,6 +279,118 @@ Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now) con
   id.role = role;
   id.expires = *exp;
   return id;
+}
+
+constexpr size_t kMaxJwksBytes = 1 << 20;
+
+JwtKeys::JwtKeys(JwtOptions options, std::shared_ptr<const JwtVerifier> verifier)
+    : options_(std::move(options)), verifier_(std::move(verifier)) {}
+
+Result<std::shared_ptr<JwtKeys>> JwtKeys::FromDocument(JwtOptions options, std::string_view jwks) {
+  if (jwks.size() > kMaxJwksBytes) {
+    return InvalidArgumentError("the JWKS is larger than 1 MiB");
+  }
+  CORTEX_ASSIGN_OR_RETURN(std::unique_ptr<JwtVerifier> v, JwtVerifier::Create(options, jwks));
+  return std::shared_ptr<JwtKeys>(new JwtKeys(std::move(options), std::move(v)));
+}
+
+Result<std::shared_ptr<JwtKeys>> JwtKeys::FromUrl(JwtOptions options, std::string url,
+                                                  std::chrono::seconds refresh,
+                                                  std::string ca_file) {
+  if (!url.starts_with("https://") && !url.starts_with("http://")) {
+    return InvalidArgumentError("the JWKS URL must be http:// or https://, not '" + url + "'");
+  }
+  std::shared_ptr<JwtKeys> keys(new JwtKeys(std::move(options), nullptr));
+  keys->url_ = std::move(url);
+  keys->ca_file_ = std::move(ca_file);
+  keys->refresh_ = std::max(refresh, std::chrono::seconds(1));
+  CORTEX_ASSIGN_OR_RETURN(keys->verifier_, keys->Fetch());
+  keys->thread_ = std::thread([k = keys.get()] { k->Loop(); });
+  return keys;
+}
+
+JwtKeys::~JwtKeys() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<std::shared_ptr<const JwtVerifier>> JwtKeys::Fetch() const {
+  const size_t scheme = url_.find("://");
+  const size_t slash = url_.find('/', scheme + 3);
+  const std::string base = slash == std::string::npos ? url_ : url_.substr(0, slash);
+  const std::string path = slash == std::string::npos ? "/" : url_.substr(slash);
+  http::ClientOptions co;
+  co.connect_timeout = std::chrono::milliseconds(3000);
+  co.read_timeout = std::chrono::milliseconds(10000);
+  co.ca_file = ca_file_;
+  http::Client client(base, co);
+  auto r = client.Get(path);
+  if (!r.ok())
+    return UnavailableError("cannot fetch the JWKS from " + url_ + ": " + r.status().message());
+  if (r->status != 200) {
+    return UnavailableError("cannot fetch the JWKS from " + url_ + ": HTTP " +
+                            std::to_string(r->status));
+  }
+  if (r->body.size() > kMaxJwksBytes) {
+    return InvalidArgumentError("the JWKS at " + url_ + " is larger than 1 MiB");
+  }
+  auto v = JwtVerifier::Create(options_, r->body);
+  if (!v.ok())
+    return Status(v.status().code(), "the JWKS at " + url_ + ": " + v.status().message());
+  return std::shared_ptr<const JwtVerifier>(std::move(v).value());
+}
+
+void JwtKeys::Loop() {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kMinGap = std::chrono::seconds(5);  // between fetches that tokens ask for
+  auto last = Clock::now();
+  std::unique_lock lock(mu_);
+  // The next fetch: at the refresh, or sooner once the gap has passed when a token asked.
+  auto due = [&] { return wanted_ ? last + std::min(refresh_, kMinGap) : last + refresh_; };
+  while (true) {
+    const bool was_wanted = wanted_;
+    cv_.wait_until(lock, due(),
+                   [&] { return stop_ || wanted_ != was_wanted || Clock::now() >= due(); });
+    if (stop_) return;
+    if (Clock::now() < due()) continue;  // asked for: wait for the new time
+    wanted_ = false;
+    lock.unlock();
+    auto fetched = Fetch();
+    lock.lock();
+    last = Clock::now();
+    if (fetched.ok()) {
+      verifier_ = std::move(fetched).value();
+    } else {
+      log::Warn("auth", fetched.status().message() + "; the keys fetched before stay in use");
+    }
+  }
+}
+
+Result<JwtIdentity> JwtKeys::Verify(std::string_view token, int64_t now) const {
+  std::shared_ptr<const JwtVerifier> v;
+  {
+    std::lock_guard lock(mu_);
+    v = verifier_;
+  }
+  bool unknown_key = false;
+  auto r = v->Verify(token, now, &unknown_key);
+  if (unknown_key && !url_.empty()) {
+    {
+      std::lock_guard lock(mu_);
+      wanted_ = true;
+    }
+    cv_.notify_all();
+  }
+  return r;
+}
+
+size_t JwtKeys::keys() const {
+  std::lock_guard lock(mu_);
+  return verifier_->keys();
 }
 
 }  // namespace cortex::api

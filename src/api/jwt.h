@@ -4,11 +4,15 @@
 // (with a leeway for clock skew), then the role from a claim. OpenSSL does the cryptography.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -41,8 +45,10 @@ class JwtVerifier {
   JwtVerifier& operator=(const JwtVerifier&) = delete;
 
   // Unauthenticated (with the reason) for anything but a valid, current token of this issuer
-  // and audience with a known role. `now` in Unix seconds.
-  Result<JwtIdentity> Verify(std::string_view token, int64_t now) const;
+  // and audience with a known role. `now` in Unix seconds. `*unknown_key` (optional) is set
+  // when the token names a key the set does not have (the provider may have rotated its keys).
+  Result<JwtIdentity> Verify(std::string_view token, int64_t now,
+                             bool* unknown_key = nullptr) const;
 
   size_t keys() const { return keys_.size(); }
 
@@ -51,6 +57,40 @@ class JwtVerifier {
   JwtVerifier(JwtOptions options, std::vector<std::unique_ptr<Key>> keys);
   JwtOptions options_;
   std::vector<std::unique_ptr<Key>> keys_;
+};
+
+// The key set tokens are checked against, from a JWKS document, or from the provider's JWKS URL
+// (fetched at the start, again every `refresh`, and soon after a token names a key the set does
+// not have: at most once every 5 s). A fetch that fails keeps the keys there are. A JWKS is at
+// most 1 MiB.
+class JwtKeys {
+ public:
+  static Result<std::shared_ptr<JwtKeys>> FromDocument(JwtOptions options, std::string_view jwks);
+  // An error when the first fetch fails: the server does not start without keys.
+  static Result<std::shared_ptr<JwtKeys>> FromUrl(JwtOptions options, std::string url,
+                                                  std::chrono::seconds refresh,
+                                                  std::string ca_file = "");
+  ~JwtKeys();  // stops the fetcher
+  JwtKeys(const JwtKeys&) = delete;
+  JwtKeys& operator=(const JwtKeys&) = delete;
+
+  Result<JwtIdentity> Verify(std::string_view token, int64_t now) const;
+  size_t keys() const;
+
+ private:
+  JwtKeys(JwtOptions options, std::shared_ptr<const JwtVerifier> verifier);
+  Result<std::shared_ptr<const JwtVerifier>> Fetch() const;
+  void Loop();
+
+  JwtOptions options_;
+  std::string url_, ca_file_;
+  std::chrono::seconds refresh_{300};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::shared_ptr<const JwtVerifier> verifier_;  // guarded by mu_
+  mutable bool wanted_ = false;                  // a token named an unknown key; guarded by mu_
+  bool stop_ = false;                            // guarded by mu_
+  std::thread thread_;
 };
 
 // True when `token` has a JWT's shape (three base64url parts): the caller tries it as one.

@@ -181,7 +181,10 @@ struct LlmSettings {
 // JWTs from an external identity provider (api/jwt.h).
 struct JwtSettings {
   std::string issuer, audience;
-  std::string jwks_file;  // the provider's JSON Web Key Set, saved to a file
+  std::string jwks_file;  // the provider's JSON Web Key Set, saved to a file, or
+  std::string jwks_url;   // where the provider serves it (fetched again to follow rotations)
+  int64_t jwks_refresh_seconds = 300;
+  std::string jwks_ca_file;  // https:// JWKS URLs: the CA certificates to trust ("" = system's)
   std::string role_claim = "cortex_role";
   int64_t leeway_seconds = 60;
   template <class Self, class V>
@@ -189,6 +192,9 @@ struct JwtSettings {
     v.Field("issuer", s.issuer);
     v.Field("audience", s.audience);
     v.Field("jwks_file", s.jwks_file);
+    v.Field("jwks_url", s.jwks_url);
+    v.Field("jwks_refresh_seconds", s.jwks_refresh_seconds, {.min = 1, .max = 86400});
+    v.Field("jwks_ca_file", s.jwks_ca_file);
     v.Field("role_claim", s.role_claim);
     v.Field("leeway_seconds", s.leeway_seconds, {.min = 0, .max = 3600});
   }

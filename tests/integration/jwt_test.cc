@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <mutex>
 
 #include "api/jwt.h"
 #include "integration/api_reply.h"
@@ -192,6 +193,84 @@ TEST(Jwt, AMissingOrEmptyKeySetStopsTheStart) {
     Daemon d({"--config", (dir.path() / "cortex.yml").string()});
     EXPECT_FALSE(d.ok());
     EXPECT_THAT(d.log(), HasSubstr("auth.jwt")) << d.log();
+  }
+}
+
+// The provider's JWKS URL: fetched at the start, and again when a token names a key the set does
+// not have (the provider rotated its keys), without a restart.
+TEST(Jwt, KeysComeFromTheProvidersUrlAndFollowItsRotation) {
+  Signer rsa{EVP_RSA_gen(2048), "RS256", "rsa-1"};
+  Signer next{EVP_EC_gen("P-256"), "ES256", "ec-2"};
+  std::mutex mu;
+  std::string served = json{{"keys", {rsa.Jwk()}}}.dump();
+  int fetches = 0;
+  http::ServerOptions so;
+  so.host = "127.0.0.1";
+  so.port = 0;
+  http::Server idp(so);
+  idp.Handle("GET", "/jwks", [&](const http::Request&) {
+    std::lock_guard lock(mu);
+    ++fetches;
+    return http::Response::Json(200, served);
+  });
+  ASSERT_TRUE(idp.Start().ok());
+  const std::string url = "http://127.0.0.1:" + std::to_string(idp.port()) + "/jwks";
+  TempDir dir;
+  WriteFile(dir.path() / "cortex.yml",
+            "auth:\n  mode: on\n  jwt:\n    issuer: https://idp.example.com\n"
+            "    audience: cortex\n    jwks_refresh_seconds: 3600\n    jwks_url: " +
+                url + "\n");
+  Daemon d({"--config", (dir.path() / "cortex.yml").string()});
+  ASSERT_DAEMON(d);
+  auto as = [&](const std::string& token) {
+    return http::Headers{{"Authorization", "Bearer " + token}};
+  };
+  EXPECT_EQ(Get(d.client(), "/auth/whoami", as(rsa.Sign(Claims("viewer")))).status, 200);
+  // The provider rotates to a new key: tokens signed with it are refused until the set is
+  // fetched again, which such a token asks for.
+  {
+    std::lock_guard lock(mu);
+    served = json{{"keys", {next.Jwk()}}}.dump();
+  }
+  const std::string rotated = next.Sign(Claims("admin"));
+  Reply before = Get(d.client(), "/auth/whoami", as(rotated));
+  EXPECT_EQ(before.status, 401) << before.body;
+  EXPECT_THAT(before.body, HasSubstr("not in the JWKS"));
+  EXPECT_TRUE(WaitFor([&] { return Get(d.client(), "/audit", as(rotated)).status == 200; },
+                      std::chrono::seconds(15)))
+      << d.log();
+  {
+    std::lock_guard lock(mu);
+    EXPECT_GE(fetches, 2);
+    EXPECT_LE(fetches, 4) << "fetches are spaced, whatever tokens ask";
+  }
+  // The old key left the set: its tokens no longer pass.
+  EXPECT_EQ(Get(d.client(), "/auth/whoami", as(rsa.Sign(Claims("viewer")))).status, 401);
+}
+
+TEST(Jwt, AProviderThatCannotBeReachedOrHostileKeySetsStopTheStart) {
+  TempDir dir;
+  WriteFile(dir.path() / "deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  WriteFile(dir.path() / "huge.json",
+            "{\"keys\": [], \"pad\": \"" + std::string(2 << 20, 'x') + "\"}");
+  struct Case {
+    std::string name, keys, expect;
+  };
+  for (const Case& c : {
+           Case{"down", "jwks_url: http://127.0.0.1:9/jwks", "cannot fetch the JWKS"},
+           Case{"scheme", "jwks_url: ftp://idp/jwks", "http:// or https://"},
+           Case{"both", "jwks_url: http://127.0.0.1:9/jwks\n    jwks_file: /x", "one of them"},
+           Case{"none", "role_claim: r", "one of them"},
+           Case{"deep", "jwks_file: " + (dir.path() / "deep.json").string(), "auth.jwt"},
+           Case{"huge", "jwks_file: " + (dir.path() / "huge.json").string(), "larger than 1 MiB"},
+       }) {
+    SCOPED_TRACE(c.name);
+    WriteFile(dir.path() / "cortex.yml",
+              "auth:\n  mode: on\n  jwt:\n    issuer: i\n    audience: a\n    " + c.keys + "\n");
+    Daemon d({"--config", (dir.path() / "cortex.yml").string()});
+    EXPECT_FALSE(d.ok());
+    EXPECT_NE(d.Stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr(c.expect)) << d.log();
   }
 }
 
