@@ -12,6 +12,7 @@
 #include "http/http.h"
 #include "integration/api_reply.h"
 #include "integration/daemon.h"
+#include "integration/scripted_llm.h"
 
 namespace cortex::testing {
 namespace {
@@ -40,6 +41,11 @@ class Collector {
         }
       }
       return http::Response::Json(200, "{}");
+    });
+    // A service a relic step calls: it answers with the traceparent it was sent.
+    server_.Handle("GET", "/echo", [](const http::Request& req) {
+      return http::Response::Json(
+          200, json{{"traceparent", req.Header("traceparent").value_or("")}}.dump());
     });
     EXPECT_TRUE(server_.Start().ok());
   }
@@ -91,14 +97,31 @@ void WriteTracedManifests(const fs::path& m) {
             "kind: Workflow\nname: traced\ndescription: One traced step.\n"
             "trigger: {type: manual}\nsteps:\n"
             "  - {name: probe, type: tool, target: tracer}\n");
+  WriteFile(m / "agents/prober/agent.md",
+            "---\nkind: Agent\nname: prober\ndescription: Runs the tracer.\niteration_cap: 2\n"
+            "cognitive_engine:\n  primary: {provider: scripted, model: m}\n"
+            "import:\n  tools: [tracer]\n---\nYou probe.\n");
 }
 
 TEST(Tracing, ARequestsTraceReachesTheToolAndEverySpanIsExported) {
   Collector collector;
+  ScriptedLlm llm;
+  ASSERT_TRUE(llm.ok());
+  llm.Script({Says(R"(<action id="t">{"name":"tracer"}</action><response>Probed.</response>)")});
   TempDir cfg;
   WriteFile(cfg.path() / "cortex.yml",
-            "tracing:\n  otlp_endpoint: " + collector.url() + "\n  service_name: cortex-test\n");
-  Daemon d({"--config", (cfg.path() / "cortex.yml").string()}, WriteTracedManifests);
+            "tracing:\n  otlp_endpoint: " + collector.url() +
+                "\n  service_name: cortex-test\nllm:\n  providers:\n    - name: scripted\n"
+                "      type: openai\n      api_key_env: ''\n      base_url: " +
+                llm.base_url() + "\n");
+  Daemon d({"--config", (cfg.path() / "cortex.yml").string()}, [&](const fs::path& m) {
+    WriteTracedManifests(m);
+    WriteFile(m / "workflows/called.workflow.yml",
+              "kind: Workflow\nname: called\ndescription: Calls a service.\n"
+              "trigger: {type: manual}\nsteps:\n"
+              "  - {name: call, type: relic, target: \"" +
+                  collector.url() + "/echo\"}\n");
+  });
   ASSERT_DAEMON(d);
   const std::string parent = std::string("00-") + kTrace + "-" + kParent + "-01";
   const http::Headers traced = {{"traceparent", parent}};
@@ -115,10 +138,23 @@ TEST(Tracing, ARequestsTraceReachesTheToolAndEverySpanIsExported) {
   ASSERT_EQ(wf.status / 100, 2) << wf.body;
   EXPECT_EQ(wf.json.value("status", ""), "succeeded") << wf.body;
 
+  // A relic step: the service it calls gets the step's context as the traceparent header.
+  Reply called =
+      Post(d.client(), "/execute/workflow", R"({"name": "called", "wait": true})", traced);
+  ASSERT_EQ(called.status / 100, 2) << called.body;
+  EXPECT_EQ(called.json.value("status", ""), "succeeded") << called.body;
+  const std::string sent = called.json["steps"][0]["output"].value("traceparent", "");
+  EXPECT_THAT(sent, ::testing::StartsWith(std::string("00-") + kTrace + "-")) << called.body;
+
+  // An agent: run -> action -> tool.
+  Reply agent = Post(d.client(), "/execute/agent", R"({"agent": "prober", "input": "go"})", traced);
+  ASSERT_EQ(agent.status, 200) << agent.body;
+  EXPECT_EQ(agent.json.value("status", ""), "succeeded") << agent.body;
+
   std::vector<json> spans;
   ASSERT_TRUE(WaitFor([&] {
     spans = collector.Spans(kTrace);
-    return spans.size() >= 6;
+    return spans.size() >= 13;
   })) << "spans exported: "
       << spans.size() << "\n"
       << d.log();
@@ -159,6 +195,26 @@ TEST(Tracing, ARequestsTraceReachesTheToolAndEverySpanIsExported) {
     if (s["name"] == "tool tracer" && parent_of(s)["name"] == "step probe") ++tools_under_step;
   }
   EXPECT_EQ(tools_under_step, 1u);
+  ASSERT_TRUE(by_name.count("agent prober") && by_name.count("action tool tracer"))
+      << json(spans).dump(1);
+  EXPECT_EQ(parent_of(by_name["agent prober"])["name"], "POST /execute/agent");
+  EXPECT_EQ(parent_of(by_name["action tool tracer"])["name"], "agent prober");
+  size_t tools_under_action = 0;
+  for (const json& s : spans) {
+    if (s["name"] == "tool tracer" && parent_of(s)["name"] == "action tool tracer") {
+      ++tools_under_action;
+    }
+  }
+  EXPECT_EQ(tools_under_action, 1u);
+  // The relic call's header names the span of its step.
+  bool relic_step = false;
+  for (const json& s : spans) {
+    if (s["name"] == "step call" &&
+        sent.find(s["spanId"].get<std::string>()) != std::string::npos) {
+      relic_step = true;
+    }
+  }
+  EXPECT_TRUE(relic_step) << sent;
   for (const json& s : spans) {
     EXPECT_LE(std::stoll(s["startTimeUnixNano"].get<std::string>()),
               std::stoll(s["endTimeUnixNano"].get<std::string>()));
