@@ -3,8 +3,9 @@
 //      says: events come out or a clear error, lines stay bounded;
 //   1: a workflow's (or tool's) input checked against declared parameters (exec::CheckParameters),
 //      then `$variable` substitution and an agent's input text over it;
-//   2: request headers (one "Name: value" a line) through the gateway's request guard and the
-//      access control's authentication (Authorization: Bearer, against a store with one key).
+//   2: request headers (one "Name: value" a line) through the gateway's request guard, the
+//      access control's authentication (Authorization: Bearer, against a store with one key),
+//      and the W3C traceparent parser.
 //   3: an archive (tar::Read, as `cortex restore` reads one): entries come out checked, or an
 //      error;
 //   4: a bearer token through the JWT verifier (RS256 and ES256 keys made at start): never
@@ -31,6 +32,7 @@
 #include "api/request_guard.h"
 #include "common/json.h"
 #include "common/tar.h"
+#include "common/trace.h"
 #include "exec/params.h"
 #include "llm/gateway.h"
 #include "store/store.h"
@@ -157,6 +159,14 @@ void Headers(std::string_view in) {
     (void)cortex::api::CheckRequest(options, req);
   }
   (void)Access().Authenticate(req);
+  // A traceparent header: a context, or none (never a throw), and a span under it.
+  if (auto tp = req.Header("traceparent")) {
+    auto parsed = cortex::trace::ParseTraceparent(*tp);
+    if (parsed && parsed->Traceparent().size() != 55) std::abort();
+    static const cortex::trace::Tracer tracer;
+    cortex::trace::Span span = tracer.Start("fuzz", *tp);
+    if (span.traceparent().size() != 55) std::abort();
+  }
 }
 
 void Archive(std::string_view in) {

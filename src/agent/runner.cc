@@ -1178,7 +1178,10 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     --state->running;
     if (state->stopping && state->stopping->load() && !state->ended) {
       // The server stops: the outcome is not recorded, and the action runs again on resume.
-      state->actions[id].status = "interrupted";
+      ActionState& s = state->actions[id];
+      s.status = "interrupted";
+      s.span.SetError("interrupted: the server stopped");
+      s.span.End();
     } else {
       finish(id, status, std::move(out), error);
     }
@@ -1907,6 +1910,8 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     result.status = "interrupted";
     result.reason = "interrupted";
     result.error = "the server stopped during the run; it resumes when the server starts again";
+    run_span.SetAttribute("cortex.status", result.status);
+    run_span.SetError(result.error);
     state->Emit("done", result.ToJson());
     std::lock_guard lock(state->sink_mu);
     state->sink = nullptr;

@@ -273,13 +273,15 @@ int RunServe(const Settings& settings) {
   }
 
   Services svc;  // after the registry: stopped and destroyed before it
-  if (!s.tracing.otlp_endpoint.empty()) {
+  if (!s.tracing.otlp_endpoint.empty() || !s.tracing.otlp_traces_endpoint.empty()) {
     OtlpOptions oo;
-    oo.endpoint = s.tracing.otlp_endpoint;
+    oo.endpoint_is_traces_url = !s.tracing.otlp_traces_endpoint.empty();
+    oo.endpoint =
+        oo.endpoint_is_traces_url ? s.tracing.otlp_traces_endpoint : s.tracing.otlp_endpoint;
     oo.service_name = s.tracing.service_name;
+    log::Info("serve", "spans are exported to " + oo.endpoint);
     svc.otlp = std::make_unique<OtlpExporter>(std::move(oo), svc.metrics.get());
     svc.tracer = std::make_unique<trace::Tracer>(svc.otlp->AsExporter());
-    log::Info("serve", "spans are exported to " + s.tracing.otlp_endpoint);
   }
   // State: the Store, then the executor on top of it.
   store::SqliteOptions sopts;

@@ -122,7 +122,10 @@ Result<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(JwtOptions options,
   if (options.issuer.empty() || options.audience.empty()) {
     return InvalidArgumentError("auth.jwt needs an issuer and an audience");
   }
-  Json jwks = ParsedOrNull(jwks_json);
+  auto parsed = ParseJson(jwks_json);
+  if (!parsed.ok())
+    return InvalidArgumentError("the JWKS is not JSON: " + parsed.status().message());
+  Json jwks = std::move(parsed).value();
   if (!jwks.is_object() || !jwks.contains("keys") || !jwks["keys"].is_array()) {
     return InvalidArgumentError("the JWKS must be a JSON object with a \"keys\" array");
   }
@@ -300,6 +303,22 @@ Result<std::shared_ptr<JwtKeys>> JwtKeys::FromUrl(JwtOptions options, std::strin
   if (!url.starts_with("https://") && !url.starts_with("http://")) {
     return InvalidArgumentError("the JWKS URL must be http:// or https://, not '" + url + "'");
   }
+  if (url.starts_with("http://")) {
+    // Keys fetched in the clear could be swapped on the way: whoever did could sign tokens.
+    std::string host = http::SplitUrl(url).first.substr(7);
+    if (host.starts_with("[::1]")) host = "::1";
+    if (size_t colon = host.rfind(':'); colon != std::string::npos && host != "::1") {
+      host.resize(colon);
+    }
+    const bool loopback =
+        host == "localhost" || host == "::1" ||
+        (host.starts_with("127.") && host.find_first_not_of("0123456789.") == std::string::npos);
+    if (!loopback) {
+      return InvalidArgumentError("the JWKS URL " + url +
+                                  " must be https:// (plain http:// only on loopback): keys "
+                                  "fetched in the clear could be replaced on the way");
+    }
+  }
   std::shared_ptr<JwtKeys> keys(new JwtKeys(std::move(options), nullptr));
   keys->url_ = std::move(url);
   keys->ca_file_ = std::move(ca_file);
@@ -319,10 +338,7 @@ JwtKeys::~JwtKeys() {
 }
 
 Result<std::shared_ptr<const JwtVerifier>> JwtKeys::Fetch() const {
-  const size_t scheme = url_.find("://");
-  const size_t slash = url_.find('/', scheme + 3);
-  const std::string base = slash == std::string::npos ? url_ : url_.substr(0, slash);
-  const std::string path = slash == std::string::npos ? "/" : url_.substr(slash);
+  const auto [base, path] = http::SplitUrl(url_);
   http::ClientOptions co;
   co.connect_timeout = std::chrono::milliseconds(3000);
   co.read_timeout = std::chrono::milliseconds(10000);

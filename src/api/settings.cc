@@ -54,14 +54,15 @@ Status ApplyEnvironment(const std::function<std::optional<std::string>(const cha
     s->log_level = *v;
   }
   if (auto v = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")) s->tracing.otlp_endpoint = *v;
-  if (auto v = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) s->tracing.otlp_endpoint = *v;
+  if (auto v = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) s->tracing.otlp_traces_endpoint = *v;
   if (auto v = getenv("OTEL_SERVICE_NAME")) s->tracing.service_name = *v;
-  if (!s->tracing.otlp_endpoint.empty() && s->tracing.otlp_endpoint.rfind("http://", 0) != 0 &&
-      s->tracing.otlp_endpoint.rfind("https://", 0) != 0) {
-    return InvalidArgumentError(
-        "tracing.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) must be an "
-        "http:// or https:// URL, not '" +
-        s->tracing.otlp_endpoint + "'");
+  for (const std::string* url : {&s->tracing.otlp_endpoint, &s->tracing.otlp_traces_endpoint}) {
+    if (!url->empty() && url->rfind("http://", 0) != 0 && url->rfind("https://", 0) != 0) {
+      return InvalidArgumentError(
+          "tracing.otlp_endpoint and otlp_traces_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, "
+          "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) must be http:// or https:// URLs, not '" +
+          *url + "'");
+    }
   }
   if (auto v = getenv("CORTEX_TLS_CERT")) s->http.tls_cert = *v;
   if (auto v = getenv("CORTEX_TLS_KEY")) s->http.tls_key = *v;

@@ -223,10 +223,13 @@ struct AuthSettings {
 // URL), OTEL_EXPORTER_OTLP_ENDPOINT (the base), OTEL_SERVICE_NAME.
 struct TracingSettings {
   std::string otlp_endpoint;  // "" = spans are not exported (contexts are still carried)
+  // The traces URL itself, used as given (no /v1/traces added); wins over otlp_endpoint.
+  std::string otlp_traces_endpoint;
   std::string service_name = "cortex";
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("otlp_endpoint", s.otlp_endpoint);
+    v.Field("otlp_traces_endpoint", s.otlp_traces_endpoint);
     v.Field("service_name", s.service_name);
   }
 };

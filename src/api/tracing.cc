@@ -16,14 +16,6 @@ Json Attribute(const std::string& key, const std::string& value) {
   return {{"key", key}, {"value", {{"stringValue", value}}}};
 }
 
-// Splits "http://host:port/path" into the client's base URL and the path.
-std::pair<std::string, std::string> SplitUrl(const std::string& url) {
-  const size_t scheme = url.find("://");
-  const size_t slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
-  if (slash == std::string::npos) return {url, "/"};
-  return {url.substr(0, slash), url.substr(slash)};
-}
-
 }  // namespace
 
 std::string OtlpJson(const std::deque<trace::SpanData>& spans, const std::string& service_name) {
@@ -58,8 +50,8 @@ std::string OtlpJson(const std::deque<trace::SpanData>& spans, const std::string
 OtlpExporter::OtlpExporter(OtlpOptions options, metrics::Registry* metrics)
     : options_(std::move(options)) {
   url_ = options_.endpoint;
-  while (!url_.empty() && url_.back() == '/') url_.pop_back();
-  if (url_.size() < 10 || url_.compare(url_.size() - 10, 10, "/v1/traces") != 0) {
+  if (!options_.endpoint_is_traces_url) {
+    while (!url_.empty() && url_.back() == '/') url_.pop_back();
     url_ += "/v1/traces";
   }
   if (metrics) {
@@ -105,16 +97,22 @@ void OtlpExporter::Loop() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      const bool stopping = stop_;
       lock.unlock();
-      Send(std::move(batch));
+      const bool sent = Send(std::move(batch));
       lock.lock();
+      if (stopping && !sent) {
+        // Stopping, and the collector does not answer: what is left is lost, not waited for.
+        if (dropped_) dropped_->Inc({}, static_cast<double>(queue_.size()));
+        queue_.clear();
+      }
     }
     if (stop_) return;
   }
 }
 
-void OtlpExporter::Send(std::deque<trace::SpanData> spans) {
-  const auto [base, path] = SplitUrl(url_);
+bool OtlpExporter::Send(std::deque<trace::SpanData> spans) {
+  const auto [base, path] = http::SplitUrl(url_);
   http::ClientOptions co;
   co.connect_timeout = std::chrono::milliseconds(1000);
   co.read_timeout = std::chrono::milliseconds(5000);
@@ -122,11 +120,12 @@ void OtlpExporter::Send(std::deque<trace::SpanData> spans) {
   auto r = client.Post(path, OtlpJson(spans, options_.service_name));
   if (r.ok() && r->status / 100 == 2) {
     if (exported_) exported_->Inc({}, static_cast<double>(spans.size()));
-    return;
+    return true;
   }
   if (dropped_) dropped_->Inc({}, static_cast<double>(spans.size()));
   log::Warn("trace", "cannot export " + std::to_string(spans.size()) + " spans to " + url_ + ": " +
                          (r.ok() ? "HTTP " + std::to_string(r->status) : r.status().message()));
+  return false;
 }
 
 http::Filter TraceRequests(const trace::Tracer& tracer, http::Filter next) {

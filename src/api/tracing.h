@@ -19,6 +19,7 @@ struct OtlpOptions {
   // The collector's base URL ("http://127.0.0.1:4318"; spans go to <it>/v1/traces) or the full
   // traces URL (ending in /v1/traces).
   std::string endpoint;
+  bool endpoint_is_traces_url = false;  // used as given (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
   std::string service_name = "cortex";
   size_t max_queue = 10000;  // spans waiting; past it new ones are dropped (and counted)
   size_t batch = 512;        // spans per request at most
@@ -42,7 +43,7 @@ class OtlpExporter {
 
  private:
   void Loop();
-  void Send(std::deque<trace::SpanData> spans);
+  bool Send(std::deque<trace::SpanData> spans);  // false: not taken (and counted as dropped)
 
   OtlpOptions options_;
   std::string url_;

@@ -16,6 +16,16 @@ bool IsLowerHex(std::string_view s) {
 
 bool AllZero(std::string_view s) { return s.find_first_not_of('0') == std::string_view::npos; }
 
+constexpr size_t kMaxValueBytes = 1024;
+
+void Cut(std::string& s) {
+  if (s.size() <= kMaxValueBytes) return;
+  size_t n = kMaxValueBytes;
+  // Not inside a UTF-8 sequence: back up over continuation bytes.
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+}
+
 int64_t NowUnixNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -75,6 +85,8 @@ std::string Span::traceparent() const {
 
 void Span::SetAttribute(std::string key, std::string value) {
   if (tracer_ == nullptr) return;
+  Cut(key);
+  Cut(value);
   for (auto& [k, v] : data_.attributes) {
     if (k == key) {
       v = std::move(value);
@@ -87,6 +99,7 @@ void Span::SetAttribute(std::string key, std::string value) {
 void Span::SetError(std::string message) {
   if (tracer_ == nullptr) return;
   data_.error = true;
+  Cut(message);
   data_.status_message = std::move(message);
 }
 
@@ -95,8 +108,18 @@ void Span::End() {
   if (tracer == nullptr) return;
   data_.end_unix_ns = NowUnixNs();
   // Not sampled: carried on, never exported.
-  if (tracer->exporter_ && data_.context.sampled) tracer->exporter_(std::move(data_));
+  if (!tracer->exporter_ || !data_.context.sampled) return;
+  try {
+    Context context = data_.context;
+    tracer->exporter_(std::move(data_));
+    data_ = SpanData();
+    data_.context = std::move(context);
+  } catch (...) {
+    // Out of memory while handing it on: the span is lost, not the process.
+  }
 }
+
+void Span::Discard() { tracer_ = nullptr; }
 
 Span Tracer::Start(std::string name, std::string_view parent, SpanKind kind) const {
   Span span;

@@ -58,9 +58,13 @@ class Span {
   const Context& context() const { return data_.context; }
   // The context to hand to the work this span starts ("" for a no-op span).
   std::string traceparent() const;
+  // Values (and the error message) are cut to 1 KiB: a span's size is bounded.
   void SetAttribute(std::string key, std::string value);
   void SetError(std::string message);
+  // Ends it: exported once (never throws). Its context stays readable.
   void End();
+  // Ends it without exporting it (the work it stood for never started).
+  void Discard();
 
  private:
   friend class Tracer;

@@ -809,7 +809,7 @@ Result<CallResult> Deployer::CallRelic(const std::string& name, const std::strin
 }
 
 Result<CallResult> SendHttp(const HttpCall& call) {
-  auto [base, path] = SplitUrl(call.url);
+  auto [base, path] = http::SplitUrl(call.url);
   if (call.query.is_object() && !call.query.empty()) {
     std::string query;
     for (const auto& [k, v] : call.query.items()) {

@@ -30,7 +30,7 @@ ProbeResult HttpProbe(const ProbeSpec& spec, const std::string& base_url) {
     r.error = "no URL to probe (the relic has no base URL yet)";
     return r;
   }
-  auto [base, path] = SplitUrl(url);
+  auto [base, path] = http::SplitUrl(url);
   http::ClientOptions options;
   options.connect_timeout = spec.timeout;
   options.read_timeout = spec.timeout;
@@ -131,16 +131,6 @@ ProbeResult CommandProbe(const ProbeSpec& spec, const std::vector<std::string>& 
 }
 
 }  // namespace
-
-std::pair<std::string, std::string> SplitUrl(const std::string& url) {
-  auto scheme = url.find("://");
-  size_t from = scheme == std::string::npos ? 0 : scheme + 3;
-  size_t slash = url.find_first_of("/?", from);
-  if (slash == std::string::npos) return {url, "/"};
-  std::string path = url.substr(slash);
-  if (path[0] == '?') path = "/" + path;
-  return {url.substr(0, slash), path};
-}
 
 ProbeResult RunProbe(const ProbeSpec& spec, const std::string& base_url,
                      const std::vector<std::string>& env, const std::string& cwd,

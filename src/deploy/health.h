@@ -21,7 +21,4 @@ ProbeResult RunProbe(const ProbeSpec& spec, const std::string& base_url,
                      const std::vector<std::string>& env, const std::string& cwd,
                      exec::ProcessRunner& runner);
 
-// Splits "http://host:port/a/b?q" into ("http://host:port", "/a/b?q").
-std::pair<std::string, std::string> SplitUrl(const std::string& url);
-
 }  // namespace cortex::deploy

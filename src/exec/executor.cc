@@ -177,17 +177,22 @@ Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& r
 }
 
 Status Executor::Enqueue(const std::vector<std::shared_ptr<Job>>& jobs) {
+  // Refused, a call never ran: its span is not exported (a waiting caller tries again).
+  auto refuse = [&jobs](Status why) {
+    for (const auto& job : jobs) job->span.Discard();
+    return why;
+  };
   {
     // Slots are reserved before the records are written, so concurrent calls cannot overfill
     // the queue; a batch gets all its slots or none.
     std::lock_guard lock(mu_);
-    if (stopping_) return UnavailableError("the executor is stopping");
+    if (stopping_) return refuse(UnavailableError("the executor is stopping"));
     if (queue_.size() + reserved_ + jobs.size() > options_.queue_capacity) {
-      return ResourceExhaustedError(
+      return refuse(ResourceExhaustedError(
           "the execution queue is full (" + std::to_string(queue_.size() + reserved_) + " of " +
           std::to_string(options_.queue_capacity) + " places taken" +
           (jobs.size() > 1 ? ", " + std::to_string(jobs.size()) + " needed" : std::string()) +
-          "); retry later");
+          "); retry later"));
     }
     reserved_ += jobs.size();
   }
@@ -427,7 +432,10 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
   bool run_here = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return UnavailableError("the executor is stopping");
+    if (stopping_) {
+      job->span.Discard();
+      return UnavailableError("the executor is stopping");
+    }
     if (short_enough && queue_.empty() && reserved_ == 0 &&
         running_ < std::max(1, options_.workers)) {
       ++running_;  // a worker's place, taken by this thread

@@ -230,4 +230,8 @@ class Client {
 // Percent-encodes one path segment or query value.
 std::string UrlEncode(std::string_view s);
 
+// "http://host:port/a?b" -> {"http://host:port", "/a?b"}: a Client's base URL and the path and
+// query to ask it for ("/" when there is none).
+std::pair<std::string, std::string> SplitUrl(const std::string& url);
+
 }  // namespace cortex::http

@@ -110,6 +110,16 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
+std::pair<std::string, std::string> SplitUrl(const std::string& url) {
+  auto scheme = url.find("://");
+  size_t from = scheme == std::string::npos ? 0 : scheme + 3;
+  size_t slash = url.find_first_of("/?", from);
+  if (slash == std::string::npos) return {url, "/"};
+  std::string path = url.substr(slash);
+  if (path[0] == '?') path = "/" + path;
+  return {url.substr(0, slash), path};
+}
+
 void Router::Add(std::string method, std::string pattern, Handler handler) {
   CORTEX_CHECK_MSG(handler != nullptr, "route " + method + " " + pattern + " has no handler");
   std::vector<std::string> segments = SplitPath(pattern);

@@ -590,7 +590,9 @@ void Engine::BeginAbort(Run& run, const std::string& reason, bool cancelled) {
 void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   StepState& st = run.steps[node];
   if (st.status != "running" || st.attempt != c.attempt) return;  // stale
-  if (!c.success) st.span.SetError(c.error.empty() ? "failed" : c.error);
+  if (!c.success) {
+    st.span.SetError(st.timed_out ? "timed out" : c.error.empty() ? "failed" : c.error);
+  }
   st.span.End();
   run.running -= 1;
   if (TakesSlot(run.plan->nodes[node])) inflight_ -= 1;
@@ -1021,6 +1023,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
           });
       if (started.code() == StatusCode::kResourceExhausted) {
         // The executor's queue is full: this attempt waits and is dispatched again.
+        st.span.Discard();
         st.status = "pending";
         st.attempt -= 1;
         run.running -= 1;

@@ -82,7 +82,7 @@ TEST(SettingsTest, OpenTelemetrysVariablesSetTracing) {
   // The traces-only variable is the more specific one.
   env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "https://traces.example/v1/traces";
   ASSERT_TRUE(ApplyEnvironment(getenv, &s).ok());
-  EXPECT_EQ(s.tracing.otlp_endpoint, "https://traces.example/v1/traces");
+  EXPECT_EQ(s.tracing.otlp_traces_endpoint, "https://traces.example/v1/traces");
   env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "collector:4318";
   Status bad = ApplyEnvironment(getenv, &s);
   EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);

@@ -474,10 +474,11 @@ TEST(VariablePrefixTest, UpperCaseWithUnderscores) {
 }
 
 TEST(SplitUrlTest, BaseAndPath) {
-  EXPECT_EQ(SplitUrl("http://h:1/a/b?q=1"),
+  EXPECT_EQ(http::SplitUrl("http://h:1/a/b?q=1"),
             std::make_pair(std::string("http://h:1"), std::string("/a/b?q=1")));
-  EXPECT_EQ(SplitUrl("http://h:1"), std::make_pair(std::string("http://h:1"), std::string("/")));
-  EXPECT_EQ(SplitUrl("http://h:1?x"),
+  EXPECT_EQ(http::SplitUrl("http://h:1"),
+            std::make_pair(std::string("http://h:1"), std::string("/")));
+  EXPECT_EQ(http::SplitUrl("http://h:1?x"),
             std::make_pair(std::string("http://h:1"), std::string("/?x")));
 }
 

@@ -259,9 +259,10 @@ TEST(Jwt, AProviderThatCannotBeReachedOrHostileKeySetsStopTheStart) {
   for (const Case& c : {
            Case{"down", "jwks_url: http://127.0.0.1:9/jwks", "cannot fetch the JWKS"},
            Case{"scheme", "jwks_url: ftp://idp/jwks", "http:// or https://"},
+           Case{"cleartext", "jwks_url: http://127.0.0.1.idp.example/jwks", "must be https://"},
            Case{"both", "jwks_url: http://127.0.0.1:9/jwks\n    jwks_file: /x", "one of them"},
            Case{"none", "role_claim: r", "one of them"},
-           Case{"deep", "jwks_file: " + (dir.path() / "deep.json").string(), "auth.jwt"},
+           Case{"deep", "jwks_file: " + (dir.path() / "deep.json").string(), "nested deeper"},
            Case{"huge", "jwks_file: " + (dir.path() / "huge.json").string(), "larger than 1 MiB"},
        }) {
     SCOPED_TRACE(c.name);

@@ -49,6 +49,16 @@ TEST(OpenApi, TheDocumentIsValidAndDescribesEveryRoute) {
     ++described;
   }
   EXPECT_GT(described, 80u);
+  size_t operations = 0;
+  for (const auto& [path, ops] : paths.items()) operations += ops.size();
+  EXPECT_EQ(operations, described) << "the document describes only routes the server has";
+  // Roles as the access table gives them, and what they mean for security.
+  EXPECT_EQ(paths["/registry/manifests"]["post"].value("x-cortex-role", ""), "admin");
+  EXPECT_EQ(paths["/execute/tool"]["post"].value("x-cortex-role", ""), "operator");
+  EXPECT_EQ(paths["/relics"]["get"].value("x-cortex-role", ""), "viewer");
+  EXPECT_FALSE(paths["/health"]["get"].contains("x-cortex-role"));
+  EXPECT_TRUE(paths["/audit"]["get"]["responses"].contains("403"));
+  EXPECT_FALSE(paths["/health"]["get"]["responses"].contains("401"));
   // The manifest kinds' schemas are components, and the manifest routes point at them.
   for (const char* kind : {"Tool", "Agent", "Relic", "Workflow", "Monument"}) {
     EXPECT_TRUE(doc.json["components"]["schemas"].contains(kind)) << kind;

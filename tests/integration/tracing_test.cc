@@ -32,6 +32,7 @@ class Collector {
       json body = json::parse(req.body, nullptr, false);
       std::lock_guard lock(mu_);
       ++posts_;
+      if (!body.is_object() || !body.contains("resourceSpans")) ++unparsed_;
       if (body.is_object()) {
         for (const auto& rs : body["resourceSpans"]) {
           service_ = rs["resource"]["attributes"][0]["value"]["stringValue"];
@@ -64,6 +65,10 @@ class Collector {
     }
     return out;
   }
+  int unparsed() {
+    std::lock_guard lock(mu_);
+    return unparsed_;
+  }
   std::string service() {
     std::lock_guard lock(mu_);
     return service_;
@@ -75,6 +80,7 @@ class Collector {
   std::vector<json> spans_;
   std::string service_;
   int posts_ = 0;
+  int unparsed_ = 0;
 };
 
 std::string Attr(const json& span, const std::string& key) {
@@ -93,6 +99,10 @@ void WriteTracedManifests(const fs::path& m) {
   fs::permissions(m / "tools/tracer/run.sh", fs::perms::owner_all | fs::perms::group_read |
                                                  fs::perms::group_exec | fs::perms::others_read |
                                                  fs::perms::others_exec);
+  WriteFile(m / "tools/broken/tool.yml",
+            "kind: Tool\nname: broken\ndescription: Always fails.\n"
+            "implementation: {runtime: bash, entrypoint: ./run.sh}\n");
+  WriteFile(m / "tools/broken/run.sh", "#!/usr/bin/env bash\necho 'it broke' >&2\nexit 3\n");
   WriteFile(m / "workflows/traced.workflow.yml",
             "kind: Workflow\nname: traced\ndescription: One traced step.\n"
             "trigger: {type: manual}\nsteps:\n"
@@ -220,6 +230,34 @@ TEST(Tracing, ARequestsTraceReachesTheToolAndEverySpanIsExported) {
               std::stoll(s["endTimeUnixNano"].get<std::string>()));
   }
   EXPECT_EQ(collector.service(), "cortex-test");
+
+  // A failed tool's span has the error status; an unsampled caller's spans are not exported
+  // (checked once a later, sampled trace has arrived: spans leave in the order they end).
+  const std::string failing = "0af7651916cd43dd8448eb211c80319c";
+  Reply broke = Post(d.client(), "/execute/tool", R"({"name": "broken"})",
+                     {{"traceparent", "00-" + failing + "-b7ad6b7169203331-01"}});
+  EXPECT_EQ(broke.json.value("status", ""), "failed") << broke.body;
+  const std::string quiet = "11111111111111111111111111111111";
+  EXPECT_EQ(Post(d.client(), "/execute/tool", R"({"name": "tracer"})",
+                 {{"traceparent", "00-" + quiet + "-b7ad6b7169203331-00"}})
+                .status,
+            200);
+  const std::string marker = "22222222222222222222222222222222";
+  EXPECT_EQ(Post(d.client(), "/execute/tool", R"({"name": "tracer"})",
+                 {{"traceparent", "00-" + marker + "-b7ad6b7169203331-01"}})
+                .status,
+            200);
+  ASSERT_TRUE(WaitFor([&] { return collector.Spans(marker).size() >= 2; }));
+  EXPECT_TRUE(collector.Spans(quiet).empty()) << "an unsampled trace was exported";
+  bool failed_span = false;
+  for (const json& s : collector.Spans(failing)) {
+    if (s["name"] != "tool broken") continue;
+    failed_span = true;
+    EXPECT_EQ(s["status"].value("code", 0), 2) << s.dump();
+    EXPECT_EQ(Attr(s, "process.exit.code"), "3") << s.dump();
+  }
+  EXPECT_TRUE(failed_span) << json(collector.Spans(failing)).dump(1);
+  EXPECT_EQ(collector.unparsed(), 0);
 
   // Hostile trace headers start a new trace; the call is served as any other.
   for (const std::string& bad :
