@@ -343,6 +343,8 @@ Result<std::shared_ptr<const JwtVerifier>> JwtKeys::Fetch() const {
   co.connect_timeout = std::chrono::milliseconds(3000);
   co.read_timeout = std::chrono::milliseconds(10000);
   co.ca_file = ca_file_;
+  co.max_response_bytes = kMaxJwksBytes;
+  co.total_timeout = std::chrono::milliseconds(15000);  // a provider that drips bytes
   http::Client client(base, co);
   auto r = client.Get(path);
   if (!r.ok())

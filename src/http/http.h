@@ -185,6 +185,10 @@ struct ClientOptions {
   // https:// URLs: the CA certificates (PEM) the server's certificate must chain to; "" = the
   // system's. The certificate is always verified.
   std::string ca_file;
+  // Get only: an answer whose body is larger than this (0 = no bound) or that takes longer than
+  // `total_timeout` in all (0 = none; a server that drips bytes) is an error, not read further.
+  size_t max_response_bytes = 0;
+  std::chrono::milliseconds total_timeout{0};
 };
 
 struct ClientResponse {

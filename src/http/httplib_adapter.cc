@@ -832,6 +832,8 @@ class Client::Impl {
     } else {
       client_ = std::make_unique<httplib::Client>(host, port);
     }
+    max_response_bytes_ = options.max_response_bytes;
+    total_timeout_ = options.total_timeout;
     client_->set_connection_timeout(options.connect_timeout);
     client_->set_read_timeout(options.read_timeout);
     client_->set_write_timeout(options.read_timeout);
@@ -847,7 +849,32 @@ class Client::Impl {
 
   Result<ClientResponse> Get(const std::string& path, const Headers& headers) {
     if (!config_error_.ok()) return config_error_;
-    return Finish(client_->Get(EscapeTarget(path), ToHttplibHeaders(headers)));
+    if (max_response_bytes_ == 0 && total_timeout_.count() == 0) {
+      return Finish(client_->Get(EscapeTarget(path), ToHttplibHeaders(headers)));
+    }
+    // Bounded: the body is read piece by piece and the read stops at either bound.
+    const auto deadline = std::chrono::steady_clock::now() + total_timeout_;
+    std::string body;
+    std::string over;
+    auto result = client_->Get(
+        EscapeTarget(path), ToHttplibHeaders(headers),
+        [](const httplib::Response&) { return true; },
+        [&](const char* data, size_t n) {
+          if (max_response_bytes_ > 0 && body.size() + n > max_response_bytes_) {
+            over = "the answer is larger than " + std::to_string(max_response_bytes_) + " bytes";
+            return false;
+          }
+          if (total_timeout_.count() > 0 && std::chrono::steady_clock::now() > deadline) {
+            over = "the answer took longer than " + std::to_string(total_timeout_.count()) + " ms";
+            return false;
+          }
+          body.append(data, n);
+          return true;
+        });
+    if (!over.empty()) return UnavailableError(base_url_ + path + ": " + over);
+    auto response = Finish(std::move(result));
+    if (response.ok()) response->body = std::move(body);
+    return response;
   }
 
   Result<ClientResponse> Post(const std::string& path, const std::string& body,
@@ -921,6 +948,8 @@ class Client::Impl {
   }
 
   const std::string base_url_;
+  size_t max_response_bytes_ = 0;
+  std::chrono::milliseconds total_timeout_{0};
   Status config_error_;  // set when base_url_ is unusable; every call returns it
   std::unique_ptr<httplib::Client> client_;
 };

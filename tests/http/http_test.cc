@@ -123,6 +123,8 @@ class ServerTest : public ::testing::Test {
     });
     server_->Handle("DELETE", "/items/{id}/parts/{part}",
                     [](const Request&) { return Response::Json(204, ""); });
+    server_->Handle("GET", "/big",
+                    [](const Request&) { return Response::Text(200, std::string(200000, 'b')); });
     server_->Handle("GET", "/echo", [](const Request& r) {
       nlohmann::json query = nlohmann::json::array();
       for (const auto& [k, v] : r.query) query.push_back({k, v});
@@ -191,6 +193,24 @@ TEST_F(ServerTest, RoutesWithPathParameters) {
   auto deleted = client.Delete("/items/abc/parts/1");
   ASSERT_TRUE(deleted.ok());
   EXPECT_EQ(deleted->status, 204);
+}
+
+TEST_F(ServerTest, AClientCanBoundTheAnswerItReads) {
+  StartServer();
+  ClientOptions bounded;
+  bounded.max_response_bytes = 100000;
+  Client small(BaseUrl(), bounded);
+  auto refused = small.Get("/big");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("larger than 100000 bytes"), std::string::npos)
+      << refused.status().message();
+  bounded.max_response_bytes = 300000;
+  bounded.total_timeout = std::chrono::milliseconds(5000);
+  Client enough(BaseUrl(), bounded);
+  auto got = enough.Get("/big");
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body.size(), 200000u);
 }
 
 TEST_F(ServerTest, UnknownRouteIs404Json) {
