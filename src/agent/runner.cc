@@ -1212,7 +1212,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     if (options_.tracer) {
       s.span = options_.tracer->Start("action " + a.type + " " + a.name, state->traceparent);
       s.span.SetAttribute("cortex.action_id", a.id);
-      s.span.SetAttribute("cortex.turn", std::to_string(s.turn));
+      s.span.SetAttribute("cortex.turn", int64_t{s.turn});
     }
     const std::string action_trace =
         s.span.traceparent().empty() ? state->traceparent : s.span.traceparent();

@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <variant>
 
 #include "common/json.h"
 #include "common/log.h"
@@ -12,8 +13,12 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-Json Attribute(const std::string& key, const std::string& value) {
-  return {{"key", key}, {"value", {{"stringValue", value}}}};
+Json Attribute(const std::string& key, const std::variant<std::string, int64_t>& value) {
+  if (const auto* n = std::get_if<int64_t>(&value)) {
+    // int64 as a decimal string, as the protobuf JSON mapping has it.
+    return {{"key", key}, {"value", {{"intValue", std::to_string(*n)}}}};
+  }
+  return {{"key", key}, {"value", {{"stringValue", std::get<std::string>(value)}}}};
 }
 
 }  // namespace
@@ -36,14 +41,14 @@ std::string OtlpJson(const std::deque<trace::SpanData>& spans, const std::string
     span["status"] = s.error ? Json{{"code", 2}, {"message", s.status_message}} : Json::object();
     out.push_back(std::move(span));
   }
-  Json body = {
-      {"resourceSpans",
-       {{{"resource",
-          {{"attributes",
-            {Attribute("service.name", service_name), Attribute("service.version", kVersion)}}}},
-         {"scopeSpans",
-          {{{"scope", {{"name", "cortex"}, {"version", kVersion}}},
-            {"spans", std::move(out)}}}}}}}};
+  Json body = {{"resourceSpans",
+                {{{"resource",
+                   {{"attributes",
+                     {Attribute("service.name", service_name),
+                      Attribute("service.version", std::string(kVersion))}}}},
+                  {"scopeSpans",
+                   {{{"scope", {{"name", "cortex"}, {"version", kVersion}}},
+                     {"spans", std::move(out)}}}}}}}};
   return DumpJson(body);  // names and attributes may hold bytes that are not UTF-8: replaced
 }
 
@@ -144,7 +149,7 @@ http::Filter TraceRequests(const trace::Tracer& tracer, http::Filter next) {
     result.after = [span, inner = std::move(inner)](const http::Request& r,
                                                     const http::Response& resp) {
       if (inner) inner(r, resp);
-      span->SetAttribute("http.response.status_code", std::to_string(resp.status));
+      span->SetAttribute("http.response.status_code", int64_t{resp.status});
       for (const auto& [name, value] : resp.headers) {
         if (name == "X-Request-Id") span->SetAttribute("cortex.request_id", value);
       }

@@ -96,6 +96,18 @@ void Span::SetAttribute(std::string key, std::string value) {
   data_.attributes.emplace_back(std::move(key), std::move(value));
 }
 
+void Span::SetAttribute(std::string key, int64_t value) {
+  if (tracer_ == nullptr) return;
+  Cut(key);
+  for (auto& [k, v] : data_.attributes) {
+    if (k == key) {
+      v = value;
+      return;
+    }
+  }
+  data_.attributes.emplace_back(std::move(key), value);
+}
+
 void Span::SetError(std::string message) {
   if (tracer_ == nullptr) return;
   data_.error = true;

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace cortex::trace {
@@ -39,7 +40,8 @@ struct SpanData {
   int64_t end_unix_ns = 0;
   bool error = false;
   std::string status_message;
-  std::vector<std::pair<std::string, std::string>> attributes;
+  // Text or integer values (OpenTelemetry's conventions give codes and counts as integers).
+  std::vector<std::pair<std::string, std::variant<std::string, int64_t>>> attributes;
 };
 
 class Tracer;
@@ -60,6 +62,7 @@ class Span {
   std::string traceparent() const;
   // Values (and the error message) are cut to 1 KiB: a span's size is bounded.
   void SetAttribute(std::string key, std::string value);
+  void SetAttribute(std::string key, int64_t value);
   void SetError(std::string message);
   // Ends it: exported once (never throws). Its context stays readable.
   void End();

@@ -677,8 +677,7 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
     }
   }
   job->span.SetAttribute("cortex.status", record.status);
-  if (record.exit_code)
-    job->span.SetAttribute("process.exit.code", std::to_string(*record.exit_code));
+  if (record.exit_code) job->span.SetAttribute("process.exit.code", int64_t{*record.exit_code});
   if (record.status != "succeeded")
     job->span.SetError(record.error.empty() ? record.status : record.error);
   job->span.End();

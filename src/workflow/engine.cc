@@ -973,7 +973,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
   if (options_.tracer) {
     st.span = options_.tracer->Start("step " + n.name, run.traceparent);
     st.span.SetAttribute("cortex.step", n.name);
-    st.span.SetAttribute("cortex.attempt", std::to_string(attempt));
+    st.span.SetAttribute("cortex.attempt", int64_t{attempt});
     if (!step.target.empty()) st.span.SetAttribute("cortex.target", step.target);
   }
   const std::string step_trace =

@@ -63,7 +63,7 @@ TEST(Tracer, SpansAreChildrenOfTheirParentAndExportedOnce) {
   EXPECT_EQ(got[0].name, "child");
   EXPECT_EQ(got[0].parent_span_id, got[1].context.span_id);
   ASSERT_EQ(got[0].attributes.size(), 1u);
-  EXPECT_EQ(got[0].attributes[0].second, "w");
+  EXPECT_EQ(std::get<std::string>(got[0].attributes[0].second), "w");
   EXPECT_TRUE(got[0].error);
   EXPECT_EQ(got[1].name, "root");
   EXPECT_TRUE(got[1].parent_span_id.empty());

@@ -85,7 +85,10 @@ class Collector {
 
 std::string Attr(const json& span, const std::string& key) {
   for (const auto& a : span["attributes"]) {
-    if (a["key"] == key) return a["value"].value("stringValue", "");
+    if (a["key"] == key) {
+      return a["value"].contains("intValue") ? a["value"]["intValue"].get<std::string>()
+                                             : a["value"].value("stringValue", "");
+    }
   }
   return "";
 }
