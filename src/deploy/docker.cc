@@ -24,7 +24,6 @@ using json = nlohmann::json;
 
 constexpr size_t kMaxReplyBytes = 16u << 20;      // any one reply, logs included
 constexpr size_t kMaxLogLineBytes = 1u << 20;     // a longer "line" is cut into pieces
-constexpr long kProgressIntervalMs = 1000;        // FollowLogs checks its CancelToken this often
 constexpr size_t kMaxErrorBodyBytes = 64u << 10;  // of a failed streaming request
 
 void GlobalInit() {

@@ -301,10 +301,9 @@ std::vector<const Entry*> Snapshot::DependencyOrder(const Entry& root) const {
 // Builds a Snapshot from the file records: identity, conflicts, dependencies, cycles.
 class SnapshotBuilder {
  public:
-  SnapshotBuilder(const std::string& root,
-                  const std::map<std::string, std::shared_ptr<const FileRecord>>& files,
+  SnapshotBuilder(const std::map<std::string, std::shared_ptr<const FileRecord>>& files,
                   std::unordered_map<std::string, bool>* exists_cache)
-      : root_(root), files_(files), exists_cache_(exists_cache) {}
+      : files_(files), exists_cache_(exists_cache) {}
 
   std::shared_ptr<Snapshot> Build(uint64_t generation) {
     auto snap = std::make_shared<Snapshot>();
@@ -493,7 +492,6 @@ class SnapshotBuilder {
     }
   }
 
-  const std::string& root_;
   const std::map<std::string, std::shared_ptr<const FileRecord>>& files_;
   std::unordered_map<std::string, bool>* exists_cache_;
   const std::unordered_map<std::string, size_t>* index_ = nullptr;
@@ -848,7 +846,7 @@ void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
     for (const std::string& p : wanted) files_[p] = ParseFile(p, true, nullptr);
   }
 
-  SnapshotBuilder builder(root_, files_, &exists_cache_);
+  SnapshotBuilder builder(files_, &exists_cache_);
   std::shared_ptr<Snapshot> next = builder.Build(++generation_);
   std::shared_ptr<const Snapshot> prev = snapshot();
 
