@@ -203,22 +203,20 @@ TEST(Tracing, ARequestsTraceReachesTheToolAndEverySpanIsExported) {
       << json(spans).dump(1);
   EXPECT_EQ(parent_of(by_name["workflow traced"])["name"], "POST /execute/workflow");
   EXPECT_EQ(parent_of(by_name["step probe"])["name"], "workflow traced");
-  size_t tools_under_step = 0;
-  for (const json& s : spans) {
-    if (s["name"] == "tool tracer" && parent_of(s)["name"] == "step probe") ++tools_under_step;
-  }
-  EXPECT_EQ(tools_under_step, 1u);
+  // How many spans of `name` have a parent named `parent`.
+  auto under = [&](const std::string& name, const std::string& parent) {
+    size_t n = 0;
+    for (const json& s : spans) {
+      if (s["name"] == name && parent_of(s)["name"] == parent) ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(under("tool tracer", "step probe"), 1u);
   ASSERT_TRUE(by_name.count("agent prober") && by_name.count("action tool tracer"))
       << json(spans).dump(1);
   EXPECT_EQ(parent_of(by_name["agent prober"])["name"], "POST /execute/agent");
   EXPECT_EQ(parent_of(by_name["action tool tracer"])["name"], "agent prober");
-  size_t tools_under_action = 0;
-  for (const json& s : spans) {
-    if (s["name"] == "tool tracer" && parent_of(s)["name"] == "action tool tracer") {
-      ++tools_under_action;
-    }
-  }
-  EXPECT_EQ(tools_under_action, 1u);
+  EXPECT_EQ(under("tool tracer", "action tool tracer"), 1u);
   // The relic call's header names the span of its step.
   bool relic_step = false;
   for (const json& s : spans) {
