@@ -33,8 +33,8 @@ int Auth(const cortex::cli::AuthFlags& f) {
   cortex::api::Settings s;
   if (!LoadSettings(f.config, &s)) return 2;
   if (f.data_dir) s.data_dir = *f.data_dir;
-  return cortex::api::RunAuthCommand(s, f.action, f.name, f.role, f.id, f.output == "json",
-                                     std::cout, std::cerr);
+  return cortex::api::RunAuthCommand(
+      s, {f.action, f.name, f.role, f.id, f.scopes, f.output == "json"}, std::cout, std::cerr);
 }
 
 int Backup(const cortex::cli::BackupFlags& f) {

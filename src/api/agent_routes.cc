@@ -186,6 +186,7 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     if (Status st = ParseAgentRequest(*body, &request, &stream, &async); !st.ok()) {
       return ErrorFromStatus(st);
     }
+    if (Status st = MayActOn(req, "agent", request.agent); !st.ok()) return ErrorFromStatus(st);
     // What would stop the run from starting is answered with its status code, before any event.
     if (Status st = runner.Check(request.agent); !st.ok()) return ErrorFromStatus(st);
     request.run_id = NewRunId();
@@ -391,6 +392,7 @@ http::Response OpenAiError(const Status& st) {
   std::string type = status == 404   ? "model_not_found"
                      : status == 400 ? "invalid_request_error"
                      : status == 409 ? "model_unavailable"
+                     : status == 403 ? "permission_error"
                                      : "server_error";
   return OpenAiError(status, type, st.message());
 }
@@ -492,6 +494,7 @@ void AddOpenAiRoutes(http::Server& server, agent::AgentRunner& runner,
     if (Status st = ParseChatCompletion(*body, &request, &stream, &include_usage); !st.ok()) {
       return OpenAiError(st);
     }
+    if (Status st = MayActOn(req, "agent", request.agent); !st.ok()) return OpenAiError(st);
     if (Status st = runner.Check(request.agent); !st.ok()) return OpenAiError(st);
     request.run_id = NewRunId();
     request.traceparent = req.traceparent;

@@ -8,6 +8,7 @@
 
 #include "api/errors.h"
 #include "api/route_util.h"
+#include "api/scopes.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/random_id.h"
@@ -97,113 +98,127 @@ const std::vector<RouteRule>& RouteRules() {
   // Reads are for viewers; running, deploying and controlling runs for operators; what changes
   // what Cortex runs (manifests) or who may call it (keys), and the audit log, for admins.
   static const std::vector<RouteRule> rules = {
-      {"GET", "/health", kPublic, "Health of the service and its parts"},
-      {"GET", "/openapi.json", kPublic, "This API's OpenAPI 3.1 document"},
-      {"GET", "/healthz", kPublic, "Liveness probe"},
-      {"GET", "/metrics", kViewer, "Prometheus metrics (text format 0.0.4)"},
-      {"POST", "/hooks/{workflow}", kPublic,
+      {"GET", "/health", kPublic, "any", "Health of the service and its parts"},
+      {"GET", "/openapi.json", kPublic, "any", "This API's OpenAPI 3.1 document"},
+      {"GET", "/healthz", kPublic, "any", "Liveness probe"},
+      {"GET", "/metrics", kViewer, "any", "Prometheus metrics (text format 0.0.4)"},
+      {"POST", "/hooks/{workflow}", kPublic, "any",
        "Start a workflow from its webhook trigger (checked by the trigger's secret)"},
       // Registry.
-      {"GET", "/registry/", kViewer, "The registry service's summary"},
-      {"GET", "/registry/status", kViewer, "Registry status: manifests loaded, errors, generation"},
-      {"GET", "/registry/manifests", kViewer, "List manifests, filtered by kind"},
-      {"GET", "/registry/manifest/{kind}/{name}", kViewer, "One manifest, as loaded"},
-      {"GET", "/registry/dependencies/{kind}/{name}", kViewer,
+      {"GET", "/registry/", kViewer, "any", "The registry service's summary"},
+      {"GET", "/registry/status", kViewer, "any",
+       "Registry status: manifests loaded, errors, generation"},
+      {"GET", "/registry/manifests", kViewer, "any", "List manifests, filtered by kind"},
+      {"GET", "/registry/manifest/{kind}/{name}", kViewer, "{kind}:{name}",
+       "One manifest, as loaded"},
+      {"GET", "/registry/dependencies/{kind}/{name}", kViewer, "{kind}:{name}",
        "What a manifest depends on, and what depends on it"},
-      {"GET", "/registry/validate-dependencies/{kind}/{name}", kViewer,
+      {"GET", "/registry/validate-dependencies/{kind}/{name}", kViewer, "{kind}:{name}",
        "Check that a manifest's dependencies exist"},
-      {"POST", "/registry/validate-dependencies/{kind}/{name}", kViewer,
+      {"POST", "/registry/validate-dependencies/{kind}/{name}", kViewer, "{kind}:{name}",
        "Check that a manifest's dependencies exist"},
-      {"GET", "/registry/graph", kViewer, "The dependency graph of every manifest"},
-      {"GET", "/registry/errors", kViewer, "Manifests that failed to load, with file and line"},
-      {"GET", "/registry/events", kViewer, "Registry changes as server-sent events"},
-      {"GET", "/registry/schema/{kind}", kViewer, "The JSON Schema of a manifest kind"},
-      {"GET", "/registry/tools", kViewer, "List tools"},
-      {"GET", "/registry/agents", kViewer, "List agents"},
-      {"GET", "/registry/relics", kViewer, "List relics"},
-      {"GET", "/registry/workflows", kViewer, "List workflows"},
-      {"GET", "/registry/monuments", kViewer, "List monuments"},
-      {"POST", "/registry/manifests", kAdmin,
+      {"GET", "/registry/graph", kViewer, "any", "The dependency graph of every manifest"},
+      {"GET", "/registry/errors", kViewer, "any",
+       "Manifests that failed to load, with file and line"},
+      {"GET", "/registry/events", kViewer, "any", "Registry changes as server-sent events"},
+      {"GET", "/registry/schema/{kind}", kViewer, "any", "The JSON Schema of a manifest kind"},
+      {"GET", "/registry/tools", kViewer, "any", "List tools"},
+      {"GET", "/registry/agents", kViewer, "any", "List agents"},
+      {"GET", "/registry/relics", kViewer, "any", "List relics"},
+      {"GET", "/registry/workflows", kViewer, "any", "List workflows"},
+      {"GET", "/registry/monuments", kViewer, "any", "List monuments"},
+      {"POST", "/registry/manifests", kAdmin, "body",
        "Write a manifest (validated first; nothing is written when it is invalid)"},
-      {"DELETE", "/registry/manifest/{kind}/{name}", kAdmin,
+      {"DELETE", "/registry/manifest/{kind}/{name}", kAdmin, "{kind}:{name}",
        "Delete a manifest written through the API"},
-      {"POST", "/registry/sync", kAdmin, "Reload every manifest from disk now"},
+      {"POST", "/registry/sync", kAdmin, "global", "Reload every manifest from disk now"},
       // Tools.
-      {"POST", "/execute/tool", kOperator, "Run a tool in its sandbox"},
-      {"POST", "/execute/batch", kOperator, "Run several tools at once"},
-      {"GET", "/executions", kViewer, "List tool executions"},
-      {"GET", "/executions/{id}", kViewer, "One tool execution and its result"},
-      {"GET", "/executions/{id}/logs", kViewer,
+      {"POST", "/execute/tool", kOperator, "body", "Run a tool in its sandbox"},
+      {"POST", "/execute/batch", kOperator, "body", "Run several tools at once"},
+      {"GET", "/executions", kViewer, "any", "List tool executions"},
+      {"GET", "/executions/{id}", kViewer, "execution:{id}", "One tool execution and its result"},
+      {"GET", "/executions/{id}/logs", kViewer, "execution:{id}",
        "A tool execution's output lines (server-sent events with ?follow)"},
-      {"POST", "/executions/{id}/cancel", kOperator, "Cancel a running tool execution"},
-      {"GET", "/tools/{name}/health", kViewer, "Run a tool's health check"},
+      {"POST", "/executions/{id}/cancel", kOperator, "execution:{id}",
+       "Cancel a running tool execution"},
+      {"GET", "/tools/{name}/health", kViewer, "tool:{name}", "Run a tool's health check"},
       // Workflows.
-      {"POST", "/execute/workflow", kOperator, "Start a workflow run"},
-      {"POST", "/execute/workflow/{name}", kOperator, "Start a run of the named workflow"},
-      {"GET", "/workflows", kViewer, "List workflow runs"},
-      {"GET", "/workflows/{id}", kViewer, "One workflow run with its steps"},
-      {"GET", "/workflows/{id}/status", kViewer, "A workflow run's status"},
-      {"GET", "/workflows/{id}/logs", kViewer,
+      {"POST", "/execute/workflow", kOperator, "body", "Start a workflow run"},
+      {"POST", "/execute/workflow/{name}", kOperator, "workflow:{name}",
+       "Start a run of the named workflow"},
+      {"GET", "/workflows", kViewer, "any", "List workflow runs"},
+      {"GET", "/workflows/{id}", kViewer, "run:{id}", "One workflow run with its steps"},
+      {"GET", "/workflows/{id}/status", kViewer, "run:{id}", "A workflow run's status"},
+      {"GET", "/workflows/{id}/logs", kViewer, "run:{id}",
        "A workflow run's journal (server-sent events with ?follow)"},
-      {"POST", "/workflows/{id}/cancel", kOperator, "Cancel a workflow run"},
-      {"POST", "/workflows/{id}/pause", kOperator,
+      {"POST", "/workflows/{id}/cancel", kOperator, "run:{id}", "Cancel a workflow run"},
+      {"POST", "/workflows/{id}/pause", kOperator, "run:{id}",
        "Pause a workflow run at its next step boundary"},
-      {"POST", "/workflows/{id}/resume", kOperator, "Resume a paused workflow run"},
-      {"POST", "/workflows/{id}/retry", kOperator,
+      {"POST", "/workflows/{id}/resume", kOperator, "run:{id}", "Resume a paused workflow run"},
+      {"POST", "/workflows/{id}/retry", kOperator, "run:{id}",
        "Retry a failed workflow run from its failed steps"},
       // Relics, monuments, discovery.
-      {"POST", "/deploy/relic", kOperator, "Deploy a relic"},
-      {"POST", "/deploy/relic/{name}", kOperator, "Deploy the named relic"},
-      {"POST", "/deploy/monument", kOperator,
+      {"POST", "/deploy/relic", kOperator, "body", "Deploy a relic"},
+      {"POST", "/deploy/relic/{name}", kOperator, "relic:{name}", "Deploy the named relic"},
+      {"POST", "/deploy/monument", kOperator, "body",
        "Deploy a monument's relics, agents and workflows in order"},
-      {"POST", "/deploy/monument/{name}", kOperator, "Deploy the named monument"},
-      {"GET", "/relics", kViewer, "List deployed relics"},
-      {"GET", "/relics/{name}", kViewer, "One deployed relic"},
-      {"GET", "/relics/{name}/status", kViewer, "A relic's state and health"},
-      {"GET", "/relics/{name}/logs", kViewer, "A relic's logs"},
-      {"GET", "/relics/{name}/stats", kViewer, "A relic's resource use"},
-      {"POST", "/relics/{name}/start", kOperator, "Start a stopped relic"},
-      {"POST", "/relics/{name}/stop", kOperator, "Stop a relic"},
-      {"POST", "/relics/{name}/restart", kOperator, "Restart a relic"},
-      {"POST", "/relics/{name}/scale", kOperator, "Change a relic's replica count"},
-      {"POST", "/relics/{name}/call/{operation}", kOperator,
+      {"POST", "/deploy/monument/{name}", kOperator, "monument:{name}",
+       "Deploy the named monument"},
+      {"GET", "/relics", kViewer, "any", "List deployed relics"},
+      {"GET", "/relics/{name}", kViewer, "relic:{name}", "One deployed relic"},
+      {"GET", "/relics/{name}/status", kViewer, "relic:{name}", "A relic's state and health"},
+      {"GET", "/relics/{name}/logs", kViewer, "relic:{name}", "A relic's logs"},
+      {"GET", "/relics/{name}/stats", kViewer, "relic:{name}", "A relic's resource use"},
+      {"POST", "/relics/{name}/start", kOperator, "relic:{name}", "Start a stopped relic"},
+      {"POST", "/relics/{name}/stop", kOperator, "relic:{name}", "Stop a relic"},
+      {"POST", "/relics/{name}/restart", kOperator, "relic:{name}", "Restart a relic"},
+      {"POST", "/relics/{name}/scale", kOperator, "relic:{name}", "Change a relic's replica count"},
+      {"POST", "/relics/{name}/call/{operation}", kOperator, "relic:{name}",
        "Call one of a relic's declared operations"},
-      {"DELETE", "/relics/{name}", kOperator, "Undeploy a relic (stop it and forget it)"},
-      {"GET", "/monuments", kViewer, "List deployed monuments"},
-      {"GET", "/monuments/{name}", kViewer, "One deployed monument"},
-      {"GET", "/monuments/{name}/status", kViewer, "A monument's state"},
-      {"GET", "/monuments/{name}/health", kViewer, "The health of a monument's relics"},
-      {"GET", "/monuments/{name}/logs", kViewer, "A monument's relics' logs"},
-      {"POST", "/monuments/{name}/stop", kOperator, "Stop a monument's relics"},
-      {"POST", "/monuments/{name}/scale", kOperator, "Scale a monument's relics"},
-      {"DELETE", "/monuments/{name}", kOperator, "Undeploy a monument and its relics"},
-      {"GET", "/discovery/services", kViewer, "Endpoints of the running relics"},
+      {"DELETE", "/relics/{name}", kOperator, "relic:{name}",
+       "Undeploy a relic (stop it and forget it)"},
+      {"GET", "/monuments", kViewer, "any", "List deployed monuments"},
+      {"GET", "/monuments/{name}", kViewer, "monument:{name}", "One deployed monument"},
+      {"GET", "/monuments/{name}/status", kViewer, "monument:{name}", "A monument's state"},
+      {"GET", "/monuments/{name}/health", kViewer, "monument:{name}",
+       "The health of a monument's relics"},
+      {"GET", "/monuments/{name}/logs", kViewer, "monument:{name}", "A monument's relics' logs"},
+      {"POST", "/monuments/{name}/stop", kOperator, "monument:{name}", "Stop a monument's relics"},
+      {"POST", "/monuments/{name}/scale", kOperator, "monument:{name}",
+       "Scale a monument's relics"},
+      {"DELETE", "/monuments/{name}", kOperator, "monument:{name}",
+       "Undeploy a monument and its relics"},
+      {"GET", "/discovery/services", kViewer, "any", "Endpoints of the running relics"},
       // Agents and models.
-      {"POST", "/execute/agent", kOperator,
+      {"POST", "/execute/agent", kOperator, "body",
        "Run an agent (server-sent events of its protocol, or one JSON answer)"},
-      {"GET", "/agent-runs", kViewer, "List agent runs"},
-      {"GET", "/agents/usage", kViewer, "Token use and cost by agent"},
-      {"GET", "/agent-runs/{id}", kViewer, "One agent run"},
-      {"GET", "/agent-runs/{id}/events", kViewer,
+      {"GET", "/agent-runs", kViewer, "any", "List agent runs"},
+      {"GET", "/agents/usage", kViewer, "any", "Token use and cost by agent"},
+      {"GET", "/agent-runs/{id}", kViewer, "agent-run:{id}", "One agent run"},
+      {"GET", "/agent-runs/{id}/events", kViewer, "agent-run:{id}",
        "An agent run's protocol events (server-sent events, resumable)"},
-      {"POST", "/agent-runs/{id}/cancel", kOperator, "Cancel an agent run"},
-      {"GET", "/state/agent/{agent}/sessions", kViewer, "An agent's conversation sessions"},
-      {"POST", "/state/agent/{agent}/session", kOperator,
+      {"POST", "/agent-runs/{id}/cancel", kOperator, "agent-run:{id}", "Cancel an agent run"},
+      {"GET", "/state/agent/{agent}/sessions", kViewer, "agent:{agent}",
+       "An agent's conversation sessions"},
+      {"POST", "/state/agent/{agent}/session", kOperator, "agent:{agent}",
        "Start a conversation session with an agent"},
-      {"GET", "/agent-sessions/{id}", kViewer, "One conversation session and its turns"},
-      {"DELETE", "/agent-sessions/{id}", kOperator, "Delete a conversation session"},
-      {"GET", "/llm/providers", kViewer, "LLM providers and their circuit state"},
-      {"POST", "/llm/providers/{name}/reset", kOperator, "Close an LLM provider's open circuit"},
-      {"GET", "/v1/models", kViewer, "Agents as OpenAI-compatible models"},
-      {"POST", "/v1/chat/completions", kOperator,
+      {"GET", "/agent-sessions/{id}", kViewer, "session:{id}",
+       "One conversation session and its turns"},
+      {"DELETE", "/agent-sessions/{id}", kOperator, "session:{id}",
+       "Delete a conversation session"},
+      {"GET", "/llm/providers", kViewer, "any", "LLM providers and their circuit state"},
+      {"POST", "/llm/providers/{name}/reset", kOperator, "global",
+       "Close an LLM provider's open circuit"},
+      {"GET", "/v1/models", kViewer, "any", "Agents as OpenAI-compatible models"},
+      {"POST", "/v1/chat/completions", kOperator, "body",
        "Run an agent through the OpenAI chat completions API"},
       // Access control itself.
-      {"GET", "/auth/whoami", kViewer, "Who the caller is, and their role"},
-      {"GET", "/auth/routes", kViewer, "Every route and the role it needs"},
-      {"GET", "/auth/keys", kAdmin, "List API keys (never their secrets)"},
-      {"POST", "/auth/keys", kAdmin, "Create an API key (its secret is shown once)"},
-      {"DELETE", "/auth/keys/{id}", kAdmin, "Revoke an API key"},
-      {"GET", "/audit", kAdmin, "The audit log of mutating calls, filtered"},
+      {"GET", "/auth/whoami", kViewer, "any", "Who the caller is, and their role"},
+      {"GET", "/auth/routes", kViewer, "any", "Every route and the role it needs"},
+      {"GET", "/auth/keys", kAdmin, "global", "List API keys (never their secrets)"},
+      {"POST", "/auth/keys", kAdmin, "global", "Create an API key (its secret is shown once)"},
+      {"DELETE", "/auth/keys/{id}", kAdmin, "global", "Revoke an API key"},
+      {"GET", "/audit", kAdmin, "global", "The audit log of mutating calls, filtered"},
   };
   return rules;
 }
@@ -228,9 +243,9 @@ std::string HashApiKey(std::string_view secret) {
   return Hex(digest, n);
 }
 
-Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& store,
-                                                                 const std::string& name,
-                                                                 Role role) {
+Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(
+    store::Store& store, const std::string& name, Role role,
+    const std::vector<std::string>& scopes) {
   if (name.empty() || name.size() > 100 || !IsValidUtf8(name) ||
       std::any_of(name.begin(), name.end(),
                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
@@ -239,10 +254,12 @@ Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& s
   }
   if (role == Role::kPublic)
     return InvalidArgumentError("a key's role is viewer, operator or admin");
+  CORTEX_RETURN_IF_ERROR(CheckScopes(scopes));
   store::ApiKeyRecord r;
   r.id = "key_" + SecretHex(6);
   r.name = name;
   r.role = std::string(RoleName(role));
+  r.scopes = scopes;
   std::string secret = NewApiKeySecret();
   r.hash = HashApiKey(secret);
   r.created_ms = exec::NowMs();
@@ -298,6 +315,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
     who.key_id = "jwt:" + token.subject;
     who.name = token.subject;
     who.role = *ParseRole(token.role);
+    who.scopes = std::move(token.scopes);
     until = std::min(now + 60000, token.expires * 1000);
   } else {
     CORTEX_ASSIGN_OR_RETURN(auto key, store_.FindApiKeyByHash(digest));
@@ -311,9 +329,13 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
       key->last_used_ms = now;
       (void)store_.PutApiKey(*key);
     }
+    if (!CheckScopes(key->scopes).ok()) {
+      return UnauthenticatedError("the API key " + key->id + " has an invalid scope");
+    }
     who.key_id = key->id;
     who.name = key->name;
     who.role = *role;
+    who.scopes = std::move(key->scopes);
   }
   std::lock_guard lock(remembered_mu_);
   if (remembered_.size() >= kMaxRemembered) remembered_.clear();  // bounded: start over
@@ -400,7 +422,7 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
       refuse(http::ErrorResponse(403, "forbidden",
                                  "route " + route->method + " " + route->pattern +
                                      " has no role in the access table; refused"));
-      audit_as(Identity{"", "unknown", Role::kPublic});
+      audit_as(Identity{"", "unknown", Role::kPublic, {}});
       return result;
     }
     // Past its rate: 429 with when to come back.
@@ -417,7 +439,7 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
     };
     if (rule->role == Role::kPublic) {
       if (options_.enabled)
-        audit_as(Identity{"", "public", Role::kPublic});
+        audit_as(Identity{"", "public", Role::kPublic, {}});
       else
         audit_as(Identity{});
       (void)throttled("address " + req.remote_addr);
@@ -428,7 +450,7 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
       auto r = http::ErrorResponse(401, "unauthenticated", who.status().message());
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       refuse(std::move(r));
-      audit_as(Identity{"", "unauthenticated", Role::kPublic});
+      audit_as(Identity{"", "unauthenticated", Role::kPublic, {}});
       return result;
     }
     if (throttled(who->key_id.empty() ? "address " + req.remote_addr : "key " + who->key_id)) {
@@ -440,10 +462,85 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
                                  route->method + " " + route->pattern + " needs the " +
                                      std::string(RoleName(rule->role)) + " role; " + who->Actor() +
                                      " is " + std::string(RoleName(who->role))));
+    } else if (auto refused = CheckScope(*who, *rule, req)) {
+      refuse(std::move(*refused));
     }
     audit_as(*who);
     return result;
   };
+}
+
+std::optional<http::Response> AccessControl::CheckScope(const Identity& who, const RouteRule& rule,
+                                                        http::Request& req) {
+  if (who.scopes.empty()) return std::nullopt;
+  std::string scopes_text;
+  for (const auto& s : who.scopes) scopes_text += (scopes_text.empty() ? "" : ", ") + s;
+  auto forbidden = [&](const std::string& what) {
+    return http::ErrorResponse(403, "forbidden",
+                               who.Actor() + " is scoped to " + scopes_text + ": " + what);
+  };
+  const std::string_view target = rule.target;
+  if (target == "any") return std::nullopt;
+  if (target == "global") {
+    return forbidden(std::string(rule.method) + " " + rule.pattern +
+                     " acts on all of Cortex, which needs a key without scopes");
+  }
+  if (target == "body") {
+    // Runs later, in the handler: it owns copies of what it reads.
+    req.may_act_on = [scopes = who.scopes, actor = who.Actor(), scopes_text](
+                         std::string_view kind, std::string_view name) -> Status {
+      if (InScope(scopes, kind, name)) return Status::Ok();
+      return PermissionDeniedError(actor + " is scoped to " + scopes_text + ", not " +
+                                   std::string(kind) + " '" + std::string(name) + "'");
+    };
+    return std::nullopt;
+  }
+  // "kind:{param}": the manifest's kind (or "{kind}" from the path) and its name's parameter.
+  const size_t colon = target.find(':');
+  CORTEX_CHECK_MSG(colon != std::string_view::npos && target.size() > colon + 2,
+                   "bad target in the route table");
+  std::string kind(target.substr(0, colon));
+  const std::string param(target.substr(colon + 2, target.size() - colon - 3));
+  std::string name = req.PathParam(param);
+  if (kind == "{kind}") {
+    auto k = registry::ParseKind(req.PathParam("kind"));
+    if (!k) return std::nullopt;  // no such kind: the handler answers it
+    kind = ScopeKind(*k);
+  } else if (kind == "execution" || kind == "run" || kind == "agent-run" || kind == "session") {
+    // A run: what it runs is the target. One not found is the handler's 404.
+    std::optional<std::string> owner;
+    Status st = Status::Ok();
+    if (kind == "execution") {
+      auto r = store_.GetExecution(name);
+      st = r.status();
+      if (r.ok() && *r) owner = (*r)->name;
+      kind = "tool";
+    } else if (kind == "run") {
+      auto r = store_.GetRun(name);
+      st = r.status();
+      if (r.ok() && *r) owner = (*r)->workflow;
+      kind = "workflow";
+    } else if (kind == "agent-run") {
+      auto r = store_.GetAgentRun(name);
+      st = r.status();
+      if (r.ok() && *r) owner = (*r)->agent;
+      kind = "agent";
+    } else {
+      auto r = store_.GetAgentSession(name);
+      st = r.status();
+      if (r.ok() && *r) owner = (*r)->agent;
+      kind = "agent";
+    }
+    if (!st.ok()) {
+      return http::ErrorResponse(503, "unavailable",
+                                 "cannot check the caller's scope: " + st.message());
+    }
+    if (!owner) return std::nullopt;
+    if (InScope(who.scopes, kind, *owner)) return std::nullopt;
+    return forbidden("not " + kind + " '" + *owner + "', whose run " + name + " this is");
+  }
+  if (InScope(who.scopes, kind, name)) return std::nullopt;
+  return forbidden("not " + kind + " '" + name + "'");
 }
 
 void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& store) {
@@ -453,6 +550,7 @@ void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& 
               {"role", k.role},
               {"created_ms", k.created_ms},
               {"revoked", k.revoked_ms != 0}};
+    if (!k.scopes.empty()) j["scopes"] = k.scopes;
     if (k.revoked_ms) j["revoked_ms"] = k.revoked_ms;
     if (k.last_used_ms) j["last_used_ms"] = k.last_used_ms;
     return j;
@@ -464,6 +562,7 @@ void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& 
               {"role", std::string(RoleName(who->role))},
               {"authentication", access.enabled()}};
     if (!who->key_id.empty()) j["key_id"] = who->key_id;
+    if (!who->scopes.empty()) j["scopes"] = who->scopes;
     return Ok(j);
   });
   server.Handle("GET", "/auth/routes", [&server](const http::Request&) {
@@ -472,7 +571,8 @@ void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& 
       const RouteRule* rule = FindRule(r);
       routes.push_back({{"method", r.method},
                         {"pattern", r.pattern},
-                        {"role", rule ? std::string(RoleName(rule->role)) : "none"}});
+                        {"role", rule ? std::string(RoleName(rule->role)) : "none"},
+                        {"target", rule ? rule->target : "none"}});
     }
     return Ok(Json{{"routes", std::move(routes)}});
   });
@@ -491,7 +591,19 @@ void AddAccessRoutes(http::Server& server, AccessControl& access, store::Store& 
     if (!role) {
       return ErrorFromStatus(InvalidArgumentError("'role' must be viewer, operator or admin"));
     }
-    auto made = CreateApiKey(store, name, *role);
+    std::vector<std::string> scopes;
+    if (auto it = body->find("scopes"); it != body->end() && !it->is_null()) {
+      bool strings = it->is_array();
+      for (const auto& sc : strings ? *it : Json::array()) {
+        strings = strings && sc.is_string();
+        if (strings) scopes.push_back(sc.get<std::string>());
+      }
+      if (!strings) {
+        return ErrorFromStatus(InvalidArgumentError(
+            "'scopes' must be an array of strings such as \"workflow:nightly-*\""));
+      }
+    }
+    auto made = CreateApiKey(store, name, *role, scopes);
     if (!made.ok()) return ErrorFromStatus(made.status());
     Json j = key_json(made->first);
     j["secret"] = made->second;  // shown once

@@ -30,11 +30,22 @@ std::string_view RoleName(Role role);
 std::optional<Role> ParseRole(std::string_view name);  // viewer | operator | admin
 
 // One route, the role it needs (kPublic: no key needed; the handler may check its own secret),
-// and what it does (the OpenAPI document's summary, and `cortex`'s route listing).
+// what it acts on (for scoped callers, api/scopes.h), and what it does (the OpenAPI document's
+// summary, and `cortex`'s route listing).
+//
+// `target` is one of:
+//   "any"            acts on no one manifest (a listing, a schema...): scoped callers may call it
+//   "global"         acts on all of Cortex (keys, the audit log, a reload): scoped callers may not
+//   "body"           the manifest is named in the body: the handler asks Request::may_act_on
+//   "tool:{name}"    a kind and the path parameter naming the manifest ("{kind}:{name}" takes
+//                    the kind from the path too)
+//   "execution:{id}", "run:{id}", "agent-run:{id}", "session:{id}": a tool execution, workflow
+//                    run, agent run or agent session, whose tool, workflow or agent is the target
 struct RouteRule {
   const char* method;
   const char* pattern;
   Role role;
+  const char* target;
   const char* summary;
 };
 const std::vector<RouteRule>& RouteRules();
@@ -45,10 +56,11 @@ const RouteRule* FindRule(const http::RouteKey& route);
 std::string NewApiKeySecret();
 std::string HashApiKey(std::string_view secret);  // SHA-256, hex
 
-// Creates a key (stored by hash); returns the record and, once, the secret.
-Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(store::Store& store,
-                                                                 const std::string& name,
-                                                                 Role role);
+// Creates a key (stored by hash); returns the record and, once, the secret. `scopes` (checked by
+// CheckScopes) narrow what its role applies to; none: everything.
+Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(
+    store::Store& store, const std::string& name, Role role,
+    const std::vector<std::string>& scopes = {});
 Status RevokeApiKey(store::Store& store, const std::string& id);
 
 struct AuthOptions {
@@ -66,6 +78,7 @@ struct Identity {
   std::string key_id;  // "" when authentication is off
   std::string name;
   Role role = Role::kAdmin;
+  std::vector<std::string> scopes;  // what the role applies to (api/scopes.h); none: everything
   // "key_ab12cd34 (ci)"; without a key its name ("unauthenticated", "public") or "anonymous".
   std::string Actor() const;
 };
@@ -90,6 +103,10 @@ class AccessControl {
 
  private:
   void Audit(const Identity& who, const http::Request& request, const http::Response& response);
+  // Whether `who` (scoped) may call `rule`'s route as `req` addresses it: a 403 answer when not.
+  // Sets req.may_act_on for routes whose manifest is named in the body.
+  std::optional<http::Response> CheckScope(const Identity& who, const RouteRule& rule,
+                                           http::Request& req);
   // Takes a token from `bucket`'s; when there is none, how long until there is one.
   std::optional<std::chrono::milliseconds> Throttle(const std::string& bucket);
 

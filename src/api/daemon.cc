@@ -20,6 +20,7 @@
 #include "api/registry_routes.h"
 #include "api/relic_caller.h"
 #include "api/request_guard.h"
+#include "api/scopes.h"
 #include "api/tracing.h"
 #include "api/workflow_routes.h"
 #include "common/json.h"
@@ -70,7 +71,7 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
   o.burst = s.auth.rate_burst;
   if (!s.auth.jwt.issuer.empty()) {
     const auto& js = s.auth.jwt;
-    JwtOptions jo{js.issuer, js.audience, js.role_claim, js.leeway_seconds};
+    JwtOptions jo{js.issuer, js.audience, js.role_claim, js.scope_claim, js.leeway_seconds};
     if (js.jwks_file.empty() == js.jwks_url.empty()) {
       return FailedPreconditionError(
           "auth.jwt: give the provider's keys as jwks_file or as jwks_url (one of them)");
@@ -641,9 +642,10 @@ int RunBackupCommand(const Settings& s, const std::string& action, const std::st
   return 0;
 }
 
-int RunAuthCommand(const Settings& s, const std::string& action, const std::string& name,
-                   const std::string& role, const std::string& id, bool json, std::ostream& out,
+int RunAuthCommand(const Settings& s, const AuthCommand& command, std::ostream& out,
                    std::ostream& err) {
+  const std::string& action = command.action;
+  const bool json = command.json;
   store::SqliteOptions sopts;
   std::error_code ec;
   std::filesystem::create_directories(s.data_dir, ec);
@@ -655,23 +657,32 @@ int RunAuthCommand(const Settings& s, const std::string& action, const std::stri
   }
   store::Store& state = **db;
   auto key_line = [](const store::ApiKeyRecord& k) {
-    return k.id + "  " + k.role + "  " + k.name + (k.revoked_ms ? "  (revoked)" : "");
+    std::string line = k.id + "  " + k.role + "  " + k.name;
+    for (const auto& sc : k.scopes) line += "  " + sc;
+    return line + (k.revoked_ms ? "  (revoked)" : "");
   };
   if (action == "create-key") {
-    auto parsed = ParseRole(role);
+    auto parsed = ParseRole(command.role);
     if (!parsed) {
       err << "cortex auth: --role must be viewer, operator or admin\n";
       return 2;
     }
-    auto made = CreateApiKey(state, name, *parsed);
+    if (Status st = CheckScopes(command.scopes); !st.ok()) {
+      err << "cortex auth: --scope: " << st.message() << "\n";
+      return 2;
+    }
+    auto made = CreateApiKey(state, command.name, *parsed, command.scopes);
     if (!made.ok()) {
       err << "cortex auth: " << made.status().message() << "\n";
       return 1;
     }
     const auto& [key, secret] = *made;
     if (json) {
-      out << DumpJson(nlohmann::ordered_json{
-                 {"id", key.id}, {"name", key.name}, {"role", key.role}, {"secret", secret}})
+      out << DumpJson(nlohmann::ordered_json{{"id", key.id},
+                                             {"name", key.name},
+                                             {"role", key.role},
+                                             {"scopes", key.scopes},
+                                             {"secret", secret}})
           << "\n";
     } else {
       out << key_line(key) << "\nsecret: " << secret
@@ -691,6 +702,7 @@ int RunAuthCommand(const Settings& s, const std::string& action, const std::stri
         list.push_back({{"id", k.id},
                         {"name", k.name},
                         {"role", k.role},
+                        {"scopes", k.scopes},
                         {"created_ms", k.created_ms},
                         {"revoked", k.revoked_ms != 0}});
       } else {
@@ -702,11 +714,11 @@ int RunAuthCommand(const Settings& s, const std::string& action, const std::stri
     return 0;
   }
   if (action == "revoke-key") {
-    if (Status st = RevokeApiKey(state, id); !st.ok()) {
+    if (Status st = RevokeApiKey(state, command.id); !st.ok()) {
       err << "cortex auth: " << st.message() << "\n";
       return 1;
     }
-    out << id << " revoked\n";
+    out << command.id << " revoked\n";
     return 0;
   }
   err << "cortex auth: unknown action '" << action << "'\n";

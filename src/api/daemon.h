@@ -3,6 +3,7 @@
 
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "api/settings.h"
 
@@ -13,10 +14,15 @@ namespace cortex::api {
 // that start it on port 0.
 int RunServe(const Settings& settings);
 
-// `cortex auth`: create-key (name, role), list-keys, revoke-key (id) on the Store in
+// `cortex auth`: create-key (name, role, scopes), list-keys, revoke-key (id) on the Store in
 // settings.data_dir; prints to out (JSON when `json`), errors to err; the exit code.
-int RunAuthCommand(const Settings& settings, const std::string& action, const std::string& name,
-                   const std::string& role, const std::string& id, bool json, std::ostream& out,
+struct AuthCommand {
+  std::string action;  // create-key | list-keys | revoke-key
+  std::string name, role, id;
+  std::vector<std::string> scopes;
+  bool json = false;
+};
+int RunAuthCommand(const Settings& settings, const AuthCommand& command, std::ostream& out,
                    std::ostream& err);
 
 // `cortex backup FILE` / `cortex restore FILE [--force]` on settings.data_dir and

@@ -75,6 +75,7 @@ http::Response Deploy(deploy::Deployer& deployer, const http::Request& req, std:
       name = n->get<std::string>();
     }
   }
+  if (Status st = MayActOn(req, "relic", name); !st.ok()) return ErrorFromStatus(st);
   auto start = body->find("auto_start");
   if (start != body->end() && !start->is_boolean()) {
     return ErrorFromStatus(InvalidArgumentError("auto_start must be true or false"));
@@ -144,6 +145,7 @@ http::Response DeployMonument(deploy::Monuments& monuments, const http::Request&
       return ErrorFromStatus(InvalidArgumentError("name: the monument to deploy is required"));
     }
   }
+  if (Status st = MayActOn(req, "monument", name); !st.ok()) return ErrorFromStatus(st);
   auto env = body->find("environment");
   if (env != body->end() && !env->is_string()) {
     return ErrorFromStatus(InvalidArgumentError("environment must be a string"));

@@ -35,8 +35,11 @@ int HttpStatusFor(StatusCode code) {
 }
 
 http::Response ErrorFromStatus(const Status& status, std::string_view details_json) {
-  return http::ErrorResponse(HttpStatusFor(status.code()), StatusCodeName(status.code()),
-                             status.message(), details_json);
+  // Every 403 of the API says "forbidden", whether the access filter or a handler refused.
+  std::string_view code = status.code() == StatusCode::kPermissionDenied
+                              ? std::string_view("forbidden")
+                              : StatusCodeName(status.code());
+  return http::ErrorResponse(HttpStatusFor(status.code()), code, status.message(), details_json);
 }
 
 }  // namespace cortex::api

@@ -81,6 +81,7 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
       if (auto q = req.Query("tool_name")) body["name"] = *q;  // the original service's query form
     }
     if (Status st = ParseExecuteRequest(body, &request); !st.ok()) return ErrorFromStatus(st);
+    if (Status st = MayActOn(req, "tool", request.tool); !st.ok()) return ErrorFromStatus(st);
     request.traceparent = req.traceparent;
     bool async = body.contains("async") && body["async"].is_boolean() && body["async"].get<bool>();
 
@@ -159,6 +160,8 @@ void AddExecuteRoutes(http::Server& server, exec::Executor& executor, store::Sto
       const Json& c = (*calls)[i];
       Status st = c.is_object() ? ParseExecuteRequest(c, &requests[i])
                                 : InvalidArgumentError("a call must be a JSON object");
+      if (st.ok()) st = MayActOn(req, "tool", requests[i].tool);
+      if (st.code() == StatusCode::kPermissionDenied) return ErrorFromStatus(st);
       requests[i].traceparent = req.traceparent;
       if (!st.ok()) {
         bad.push_back(

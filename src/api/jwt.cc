@@ -7,7 +7,9 @@
 #include <openssl/param_build.h>
 
 #include <algorithm>
+#include <sstream>
 
+#include "api/scopes.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "http/http.h"
@@ -50,6 +52,19 @@ Pkey FromData(const char* type, const std::function<bool(OSSL_PARAM_BLD*)>& fill
   OSSL_PARAM_free(params);
   OSSL_PARAM_BLD_free(bld);
   return Pkey(key);
+}
+
+// The claim at a dotted path ("realm_access.role"); nullptr when there is none.
+const Json* ClaimAt(const Json& claims, std::string_view path) {
+  const Json* at = &claims;
+  while (at && !path.empty()) {
+    size_t dot = path.find('.');
+    std::string part(path.substr(0, dot));
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+    auto it = at->is_object() ? at->find(part) : at->end();
+    at = at->is_object() && it != at->end() ? &*it : nullptr;
+  }
+  return at;
 }
 
 std::string Field(const Json& j, const char* key) {
@@ -257,15 +272,7 @@ Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now,
     return bad("is not valid yet (nbf)");
   }
   // The role: the claim at the dotted path; an array gives its highest role.
-  const Json* at = &claims;
-  std::string_view path = options_.role_claim;
-  while (at && !path.empty()) {
-    size_t dot = path.find('.');
-    std::string part(path.substr(0, dot));
-    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
-    auto it = at->is_object() ? at->find(part) : at->end();
-    at = at->is_object() && it != at->end() ? &*it : nullptr;
-  }
+  const Json* at = ClaimAt(claims, options_.role_claim);
   std::string role;
   if (at && at->is_string()) role = at->get<std::string>();
   if (at && at->is_array()) {
@@ -278,6 +285,24 @@ Result<JwtIdentity> JwtVerifier::Verify(std::string_view token, int64_t now,
                                 " claim gives no Cortex role (viewer, operator or admin)");
   }
   JwtIdentity id;
+  if (const Json* scopes = ClaimAt(claims, options_.scope_claim)) {
+    if (scopes->is_string()) {
+      std::istringstream words(scopes->get<std::string>());
+      for (std::string w; words >> w && id.scopes.size() <= kMaxScopes;) id.scopes.push_back(w);
+    } else if (scopes->is_array()) {
+      for (const auto& sc : *scopes) {
+        if (!sc.is_string())
+          return bad("has a " + options_.scope_claim + " claim that is not strings");
+        if (id.scopes.size() > kMaxScopes) break;  // CheckScopes refuses that many
+        id.scopes.push_back(sc.get<std::string>());
+      }
+    } else {
+      return bad("has a " + options_.scope_claim + " claim that is neither a string nor an array");
+    }
+    if (Status st = CheckScopes(id.scopes); !st.ok()) {
+      return UnauthenticatedError("the JWT's " + options_.scope_claim + " claim: " + st.message());
+    }
+  }
   id.subject = ToValidUtf8(Field(claims, "sub").substr(0, 200));
   id.role = role;
   id.expires = *exp;

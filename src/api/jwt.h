@@ -25,13 +25,17 @@ struct JwtOptions {
   // The claim naming the caller's role ("viewer", "operator", "admin"); a dotted path reaches
   // into objects ("realm_access.role"). A claim that is an array gives the highest role in it.
   std::string role_claim = "cortex_role";
+  // The claim (a dotted path too) listing the caller's scopes (api/scopes.h), as an array of
+  // strings or one space-separated string; absent: no scopes, the whole role.
+  std::string scope_claim = "cortex_scopes";
   int64_t leeway_seconds = 60;
 };
 
 struct JwtIdentity {
-  std::string subject;  // "sub"
-  std::string role;     // viewer | operator | admin
-  int64_t expires = 0;  // "exp", Unix seconds
+  std::string subject;              // "sub"
+  std::string role;                 // viewer | operator | admin
+  std::vector<std::string> scopes;  // checked by CheckScopes
+  int64_t expires = 0;              // "exp", Unix seconds
 };
 
 class JwtVerifier {
@@ -45,8 +49,9 @@ class JwtVerifier {
   JwtVerifier& operator=(const JwtVerifier&) = delete;
 
   // Unauthenticated (with the reason) for anything but a valid, current token of this issuer
-  // and audience with a known role. `now` in Unix seconds. `*unknown_key` (optional) is set
-  // when the token names a key the set does not have (the provider may have rotated its keys).
+  // and audience with a known role (and valid scopes, when it has any). `now` in Unix seconds.
+  // `*unknown_key` (optional) is set when the token names a key the set does not have (the provider
+  // may have rotated its keys).
   Result<JwtIdentity> Verify(std::string_view token, int64_t now,
                              bool* unknown_key = nullptr) const;
 

@@ -5,6 +5,7 @@
 
 #include "api/errors.h"
 #include "api/route_util.h"
+#include "api/scopes.h"
 #include "common/json.h"
 #include "registry/manifest.h"
 
@@ -302,7 +303,10 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     }
     if (text.empty()) return ErrorFromStatus(InvalidArgumentError("the body is empty"));
     registry::Diagnostics diags;
-    auto result = reg.Apply(text, format, &diags);
+    auto result =
+        reg.Apply(text, format, &diags, [&req](registry::Kind kind, std::string_view name) {
+          return MayActOn(req, ScopeKind(kind), name);
+        });
     if (!result.ok()) {
       Json details = {{"diagnostics", DiagnosticsJson(diags, registry::Severity::kError)},
                       {"warnings", DiagnosticsJson(diags, registry::Severity::kWarning)}};

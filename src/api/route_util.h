@@ -21,6 +21,12 @@ inline http::Response Ok(const nlohmann::ordered_json& body, int status = 200) {
   return http::Response::Json(status, DumpJson(body));
 }
 
+// The caller's scope (Request::may_act_on): PermissionDenied when it may not act on the manifest
+// `name` of `kind` ("tool", "workflow"...); Ok when it may, or has no scope.
+inline Status MayActOn(const http::Request& req, std::string_view kind, std::string_view name) {
+  return req.may_act_on ? req.may_act_on(kind, name) : Status::Ok();
+}
+
 // The client asked for server-sent events.
 inline bool WantsEvents(const http::Request& req) {
   auto accept = req.Header("Accept");

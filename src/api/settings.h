@@ -186,6 +186,7 @@ struct JwtSettings {
   int64_t jwks_refresh_seconds = 300;
   std::string jwks_ca_file;  // https:// JWKS URLs: the CA certificates to trust ("" = system's)
   std::string role_claim = "cortex_role";
+  std::string scope_claim = "cortex_scopes";
   int64_t leeway_seconds = 60;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
@@ -196,6 +197,7 @@ struct JwtSettings {
     v.Field("jwks_refresh_seconds", s.jwks_refresh_seconds, {.min = 1, .max = 86400});
     v.Field("jwks_ca_file", s.jwks_ca_file);
     v.Field("role_claim", s.role_claim);
+    v.Field("scope_claim", s.scope_claim);
     v.Field("leeway_seconds", s.leeway_seconds, {.min = 0, .max = 3600});
   }
 };

@@ -105,6 +105,9 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
     }
     workflow::StartRequest start;
     start.workflow = name->get<std::string>();
+    if (Status st = MayActOn(req, "workflow", start.workflow); !st.ok()) {
+      return ErrorFromStatus(st);
+    }
     for (const char* key : {"input", "inputs", "parameters"}) {
       if (auto it = body->find(key); it != body->end() && !it->is_null()) {
         if (!it->is_object()) {

@@ -52,6 +52,9 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const B
     create->add_option("--role", auth_flags.role, "viewer, operator or admin")
         ->check(CLI::IsMember({"viewer", "operator", "admin"}))
         ->capture_default_str();
+    create->add_option("--scope", auth_flags.scopes,
+                       "Limit the role to manifests: kind:pattern, e.g. workflow:nightly-* "
+                       "(repeat for more; kind is tool, agent, relic, workflow, monument or *)");
     create->callback([&] {
       auth_flags.action = "create-key";
       ctx.exit_code = auth(auth_flags);

@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace cortex::cli {
 
@@ -25,7 +26,8 @@ struct AuthFlags {
   std::string action;  // create-key | list-keys | revoke-key
   std::string name;    // create-key: the key's name
   std::string role = "viewer";
-  std::string id;  // revoke-key
+  std::vector<std::string> scopes;  // create-key: "kind:pattern" each
+  std::string id;                   // revoke-key
   std::optional<std::string> config, data_dir;
   std::string output = "text";  // text | json
 };

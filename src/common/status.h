@@ -62,6 +62,9 @@ inline Status InvalidArgumentError(std::string m) {
 inline Status UnauthenticatedError(std::string m) {
   return {StatusCode::kUnauthenticated, std::move(m)};
 }
+inline Status PermissionDeniedError(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
 inline Status NotFoundError(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExistsError(std::string m) {
   return {StatusCode::kAlreadyExists, std::move(m)};

@@ -46,6 +46,10 @@ struct Request {
   // The W3C trace context of this request's span, for the work it starts (set by the server's
   // filter; "" when none).
   std::string traceparent;
+  // Set by the server's filter when the caller may act only on some manifests (a scoped key):
+  // a handler that finds the manifest it acts on in the body asks this before acting, and
+  // answers its error (PermissionDenied). nullptr: any manifest.
+  std::function<Status(std::string_view kind, std::string_view name)> may_act_on;
 
   // First value of a header or query parameter, if present.
   std::optional<std::string> Header(std::string_view name) const;

@@ -932,7 +932,8 @@ void Registry::StopWatching() {
 }
 
 Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
-                                    Diagnostics* diagnostics) {
+                                    Diagnostics* diagnostics,
+                                    const std::function<Status(Kind, std::string_view)>& admit) {
   ParsedFile parsed = ParseManifest(text, "<request>", format, options_.parser);
   if (diagnostics) *diagnostics = parsed.diagnostics;
   if (!parsed.manifest) {
@@ -956,6 +957,7 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
                                 "; nothing was written");
   }
   const Manifest& m = *parsed.manifest;
+  if (admit) CORTEX_RETURN_IF_ERROR(admit(m.kind(), m.name()));
   std::lock_guard lock(write_mu_);
   std::string key = EntryKey(m.kind(), m.name());
   std::string path;

@@ -213,8 +213,11 @@ class Registry {
   // Validates `text` as a manifest and, when it is valid, writes it into the root (atomically:
   // temp file + rename) and publishes. Replaces the file of the same (kind, name) if there is
   // one, else writes <root>/<kind>s/<name>/<kind>.yml (or .md for Markdown). Invalid text
-  // changes nothing and returns the diagnostics as an InvalidArgument error.
-  Result<ApplyResult> Apply(std::string_view text, FileFormat format, Diagnostics* diagnostics);
+  // changes nothing and returns the diagnostics as an InvalidArgument error. `admit` (optional)
+  // is asked with the valid manifest's kind and name before anything is written; its error is
+  // returned and nothing is written (the caller's scope, say).
+  Result<ApplyResult> Apply(std::string_view text, FileFormat format, Diagnostics* diagnostics,
+                            const std::function<Status(Kind, std::string_view)>& admit = nullptr);
   // Deletes the file that declares (kind, name) and publishes.
   Status Delete(Kind kind, std::string_view name);
   // True when the manifest file at `path` was written by Apply (posted through the API) rather

@@ -39,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -258,6 +259,9 @@ CREATE TABLE audit_log (
   detail     TEXT NOT NULL
 );
 CREATE INDEX audit_log_by_actor ON audit_log (actor, seq);
+)sql"},
+    {8, "API keys scoped to kinds and names", R"sql(
+ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
 )sql"},
 };
 
@@ -1271,7 +1275,7 @@ class SqliteStore final : public Store {
       CORTEX_ASSIGN_OR_RETURN(
           Statement stmt,
           c.Prepare("INSERT OR REPLACE INTO api_keys (id, name, role, hash, created_ms, "
-                    "revoked_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+                    "revoked_ms, last_used_ms, scopes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
       stmt.Bind(1, r.id);
       stmt.Bind(2, r.name);
       stmt.Bind(3, r.role);
@@ -1279,6 +1283,9 @@ class SqliteStore final : public Store {
       stmt.Bind(5, r.created_ms);
       stmt.Bind(6, r.revoked_ms);
       stmt.Bind(7, r.last_used_ms);
+      std::string scopes;  // space-separated: a scope has no spaces
+      for (const auto& sc : r.scopes) scopes += (scopes.empty() ? "" : " ") + sc;
+      stmt.Bind(8, scopes);
       return stmt.Run();
     });
   }
@@ -1371,7 +1378,7 @@ class SqliteStore final : public Store {
     CORTEX_ASSIGN_OR_RETURN(
         Statement stmt,
         reader->Prepare(std::string("SELECT id, name, role, hash, created_ms, revoked_ms, "
-                                    "last_used_ms FROM api_keys WHERE ") +
+                                    "last_used_ms, scopes FROM api_keys WHERE ") +
                         where + " ORDER BY created_ms, id"));
     stmt.Bind(1, arg);
     std::vector<ApiKeyRecord> out;
@@ -1386,6 +1393,8 @@ class SqliteStore final : public Store {
       r.created_ms = stmt.Int(4);
       r.revoked_ms = stmt.Int(5);
       r.last_used_ms = stmt.Int(6);
+      std::istringstream scopes(stmt.Text(7));
+      for (std::string sc; scopes >> sc;) r.scopes.push_back(sc);
       out.push_back(std::move(r));
     }
     return out;

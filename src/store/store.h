@@ -188,6 +188,8 @@ struct ApiKeyRecord {
   std::string name;  // what the user called it
   std::string role;  // viewer | operator | admin
   std::string hash;  // SHA-256 of the secret, hex: the secret itself is never stored
+  // "kind:pattern" each (api/scopes.h): what the role applies to; none: everything.
+  std::vector<std::string> scopes;
   int64_t created_ms = 0, revoked_ms = 0, last_used_ms = 0;  // 0: never
 };
 

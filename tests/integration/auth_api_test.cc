@@ -18,14 +18,20 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// `cortex auth create-key NAME --role ROLE` on a data dir: the key's secret.
+// `cortex auth create-key NAME --role ROLE [--scope S]...` on a data dir: the key's secret.
 std::string CreateKey(const fs::path& data, const std::string& name, const std::string& role,
-                      std::string* id = nullptr) {
-  CliResult r = RunCli(
-      {"auth", "--data-dir", data.string(), "-o", "json", "create-key", name, "--role", role});
+                      std::string* id = nullptr, const std::vector<std::string>& scopes = {}) {
+  std::vector<std::string> args = {"auth",       "--data-dir", data.string(), "-o", "json",
+                                   "create-key", name,         "--role",      role};
+  for (const auto& s : scopes) {
+    args.push_back("--scope");
+    args.push_back(s);
+  }
+  CliResult r = RunCli(args);
   EXPECT_EQ(r.exit_code, 0) << r;
   json j = json::parse(r.out, nullptr, false);
   if (id) *id = j.is_object() ? j.value("id", "") : "";
@@ -55,6 +61,11 @@ class AuthApi : public ::testing::Test {
           keys_["revoked"] = CreateKey(data, "old", "admin", &id);
           CliResult r = RunCli({"auth", "--data-dir", data.string(), "revoke-key", id});
           EXPECT_EQ(r.exit_code, 0) << r;
+          // Scoped keys: an admin of the manifests named in-*, and two operators of tools.
+          keys_["scoped-admin"] = CreateKey(data, "scoped", "admin", nullptr, {"*:in-*"});
+          keys_["calc-only"] =
+              CreateKey(data, "calc", "operator", nullptr, {"tool:calc*", "workflow:none"});
+          keys_["others-only"] = CreateKey(data, "others", "operator", nullptr, {"tool:other-*"});
           fs::create_directories(m / "tools");
           fs::copy(fs::path(CORTEX_SOURCE_DIR) / "examples/manifests/tools/calculator",
                    m / "tools/calculator", fs::copy_options::recursive);
@@ -71,17 +82,19 @@ class AuthApi : public ::testing::Test {
     auto it = keys_.find(who);
     return {{"Authorization", "Bearer " + (it == keys_.end() ? who : it->second)}};
   }
-  // One call of `method` on `path` (a JSON body "{}" for writes), with a short read timeout: an
-  // allowed event stream does not end. The status, or 0 when it did not answer in time.
-  static int Call(const std::string& method, const std::string& path, const std::string& who) {
+  // One call of `method` on `path` (a JSON body, "{}" unless given, for writes), with a short
+  // read timeout: an allowed event stream does not end. The status, or 0 when it did not answer
+  // in time.
+  static int Call(const std::string& method, const std::string& path, const std::string& who,
+                  const std::string& body = "{}") {
     http::ClientOptions o;
     o.read_timeout = std::chrono::milliseconds(1500);
     o.headers = As(who);
     http::Client c(daemon_->url(), o);
     Result<http::ClientResponse> r = UnavailableError("no call");
     if (method == "GET") r = c.Get(path);
-    if (method == "POST") r = c.Post(path, "{}");
-    if (method == "PUT") r = c.Put(path, "{}");
+    if (method == "POST") r = c.Post(path, body);
+    if (method == "PUT") r = c.Put(path, body);
     if (method == "DELETE") r = c.Delete(path);
     return r.ok() ? r->status : 0;
   }
@@ -125,6 +138,141 @@ TEST_F(AuthApi, EveryRouteIsInTheTableAndAnswersAsItSays) {
       }
     }
   }
+}
+
+// A body naming the manifest `name` for each route whose target is in its body; a route of that
+// kind missing here fails the walk below.
+std::optional<std::string> BodyNaming(const std::string& route, const std::string& name) {
+  if (route == "POST /registry/manifests") {
+    std::string tool =
+        ReadFile(fs::path(CORTEX_SOURCE_DIR) / "examples/manifests/tools/calculator/tool.yml");
+    tool.replace(tool.find("name: calculator"), 16, "name: " + name);
+    return json{{"content", tool}}.dump();
+  }
+  if (route == "POST /execute/tool" || route == "POST /execute/workflow" ||
+      route == "POST /deploy/relic" || route == "POST /deploy/monument") {
+    return json{{"name", name}}.dump();
+  }
+  if (route == "POST /execute/batch") {
+    return json{{"calls", {{{"name", "in-first"}}, {{"name", name}}}}}.dump();
+  }
+  if (route == "POST /execute/agent") return json{{"agent", name}, {"input", "hi"}}.dump();
+  if (route == "POST /v1/chat/completions") {
+    return json{{"model", name}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}}.dump();
+  }
+  return std::nullopt;
+}
+
+TEST_F(AuthApi, AScopedKeyActsOnlyOnTheManifestsItsScopesName) {
+  // The key is an admin scoped to `*:in-*`: every route is walked with a manifest inside its
+  // scope and one outside it, as the route table's target says.
+  Reply routes = Get(daemon_->client(), "/auth/routes", As("viewer"));
+  ASSERT_EQ(routes.status, 200) << routes.body;
+  int named = 0, in_body = 0, global = 0;
+  for (const json& r : routes.json["routes"]) {
+    std::string method = r.value("method", ""), pattern = r.value("pattern", "");
+    std::string role = r.value("role", ""), target = r.value("target", "");
+    SCOPED_TRACE(method + " " + pattern + " (" + target + ")");
+    if (role == "public") continue;
+    auto path_with = [&](const std::string& name) {
+      std::string path = pattern;
+      for (size_t at; (at = path.find('{')) != std::string::npos;) {
+        std::string param = path.substr(at + 1, path.find('}', at) - at - 1);
+        path.replace(at, param.size() + 2,
+                     param == "kind"        ? "tool"
+                     : param == "operation" ? "op"
+                                            : name);
+      }
+      return path;
+    };
+    if (target == "any") {
+      int status = Call(method, path_with("out-x"), "scoped-admin");
+      EXPECT_NE(status, 401);
+      EXPECT_NE(status, 403);
+    } else if (target == "global") {
+      ++global;
+      EXPECT_EQ(Call(method, path_with("in-x"), "scoped-admin"), 403);
+    } else if (target == "body") {
+      ++in_body;
+      auto in = BodyNaming(method + " " + pattern, "in-x");
+      auto out = BodyNaming(method + " " + pattern, "out-x");
+      ASSERT_TRUE(in && out) << "a route whose body names its manifest has no case in this test";
+      EXPECT_EQ(Call(method, pattern, "scoped-admin", *out), 403);
+      int status = Call(method, pattern, "scoped-admin", *in);
+      EXPECT_NE(status, 401);
+      EXPECT_NE(status, 403);
+      if (pattern == "/registry/manifests") {  // written in scope, and only there
+        EXPECT_EQ(Get(daemon_->client(), "/registry/manifest/tool/in-x", As("viewer")).status, 200);
+        EXPECT_EQ(Get(daemon_->client(), "/registry/manifest/tool/out-x", As("viewer")).status,
+                  404);
+      }
+    } else if (target.find("{id}") != std::string::npos) {
+      // A run that is not there: the handler's 404, not the scope's 403 (runs below).
+      EXPECT_NE(Call(method, path_with("in-x"), "scoped-admin"), 403);
+    } else {
+      ++named;
+      EXPECT_EQ(Call(method, path_with("out-x"), "scoped-admin"), 403);
+      int status = Call(method, path_with("in-x"), "scoped-admin");
+      EXPECT_NE(status, 401);
+      EXPECT_NE(status, 403);
+    }
+  }
+  EXPECT_GT(named, 20);
+  EXPECT_EQ(in_body, 8);
+  EXPECT_GT(global, 4);
+}
+
+TEST_F(AuthApi, AScopedKeySeesAndControlsOnlyTheRunsOfItsManifests) {
+  Reply run = Post(daemon_->client(), "/execute/tool",
+                   R"({"name": "calculator", "parameters": {"operation": "add", "a": 1, "b": 2}})",
+                   As("calc-only"));
+  ASSERT_EQ(run.status, 200) << run.body;
+  const std::string id = run.json.value("execution_id", run.json.value("id", ""));
+  ASSERT_FALSE(id.empty()) << run.body;
+  EXPECT_EQ(Call("GET", "/executions/" + id, "calc-only"), 200);
+  EXPECT_EQ(Call("GET", "/executions/" + id + "/logs", "calc-only"), 200);
+  Reply refused = Get(daemon_->client(), "/executions/" + id, As("others-only"));
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(refused.json["error"].value("code", ""), "forbidden");
+  EXPECT_THAT(refused.json["error"].value("message", ""),
+              AllOf(HasSubstr("tool:other-*"), HasSubstr("calculator"), HasSubstr(id)));
+  EXPECT_EQ(Call("POST", "/executions/" + id + "/cancel", "others-only"), 403);
+  EXPECT_EQ(Call("POST", "/execute/tool", "others-only", R"({"name": "calculator"})"), 403);
+  // A scoped operator is still an operator: no manifests written, whatever their name.
+  EXPECT_EQ(Call("POST", "/registry/manifests", "calc-only",
+                 *BodyNaming("POST /registry/manifests", "calc2")),
+            403);
+  // whoami and the key list show the scopes.
+  Reply me = Get(daemon_->client(), "/auth/whoami", As("calc-only"));
+  EXPECT_EQ(me.json["scopes"], json({"tool:calc*", "workflow:none"})) << me.body;
+  Reply keys = Get(daemon_->client(), "/auth/keys", As("admin"));
+  bool listed = false;
+  for (const json& k : keys.json["keys"]) {
+    if (k.value("name", "") == "calc") {
+      listed = true;
+      EXPECT_EQ(k["scopes"], json({"tool:calc*", "workflow:none"}));
+    }
+  }
+  EXPECT_TRUE(listed) << keys.body;
+}
+
+TEST_F(AuthApi, ScopesThatSayNothingValidAreRefusedAndNoKeyIsMade) {
+  for (const json& scopes : {json({"nightly"}), json({"tools:x"}), json({"tool:a b"}),
+                             json("tool:x"), json({1}), json({"tool:ÿ"})}) {
+    SCOPED_TRACE(scopes.dump(-1, ' ', false, json::error_handler_t::replace));
+    Reply r = Post(daemon_->client(), "/auth/keys",
+                   json{{"name", "badscope"}, {"role", "viewer"}, {"scopes", scopes}}.dump(
+                       -1, ' ', false, json::error_handler_t::ignore),
+                   As("admin"));
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("scope")) << r.body;
+  }
+  CliResult bad = RunCli({"auth", "--data-dir", daemon_->data_dir().string(), "create-key",
+                          "badscope", "--role", "viewer", "--scope", "workflows:nightly"});
+  EXPECT_EQ(bad.exit_code, 2) << bad;
+  EXPECT_THAT(bad.err, HasSubstr("names no kind")) << bad;
+  CliResult listed = RunCli({"auth", "--data-dir", daemon_->data_dir().string(), "list-keys"});
+  EXPECT_THAT(listed.out, Not(HasSubstr("badscope"))) << listed;
 }
 
 TEST_F(AuthApi, MutatingCallsAreAuditedOnceWithTheirRequestId) {

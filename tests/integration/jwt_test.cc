@@ -179,6 +179,29 @@ TEST(Jwt, TokensFromTheProviderGetTheirRoleAndBadOnesGet401) {
   EXPECT_EQ(Post(d.client(), "/registry/sync", "{}", as(rsa.Sign(Claims("admin")))).status, 200);
   Reply audit = Get(d.client(), "/audit?limit=1", as(rsa.Sign(Claims("admin"))));
   EXPECT_THAT(audit.body, HasSubstr("jwt:alice")) << audit.body;
+
+  // Scopes from the cortex_scopes claim (an array, or a space-separated string) narrow the role.
+  for (const json& scopes :
+       {json({"workflow:nightly-*", "tool:calc*"}), json("workflow:nightly-* tool:calc*")}) {
+    json scoped = Claims("admin");
+    scoped["cortex_scopes"] = scopes;
+    const std::string token = rsa.Sign(scoped);
+    Reply me = Get(d.client(), "/auth/whoami", as(token));
+    EXPECT_EQ(me.json["scopes"], json({"workflow:nightly-*", "tool:calc*"})) << me.body;
+    EXPECT_EQ(Get(d.client(), "/registry/manifest/workflow/nightly-backup", as(token)).status,
+              404);  // in scope: not there
+    Reply out = Get(d.client(), "/registry/manifest/workflow/deploy-prod", as(token));
+    EXPECT_EQ(out.status, 403) << out.body;
+    EXPECT_THAT(out.body, HasSubstr("deploy-prod")) << out.body;
+    EXPECT_EQ(Post(d.client(), "/registry/sync", "{}", as(token)).status, 403);
+  }
+  for (const json& bad : {json({"workflows:x"}), json(42), json({"tool:x", 7})}) {
+    json scoped = Claims("admin");
+    scoped["cortex_scopes"] = bad;
+    Reply r = Get(d.client(), "/auth/whoami", as(rsa.Sign(scoped)));
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("cortex_scopes")) << r.body;
+  }
 }
 
 TEST(Jwt, AMissingOrEmptyKeySetStopsTheStart) {

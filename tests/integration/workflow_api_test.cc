@@ -942,7 +942,7 @@ TEST_F(WorkflowApi, WebhookNeedsItsSecret) {
   EXPECT_EQ(ErrorCode(none), "unauthenticated");
   Reply wrong = Post(c(), "/hooks/hooked", body, {{"X-Cortex-Secret", "wft-hook-secreT"}});
   EXPECT_EQ(wrong.status, 403) << wrong.body;
-  EXPECT_EQ(ErrorCode(wrong), "permission_denied");
+  EXPECT_EQ(ErrorCode(wrong), "forbidden");
   Reply wrong_bearer =
       Post(c(), "/hooks/hooked", body, {{"Authorization", "Bearer wft-hook-secret-and-more"}});
   EXPECT_EQ(wrong_bearer.status, 403) << wrong_bearer.body;
