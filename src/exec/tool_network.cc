@@ -58,6 +58,34 @@ Result<int> SandboxProcess(int bwrap_pid, Clock::time_point deadline) {
   }
 }
 
+// bwrap sets up the sandbox's loopback itself (its address, then the link up) right after it
+// makes the namespace. pasta brings `lo` up too, and the kernel gives a loopback that comes up
+// 127.0.0.1 by itself, so pasta must not start before bwrap is done: otherwise bwrap's own
+// RTM_NEWADDR finds the address there and fails the run ("loopback: Failed RTM_NEWADDR"). Once
+// 127.255.255.255 is a broadcast route of the namespace, lo has its address and is up: bwrap is
+// done with it. When the namespace's routes cannot be read at all, there is nothing to wait on.
+Status WaitForLoopback(int sandbox_pid, Clock::time_point deadline) {
+  const std::string path = "/proc/" + std::to_string(sandbox_pid) + "/net/fib_trie";
+  auto pause = std::chrono::microseconds(100);
+  for (;;) {
+    std::ifstream in(path);
+    if (!in.is_open()) {
+      if (ProcessState(sandbox_pid) == 0) {
+        return FailedPreconditionError("the sandbox ended before its network was set up");
+      }
+      return Status::Ok();
+    }
+    std::stringstream trie;
+    trie << in.rdbuf();
+    if (trie.str().find("127.255.255.255") != std::string::npos) return Status::Ok();
+    if (Clock::now() >= deadline) {
+      return DeadlineExceededError("the sandbox did not set up its loopback in time");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::microseconds>(pause * 2, milliseconds(5));
+  }
+}
+
 // Reads what is there on `fd` until EOF, the deadline or a newline when `line` is set; at most
 // `limit` bytes.
 std::string ReadUntil(int fd, Clock::time_point deadline, size_t limit, bool line = false) {
@@ -133,6 +161,7 @@ Result<std::unique_ptr<NetworkLink>> NetworkLink::Attach(int bwrap_pid,
                                                          const NetworkLinkOptions& options) {
   const auto deadline = Clock::now() + options.timeout;
   CORTEX_ASSIGN_OR_RETURN(int sandbox_pid, SandboxProcess(bwrap_pid, deadline));
+  CORTEX_RETURN_IF_ERROR(WaitForLoopback(sandbox_pid, deadline));
   const std::string ns_dir = "/proc/" + std::to_string(sandbox_pid) + "/ns/";
 
   Fd netns(::open((ns_dir + "net").c_str(), O_RDONLY | O_CLOEXEC));
