@@ -9,7 +9,9 @@
 //   3: an archive (tar::Read, as `cortex restore` reads one): entries come out checked, or an
 //      error;
 //   4: a bearer token through the JWT verifier (RS256 and ES256 keys made at start): never
-//      accepted, since the fuzzer cannot sign.
+//      accepted, since the fuzzer cannot sign;
+//   5: a key's scopes (one a line) and a manifest name: a scope list that checks out is matched
+//      against the name, which must end, and a single `*` must cover any name.
 // Whatever happens must end in a value or an error: never a crash, a hang or a throw.
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -30,6 +32,7 @@
 #include "api/auth.h"
 #include "api/jwt.h"
 #include "api/request_guard.h"
+#include "api/scopes.h"
 #include "common/json.h"
 #include "common/tar.h"
 #include "common/trace.h"
@@ -203,7 +206,8 @@ const cortex::api::JwtVerifier& Verifier() {
                     {"x", coord(OSSL_PKEY_PARAM_EC_PUB_X)},
                     {"y", coord(OSSL_PKEY_PARAM_EC_PUB_Y)}}}}};
     EVP_PKEY_free(key);
-    auto made = cortex::api::JwtVerifier::Create({"i", "a", "cortex_role", 60}, jwks.dump());
+    auto made = cortex::api::JwtVerifier::Create({"i", "a", "cortex_role", "cortex_scopes", 60},
+                                                 jwks.dump());
     if (!made.ok()) std::abort();
     return std::move(made).value();
   }();
@@ -221,12 +225,28 @@ void Token(std::string_view in) {
   (void)cortex::api::Base64UrlDecode(in);
 }
 
+void Scopes(std::string_view in) {
+  std::vector<std::string> scopes;
+  std::string name;
+  std::istringstream lines{std::string(in)};
+  for (std::string line; std::getline(lines, line);) scopes.push_back(line);
+  if (!scopes.empty()) {
+    name = scopes.back();
+    scopes.pop_back();
+  }
+  if (cortex::api::CheckScopes(scopes).ok()) {
+    (void)cortex::api::InScope(scopes, "tool", name);
+  }
+  for (const auto& s : scopes) (void)cortex::api::GlobMatch(s, name);
+  if (!cortex::api::GlobMatch("*", name)) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0:
       Sse(in);
       break;
@@ -239,8 +259,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3:
       Archive(in);
       break;
-    default:
+    case 4:
       Token(in);
+      break;
+    default:
+      Scopes(in);
       break;
   }
   return 0;

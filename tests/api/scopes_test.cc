@@ -25,6 +25,9 @@ TEST(GlobMatch, StarsAndQuestionMarksMatchTheWholeName) {
   EXPECT_FALSE(GlobMatch("exact", "exact2"));
   EXPECT_FALSE(GlobMatch("exact", "Exact"));  // names are case-sensitive
   EXPECT_TRUE(GlobMatch("**a*b*", "xxaxxb"));
+  // A star is a star even where the text has one (found by the inputs fuzzer).
+  EXPECT_TRUE(GlobMatch("*", "*:a"));
+  EXPECT_TRUE(GlobMatch("a*", "a*b"));
 }
 
 TEST(GlobMatch, AHostilePatternTakesLinearTime) {
