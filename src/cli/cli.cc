@@ -2,14 +2,18 @@
 
 #include <CLI/CLI.hpp>
 
+#include <iostream>
+
 #include "cli/context.h"
 #include "cli/contexts.h"
+#include "cli/verbs.h"
 #include "cortex/version.h"
 
 namespace cortex::cli {
 
 int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const BackupFn& backup) {
-  CLI::App app{"Cortex: manifest-driven orchestration of agents, tools, services and workflows"};
+  CLI::App app{"Cortex: manifest-driven orchestration of agents, tools, services and workflows",
+               "cortex"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cortex ") + kVersion);
   Context ctx;
@@ -100,12 +104,14 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const B
   AddRegistryCommands(app, ctx);
   AddContextCommand(app, ctx);
   AddAuditCommand(app, ctx);
+  AddHelpCommands(app, ctx);
 
   // Once the command line is parsed and before any verb runs: which server, with which key.
   // Verbs that call no server (serve, auth, backup, restore, validate, schema) do not read the
   // contexts file.
   app.parse_complete_callback([&] {
-    for (const char* local : {"serve", "auth", "validate", "schema", "backup", "restore"}) {
+    for (const char* local : {"serve", "auth", "validate", "schema", "backup", "restore", "version",
+                              "completion", "man"}) {
       if (app.got_subcommand(local)) return;
     }
     if (Status st = ResolveContext(ctx); !st.ok()) {
@@ -113,6 +119,14 @@ int Run(int argc, char** argv, const ServeFn& serve, const AuthFn& auth, const B
     }
   });
 
+  if (argc <= 1) {  // `cortex` alone: what it can do
+    std::cout << app.help();
+    return 0;
+  }
+  if (auto unknown = UnknownVerb(app, argc, argv)) {
+    std::cerr << *unknown << "\n";
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

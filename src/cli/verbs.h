@@ -21,6 +21,12 @@ namespace cortex::cli {
 CLI::Option* AddOutputOption(CLI::App* cmd, std::string& output, std::vector<std::string> choices,
                              const std::string& description);
 
+// `version`, `completion bash|zsh|fish` and `man` (verb_help.cc).
+void AddHelpCommands(CLI::App& app, Context& ctx);
+// "error: unknown command "gett" (did you mean "get"?)" when the first word that is not an
+// option names no verb; nullopt otherwise.
+std::optional<std::string> UnknownVerb(CLI::App& app, int argc, char** argv);
+
 void AddGetCommand(CLI::App& app, Context& ctx);
 void AddDescribeCommand(CLI::App& app, Context& ctx);
 void AddGraphCommand(CLI::App& app, Context& ctx);
