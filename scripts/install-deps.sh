@@ -9,7 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format libclang-rt-14-dev
   python3 openssl bubblewrap passt iproute2
-  zsh fish groff-base
+  zsh fish groff-base file
   libcurl4-openssl-dev libssl-dev docker.io docker-compose busybox-static redis-server
 )
 # Only for the benchmarks (bench/*.sh): nginx as the static-file baseline, wrk as the load generator.

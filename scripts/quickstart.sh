@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
+echo "quickstart: the binary is ./build/cortex; to put cortex on the PATH (with its completions" \
+  "and man page): cmake --install build --strip   (into /usr/local)" >&2
 exec ./build/cortex serve --manifests examples/manifests --data-dir .cortex \
   --config examples/cortex.yml "$@"
