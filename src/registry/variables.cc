@@ -81,6 +81,45 @@ Status SyntaxError(size_t offset, std::string_view problem) {
   return InvalidArgumentError(std::move(m));
 }
 
+// `.key`, `[index]` repeated.
+Status ParsePath(std::string_view rest, size_t start, std::string_view whole,
+                 std::vector<PathElem>* path) {
+  auto bad = [&](std::string_view problem) {
+    std::string m(problem);
+    m += " in '";
+    m += whole;
+    m += "'";
+    return SyntaxError(start, m);
+  };
+  size_t i = 0;
+  while (i < rest.size()) {
+    if (rest[i] == '.') {
+      const size_t b = ++i;
+      while (i < rest.size() && IsKeyChar(rest[i])) ++i;
+      if (i == b) return bad("empty or invalid path segment");
+      path->push_back(PathElem{std::string(rest.substr(b, i - b)), 0, false});
+    } else if (rest[i] == '[') {
+      const size_t b = ++i;
+      size_t index = 0;
+      while (i < rest.size() && IsDigit(rest[i]) && i - b < 9) {
+        index = index * 10 + static_cast<size_t>(rest[i] - '0');
+        ++i;
+      }
+      if (i == b || i >= rest.size() || rest[i] != ']') {
+        return bad("invalid array index (expected '[<0-999999999>]')");
+      }
+      ++i;
+      path->push_back(PathElem{{}, index, true});
+    } else {
+      std::string problem = "unexpected character '";
+      problem += rest[i];
+      problem += "'";
+      return bad(problem);
+    }
+  }
+  return Status::Ok();
+}
+
 // A recursive-descent scanner over the whole text; offsets are absolute byte offsets.
 class Parser {
  public:
@@ -256,45 +295,6 @@ class Parser {
     m += root.empty() ? body : root;
     m += "' (expected trigger, input, steps or a VARIABLE)";
     return SyntaxError(start, m);
-  }
-
-  // `.key`, `[index]` repeated.
-  static Status ParsePath(std::string_view rest, size_t start, std::string_view whole,
-                          std::vector<PathElem>* path) {
-    auto bad = [&](std::string_view problem) {
-      std::string m(problem);
-      m += " in '";
-      m += whole;
-      m += "'";
-      return SyntaxError(start, m);
-    };
-    size_t i = 0;
-    while (i < rest.size()) {
-      if (rest[i] == '.') {
-        const size_t b = ++i;
-        while (i < rest.size() && IsKeyChar(rest[i])) ++i;
-        if (i == b) return bad("empty or invalid path segment");
-        path->push_back(PathElem{std::string(rest.substr(b, i - b)), 0, false});
-      } else if (rest[i] == '[') {
-        const size_t b = ++i;
-        size_t index = 0;
-        while (i < rest.size() && IsDigit(rest[i]) && i - b < 9) {
-          index = index * 10 + static_cast<size_t>(rest[i] - '0');
-          ++i;
-        }
-        if (i == b || i >= rest.size() || rest[i] != ']') {
-          return bad("invalid array index (expected '[<0-999999999>]')");
-        }
-        ++i;
-        path->push_back(PathElem{{}, index, true});
-      } else {
-        std::string problem = "unexpected character '";
-        problem += rest[i];
-        problem += "'";
-        return bad(problem);
-      }
-    }
-    return Status::Ok();
   }
 
   std::string_view text_;
@@ -615,6 +615,15 @@ EnvLookup AllowListedEnv(EnvLookup env, std::vector<std::string> allow) {
     }
     return std::nullopt;
   };
+}
+
+const Json* JsonAtPath(const Json& root, std::string_view path) {
+  if (path.starts_with("$")) path.remove_prefix(1);
+  std::string rest(path);
+  if (!rest.empty() && rest[0] != '.' && rest[0] != '[') rest.insert(0, ".");
+  std::vector<PathElem> elems;
+  if (!ParsePath(rest, 0, rest, &elems).ok()) return nullptr;
+  return Walk(&root, elems, 0);
 }
 
 }  // namespace cortex::registry

@@ -101,4 +101,9 @@ EnvLookup AllowListedEnv(EnvLookup env, std::vector<std::string> allow);
 // non-string values are kept. Errors are prefixed with the JSON pointer of the failing string.
 Result<Resolution> ResolveJson(const nlohmann::ordered_json& value, const VariableContext& ctx);
 
+// The value at `path` in `root`, or nullptr when there is none (or the path is malformed): keys
+// joined by '.', array indexes as `[0]` or `.0`, after an optional `$` ("$.items[0].id",
+// "items.0.id"). What `$(steps.s.<path>)` in a template and a step's output_mapping both read.
+const nlohmann::ordered_json* JsonAtPath(const nlohmann::ordered_json& root, std::string_view path);
+
 }  // namespace cortex::registry

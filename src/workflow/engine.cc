@@ -35,42 +35,6 @@ int64_t Millis(const registry::Duration& d) {
   return static_cast<int64_t>(std::llround(d.seconds * 1000.0));
 }
 
-// "$.a.b[0]" / "a.b[0]" in `value`; null when absent.
-Json PathGet(const Json& value, std::string_view path) {
-  if (path.starts_with("$")) path.remove_prefix(1);
-  const Json* cur = &value;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '.') {
-      ++i;
-      continue;
-    }
-    if (path[i] == '[') {
-      size_t close = path.find(']', i);
-      if (close == std::string_view::npos) return nullptr;
-      std::string_view idx = path.substr(i + 1, close - i - 1);
-      i = close + 1;
-      if (!cur->is_array() || idx.empty() ||
-          idx.find_first_not_of("0123456789") != std::string_view::npos || idx.size() > 9) {
-        return nullptr;
-      }
-      size_t n = std::stoul(std::string(idx));
-      if (n >= cur->size()) return nullptr;
-      cur = &(*cur)[n];
-      continue;
-    }
-    size_t end = path.find_first_of(".[", i);
-    std::string key(
-        path.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i));
-    i = end == std::string_view::npos ? path.size() : end;
-    if (!cur->is_object()) return nullptr;
-    auto it = cur->find(key);
-    if (it == cur->end()) return nullptr;
-    cur = &*it;
-  }
-  return *cur;
-}
-
 // Whether a running step holds one of the `max_inflight` slots. A sub-workflow step does not: it
 // only waits for its child run, whose steps need slots of their own (parents holding every slot
 // while their children's steps wait for one would never finish).
@@ -618,7 +582,8 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
     if (!n.step->output_mapping.empty()) {
       Json mapped = output.is_object() ? output : Json{{"result", output}};
       for (const auto& [key, path] : n.step->output_mapping) {
-        mapped[key] = PathGet(output, path);
+        const Json* at = registry::JsonAtPath(output, path);  // as templates read it
+        mapped[key] = at ? *at : Json(nullptr);
       }
       output = std::move(mapped);
     }

@@ -384,5 +384,25 @@ TEST(ParseTemplateTest, NoReferences) {
   EXPECT_THAT(r.value(), IsEmpty());
 }
 
+TEST(JsonAtPathTest, KeysAndIndexesInEitherSpelling) {
+  const nlohmann::ordered_json v = {{"items", {{{"id", "a"}}, {{"id", "b"}}}}, {"n", 3}};
+  auto at = [&](std::string_view path) {
+    const auto* p = JsonAtPath(v, path);
+    return p ? *p : nlohmann::ordered_json("<none>");
+  };
+  EXPECT_EQ(at("n"), 3);
+  EXPECT_EQ(at("$.n"), 3);
+  EXPECT_EQ(at("$n"), 3);
+  EXPECT_EQ(at("items[1].id"), "b");
+  EXPECT_EQ(at("items.1.id"), "b");
+  EXPECT_EQ(at("$.items[0].id"), "a");
+  EXPECT_EQ(at(""), v);
+  EXPECT_EQ(at("$"), v);
+  for (std::string_view missing : {"items[2]", "items.x", "n.m", "nope", "items[", "items[-1]",
+                                   "items[99999999999]", "a b", "items..id", "\xff"}) {
+    EXPECT_EQ(at(missing), "<none>") << missing;
+  }
+}
+
 }  // namespace
 }  // namespace cortex::registry

@@ -266,6 +266,34 @@ TEST_F(EngineTest, RunsAChainWithTemplatesConditionsAndSkips) {
   for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, static_cast<int64_t>(i + 1));
 }
 
+TEST_F(EngineTest, OutputMappingReadsPathsAsTemplatesDo) {
+  // `items.0` and `[0]` reach the same element in an output_mapping as in a template (they used
+  // to be two walkers: `items.0` was null in output_mapping).
+  Write("map", R"y(kind: Workflow
+name: map
+description: d
+steps:
+  - name: a
+    type: tool
+    target: t1
+    parameters: {items: [10, 20]}
+    output_mapping:
+      dotted: "params.items.0"
+      bracketed: "$.params.items[1]"
+      missing: "params.nope.0"
+  - {name: b, type: tool, target: t2, parameters: {x: "$(steps.a.dotted)", y: "$(steps.a.params.items.1)"}}
+)y");
+  Open();
+  store::RunRecord r = RunToEnd("map");
+  ASSERT_EQ(r.status, "succeeded") << r.error;
+  auto a = Json::parse(Steps(r.id)["a"].output_json);
+  EXPECT_EQ(a["dotted"], 10) << a.dump();
+  EXPECT_EQ(a["bracketed"], 20) << a.dump();
+  EXPECT_TRUE(a["missing"].is_null()) << a.dump();
+  ASSERT_EQ(dispatcher_.calls.size(), 2u);
+  EXPECT_EQ(dispatcher_.calls[1].parameters, (Json{{"x", 10}, {"y", 20}}));
+}
+
 TEST_F(EngineTest, RetriesWithBackoffThenFailsTheRunAndRetryResumes) {
   Write("r", R"y(kind: Workflow
 name: r
