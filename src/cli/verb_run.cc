@@ -13,6 +13,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -62,14 +63,51 @@ struct ValueFlags {
 constexpr ValueFlags kToolFlags{"-p", "--json", "parameters"};
 constexpr ValueFlags kWorkflowFlags{"-i", "--input-json", "input"};
 
-// A -p or -i value: JSON when it parses as JSON (5, true, null, [1,2], {"a":1}, "quoted"), else
-// the text itself as a string.
-Json ParseValue(const std::string& text) { return ParseJsonOrString(text); }
+// The declared type of each named value of `kind`/`name`, from its manifest on the server: a
+// Tool's parameters, a Workflow's trigger parameters (a list of {name, type}, or a map of
+// name: {type}). Empty when the manifest cannot be had: the server then judges what is sent.
+std::map<std::string, std::string> DeclaredTypes(const Context& server, const std::string& kind,
+                                                 const std::string& name) {
+  std::ostringstream quiet;  // a failure here is reported by the call that follows
+  ApiClient api(server, quiet);
+  auto e = api.GetJson("/registry/manifest/" + PathSegment(kind) + "/" + PathSegment(name));
+  std::map<std::string, std::string> types;
+  if (!e || !e->is_object() || !e->contains("manifest") || !(*e)["manifest"].is_object()) {
+    return types;
+  }
+  auto add = [&types](const Json& params) {
+    if (params.is_array()) {
+      for (const Json& p : params) {
+        if (p.is_object() && p.contains("name") && p["name"].is_string()) {
+          types[p["name"].get<std::string>()] = p.value("type", "");
+        }
+      }
+    } else if (params.is_object()) {
+      for (const auto& [key, p] : params.items()) {
+        if (p.is_object()) types[key] = p.value("type", "");
+      }
+    }
+  };
+  const Json& m = (*e)["manifest"];
+  if (auto it = m.find("parameters"); it != m.end()) add(*it);
+  if (auto t = m.find("trigger"); t != m.end() && t->is_object()) {
+    if (auto it = t->find("parameters"); it != t->end()) add(*it);
+  }
+  return types;
+}
+
+// A -p or -i value: the text as it is for a parameter declared a string; else JSON when it
+// parses as JSON (5, true, null, [1,2], {"a":1}, "quoted"), else the text as a string.
+Json ParseValue(const std::string& text, std::string_view declared_type) {
+  if (declared_type == "string") return text;
+  return ParseJsonOrString(text);
+}
 
 // The values from `json_file` (a JSON object; "-" for stdin), then each key=value pair (a later
 // one replaces an earlier one). False, after printing why, on bad usage.
 bool BuildValues(const std::vector<std::string>& pairs, const std::string& json_file,
-                 const ValueFlags& flags, Json* values) {
+                 const ValueFlags& flags, const std::map<std::string, std::string>& types,
+                 Json* values) {
   *values = Json::object();
   if (!json_file.empty()) {
     std::stringstream ss;
@@ -106,7 +144,9 @@ bool BuildValues(const std::vector<std::string>& pairs, const std::string& json_
                 << "as a string)\n";
       return false;
     }
-    (*values)[p.substr(0, eq)] = ParseValue(p.substr(eq + 1));
+    const std::string key = p.substr(0, eq);
+    auto type = types.find(key);
+    (*values)[key] = ParseValue(p.substr(eq + 1), type == types.end() ? "" : type->second);
   }
   return true;
 }
@@ -203,7 +243,9 @@ int Report(const Json& record, const RunOptions& o, bool output_shown) {
 
 int Run(const Context& server, const RunOptions& o) {
   Json params;
-  if (!BuildValues(o.params, o.json_file, kToolFlags, &params)) return kExitUsage;
+  const auto types = o.params.empty() ? std::map<std::string, std::string>()
+                                      : DeclaredTypes(server, "tool", o.tool);
+  if (!BuildValues(o.params, o.json_file, kToolFlags, types, &params)) return kExitUsage;
   Json body = {{"name", o.tool}, {"parameters", params}};
   if (o.async || o.follow) body["async"] = true;
 
@@ -267,7 +309,9 @@ int ReportRun(const Json& run, const WorkflowOptions& o, bool followed) {
 
 int RunWorkflow(const Context& server, const WorkflowOptions& o) {
   Json input;
-  if (!BuildValues(o.inputs, o.json_file, kWorkflowFlags, &input)) return kExitUsage;
+  const auto types = o.inputs.empty() ? std::map<std::string, std::string>()
+                                      : DeclaredTypes(server, "workflow", o.workflow);
+  if (!BuildValues(o.inputs, o.json_file, kWorkflowFlags, types, &input)) return kExitUsage;
   Json body = {{"name", o.workflow}, {"input", input}};
   std::string path = "/execute/workflow";
   std::chrono::milliseconds read_timeout = http::ClientOptions{}.read_timeout;
@@ -335,9 +379,11 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
       "tool", "Run a tool: its result on stdout, how it went on stderr; exit 1 when it failed");
   cmd->fallthrough();
   cmd->add_option("name", o->tool, "The tool's name")->required();
-  cmd->add_option("-p,--param", o->params,
-                  "A parameter as key=value (repeatable). The value is parsed as JSON when it is "
-                  "JSON (5, true, null, [1,2], {\"k\":1}, '\"5\"'), else taken as a string")
+  cmd->add_option(
+         "-p,--param", o->params,
+         "A parameter as key=value (repeatable). For a parameter declared a string the value is "
+         "taken as it is; else it is parsed as JSON when it is "
+         "JSON (5, true, null, [1,2], {\"k\":1}, '\"5\"'), else taken as a string")
       ->allow_extra_args(false);
   cmd->add_option("--json", o->json_file,
                   "A file holding a JSON object of parameters, or - for stdin (-p values are "
@@ -359,8 +405,9 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
   wf->fallthrough();
   wf->add_option("name", w->workflow, "The workflow's name")->required();
   wf->add_option("-i,--input", w->inputs,
-                 "An input as key=value (repeatable). The value is parsed as JSON when it is JSON "
-                 "(5, true, null, [1,2], {\"k\":1}, '\"5\"'), else taken as a string")
+                 "An input as key=value (repeatable). For an input the workflow declares a string "
+                 "the value is taken as it is; else it is parsed as JSON when it is JSON (5, "
+                 "true, null, [1,2], {\"k\":1}, '\"5\"'), else taken as a string")
       ->allow_extra_args(false);
   wf->add_option("--input-json", w->json_file,
                  "A file holding a JSON object of inputs, or - for stdin (-i values are applied "

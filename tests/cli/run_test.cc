@@ -49,6 +49,19 @@ implementation:
 )";
 constexpr char kEchoScript[] = "printf '%s\\n' \"$1\"\n";
 
+// The same, with declared parameter types: -p values are typed by them.
+constexpr char kTypedEchoTool[] = R"(kind: Tool
+name: typed_echo
+description: Prints its typed parameters back.
+implementation:
+  runtime: sh
+  entrypoint: ./echo.sh
+parameters:
+  - {name: text, type: string, required: false}
+  - {name: count, type: integer, required: false}
+  - {name: flag, type: boolean, required: false}
+)";
+
 // Output lines on both streams, with a pause in the middle so a test can see them arrive live.
 constexpr char kChattyTool[] = R"(kind: Tool
 name: chatty
@@ -84,6 +97,8 @@ void WriteTools(const fs::path& m) {
            fs::copy_options::recursive);
   WriteFile(m / "tools/echo_params/tool.yml", kEchoTool);
   WriteFile(m / "tools/echo_params/echo.sh", kEchoScript);
+  WriteFile(m / "tools/typed_echo/tool.yml", kTypedEchoTool);
+  WriteFile(m / "tools/typed_echo/echo.sh", kEchoScript);
   WriteFile(m / "tools/chatty/tool.yml", kChattyTool);
   WriteFile(m / "tools/chatty/chatty.sh", kChattyScript);
   WriteFile(m / "tools/sleeper/tool.yml", kSleeperTool);
@@ -209,6 +224,20 @@ TEST_F(RunTest, ParameterValuesAreJsonWhenTheyParseElseStrings) {
   EXPECT_EQ(got["words"], "hello world");
   EXPECT_EQ(got["empty"], "");
   EXPECT_EQ(got["eq"], "a=b");  // split at the first '='
+}
+
+TEST_F(RunTest, ParameterValuesAreTypedByTheToolsDeclaredTypes) {
+  // A string parameter takes the text as it is, even when it would parse as JSON.
+  CliResult r =
+      Cli({"run", "tool", "typed_echo", "-p", "text=5", "-p", "count=5", "-p", "flag=true"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  Json got = ParseJson(r.out);
+  EXPECT_EQ(got["text"], "5") << r;
+  EXPECT_EQ(got["count"], 5) << r;
+  EXPECT_EQ(got["flag"], true) << r;
+  CliResult list = Cli({"run", "tool", "typed_echo", "-p", "text=[1, 2]"});
+  ASSERT_EQ(list.exit_code, 0) << list;
+  EXPECT_EQ(ParseJson(list.out)["text"], "[1, 2]") << list;
 }
 
 TEST_F(RunTest, ParametersFromAJsonFileThenP) {

@@ -146,6 +146,12 @@ TEST_F(WorkflowCliTest, WaitShowsTheStepsAndTheOutput) {
   ASSERT_EQ(run["steps"].size(), 2u);
   EXPECT_EQ(run["steps"][0]["name"], "stats");
 
+  // `text` is declared a string: "5" is sent as the text it is, not the number 5.
+  CliResult typed =
+      Cli({"run", "workflow", "linear_pipeline", "-i", "text=5", "--wait", "-o", "json"});
+  ASSERT_EQ(typed.exit_code, 0) << typed;
+  EXPECT_EQ(ParseJson(typed.out)["input"]["text"], "5") << typed;
+
   CliResult yaml =
       Cli({"run", "workflow", "linear_pipeline", "-i", "text=a", "--wait", "-o", "yaml"});
   EXPECT_EQ(yaml.exit_code, 0) << yaml;
