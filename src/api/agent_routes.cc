@@ -262,6 +262,7 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
     int64_t after = *after_seq;
     http::Response resp;
     resp.sse = [&store, id, after](http::SseWriter& w) mutable {
+      http::SseKeepAlive keep_alive(w);  // a model that thinks long is not a dead server
       while (w.IsOpen()) {
         // The row first: entries written before it finished are all in the journal then.
         auto now = store.GetAgentRun(id);
@@ -279,11 +280,13 @@ void AddAgentRoutes(http::Server& server, agent::AgentRunner& runner, store::Sto
             return;
           }
           after = e.seq;
+          keep_alive.Sent();
         }
         if ((*now)->status != "running") {
           w.Send("done", DumpJson(RunRowJson(**now)));
           return;
         }
+        if (!keep_alive.Tick()) return;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     };

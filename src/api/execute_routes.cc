@@ -14,17 +14,12 @@ using Json = nlohmann::ordered_json;
 void StreamExecution(http::SseWriter& w, exec::Executor& executor, const std::string& id) {
   int64_t seq = 0;
   bool done = false;
-  auto last_sent = std::chrono::steady_clock::now();
+  http::SseKeepAlive keep_alive(w);  // a quiet tool is not a dead server
   while (w.IsOpen() && !done) {
     auto lines = executor.Follow(id, seq, std::chrono::milliseconds(200), &done);
     if (!lines.ok()) break;
-    auto now = std::chrono::steady_clock::now();
-    if (lines->empty() && now - last_sent > std::chrono::seconds(15)) {
-      // A quiet tool is not a dead server: a comment line every 15 s keeps readers patient.
-      if (!w.Comment("keep-alive")) return;
-      last_sent = now;
-    }
-    if (!lines->empty()) last_sent = now;
+    if (!keep_alive.Tick()) return;
+    if (!lines->empty()) keep_alive.Sent();
     for (const auto& l : *lines) {
       Json j = {{"seq", l.seq}, {"stream", l.is_stderr ? "stderr" : "stdout"}, {"text", l.text}};
       if (!w.Send(l.is_stderr ? "stderr" : "stdout", DumpJson(j), std::to_string(l.seq))) {

@@ -416,7 +416,8 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
         reg.Unsubscribe(sub);
         return;
       }
-      auto last_keepalive = std::chrono::steady_clock::now();
+      http::SseKeepAlive keep_alive(
+          w, std::chrono::duration_cast<std::chrono::milliseconds>(options.events_keepalive));
       while (w.IsOpen()) {
         // Short waits so the stream ends promptly when the server stops.
         for (const registry::RegistryEvent& ev : sub->Wait(std::chrono::milliseconds(200))) {
@@ -429,12 +430,9 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
                       std::to_string(ev.generation))) {
             break;
           }
+          keep_alive.Sent();
         }
-        auto now = std::chrono::steady_clock::now();
-        if (now - last_keepalive > options.events_keepalive) {
-          if (!w.Comment("keep-alive")) break;
-          last_keepalive = now;
-        }
+        if (!keep_alive.Tick()) break;
       }
       reg.Unsubscribe(sub);
     };

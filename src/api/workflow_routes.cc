@@ -210,7 +210,7 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
     http::Response resp;
     resp.sse = [&engine, &store, id, after](http::SseWriter& w) {
       int64_t seq = after;
-      auto last_sent = std::chrono::steady_clock::now();
+      http::SseKeepAlive keep_alive(w);  // a paused or slow run is not a dead server
       while (w.IsOpen()) {
         auto events = store.GetRunEvents(id, seq, 1000);
         if (!events.ok()) return;
@@ -219,7 +219,7 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
             return;
           }
           seq = e.seq;
-          last_sent = std::chrono::steady_clock::now();
+          keep_alive.Sent();
         }
         if (!events->empty()) continue;
         auto run = store.GetRun(id);
@@ -231,10 +231,7 @@ void AddWorkflowRoutes(http::Server& server, workflow::Engine& engine, store::St
           w.Send("result", DumpJson(workflow::RunJson(**run, steps.ok() ? &*steps : nullptr)));
           return;
         }
-        if (std::chrono::steady_clock::now() - last_sent > std::chrono::seconds(15)) {
-          if (!w.Comment("keep-alive")) return;
-          last_sent = std::chrono::steady_clock::now();
-        }
+        if (!keep_alive.Tick()) return;
         engine.WaitForEvents(id, seq, std::chrono::milliseconds(500));
       }
     };

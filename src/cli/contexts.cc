@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cli/output.h"
+#include "common/fd.h"
 #include "common/yaml.h"
 #include "registry/schema.h"
 
@@ -91,19 +92,19 @@ Status SaveContexts(const fs::path& path, const ContextsFile& file) {
   fs::create_directories(path.parent_path(), ec);
   const fs::path tmp = path.string() + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return UnavailableError("cannot write " + tmp.string() + ": " + strerror(errno));
+  if (fd < 0) return UnavailableError("cannot write " + tmp.string() + ": " + ErrnoText(errno));
   ::fchmod(fd, 0600);  // an older file of that name kept its mode through O_TRUNC
   size_t done = 0;
   while (done < text.size()) {
     ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n <= 0) {
       ::close(fd);
-      return UnavailableError("cannot write " + tmp.string() + ": " + strerror(errno));
+      return UnavailableError("cannot write " + tmp.string() + ": " + ErrnoText(errno));
     }
     done += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return UnavailableError("cannot write " + tmp.string() + ": " + strerror(errno));
+    return UnavailableError("cannot write " + tmp.string() + ": " + ErrnoText(errno));
   }
   fs::rename(tmp, path, ec);
   if (ec) return UnavailableError("cannot replace " + path.string() + ": " + ec.message());

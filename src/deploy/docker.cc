@@ -1,4 +1,5 @@
 #include "deploy/docker.h"
+#include "common/fd.h"
 #include "common/json.h"
 
 #include <curl/curl.h>
@@ -237,7 +238,7 @@ Result<Reply> Perform(const std::string& socket_path, const Request& request) {
     std::string why;
     struct stat st;
     if (reply.status == 0 && ::stat(socket_path.c_str(), &st) != 0) {
-      why = "no socket there (" + std::string(std::strerror(errno)) + "; is dockerd running?)";
+      why = "no socket there (" + ErrnoText(errno) + "; is dockerd running?)";
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
       why = "no answer to " + std::string(request.method) + " " + request.path + " within " +
             std::to_string(request.timeout.count()) + " ms";
@@ -245,7 +246,7 @@ Result<Reply> Perform(const std::string& socket_path, const Request& request) {
       why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
       long os_errno = 0;
       curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
-      if (os_errno != 0) why += " (" + std::string(std::strerror(static_cast<int>(os_errno))) + ")";
+      if (os_errno != 0) why += " (" + ErrnoText(static_cast<int>(os_errno)) + ")";
     }
     return UnavailableError(NotAnswering(socket_path, why));
   }

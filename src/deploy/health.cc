@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/fd.h"
 #include "http/http.h"
 
 namespace cortex::deploy {
@@ -70,7 +71,7 @@ ProbeResult TcpProbe(const ProbeSpec& spec) {
   for (addrinfo* a = addrs; a && !r.ok; a = a->ai_next) {
     int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) {
-      last = std::strerror(errno);
+      last = ErrnoText(errno);
       continue;
     }
     if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
@@ -86,13 +87,13 @@ ProbeResult TcpProbe(const ProbeSpec& spec) {
         if (err == 0) {
           r.ok = true;
         } else {
-          last = std::strerror(err);
+          last = ErrnoText(err);
         }
       } else {
         last = "timed out after " + std::to_string(spec.timeout.count()) + " ms";
       }
     } else {
-      last = std::strerror(errno);
+      last = ErrnoText(errno);
     }
     ::close(fd);
   }

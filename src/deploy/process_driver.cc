@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace cortex::deploy {
@@ -190,7 +191,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
     }
     if (::chown(data.c_str(), plan.run_as->uid, plan.run_as->gid) != 0) {
       return UnavailableError("cannot give " + data + " to " + plan.run_as->name + ": " +
-                              std::strerror(errno));
+                              ErrnoText(errno));
     }
     if (::access(options_.setpriv_path.c_str(), X_OK) != 0) {
       return FailedPreconditionError("cannot run " + plan.name + " as " + plan.run_as->name + ": " +
@@ -207,7 +208,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   }
   const std::string log_path = LogPath(plan.name);
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (log_fd < 0) return UnavailableError("cannot open " + log_path + ": " + std::strerror(errno));
+  if (log_fd < 0) return UnavailableError("cannot open " + log_path + ": " + ErrnoText(errno));
   {
     std::string banner = "--- cortex: starting " + plan.name + " (" + plan.argv[0] +
                          (plan.run_as ? ", as " + plan.run_as->name : std::string()) + ") ---\n";
@@ -255,7 +256,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   posix_spawnattr_destroy(&attr);
   ::close(log_fd);
   if (rc != 0) {
-    return FailedPreconditionError("cannot start " + plan.argv[0] + ": " + std::strerror(rc));
+    return FailedPreconditionError("cannot start " + plan.argv[0] + ": " + ErrnoText(rc));
   }
   record.pid = pid;
   record.pid_start = ProcessStartTime(pid);

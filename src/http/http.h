@@ -72,6 +72,29 @@ class SseWriter {
   virtual bool IsOpen() const = 0;
 };
 
+// A stream that may go quiet (a slow tool, a paused run, an idle registry) sends a comment line
+// once `every` has passed without anything sent, so clients and proxies do not take it for a dead
+// server. The producer calls Sent() after each event and Tick() in its loop.
+class SseKeepAlive {
+ public:
+  explicit SseKeepAlive(SseWriter& writer,
+                        std::chrono::milliseconds every = std::chrono::seconds(15))
+      : writer_(writer), every_(every), last_(std::chrono::steady_clock::now()) {}
+  void Sent() { last_ = std::chrono::steady_clock::now(); }
+  // False once the client is gone.
+  bool Tick() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < every_) return writer_.IsOpen();
+    last_ = now;
+    return writer_.Comment("keep-alive");
+  }
+
+ private:
+  SseWriter& writer_;
+  std::chrono::milliseconds every_;
+  std::chrono::steady_clock::time_point last_;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/fd.h"
 #include "common/json.h"
 #include "http/http.h"
 
@@ -335,13 +336,13 @@ class Server::Impl {
       // httplib reports only failure; errno still holds bind()'s (or getaddrinfo's) reason.
       int err = errno;
       return UnavailableError("cannot listen on " + address + ": " +
-                              (err != 0 ? std::strerror(err) : "cannot bind the address"));
+                              (err != 0 ? ErrnoText(err) : "cannot bind the address"));
     }
     port_ = port;
     started_ = true;
     // listen() again on a listening socket only changes its backlog (see kListenBacklog).
     if (listen_socket_ >= 0 && ::listen(listen_socket_, kListenBacklog) != 0) {
-      LogLine("cannot raise the listen backlog: " + std::string(std::strerror(errno)));
+      LogLine("cannot raise the listen backlog: " + ErrnoText(errno));
     }
 
     thread_ = std::thread([this] {

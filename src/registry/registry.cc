@@ -1,4 +1,5 @@
 #include "registry/registry.h"
+#include "common/fd.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -539,7 +540,7 @@ Status Registry::SaveApplied() const {
     if (!out) return UnavailableError("cannot write " + tmp);
   }
   if (::rename(tmp.c_str(), options_.applied_index.c_str()) != 0) {
-    return UnavailableError("cannot write " + options_.applied_index + ": " + std::strerror(errno));
+    return UnavailableError("cannot write " + options_.applied_index + ": " + ErrnoText(errno));
   }
   return Status::Ok();
 }
@@ -613,7 +614,7 @@ std::shared_ptr<const FileRecord> Registry::ParseFile(
   };
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    fail("cannot read: " + std::string(std::strerror(errno)));
+    fail("cannot read: " + ErrnoText(errno));
   } else if (!S_ISREG(st.st_mode)) {
     fail("not a regular file");
   } else if (static_cast<size_t>(st.st_size) > options_.parser.max_bytes) {
@@ -622,7 +623,7 @@ std::shared_ptr<const FileRecord> Registry::ParseFile(
   } else {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-      fail("cannot read: " + std::string(std::strerror(errno)));
+      fail("cannot read: " + ErrnoText(errno));
     } else {
       std::ostringstream ss;
       ss << in.rdbuf();
@@ -1000,7 +1001,7 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
     }
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string err = std::strerror(errno);
+    std::string err = ErrnoText(errno);
     fs::remove(tmp, ec);
     return UnavailableError("cannot write " + path + ": " + err);
   }
@@ -1030,7 +1031,7 @@ Status Registry::Delete(Kind kind, std::string_view name) {
                                    ", outside the manifests folder; it cannot be deleted here");
   }
   if (::unlink(e->file->path.c_str()) != 0 && errno != ENOENT) {
-    return UnavailableError("cannot delete " + e->file->rel_path + ": " + std::strerror(errno));
+    return UnavailableError("cannot delete " + e->file->rel_path + ": " + ErrnoText(errno));
   }
   {
     std::lock_guard applied_lock(applied_mu_);

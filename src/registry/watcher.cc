@@ -12,6 +12,7 @@
 // bounded by the kernel (fs.inotify.max_user_watches), which Start reports when hit.
 
 #include "registry/watcher.h"
+#include "common/fd.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -52,8 +53,6 @@ constexpr uint32_t kDirMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_
 // One read(2) worth of events: room for hundreds of events (each at most
 // sizeof(inotify_event) + NAME_MAX + 1 bytes). Larger bursts are read over several loop turns.
 constexpr size_t kReadBufferBytes = 64 * 1024;
-
-std::string ErrnoMessage(int err) { return std::generic_category().message(err); }
 
 bool IsHidden(std::string_view name) { return !name.empty() && name.front() == '.'; }
 
@@ -130,14 +129,14 @@ class WatcherImpl final : public Watcher {
             "inotify_init1: too many inotify instances; raise fs.inotify.max_user_instances");
       }
       if (err == ENFILE || err == ENOMEM) {
-        return ResourceExhaustedError("inotify_init1: " + ErrnoMessage(err));
+        return ResourceExhaustedError("inotify_init1: " + ErrnoText(err));
       }
-      return UnavailableError("inotify_init1: " + ErrnoMessage(err));
+      return UnavailableError("inotify_init1: " + ErrnoText(err));
     }
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0) {
       const int err = errno;
-      return ResourceExhaustedError("eventfd: " + ErrnoMessage(err));
+      return ResourceExhaustedError("eventfd: " + ErrnoText(err));
     }
     CORTEX_RETURN_IF_ERROR(WatchTree(root_, /*follow_top=*/true, /*visited=*/nullptr));
     auto it = wd_by_path_.find(root_);
@@ -247,9 +246,9 @@ class WatcherImpl final : public Watcher {
       if (is_root) {
         if (err == EACCES) {
           return Status(StatusCode::kPermissionDenied,
-                        "cannot watch '" + path + "': " + ErrnoMessage(err));
+                        "cannot watch '" + path + "': " + ErrnoText(err));
         }
-        return UnavailableError("cannot watch '" + path + "': " + ErrnoMessage(err));
+        return UnavailableError("cannot watch '" + path + "': " + ErrnoText(err));
       }
       return WatchOutcome{};
     }
@@ -367,7 +366,7 @@ class WatcherImpl final : public Watcher {
       if (ready < 0) {
         const int err = errno;
         if (err == EINTR || err == ENOMEM) continue;
-        CORTEX_CHECK_MSG(false, "ppoll: " + ErrnoMessage(err));
+        CORTEX_CHECK_MSG(false, "ppoll: " + ErrnoText(err));
       }
       if (fds[1].revents != 0) return;  // shutdown; a pending batch is dropped
       CORTEX_CHECK_MSG((fds[0].revents & POLLNVAL) == 0, "inotify descriptor closed under us");
@@ -528,7 +527,7 @@ Result<std::unique_ptr<Watcher>> Watcher::Start(std::string root, WatcherOptions
   if (::stat(normalized.c_str(), &st) != 0) {
     const int err = errno;
     if (err == ENOENT) return InvalidArgumentError("watch root '" + root + "' does not exist");
-    return InvalidArgumentError("watch root '" + root + "': " + ErrnoMessage(err));
+    return InvalidArgumentError("watch root '" + root + "': " + ErrnoText(err));
   }
   if (!S_ISDIR(st.st_mode)) {
     return InvalidArgumentError("watch root '" + root + "' is not a directory");

@@ -506,5 +506,38 @@ TEST(ClientTest, BadBaseUrlIsInvalidArgument) {
             StatusCode::kInvalidArgument);
 }
 
+// Records what a producer wrote; `open` is what IsOpen and each write answer.
+class RecordingWriter : public SseWriter {
+ public:
+  bool Send(std::string_view, std::string_view, std::string_view) override { return open; }
+  bool Comment(std::string_view text) override {
+    comments.emplace_back(text);
+    return open;
+  }
+  bool IsOpen() const override { return open; }
+  std::vector<std::string> comments;
+  bool open = true;
+};
+
+TEST(SseKeepAliveTest, ACommentOnlyAfterAQuietInterval) {
+  RecordingWriter w;
+  SseKeepAlive keep_alive(w, milliseconds(50));
+  EXPECT_TRUE(keep_alive.Tick());
+  EXPECT_TRUE(w.comments.empty()) << "nothing is due yet";
+  std::this_thread::sleep_for(milliseconds(80));
+  EXPECT_TRUE(keep_alive.Tick());
+  EXPECT_EQ(w.comments, std::vector<std::string>{"keep-alive"});
+  EXPECT_TRUE(keep_alive.Tick());
+  EXPECT_EQ(w.comments.size(), 1u) << "the interval starts again from the comment";
+  std::this_thread::sleep_for(milliseconds(80));
+  keep_alive.Sent();  // an event went out: the stream is not quiet
+  EXPECT_TRUE(keep_alive.Tick());
+  EXPECT_EQ(w.comments.size(), 1u);
+  w.open = false;  // the client went away
+  EXPECT_FALSE(keep_alive.Tick());
+  std::this_thread::sleep_for(milliseconds(80));
+  EXPECT_FALSE(keep_alive.Tick());
+}
+
 }  // namespace
 }  // namespace cortex::http
