@@ -76,9 +76,34 @@ void Describe(std::ostream& out, const Json& e) {
     PrintIndented(out, table.ToString(), "  ");
   }
 
+  const bool agent = Text(e, "kind") == "Agent";
+  Json shown = manifest;
+  // An agent's persona is most often its Markdown body: an all-empty `persona` field says
+  // nothing, so the body is shown as the persona instead.
+  if (agent && shown.is_object() && shown.contains("persona") && shown["persona"].is_object()) {
+    bool empty = true;
+    for (const auto& [k, v] : shown["persona"].items()) {
+      empty = empty && (v.is_null() || (v.is_string() && v.get<std::string>().empty()) ||
+                        (v.is_array() && v.empty()));
+    }
+    if (empty) shown.erase("persona");
+  }
   out << "Manifest:\n";
-  PrintIndented(out, ToYaml(manifest), "  ");
-  if (std::string body = Text(e, "body"); !body.empty()) {
+  PrintIndented(out, ToYaml(shown), "  ");
+  const std::string body = Text(e, "body");
+  if (agent) {
+    std::string file = manifest.contains("persona") && manifest["persona"].is_object()
+                           ? Text(manifest["persona"], "agent")
+                           : "";
+    if (!body.empty()) {
+      out << "Persona (the Markdown body: the agent's system prompt):\n";
+      PrintIndented(out, body, "  ");
+    } else if (!file.empty()) {
+      out << "Persona:   from " << file << "\n";
+    } else {
+      out << "Persona:   none (the agent runs without a system prompt of its own)\n";
+    }
+  } else if (!body.empty()) {
     out << "Body:\n";
     PrintIndented(out, body, "  ");
   }

@@ -272,7 +272,9 @@ TEST_F(CliTest, DescribeShowsEverythingAboutOneManifest) {
       << r;
   EXPECT_THAT(r.out, HasSubstr("Manifest:\n  kind: Agent\n"));
   EXPECT_THAT(r.out, HasSubstr("  iteration_cap: 5\n"));
-  EXPECT_THAT(r.out, HasSubstr("Body:\n  # You help\n\n  Be brief.\n"));
+  EXPECT_THAT(r.out, HasSubstr("Persona (the Markdown body: the agent's system prompt):\n"
+                               "  # You help\n\n  Be brief.\n"));
+  EXPECT_THAT(r.out, Not(HasSubstr("persona: {}"))) << r;
 }
 
 TEST_F(CliTest, DescribeShowsProblemsAndWarnings) {
@@ -294,6 +296,7 @@ colour: blue
   EXPECT_THAT(r.out, HasSubstr("did you mean 'calc'?"));
   EXPECT_THAT(r.out, HasSubstr("Warnings:\n  agents/lonely/agent.yml:7:1: warning:"));
   EXPECT_THAT(r.out, HasSubstr("error: no Tool named 'calk'"));
+  EXPECT_THAT(r.out, HasSubstr("Persona:   from persona.md\n"));
 }
 
 TEST_F(CliTest, DescribeUnknownManifest) {
@@ -356,7 +359,7 @@ name: scribe
   ASSERT_EQ(agent.exit_code, 0) << agent;
   EXPECT_EQ(agent.out, "created Agent/scribe (agents/scribe/agent.md)\n");
   EXPECT_THAT(Cli({"describe", "agent", "scribe"}).out,
-              HasSubstr("Body:\n  # You write things down"));
+              HasSubstr("system prompt):\n  # You write things down"));
 }
 
 TEST_F(CliTest, ApplyManyFilesKeepsGoingPastAnInvalidOne) {
