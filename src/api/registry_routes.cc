@@ -379,10 +379,13 @@ void AddRegistryRoutes(http::Server& router, registry::Registry& reg,
     auto snap = reg.snapshot();
     Json errors = Json::array();
     for (const auto& fe : snap->errors()) {
+      // The file's warnings too: a misspelt field's warning ("did you mean 'description'?") is
+      // often what explains its error ("missing required field 'description'").
       errors.push_back(
           {{"path", fe.file->rel_path},
            {"serving_last_good", fe.file->stale},
-           {"diagnostics", DiagnosticsJson(fe.file->diagnostics, registry::Severity::kError)}});
+           {"diagnostics", DiagnosticsJson(fe.file->diagnostics, registry::Severity::kError)},
+           {"warnings", DiagnosticsJson(fe.file->diagnostics, registry::Severity::kWarning)}});
     }
     Json conflicts = Json::array();
     for (const auto& c : snap->conflicts()) {

@@ -28,8 +28,10 @@ void PrintErrors(std::ostream& out, const Json& j) {
           << (e.value("serving_last_good", false) ? "the last good version is served"
                                                   : "not served")
           << ")\n";
-      for (const Json& d : e.value("diagnostics", Json::array())) {
-        out << "    " << FormatDiagnostic(d) << "\n";
+      for (const char* list : {"diagnostics", "warnings"}) {
+        for (const Json& d : e.value(list, Json::array())) {
+          out << "    " << FormatDiagnostic(d) << "\n";
+        }
       }
     }
   }

@@ -467,6 +467,10 @@ TEST(CliErrorsTest, ErrorsListsFilesConflictsAndUnresolvedAndExitsOne) {
   Daemon d({}, [](const fs::path& m) {
     WriteStandardManifests(m);
     WriteFile(m / "tools/broken/tool.yml", kInvalidTool);
+    // Its error comes from a misspelt field: the warning that says so is listed with it.
+    WriteFile(m / "tools/typo/tool.yml",
+              "kind: Tool\nname: typo\ndescriptoin: d\n"
+              "implementation: {runtime: bash, entrypoint: ./run.sh}\n");
     WriteFile(m / "tools/dup1/tool.yml", kNewTool);
     WriteFile(m / "tools/dup2/tool.yml", kNewTool);
     WriteFile(m / "agents/lost/agent.md",
@@ -475,7 +479,10 @@ TEST(CliErrorsTest, ErrorsListsFilesConflictsAndUnresolvedAndExitsOne) {
   ASSERT_TRUE(d.ok()) << d.log();
   CliResult r = RunCli({"--server", d.url(), "errors"});
   EXPECT_EQ(r.exit_code, 1) << r;
-  EXPECT_THAT(r.out, HasSubstr("Files with errors (1):\n  tools/broken/tool.yml  (not served)\n"));
+  EXPECT_THAT(r.out, HasSubstr("Files with errors (2):\n  tools/broken/tool.yml  (not served)\n"));
+  EXPECT_THAT(r.out, HasSubstr("tools/typo/tool.yml:3:1: warning: descriptoin: unknown field "
+                               "'descriptoin' (did you mean 'description'?)"))
+      << r;
   EXPECT_THAT(r.out, HasSubstr("    tools/broken/tool.yml:6:13: error: parameters:"));
   EXPECT_THAT(r.out, HasSubstr("Conflicts (1):\n  Tool/newtool is declared by tools/dup1/tool.yml "
                                "(served) and tools/dup2/tool.yml (ignored)\n"));
