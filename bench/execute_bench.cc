@@ -600,6 +600,8 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The executor logs a line a call at info; thousands of calls would bury the figures.
+  cortex::log::SetLevel(cortex::log::Level::kWarn);
   int calls = 300, tp_calls = 1000, clients = 16;
   std::vector<int> worker_counts = {2, 8};
   bool python = true, keep = false;

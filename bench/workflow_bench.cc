@@ -941,6 +941,8 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The engine and executor log a line a run and a call at info; they would bury the figures.
+  cortex::log::SetLevel(cortex::log::Level::kWarn);
   int steps = 1000, seq = 40, reps = 3, runner_calls = 200;
   double max_seconds = 600, store_seconds = 2;
   bool keep = false, with_sandbox = true;

@@ -74,10 +74,33 @@ void Write(Level level, std::string_view component, std::string_view message) {
     std::fwrite(line.data(), 1, line.size(), stderr);
     return;
   }
+  const std::string text = OneLine(message);
   std::lock_guard lock(g_mu);
   std::fprintf(stderr, "%s.%03dZ %-5s %.*s: %.*s\n", ts, ms, name,
-               static_cast<int>(component.size()), component.data(),
-               static_cast<int>(message.size()), message.data());
+               static_cast<int>(component.size()), component.data(), static_cast<int>(text.size()),
+               text.data());
+}
+
+std::string OneLine(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  for (char c : ToValidUtf8(message)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace cortex::log

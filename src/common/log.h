@@ -3,6 +3,7 @@
 // ({"ts":"2026-11-25T12:00:00.123Z","level":"info","component":"registry","msg":"message"}).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace cortex::log {
@@ -19,7 +20,12 @@ void SetFormat(Format format);
 // Parses "text" or "json"; false when unknown.
 bool ParseFormat(std::string_view text, Format* format);
 
+// One line on stderr: the text format escapes line breaks, tabs and other control characters
+// ("\n", "\x1b") and replaces invalid UTF-8, so a message (an error that quotes a tool's
+// output, a name from a request) can never start a line of its own or drive a terminal.
 void Write(Level level, std::string_view component, std::string_view message);
+// `message` as the text format writes it.
+std::string OneLine(std::string_view message);
 
 inline void Debug(std::string_view c, std::string_view m) { Write(Level::kDebug, c, m); }
 inline void Info(std::string_view c, std::string_view m) { Write(Level::kInfo, c, m); }

@@ -676,6 +676,15 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
       duration_metric_->Observe({record.name}, static_cast<double>(record.duration_ms) / 1000.0);
     }
   }
+  // One line a call, whatever became of it (the record has the rest).
+  std::string line = "tool " + record.name + " " + record.id + " " + record.status;
+  if (record.started_ms > 0) line += " in " + std::to_string(record.duration_ms) + " ms";
+  if (record.status != "succeeded" && !record.error.empty()) line += ": " + record.error;
+  if (record.status == "succeeded" || record.status == "cancelled") {
+    log::Info("exec", line);
+  } else {
+    log::Warn("exec", line);
+  }
   job->span.SetAttribute("cortex.status", record.status);
   if (record.exit_code) job->span.SetAttribute("process.exit.code", int64_t{*record.exit_code});
   if (record.status != "succeeded")

@@ -676,6 +676,16 @@ void Engine::MaybeFinishRun(Run& run) {
   }
   Event(run, "run_" + r.status, -1, r.error.empty() ? Json() : Json{{"error", r.error}});
   if (runs_metric_) runs_metric_->Inc({r.workflow, r.status});
+  {  // One line a run (its journal has the rest).
+    std::string line = "workflow " + r.workflow + " " + r.id + " " + r.status;
+    if (r.started_ms > 0) line += " in " + std::to_string(r.finished_ms - r.started_ms) + " ms";
+    if (!r.error.empty()) line += ": " + r.error;
+    if (r.status == "failed") {
+      log::Warn(kComponent, line);
+    } else {
+      log::Info(kComponent, line);
+    }
+  }
   run.span.SetAttribute("cortex.status", r.status);
   if (r.status != "succeeded") run.span.SetError(r.error.empty() ? r.status : r.error);
   run.span.End();

@@ -321,6 +321,11 @@ TEST_F(ExecuteApi, AlwaysFailsIsReportedWithReasonAndExitCode) {
   EXPECT_THAT(r.json.value("error", ""), HasSubstr("boom-42")) << r.body;
   EXPECT_THAT(r.json.value("error", ""), HasSubstr("exit code 3")) << r.body;
   EXPECT_THAT(r.json.value("stderr_tail", ""), HasSubstr("always_fails: boom-42")) << r.body;
+  const std::string id = r.json.value("execution_id", "");
+  EXPECT_TRUE(WaitFor([&] {
+    const std::string log = d().log();
+    return log.find("WARN  exec: tool always_fails " + id + " failed in ") != std::string::npos;
+  })) << d().log();
 
   // With its default reason.
   Reply d2 = Execute(c(), "always_fails");

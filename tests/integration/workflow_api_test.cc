@@ -612,6 +612,11 @@ TEST_F(WorkflowApi, AFailedStepAbortsTheRunByDefault) {
     EXPECT_FALSE(StepOf(run, later).contains("execution_id")) << "it ran: " << Brief(run);
   }
   EXPECT_FALSE(run.contains("output")) << Brief(run);
+  // One line in the server's log for the run, on one line however many lines its error has.
+  EXPECT_TRUE(WaitFor([&] {
+    return d().log().find("workflow abort_default " + run.value("run_id", "") + " failed in ") !=
+           std::string::npos;
+  })) << d().log();
 }
 
 TEST_F(WorkflowApi, OnFailureContinueLetsDependentsRun) {
