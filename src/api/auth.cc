@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "api/errors.h"
@@ -235,12 +236,30 @@ const RouteRule* FindRule(const http::RouteKey& route) {
 
 std::string NewApiKeySecret() { return "ctx_" + SecretHex(32); }
 
-std::string HashApiKey(std::string_view secret) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
+Sha256::Sha256() : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {
+  CORTEX_CHECK_MSG(md_ != nullptr, "OpenSSL has no SHA-256");
+}
+
+Sha256::~Sha256() { EVP_MD_free(md_); }
+
+Sha256::Digest Sha256::operator()(std::string_view data) const {
+  Digest digest{};
   unsigned int n = 0;
-  CORTEX_CHECK_MSG(EVP_Digest(secret.data(), secret.size(), digest, &n, EVP_sha256(), nullptr) == 1,
+  CORTEX_CHECK_MSG(EVP_Digest(data.data(), data.size(), digest.data(), &n, md_, nullptr) == 1 &&
+                       n == digest.size(),
                    "SHA-256 failed");
-  return Hex(digest, n);
+  return digest;
+}
+
+std::string HashApiKey(std::string_view secret) {
+  auto digest = Sha256()(secret);
+  return Hex(digest.data(), digest.size());
+}
+
+size_t AccessControl::DigestHash::operator()(const Sha256::Digest& d) const {
+  size_t h;  // the digest is uniformly spread already: its first bytes are a fine hash
+  std::memcpy(&h, d.data(), sizeof h);
+  return h;
 }
 
 Result<std::pair<store::ApiKeyRecord, std::string>> CreateApiKey(
@@ -302,7 +321,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
   if (secret.empty() || secret.size() > (jwt ? 16384u : 512u)) {
     return UnauthenticatedError("the API key is not valid");
   }
-  const std::string digest = HashApiKey(secret);
+  const Sha256::Digest digest = sha256_(secret);
   const int64_t now = exec::NowMs();
   {
     std::lock_guard lock(remembered_mu_);
@@ -318,7 +337,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
     who.scopes = std::move(token.scopes);
     until = std::min(now + 60000, token.expires * 1000);
   } else {
-    CORTEX_ASSIGN_OR_RETURN(auto key, store_.FindApiKeyByHash(digest));
+    CORTEX_ASSIGN_OR_RETURN(auto key, store_.FindApiKeyByHash(Hex(digest.data(), digest.size())));
     if (!key) return UnauthenticatedError("the API key is not valid");
     if (key->revoked_ms != 0) {
       return UnauthenticatedError("the API key " + key->id + " was revoked");
@@ -401,10 +420,13 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
     if (next) result = next(req);
     const std::string request_id = RequestId(req);
     result.headers.emplace_back("X-Request-Id", request_id);
-    auto audit_as = [this, &result](Identity who) {
-      result.after = [this, who](const http::Request& r, const http::Response& resp) {
-        // Writes only, refused ones included: a flood of refused reads must not grow the log.
-        if (Mutating(r.method)) Audit(who, r, resp);
+    // Writes only, refused ones included: a flood of refused reads must not grow the log.
+    const bool audited = Mutating(req.method);
+    auto audit_as = [this, &result, audited](Identity who) {
+      if (!audited) return;
+      result.after = [this, who = std::move(who)](const http::Request& r,
+                                                  const http::Response& resp) {
+        Audit(who, r, resp);
       };
     };
     auto refuse = [&](http::Response r) {
@@ -426,7 +448,9 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
       return result;
     }
     // Past its rate: 429 with when to come back.
-    auto throttled = [&](const std::string& bucket) {
+    auto throttled = [&](std::string_view kind, const std::string& id) {
+      if (options_.rate_per_second <= 0) return false;
+      const std::string bucket = std::string(kind) + " " + id;
       auto wait = Throttle(bucket);
       if (!wait) return false;
       auto r = http::ErrorResponse(
@@ -442,7 +466,7 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
         audit_as(Identity{"", "public", Role::kPublic, {}});
       else
         audit_as(Identity{});
-      (void)throttled("address " + req.remote_addr);
+      (void)throttled("address", req.remote_addr);
       return result;
     }
     auto who = Authenticate(req);
@@ -453,7 +477,8 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
       audit_as(Identity{"", "unauthenticated", Role::kPublic, {}});
       return result;
     }
-    if (throttled(who->key_id.empty() ? "address " + req.remote_addr : "key " + who->key_id)) {
+    if (who->key_id.empty() ? throttled("address", req.remote_addr)
+                            : throttled("key", who->key_id)) {
       audit_as(*who);
       return result;
     }

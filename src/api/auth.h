@@ -8,6 +8,7 @@
 // open by mistake (and the route-walking test fails).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -22,6 +23,8 @@
 #include "common/status.h"
 #include "http/http.h"
 #include "store/store.h"
+
+struct evp_md_st;  // OpenSSL's EVP_MD
 
 namespace cortex::api {
 
@@ -73,6 +76,22 @@ struct AuthOptions {
   std::shared_ptr<const JwtKeys> jwt;
 };
 
+// SHA-256 with its implementation looked up once. (EVP_Digest with EVP_sha256() looks it up
+// again on every call, which costs more than hashing a key: that was most of what
+// authentication cost a request.)
+class Sha256 {
+ public:
+  using Digest = std::array<unsigned char, 32>;
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  Digest operator()(std::string_view data) const;
+
+ private:
+  evp_md_st* md_;
+};
+
 // The caller of a request, once authenticated.
 struct Identity {
   std::string key_id;  // "" when authentication is off
@@ -112,6 +131,7 @@ class AccessControl {
 
   store::Store& store_;
   AuthOptions options_;
+  Sha256 sha256_;
   struct Bucket {
     double tokens = 0;
     std::chrono::steady_clock::time_point at;
@@ -123,9 +143,12 @@ class AccessControl {
     int64_t until_ms = 0;
   };
   static constexpr size_t kMaxRemembered = 10000;
+  struct DigestHash {
+    size_t operator()(const Sha256::Digest& d) const;
+  };
   std::mutex remembered_mu_;
   // By the credential's SHA-256; guarded by remembered_mu_.
-  std::unordered_map<std::string, Remembered> remembered_;
+  std::unordered_map<Sha256::Digest, Remembered, DigestHash> remembered_;
 };
 
 // Admin routes of access control: GET|POST /auth/keys, DELETE /auth/keys/{id}, GET /auth/whoami,
