@@ -6,8 +6,10 @@
 #   1. Cost. One server with authentication off (the baseline), one with it on, in the same run:
 #      the same GET with an API key (a viewer's), and with a JWT (RS256, a key made here by
 #      openssl, its JWKS in a file). After a warm-up of each, ROUNDS rounds of (no auth, API key,
-#      JWT), each DURATION long; the medians as ratios to the baseline's, and the baseline's own
-#      spread across rounds (the run's noise). Goal (issue 13): within 5%.
+#      JWT), each DURATION long, the order turning each round; the medians as ratios to the
+#      baseline's, and the baseline's own spread across rounds (the run's noise). Two figures:
+#      req/s, and the server's CPU time a request (from /proc; steadier, as wrk shares the
+#      cores). Goal (issue 13): within 5%.
 #   2. The rate limit under load: a server with auth.rate_limit R and auth.rate_burst B; wrk
 #      hammers it with one key for D seconds. The requests allowed (2xx) against R * D + B.
 #      Goal: within 5%.
@@ -72,7 +74,12 @@ start() {
   port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' \
     "$dir/data/serve.json")
   URL="http://127.0.0.1:$port"
+  SERVER_PID=$pid
 }
+
+# cpu_ticks PID: the user + system CPU ticks the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # An RSA key, its JWKS, and a viewer's RS256 token for an hour (signed by openssl).
 openssl genrsa -out "$TMP/idp.pem" 2048 2>/dev/null
@@ -96,10 +103,12 @@ EOF
 
 start open "auth: {mode: off}"
 OPEN_URL=$URL
+OPEN_PID=$SERVER_PID
 start auth "auth:
   mode: on
   jwt: {issuer: bench-idp, audience: cortex, jwks_file: $TMP/jwks.json}"
 AUTH_URL=$URL
+AUTH_PID=$SERVER_PID
 KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret"])' "$TMP/auth/key.json")
 JWT=$(cat "$TMP/token.jwt")
 
@@ -113,20 +122,27 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' "$AUTH_URL$URL_PATH")
 [[ "$code" == 401 ]] || die "the authenticated server answered $code without a token"
 
-# run LABEL URL [TOKEN]: one wrk run; appends "req/s p99_ms" to $TMP/LABEL.fig.
+# run LABEL PID URL [TOKEN]: one wrk run; appends "req/s p99_ms cpu_us_per_request" to
+# $TMP/LABEL.fig. The server's own CPU time per request is the steadier figure: wrk shares the
+# two cores, so req/s also moves with how the scheduler splits them.
 run() {
-  local out
-  if [[ -n "${3:-}" ]]; then
-    out=$(wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $3" "$2$URL_PATH")
+  local out before after
+  before=$(cpu_ticks "$2")
+  if [[ -n "${4:-}" ]]; then
+    out=$(wrk -t2 -c32 -d"$DURATION" --latency -H "Authorization: Bearer $4" "$3$URL_PATH")
   else
-    out=$(wrk -t2 -c32 -d"$DURATION" --latency "$2$URL_PATH")
+    out=$(wrk -t2 -c32 -d"$DURATION" --latency "$3$URL_PATH")
   fi
-  local rps p99 non2xx
+  after=$(cpu_ticks "$2")
+  local rps p99 non2xx total cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  printf '  %-12s %10.0f req/s   p99 %7.2f ms   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
-  echo "$rps $p99" >>"$TMP/$1.fig"
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t="$((after - before))" -v us="$TICK_US" -v n="$total" 'BEGIN {print t * us / n}')
+  printf '  %-12s %10.0f req/s   p99 %7.2f ms   server CPU %6.1f us/request   non-2xx %s\n' \
+    "$1" "$rps" "$p99" "$cpu" "${non2xx:-0}"
+  echo "$rps $p99 $cpu" >>"$TMP/$1.fig"
 }
 
 echo "== 1. authentication cost: GET $URL_PATH, wrk -t2 -c32, $ROUNDS rounds of $DURATION =="
@@ -140,27 +156,34 @@ for warm in "$OPEN_URL|" "$AUTH_URL|$KEY" "$AUTH_URL|$JWT"; do
     wrk -t2 -c32 -d2s "$url$URL_PATH" >/dev/null
   fi
 done
+# The order turns each round (no auth first, then API key first, then JWT first...), so that a
+# machine speeding up or slowing down within a round does not always favour the same one.
+CASES=("noauth|$OPEN_PID|$OPEN_URL|" "apikey|$AUTH_PID|$AUTH_URL|$KEY" "jwt|$AUTH_PID|$AUTH_URL|$JWT")
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
-  run noauth "$OPEN_URL"
-  run apikey "$AUTH_URL" "$KEY"
-  run jwt "$AUTH_URL" "$JWT"
+  for i in 0 1 2; do
+    IFS='|' read -r label pid url token <<<"${CASES[$(((round - 1 + i) % 3))]}"
+    run "$label" "$pid" "$url" "$token"
+  done
 done
 python3 - "$TMP" <<'EOF'
 import statistics, sys
 tmp = sys.argv[1]
 def figs(n):
     return [[float(x) for x in line.split()] for line in open(f"{tmp}/{n}.fig")]
+def median(rows, col):
+    return statistics.median(r[col] for r in rows)
 base = figs("noauth")
-b_rps = statistics.median(r for r, _ in base)
-b_p99 = statistics.median(p for _, p in base)
-spread = (max(r for r, _ in base) - min(r for r, _ in base)) / b_rps
-print(f"no auth      median {b_rps:.0f} req/s, p99 {b_p99:.2f} ms (spread across rounds {spread * 100:.1f}%)")
+b_rps, b_p99, b_cpu = median(base, 0), median(base, 1), median(base, 2)
+spread = (max(r[0] for r in base) - min(r[0] for r in base)) / b_rps
+cpu_spread = (max(r[2] for r in base) - min(r[2] for r in base)) / b_cpu
+print(f"no auth      median {b_rps:.0f} req/s, p99 {b_p99:.2f} ms, server CPU {b_cpu:.1f} us/request "
+      f"(spread across rounds: req/s {spread * 100:.1f}%, CPU {cpu_spread * 100:.1f}%)")
 for name, label in (("apikey", "API key"), ("jwt", "JWT (RS256)")):
     f = figs(name)
-    rps = statistics.median(r for r, _ in f)
-    p99 = statistics.median(p for _, p in f)
-    print(f"{label:<12} median {rps:.0f} req/s: throughput {rps / b_rps:.3f}x, p99 {p99 / b_p99:.2f}x of no auth")
+    rps, p99, cpu = median(f, 0), median(f, 1), median(f, 2)
+    print(f"{label:<12} median {rps:.0f} req/s: throughput {rps / b_rps:.3f}x, p99 {p99 / b_p99:.2f}x, "
+          f"server CPU a request {cpu / b_cpu:.3f}x of no auth")
 print("goal: throughput within 5% of no auth (>= 0.95x), API key and JWT")
 EOF
 
