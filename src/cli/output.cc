@@ -1,12 +1,13 @@
 #include "cli/output.h"
-#include "common/json.h"
-
-#include <iomanip>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <iomanip>
+#include <iostream>
 #include <sstream>
+
+#include "common/json.h"
 
 namespace cortex::cli {
 
@@ -47,12 +48,31 @@ std::string Truncate(std::string_view s, size_t max_width) {
 
 Table::Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
 
-void Table::AddRow(std::vector<std::string> cells) {
+void Table::AddRow(std::vector<std::string> cells, std::string name) {
   cells.resize(headers_.size());
+  if (name.empty() && !cells.empty()) name = cells[0];
+  names_.push_back(std::move(name));
   rows_.push_back(std::move(cells));
 }
 
-void Table::Print(std::ostream& out) const {
+void Table::PrintNames(std::ostream& out) const {
+  for (const auto& name : names_) out << name << "\n";
+}
+
+void PrintList(std::ostream& out, const Json& body, const Table& table, const ListFormat& format,
+               std::string_view what) {
+  if (format.structured()) {
+    out << Render(body, format.output);
+  } else if (format.output == "name") {
+    table.PrintNames(out);
+  } else if (table.size() == 0) {
+    std::cerr << "no " << what << " found\n";
+  } else {
+    table.Print(out, !format.no_headers);
+  }
+}
+
+void Table::Print(std::ostream& out, bool headers) const {
   std::vector<size_t> widths(headers_.size(), 0);
   auto measure = [&](const std::vector<std::string>& row) {
     for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], DisplayWidth(row[c]));
@@ -71,7 +91,7 @@ void Table::Print(std::ostream& out) const {
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out << line << "\n";
   };
-  print(headers_);
+  if (headers) print(headers_);
   for (const auto& row : rows_) print(row);
 }
 

@@ -22,15 +22,33 @@ class Table {
  public:
   explicit Table(std::vector<std::string> headers);
   // A row with fewer cells than headers is padded with empty cells; extra cells are dropped.
-  void AddRow(std::vector<std::string> cells);
+  // `name` is what `-o name` prints for the row; empty: its first cell.
+  void AddRow(std::vector<std::string> cells, std::string name = "");
   size_t size() const { return rows_.size(); }
-  void Print(std::ostream& out) const;
+  void Print(std::ostream& out, bool headers = true) const;
+  // Each row's name, one a line (`-o name`: for scripts, `xargs` and the like).
+  void PrintNames(std::ostream& out) const;
   std::string ToString() const;
 
  private:
   std::vector<std::string> headers_;
   std::vector<std::vector<std::string>> rows_;
+  std::vector<std::string> names_;
 };
+
+// How a list prints, the same on every verb that lists: `-o table|json|yaml|name` and
+// `--no-headers` (AddListFormat in verbs.h adds both).
+struct ListFormat {
+  std::string output = "table";
+  bool no_headers = false;
+  bool structured() const { return output == "json" || output == "yaml"; }
+};
+
+// Prints a list as `format` says: json/yaml render `body` whole; `name` prints the table's row
+// names; `table` the table. An empty table prints "no <what> found" on stderr (a table only:
+// scripts reading names get no output at all).
+void PrintList(std::ostream& out, const Json& body, const Table& table, const ListFormat& format,
+               std::string_view what);
 
 // Number of UTF-8 code points in `s` (continuation bytes are not counted).
 size_t DisplayWidth(std::string_view s);

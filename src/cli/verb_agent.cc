@@ -165,18 +165,19 @@ int Chat(const Context& server, AgentOptions o) {
   return exit_code;
 }
 
-// One line of a run in a list: id, agent, status (reason), iterations, created.
-void PrintRunLine(const Json& r) {
+// A run's row in a list: id, agent, status (reason), created.
+void AddRunRow(Table& table, const Json& r) {
   std::string status = r.value("status", "?");
   if (r.contains("reason") && r["reason"].is_string() && r.value("reason", "") != "final") {
     status += " (" + r.value("reason", "") + ")";
   }
-  std::printf("%-26s %-18s %-26s %s\n", r.value("run_id", "").c_str(), r.value("agent", "").c_str(),
-              status.c_str(), FormatTimestampMs(r.value("created_ms", int64_t{0})).c_str());
+  table.AddRow({r.value("run_id", ""), r.value("agent", ""), status,
+                FormatTimestampMs(r.value("created_ms", int64_t{0}))});
 }
 
 struct RunsOptions {
-  std::string agent, session, id, output = "table";
+  std::string agent, session, id;
+  ListFormat format;
   int limit = 0;
 };
 
@@ -187,20 +188,17 @@ int ListRuns(const Context& server, const RunsOptions& o) {
   if (!o.session.empty()) q += "&session_id=" + PathSegment(o.session);
   auto r = api.GetJson(q);
   if (!r) return api.exit_code();
-  if (o.output != "table") {
-    std::cout << Render(*r, o.output);
-    return kExitOk;
-  }
-  std::printf("%-26s %-18s %-26s %s\n", "RUN", "AGENT", "STATUS", "CREATED");
+  Table table({"RUN", "AGENT", "STATUS", "CREATED"});
   for (const auto& live : r->value("in_progress", Json::array())) {
     Json row = live;
     row["created_ms"] = live.value("started_ms", int64_t{0});
-    PrintRunLine(row);
+    AddRunRow(table, row);
   }
   for (const auto& run : r->value("runs", Json::array())) {
     if (run.value("status", "") == "running") continue;  // listed above when it runs here
-    PrintRunLine(run);
+    AddRunRow(table, run);
   }
+  PrintList(std::cout, *r, table, o.format, "agent runs");
   return kExitOk;
 }
 
@@ -243,17 +241,17 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   ls_cmd->add_option("--session", ls->session, "Only the runs of this session");
   ls_cmd->add_option("--limit", ls->limit, "At most this many (default 50)")
       ->check(CLI::Range(1, 1000));
-  AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
+  AddListFormat(ls_cmd, ls->format);
   ls_cmd->callback([&ctx, ls] { ctx.exit_code = ListRuns(ctx, *ls); });
   cmd->callback([&ctx, cmd, ls] {
     if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx, *ls);
   });
 
   auto show = std::make_shared<RunsOptions>();
-  show->output = "json";
+  show->format.output = "json";
   auto* show_cmd = cmd->add_subcommand("show", "One run's record (its progress while it runs)");
   show_cmd->add_option("id", show->id, "The run id (ar_...)")->required();
-  AddOutputOption(show_cmd, show->output, {"json", "yaml"}, "json or yaml");
+  AddOutputOption(show_cmd, show->format.output, {"json", "yaml"}, "json or yaml");
   show_cmd->callback([&ctx, show] {
     ApiClient api(ctx);
     auto r = api.GetJson("/agent-runs/" + PathSegment(show->id));
@@ -261,7 +259,7 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = api.exit_code();
       return;
     }
-    std::cout << Render(*r, show->output);
+    std::cout << Render(*r, show->format.output);
     ctx.exit_code = kExitOk;
   });
 
@@ -284,7 +282,7 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   auto sessions = std::make_shared<RunsOptions>();
   auto* sessions_cmd = app.add_subcommand("sessions", "An agent's sessions, most recent first");
   sessions_cmd->add_option("agent", sessions->agent, "The agent's name")->required();
-  AddOutputOption(sessions_cmd, sessions->output, {"table", "json", "yaml"}, "table, json or yaml");
+  AddListFormat(sessions_cmd, sessions->format);
   sessions_cmd->callback([&ctx, sessions] {
     ApiClient api(ctx);
     auto r = api.GetJson("/state/agent/" + PathSegment(sessions->agent) + "/sessions");
@@ -292,17 +290,13 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = api.exit_code();
       return;
     }
-    if (sessions->output != "table") {
-      std::cout << Render(*r, sessions->output);
-    } else {
-      std::printf("%-26s %5s %8s %s\n", "SESSION", "RUNS", "MESSAGES", "UPDATED");
-      for (const auto& x : r->value("sessions", Json::array())) {
-        std::printf("%-26s %5lld %8lld %s\n", x.value("session_id", "").c_str(),
-                    static_cast<long long>(x.value("runs", int64_t{0})),
-                    static_cast<long long>(x.value("messages_count", int64_t{0})),
-                    FormatTimestampMs(x.value("updated_ms", int64_t{0})).c_str());
-      }
+    Table table({"SESSION", "RUNS", "MESSAGES", "UPDATED"});
+    for (const auto& x : r->value("sessions", Json::array())) {
+      table.AddRow({x.value("session_id", ""), std::to_string(x.value("runs", int64_t{0})),
+                    std::to_string(x.value("messages_count", int64_t{0})),
+                    FormatTimestampMs(x.value("updated_ms", int64_t{0}))});
     }
+    PrintList(std::cout, *r, table, sessions->format, "sessions of " + sessions->agent);
     ctx.exit_code = kExitOk;
   });
 }

@@ -40,7 +40,8 @@ struct SetOptions {
 };
 
 struct AuditOptions {
-  std::string actor, path, output = "table";
+  std::string actor, path;
+  ListFormat format;
   int64_t since_ms = -1;
   int limit = 50;
 };
@@ -107,7 +108,9 @@ void AddContextCommand(CLI::App& app, Context& ctx) {
 
   auto* ls_cmd = cmd->add_subcommand("ls", "The contexts (never their keys); * marks the current");
   ls_cmd->alias("list");
-  ls_cmd->callback([&ctx] {
+  auto ls_format = std::make_shared<ListFormat>();
+  AddListFormat(ls_cmd, *ls_format);
+  ls_cmd->callback([&ctx, ls_format] {
     auto file = LoadContexts(ContextsPath());
     if (!file.ok()) {
       std::cerr << "error: " << file.status().message() << "\n";
@@ -115,13 +118,16 @@ void AddContextCommand(CLI::App& app, Context& ctx) {
       return;
     }
     Table t({"CURRENT", "NAME", "SERVER", "KEY"});
+    Json list = Json::array();
     for (const auto& [name, e] : file->contexts) {
-      t.AddRow({name == file->current ? "*" : "", name, e.server,
-                !e.token.empty()        ? "stored"
-                : !e.token_file.empty() ? "file " + e.token_file
-                                        : "none"});
+      std::string key = !e.token.empty()        ? "stored"
+                        : !e.token_file.empty() ? "file " + e.token_file
+                                                : "none";
+      t.AddRow({name == file->current ? "*" : "", name, e.server, key}, name);
+      list.push_back(
+          {{"name", name}, {"current", name == file->current}, {"server", e.server}, {"key", key}});
     }
-    t.Print(std::cout);
+    PrintList(std::cout, Json{{"contexts", list}}, t, *ls_format, "contexts");
     ctx.exit_code = kExitOk;
   });
 
@@ -144,7 +150,7 @@ void AddAuditCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--limit", o->limit, "At most this many (1 to 1000)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  AddOutputOption(cmd, o->output, {"table", "json", "yaml"}, "table, json or yaml");
+  AddListFormat(cmd, o->format, "table, json, yaml, or name (each call's request id)");
   cmd->callback([&ctx, o] {
     std::string query = "/audit?limit=" + std::to_string(o->limit);
     if (!o->actor.empty()) query += "&actor=" + PathSegment(o->actor);
@@ -157,18 +163,15 @@ void AddAuditCommand(CLI::App& app, Context& ctx) {
       return;
     }
     const Json entries = j->contains("entries") ? (*j)["entries"] : Json::array();
-    if (o->output != "table") {
-      std::cout << Render(entries, o->output);
-    } else {
-      Table t({"TIME", "ACTOR", "METHOD", "PATH", "STATUS", "TARGET", "REQUEST"});
-      for (const auto& e : entries) {
-        t.AddRow({FormatTimestampMs(e.value("at_ms", int64_t{0})), e.value("actor", ""),
-                  e.value("method", ""), Truncate(e.value("path", ""), 60),
-                  std::to_string(e.value("status", 0)), e.value("target", ""),
-                  e.value("request_id", "")});
-      }
-      t.Print(std::cout);
+    Table t({"TIME", "ACTOR", "METHOD", "PATH", "STATUS", "TARGET", "REQUEST"});
+    for (const auto& e : entries) {
+      t.AddRow(
+          {FormatTimestampMs(e.value("at_ms", int64_t{0})), e.value("actor", ""),
+           e.value("method", ""), Truncate(e.value("path", ""), 60),
+           std::to_string(e.value("status", 0)), e.value("target", ""), e.value("request_id", "")},
+          e.value("request_id", ""));
     }
+    PrintList(std::cout, entries, t, o->format, "audited calls");
     ctx.exit_code = kExitOk;
   });
 }

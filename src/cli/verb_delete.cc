@@ -15,9 +15,9 @@ void AddDeleteCommand(CLI::App& app, Context& ctx) {
   auto o = std::make_shared<DeleteOptions>();
   auto* cmd = app.add_subcommand("delete", "Delete a manifest (its file) from the registry");
   cmd->fallthrough();
-  cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
-  cmd->add_option("name", o->name, "The manifest's name")->required();
+  AddKindNameArgs(cmd, o->kind, o->name);
   cmd->callback([&ctx, o] {
+    if (!KindAndName(ctx, o->kind, o->name)) return;
     ApiClient api(ctx);
     auto j =
         api.DeleteJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));

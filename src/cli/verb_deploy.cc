@@ -92,24 +92,16 @@ int FollowDeploy(ApiClient& api, const std::string& name, std::chrono::milliseco
   }
 }
 
-int List(ApiClient& api, const std::string& output) {
+int List(ApiClient& api, const ListFormat& format) {
   auto r = api.GetJson("/relics");
   if (!r) return api.exit_code();
-  if (output != "table") {
-    std::cout << Render(*r, output);
-    return kExitOk;
-  }
   Table t({"NAME", "DRIVER", "STATE", "HEALTH", "RESTARTS", "URL", "MONUMENT"});
   for (const auto& rel : (*r)["relics"]) {
     t.AddRow({Text(rel, "name"), Text(rel, "driver"), Text(rel, "state"),
               Truncate(HealthLine(rel), 40), Text(rel, "restarts"), Text(rel, "base_url"),
               Text(rel, "owner")});
   }
-  if (t.size() == 0) {
-    std::cout << "No relics deployed.\n";
-  } else {
-    t.Print(std::cout);
-  }
+  PrintList(std::cout, *r, t, format, "deployed relics");
   return kExitOk;
 }
 
@@ -184,8 +176,9 @@ int FollowMonument(ApiClient& api, const std::string& name, std::chrono::millise
   }
 }
 
-std::chrono::milliseconds Seconds(double s) {
-  return std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+// A --timeout the option's check has accepted.
+std::chrono::milliseconds Timeout(const std::string& text) {
+  return std::chrono::milliseconds(ParseTimeoutMs(text).value_or(kMaxTimeoutMs));
 }
 
 }  // namespace
@@ -200,7 +193,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
   struct Options {
     std::string name;
     bool wait = false, no_start = false;
-    double timeout = 120;
+    std::string timeout = "2m";
   };
   auto o = std::make_shared<Options>();
   auto* relic = cmd->add_subcommand("relic", "Deploy a relic: start it and keep it running");
@@ -209,9 +202,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
   relic->add_flag("-w,--wait", o->wait,
                   "Follow it until it is healthy (exit 0) or failed (exit 1), one line per change");
   relic->add_flag("--no-start", o->no_start, "Record it without starting it");
-  relic->add_option("--timeout", o->timeout, "With --wait: give up after this many seconds")
-      ->check(CLI::Range(1.0, 3600.0))
-      ->capture_default_str();
+  AddTimeoutOption(relic, o->timeout, "With --wait: give up after this long");
   AddDeployMonumentCommand(cmd, ctx);
   relic->callback([&ctx, o] {
     ApiClient api(ctx);
@@ -226,7 +217,7 @@ void AddDeployCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = kExitOk;
       return;
     }
-    ctx.exit_code = FollowDeploy(api, o->name, Seconds(o->timeout));
+    ctx.exit_code = FollowDeploy(api, o->name, Timeout(o->timeout));
     if (ctx.exit_code != kExitOk) {
       if (auto s = api.GetJson(RelicPath(o->name) + "/status"); s && !Text(*s, "error").empty()) {
         std::cerr << "error: " << o->name << " " << Text(*s, "state") << ": " << Text(*s, "error")
@@ -240,7 +231,7 @@ void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
   struct Options {
     std::string name, environment = "default";
     bool wait = false;
-    double timeout = 600;
+    std::string timeout = "10m";
   };
   auto o = std::make_shared<Options>();
   auto* cmd = deploy->add_subcommand(
@@ -252,9 +243,7 @@ void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
   cmd->add_flag("-w,--wait", o->wait,
                 "Follow it, one line per component change, until it is deployed (exit 0) or "
                 "failed and rolled back (exit 1)");
-  cmd->add_option("--timeout", o->timeout, "With --wait: give up after this many seconds")
-      ->check(CLI::Range(1.0, 3600.0))
-      ->capture_default_str();
+  AddTimeoutOption(cmd, o->timeout, "With --wait: give up after this long");
   cmd->callback([&ctx, o] {
     ApiClient api(ctx);
     Json body = {{"name", o->name}, {"environment", o->environment}};
@@ -268,7 +257,7 @@ void AddDeployMonumentCommand(CLI::App* deploy, Context& ctx) {
       ctx.exit_code = kExitOk;
       return;
     }
-    ctx.exit_code = FollowMonument(api, o->name, Seconds(o->timeout));
+    ctx.exit_code = FollowMonument(api, o->name, Timeout(o->timeout));
   });
 }
 
@@ -276,7 +265,8 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand(
       "monuments", "Deployed monuments: list, show, health, logs, stop, remove (default: ls)");
   cmd->fallthrough();
-  auto list = [&ctx] {
+  auto list_format = std::make_shared<ListFormat>();
+  auto list = [&ctx, list_format] {
     ApiClient api(ctx);
     auto r = api.GetJson("/monuments");
     if (!r) {
@@ -295,14 +285,13 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
                 std::to_string(healthy) + "/" + std::to_string(relics) + " healthy",
                 Truncate(Text(m, "error"), 60)});
     }
-    if (t.size() == 0) {
-      std::cout << "No monuments deployed.\n";
-    } else {
-      t.Print(std::cout);
-    }
+    PrintList(std::cout, *r, t, *list_format, "deployed monuments");
     ctx.exit_code = kExitOk;
   };
-  cmd->add_subcommand("ls", "List deployed monuments")->alias("list")->callback(list);
+  auto* ls = cmd->add_subcommand("ls", "List deployed monuments");
+  ls->alias("list");
+  AddListFormat(ls, *list_format);
+  ls->callback(list);
 
   struct Named {
     const char* name;
@@ -399,14 +388,14 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
       "Deployed relics: list, show, logs, stop, start, restart, remove, call (default: ls)");
   cmd->fallthrough();
 
-  auto ls_output = std::make_shared<std::string>("table");
+  auto ls_format = std::make_shared<ListFormat>();
   auto* ls = cmd->add_subcommand("ls", "List deployed relics");
   ls->alias("list");
   ls->fallthrough();
-  AddOutputOption(ls, *ls_output, {"table", "json", "yaml"}, "table, json or yaml");
-  ls->callback([&ctx, ls_output] {
+  AddListFormat(ls, *ls_format);
+  ls->callback([&ctx, ls_format] {
     ApiClient api(ctx);
-    ctx.exit_code = List(api, *ls_output);
+    ctx.exit_code = List(api, *ls_format);
   });
 
   auto st_name = std::make_shared<std::string>();
@@ -526,7 +515,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
     ApiClient api(ctx);
-    ctx.exit_code = List(api, "table");
+    ctx.exit_code = List(api, ListFormat{});
   });
 }
 

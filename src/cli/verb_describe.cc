@@ -115,9 +115,9 @@ void AddDescribeCommand(CLI::App& app, Context& ctx) {
   auto o = std::make_shared<DescribeOptions>();
   auto* cmd = app.add_subcommand("describe", "Show one manifest in detail, for people");
   cmd->fallthrough();
-  cmd->add_option("kind", o->kind, "Tool, Agent, Relic, Workflow or Monument")->required();
-  cmd->add_option("name", o->name, "The manifest's name")->required();
+  AddKindNameArgs(cmd, o->kind, o->name);
   cmd->callback([&ctx, o] {
+    if (!KindAndName(ctx, o->kind, o->name)) return;
     ApiClient api(ctx);
     auto e = api.GetJson("/registry/manifest/" + PathSegment(o->kind) + "/" + PathSegment(o->name));
     if (!e) {

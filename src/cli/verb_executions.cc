@@ -64,7 +64,7 @@ struct LsOptions {
   std::string tool;
   std::string status;
   int limit = 0;  // 0: the server's default
-  std::string output = "table";
+  ListFormat format;
 };
 
 int List(ApiClient& api, const LsOptions& o) {
@@ -73,10 +73,6 @@ int List(ApiClient& api, const LsOptions& o) {
                                    {"limit", o.limit > 0 ? std::to_string(o.limit) : ""}});
   auto j = api.GetJson("/executions" + query);
   if (!j) return api.exit_code();
-  if (o.output != "table") {
-    std::cout << Render(*j, o.output);
-    return kExitOk;
-  }
   Table table({"ID", "TOOL", "STATUS", "DURATION", "STARTED", "ERROR"});
   for (const Json& r : j->value("executions", Json::array())) {
     table.AddRow(
@@ -84,11 +80,7 @@ int List(ApiClient& api, const LsOptions& o) {
          Finished(r) && Int(r, "started_ms") ? FormatDurationMs(Int(r, "duration_ms")) : "-",
          FormatTimestampMs(Int(r, "started_ms")), Truncate(Text(r, "error"), kErrorWidth)});
   }
-  if (table.size() == 0) {
-    std::cerr << "no executions found\n";
-    return kExitOk;
-  }
-  table.Print(std::cout);
+  PrintList(std::cout, *j, table, o.format, "executions");
   return kExitOk;
 }
 
@@ -293,7 +285,7 @@ void AddExecutionsCommand(CLI::App& app, Context& ctx) {
   ls_cmd
       ->add_option("--limit", ls->limit, "At most this many (1 to 1000; default: the server's, 50)")
       ->check(CLI::Range(1, 1000));
-  AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
+  AddListFormat(ls_cmd, ls->format);
   ls_cmd->callback([&ctx, ls] {
     ApiClient api(ctx);
     ctx.exit_code = List(api, *ls);

@@ -17,7 +17,7 @@ constexpr size_t kSummaryWidth = 50;
 struct GetOptions {
   std::string kind;
   std::string name;
-  std::string output;  // table | json | yaml; empty: table for a list, yaml for one
+  ListFormat format{.output = ""};  // empty: a table for a list, YAML for one manifest
   bool raw = false;
 };
 
@@ -42,21 +42,15 @@ int List(ApiClient& api, const GetOptions& o) {
   if (!IsAll(o.kind)) path += "?kind=" + http::UrlEncode(o.kind);
   auto j = api.GetJson(path);
   if (!j) return api.exit_code();
-  if (o.output == "json" || o.output == "yaml") {
-    std::cout << Render(*j, o.output);
-    return kExitOk;
-  }
   Table table = ManifestTable();
   for (const Json& m : j->value("manifests", Json::array())) {
-    table.AddRow({m.value("kind", ""), m.value("name", ""), m.value("version", ""),
-                  m.value("state", ""), ResolvedCell(m), m.value("path", ""),
-                  Truncate(m.value("summary", ""), kSummaryWidth)});
+    table.AddRow(
+        {m.value("kind", ""), m.value("name", ""), m.value("version", ""), m.value("state", ""),
+         ResolvedCell(m), m.value("path", ""), Truncate(m.value("summary", ""), kSummaryWidth)},
+        m.value("kind", "") + "/" + m.value("name", ""));
   }
-  if (table.size() == 0) {
-    std::cerr << "no " << (IsAll(o.kind) ? "" : o.kind + " ") << "manifests found\n";
-    return kExitOk;
-  }
-  table.Print(std::cout);
+  PrintList(std::cout, *j, table, o.format,
+            (IsAll(o.kind) ? "" : o.kind + " ") + std::string("manifests"));
   return kExitOk;
 }
 
@@ -71,15 +65,17 @@ int One(ApiClient& api, const GetOptions& o) {
   }
   auto j = api.GetJson(path);
   if (!j) return api.exit_code();
-  if (o.output == "json") {
+  if (o.format.output == "json") {
     std::cout << ToPrettyJson(*j);
-  } else if (o.output == "table") {
+  } else if (o.format.output == "name") {
+    std::cout << j->value("kind", "") << "/" << j->value("name", "") << "\n";
+  } else if (o.format.output == "table") {
     const Json manifest = j->value("manifest", Json::object());
     Table table = ManifestTable();
     table.AddRow({j->value("kind", ""), j->value("name", ""), manifest.value("version", ""),
                   manifest.value("state", ""), ResolvedCell(*j), j->value("path", ""),
                   Truncate(manifest.value("summary", ""), kSummaryWidth)});
-    table.Print(std::cout);
+    table.Print(std::cout, !o.format.no_headers);
   } else {
     std::cout << ToYaml(j->value("manifest", Json::object()));
   }
@@ -94,14 +90,15 @@ void AddGetCommand(CLI::App& app, Context& ctx) {
   cmd->fallthrough();  // global options (--server) may follow the verb
   cmd->add_option("kind", o->kind,
                   "Tool, Agent, Relic, Workflow or Monument (any case, singular or plural), or "
-                  "'all'")
+                  "'all'; KIND/NAME names one manifest, as `-o name` prints it")
       ->required();
   cmd->add_option("name", o->name, "Show this manifest instead of a list");
-  cmd->add_option("-o,--output", o->output,
-                  "table, json or yaml (default: a table for a list, YAML for one manifest)")
-      ->check(CLI::IsMember({"table", "json", "yaml"}));
+  AddListFormat(cmd, o->format,
+                "table, json, yaml or name (KIND/NAME, one a line); default: a table for a "
+                "list, YAML for one manifest");
   cmd->add_flag("--raw", o->raw, "With NAME: print the manifest file as stored (YAML or Markdown)");
   cmd->callback([&ctx, o] {
+    SplitKindName(o->kind, o->name);
     if (IsAll(o->kind) && !o->name.empty()) {
       std::cerr << "error: 'get all' lists every manifest; give a kind to show one by name\n";
       ctx.exit_code = kExitUsage;

@@ -31,8 +31,6 @@ constexpr std::string_view kStdin = "-";
 // before answering 202 with the call still running; the client waits a minute more.
 constexpr auto kServerWait = std::chrono::minutes(10);
 constexpr auto kAnswerMargin = std::chrono::minutes(1);
-// The longest --timeout the server accepts.
-constexpr int64_t kMaxWaitMs = 3600 * 1000;
 
 struct RunOptions {
   std::string tool;
@@ -149,23 +147,6 @@ bool BuildValues(const std::vector<std::string>& pairs, const std::string& json_
     (*values)[key] = ParseValue(p.substr(eq + 1), type == types.end() ? "" : type->second);
   }
   return true;
-}
-
-// A --timeout: "30s", "500ms", "2m", "1h", or a number of seconds, up to an hour. Milliseconds,
-// or nullopt when it is not such a duration.
-std::optional<int64_t> ParseWaitMs(const std::string& text) {
-  size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
-  if (digits == 0 || digits > 7) return std::nullopt;
-  int64_t n = std::stoll(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  int64_t scale = unit == "ms"                  ? 1
-                  : unit.empty() || unit == "s" ? 1000
-                  : unit == "m"                 ? 60 * 1000
-                  : unit == "h"                 ? 3600 * 1000
-                                                : 0;
-  if (scale == 0 || n == 0 || n * scale > kMaxWaitMs) return std::nullopt;
-  return n * scale;
 }
 
 // POSTs `body` to `path` (/execute/tool, /execute/workflow). On an error answer, prints it (bad
@@ -318,7 +299,7 @@ int RunWorkflow(const Context& server, const WorkflowOptions& o) {
   if (o.wait) {
     body["wait"] = true;
     std::chrono::milliseconds wait = kServerWait;
-    if (!o.timeout.empty()) wait = std::chrono::milliseconds(ParseWaitMs(o.timeout).value_or(0));
+    if (!o.timeout.empty()) wait = std::chrono::milliseconds(ParseTimeoutMs(o.timeout).value_or(0));
     path += "?timeout=" + std::to_string(wait.count()) + "ms";
     read_timeout = wait + kAnswerMargin;
   }
@@ -417,15 +398,10 @@ void AddRunCommand(CLI::App& app, Context& ctx) {
                "Show each step's transitions as they happen (a progress bar on a terminal), then "
                "the output")
       ->excludes(wait);
-  wf->add_option("--timeout", w->timeout,
-                 "With --wait: wait at most this long (30s, 500ms, 2m, 1h; at most 1h). A run "
-                 "still going is shown as it is (exit 1) and goes on")
-      ->needs(wait)
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            return ParseWaitMs(text) ? "" : "expected a duration up to 1h (30s, 500ms, 2m, 1h)";
-          },
-          "DURATION"));
+  AddTimeoutOption(wf, w->timeout,
+                   "With --wait: wait at most this long. A run still going is shown as it is "
+                   "(exit 1) and goes on")
+      ->needs(wait);
   AddOutputOption(wf, w->output, {"table", "json", "yaml"},
                   "table (the run for people), or the run as json or yaml (without --wait or "
                   "--follow: the API's 202 answer)");

@@ -223,7 +223,7 @@ struct LsOptions {
   std::string name;
   std::string status;
   int limit = 0;  // 0: the server's default
-  std::string output = "table";
+  ListFormat format;
 };
 
 int List(ApiClient& api, const LsOptions& o) {
@@ -232,10 +232,6 @@ int List(ApiClient& api, const LsOptions& o) {
                                    {"limit", o.limit > 0 ? std::to_string(o.limit) : ""}});
   auto j = api.GetJson("/workflows" + query);
   if (!j) return api.exit_code();
-  if (o.output != "table") {
-    std::cout << Render(*j, o.output);
-    return kExitOk;
-  }
   Table table({"ID", "WORKFLOW", "STATUS", "DURATION", "STARTED", "ERROR"});
   for (const Json& r : j->value("runs", Json::array())) {
     table.AddRow({Text(r, "run_id"), Text(r, "workflow"), Text(r, "status"),
@@ -243,11 +239,7 @@ int List(ApiClient& api, const LsOptions& o) {
                   FormatTimestampMs(Int(r, "started_ms")),
                   Truncate(Text(r, "error"), kErrorWidth)});
   }
-  if (table.size() == 0) {
-    std::cerr << "no workflow runs found\n";
-    return kExitOk;
-  }
-  table.Print(std::cout);
+  PrintList(std::cout, *j, table, o.format, "workflow runs");
   return kExitOk;
 }
 
@@ -441,7 +433,7 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
   ls_cmd
       ->add_option("--limit", ls->limit, "At most this many (1 to 1000; default: the server's, 50)")
       ->check(CLI::Range(1, 1000));
-  AddOutputOption(ls_cmd, ls->output, {"table", "json", "yaml"}, "table, json or yaml");
+  AddListFormat(ls_cmd, ls->format);
   ls_cmd->callback([&ctx, ls] {
     ApiClient api(ctx);
     ctx.exit_code = List(api, *ls);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/context.h"
@@ -20,6 +21,25 @@ namespace cortex::cli {
 // `-o,--output FORMAT` restricted to `choices`, with its default shown in --help.
 CLI::Option* AddOutputOption(CLI::App* cmd, std::string& output, std::vector<std::string> choices,
                              const std::string& description);
+
+// `-o table|json|yaml|name` and `--no-headers`: the options of every verb that lists.
+void AddListFormat(CLI::App* cmd, ListFormat& format, const std::string& description = "");
+
+// The longest --timeout a verb takes: an hour.
+inline constexpr int64_t kMaxTimeoutMs = 3600 * 1000;
+// A --timeout, the same in every verb: "30s", "500ms", "2m", "1h", or a bare number of seconds;
+// more than 0 and at most kMaxTimeoutMs. Milliseconds, or nullopt when it is not such a duration.
+std::optional<int64_t> ParseTimeoutMs(std::string_view text);
+// `--timeout DURATION`, checked by ParseTimeoutMs; `description` says what it bounds.
+CLI::Option* AddTimeoutOption(CLI::App* cmd, std::string& timeout, const std::string& description);
+
+// The KIND and NAME arguments of a verb on one manifest; KIND may be KIND/NAME.
+void AddKindNameArgs(CLI::App* cmd, std::string& kind, std::string& name);
+// KIND/NAME in `kind` (and no `name`): split into the two.
+void SplitKindName(std::string& kind, std::string& name);
+// SplitKindName, then: false, with a usage error printed and ctx.exit_code set, when there is
+// no name.
+bool KindAndName(Context& ctx, std::string& kind, std::string& name);
 
 // `version`, `completion bash|zsh|fish` and `man` (verb_help.cc).
 void AddHelpCommands(CLI::App& app, Context& ctx);

@@ -256,6 +256,42 @@ TEST_F(CliTest, GetUsageErrors) {
   EXPECT_NE(bad_output.exit_code, 0) << bad_output;
 }
 
+TEST_F(CliTest, GetAsNamesAndWithoutHeadersForScripts) {
+  CliResult names = Cli({"get", "all", "-o", "name"});
+  ASSERT_EQ(names.exit_code, 0) << names;
+  EXPECT_EQ(names.out, "Tool/calc\nTool/math\nAgent/helper\nAgent/sub\n") << names;
+
+  CliResult bare = Cli({"get", "tools", "--no-headers"});
+  ASSERT_EQ(bare.exit_code, 0) << bare;
+  EXPECT_THAT(bare.out, Not(HasSubstr("KIND")));
+  EXPECT_TRUE(std::regex_search(bare.out, std::regex(R"(^Tool +calc +1\.2)"))) << bare;
+
+  // What -o name prints names a manifest again, in get, describe and delete.
+  CliResult one = Cli({"get", "Tool/calc", "-o", "name"});
+  EXPECT_EQ(one.out, "Tool/calc\n") << one;
+  EXPECT_EQ(Cli({"get", "Tool/calc"}).out, Cli({"get", "tool", "calc"}).out);
+  CliResult described = Cli({"describe", "Agent/helper"});
+  ASSERT_EQ(described.exit_code, 0) << described;
+  EXPECT_THAT(described.out, HasSubstr("helper"));
+
+  CliResult no_name = Cli({"describe", "agent"});
+  EXPECT_EQ(no_name.exit_code, 2) << no_name;
+  EXPECT_THAT(no_name.err, HasSubstr("KIND NAME or KIND/NAME"));
+  CliResult empty = Cli({"get", "relics", "-o", "name"});
+  EXPECT_EQ(empty.exit_code, 0) << empty;
+  EXPECT_EQ(empty.out, "");
+}
+
+TEST_F(CliTest, TimeoutIsADurationInEveryVerb) {
+  // Refused by the flag's check, before any call: no server is needed to see it.
+  for (const char* bad : {"5 minutes", "2h", "0", "1.5"}) {
+    CliResult r = Cli({"deploy", "relic", "web", "--wait", "--timeout", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r;
+    EXPECT_THAT(r.err, HasSubstr("expected a duration up to 1h")) << bad;
+    EXPECT_EQ(Cli({"deploy", "monument", "stack", "--timeout", bad}).exit_code, 2) << bad;
+  }
+}
+
 // --- describe -------------------------------------------------------------------------------
 
 TEST_F(CliTest, DescribeShowsEverythingAboutOneManifest) {
