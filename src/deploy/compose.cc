@@ -46,6 +46,45 @@ std::string Tail(const std::string& text) {
   return t.substr(start);
 }
 
+// When `output` (a failed command's) says an image could not be pulled, a hint on how to get
+// it: a machine without a registry builds or imports its images. Empty otherwise.
+std::string MissingImageHint(const std::string& output) {
+  static constexpr std::string_view kSigns[] = {
+      "pull access denied", "repository does not exist",   "manifest unknown",
+      "No such image",      "failed to resolve reference", "registry-1.docker.io",
+      "not found: manifest"};
+  if (std::none_of(std::begin(kSigns), std::end(kSigns),
+                   [&](std::string_view sign) { return output.find(sign) != std::string::npos; })) {
+    return "";
+  }
+  // The image's name, where the CLI printed one: "pull access denied for NAME," (compose v1),
+  // "No such image: NAME", "Pulling SERVICE (NAME)...".
+  std::string image;
+  for (std::string_view lead : {"pull access denied for ",
+                                "No such image: ", "Error response from daemon: manifest for "}) {
+    size_t at = output.find(lead);
+    if (at == std::string::npos) continue;
+    size_t start = at + lead.size();
+    size_t end = output.find_first_of(", \n", start);
+    image = output.substr(start, (end == std::string::npos ? output.size() : end) - start);
+    break;
+  }
+  if (image.empty()) {
+    if (size_t at = output.find("Pulling "); at != std::string::npos) {
+      size_t open = output.find('(', at), close = output.find(')', at);
+      size_t nl = output.find('\n', at);
+      if (open != std::string::npos && close != std::string::npos && open < close && close < nl) {
+        image = output.substr(open + 1, close - open - 1);
+      }
+    }
+  }
+  const std::string name = image.empty() ? "IMAGE" : image;
+  return "; hint: the image" + (image.empty() ? std::string() : " " + image) +
+         " is not on this machine and could not be pulled. Build it first (docker build -t " +
+         name + " DIR, or docker import of a root folder as " + name +
+         "), or give the service a build: section, then deploy again";
+}
+
 std::string Join(const std::vector<std::string>& items, std::string_view sep) {
   std::string out;
   for (const auto& item : items) {
@@ -209,7 +248,8 @@ Result<CommandResult> ComposeCli::Run(const ComposeProject& project, bool with_o
                           (tail.empty() ? "" : ": " + tail);
     bool no_daemon = tail.find("connect to Docker daemon") != std::string::npos ||
                      tail.find("connect to the Docker daemon") != std::string::npos;
-    return no_daemon ? UnavailableError(message) : FailedPreconditionError(message);
+    if (no_daemon) return UnavailableError(message);
+    return FailedPreconditionError(message + MissingImageHint(r.stderr_data + r.stdout_data));
   }
   if (r.stdout_truncated) {
     return ResourceExhaustedError(what + " printed more than " +

@@ -503,6 +503,26 @@ volumes:
       client().RemoveVolumes({{"cortex.relic", "down"}, {kTestLabel, shared_->run_id}}).ok());
 }
 
+TEST_F(DockerTest, UpWithAnImageNoOneBuiltSaysHowToBuildIt) {
+  // No registry is reachable here (as on many machines that run Cortex): the pull fails, and
+  // the error says which image and how to make it, not only the CLI's pull error.
+  ComposeProject p = MakeProject("unbuilt", R"(services:
+  app:
+    image: cortex-test/never-built:1
+    command: ["sleep", "60"]
+)");
+  auto r = cli().Up(p, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().message();
+  EXPECT_NE(r.status().message().find("hint: the image cortex-test/never-built"),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("docker build -t cortex-test/never-built"),
+            std::string::npos)
+      << r.status().message();
+  (void)cli().Down(p, std::chrono::seconds(1));
+}
+
 TEST_F(DockerTest, ValidateNamesAMissingFile) {
   ComposeProject p = MakeProject("missing", "services: {}\n");
   p.compose_file = shared_->dir + "/missing/nope.yml";
