@@ -344,13 +344,16 @@ void ExpectCrashLoopEndsFailed(const std::string& what, const std::string& extra
   }
   std::vector<std::string> lines = LogLines(d.client(), "crasher");
   EXPECT_EQ(CountLinesWith(lines, "crashing now"), 3) << Joined(lines);
-  // Nothing is left running, and it stays failed (no more restarts).
+  // Nothing is left running, and it stays failed (no more restarts). A wrong fourth start
+  // would come after the next backoff, 250 ms x 4 = 1 s: wait past that before looking.
   EXPECT_THAT(PidsMatching(marker), IsEmpty());
   EXPECT_EQ(Get(d.client(), "/discovery/services").json.value("count", -1), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));
   Json later = StatusOf(d.client(), "crasher");
   EXPECT_EQ(later.value("state", ""), "failed") << later.dump();
   EXPECT_EQ(later.value("restarts", -1), 2) << later.dump();
+  EXPECT_EQ(CountLinesWith(LogLines(d.client(), "crasher"), "crashing now"), 3);
+  EXPECT_THAT(PidsMatching(marker), IsEmpty());
 }
 
 // Without a health check a relic is healthy only once it has stayed up a moment, and only a
