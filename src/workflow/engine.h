@@ -222,6 +222,11 @@ class Engine {
   store::Store& store_;
   StepDispatcher& dispatcher_;
 
+  // Lock order: mu_, then inbox_mu_; never mu_ while holding inbox_mu_. Flush (under mu_) takes
+  // inbox_mu_ to wake the loop for an earlier timer; the loop takes each alone, inbox_mu_ to wait
+  // and mu_ to apply. Under mu_ the engine calls out to the Store and the step dispatcher, whose
+  // locks therefore come after mu_: a dispatcher never calls back into the engine's locked
+  // methods, it reports a step's end through the inbox (which takes inbox_mu_ alone).
   mutable std::mutex mu_;
   std::condition_variable changed_;                    // any run changed (for Wait / WaitForEvents)
   std::map<std::string, std::unique_ptr<Run>> runs_;   // unfinished runs; guarded by mu_
