@@ -18,7 +18,7 @@ namespace cortex::deploy {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Steady = std::chrono::steady_clock;
 constexpr const char* kComponent = "deploy";
 
 bool Settled(const std::string& state) {
@@ -51,7 +51,7 @@ struct Deployer::Supervisor {
   int64_t last_probe_ms = 0;
   int failures = 0;  // consecutive failed probes
   int crashes = 0;   // consecutive crashes/restarts without becoming healthy
-  Clock::time_point next_start{}, started{}, next_probe{};
+  Steady::time_point next_start{}, started{}, next_probe{};
   std::string base_url;  // discovered at runtime, else the plan's
   OJson info = OJson::object();
   std::thread thread;
@@ -74,6 +74,7 @@ Deployer::Deployer(DeployerOptions options, registry::Registry& registry, store:
     : options_(std::move(options)),
       registry_(registry),
       store_(store),
+      clock_(options_.clock ? *options_.clock : SystemClock()),
       process_(std::move(process)),
       compose_(std::move(compose)),
       runner_(exec::MakeProcessRunner()) {}
@@ -138,7 +139,7 @@ Status Deployer::Start() {
     sv->driver = DriverFor(rec.driver);
     sv->launched = rec.pid > 0 || !rec.project.empty();
     sv->rec = std::move(rec);
-    sv->started = Clock::now();
+    sv->started = clock_.Now();
     if (sv->launched && sv->rec.desired == "running" && sv->rec.state != "failed") {
       // Adopted: it is healthy again (and back in discovery) once its first probe passes.
       sv->rec.state = "starting";
@@ -182,7 +183,7 @@ void Deployer::Transition(Supervisor& sv, const std::string& state, const std::s
   const bool was_healthy = sv.rec.state == "healthy";
   sv.rec.state = state;
   sv.rec.error = error;
-  sv.rec.updated_ms = exec::NowMs();
+  sv.rec.updated_ms = clock_.UnixMs();
   sv.rec.manifest_version = sv.plan.manifest_version;
   OJson detail = {{"health",
                    {{"type", ProbeTypeName(sv.plan.health.type)},
@@ -216,7 +217,7 @@ void Deployer::Publish(const Supervisor& sv, bool up) {
   r.state = sv.rec.state;
   for (const auto& e : sv.plan.endpoints) r.endpoints.push_back(e.name);
   r.owner = sv.rec.owner;
-  r.updated_ms = exec::NowMs();
+  r.updated_ms = clock_.UnixMs();
   {
     std::lock_guard lock(mu_);
     if (up) {
@@ -231,10 +232,10 @@ void Deployer::Publish(const Supervisor& sv, bool up) {
 void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
   Supervisor& sv = *svp;
   std::unique_lock l(sv.mu);
-  sv.next_probe = Clock::now();
-  auto wait_until = [&](Clock::time_point until) {
+  sv.next_probe = clock_.Now();
+  auto wait_until = [&](Steady::time_point until) {
     uint64_t seen = sv.wake;
-    sv.cv.wait_until(l, until, [&] { return sv.quit || sv.wake != seen; });
+    clock_.WaitUntil(l, sv.cv, until, [&] { return sv.quit || sv.wake != seen; });
   };
   auto stop_workload = [&](const std::string& then_state, const std::string& error) {
     if (sv.rec.state != "stopping") Transition(sv, "stopping", sv.rec.error);
@@ -255,7 +256,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
   };
 
   while (!sv.quit) {
-    const auto now = Clock::now();
+    const auto now = clock_.Now();
     if (sv.rec.desired == "stopped") {
       if (NeedsStop(sv)) {
         stop_workload(sv.rec.state == "failed" ? "failed" : "stopped",
@@ -271,7 +272,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         sv.cv.notify_all();
         return;
       }
-      wait_until(Clock::time_point::max());
+      wait_until(Steady::time_point::max());
       continue;
     }
     // Desired: running.
@@ -280,7 +281,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         stop_workload("failed", sv.rec.error);
         continue;
       }
-      wait_until(Clock::time_point::max());
+      wait_until(Steady::time_point::max());
       continue;
     }
     if (sv.need_restart) {
@@ -329,8 +330,8 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         continue;
       }
       sv.launched = true;
-      sv.started = Clock::now();
-      sv.rec.started_ms = exec::NowMs();
+      sv.started = clock_.Now();
+      sv.rec.started_ms = clock_.UnixMs();
       sv.failures = 0;
       sv.health = "unknown";
       sv.probe_error.clear();
@@ -355,7 +356,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       if (!obs.running) {
         sv.launched = false;
         sv.health = "unknown";
-        if (Clock::now() - sv.started > options_.stable_after) sv.crashes = 0;
+        if (clock_.Now() - sv.started > options_.stable_after) sv.crashes = 0;
         {
           // What it said last usually says why ("Address already in use").
           l.unlock();
@@ -389,7 +390,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         }
         Ms delay = options_.restart_backoff * (1 << std::min(sv.crashes - 1, 16));
         delay = std::min(delay, options_.max_restart_backoff);
-        sv.next_start = Clock::now() + delay;
+        sv.next_start = clock_.Now() + delay;
         ++sv.rec.restarts;
         Transition(sv, "starting",
                    obs.detail + "; restarting in " + std::to_string(delay.count()) + " ms (" +
@@ -400,7 +401,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
     }
 
     // Up: probe its health when due.
-    if (Clock::now() >= sv.next_probe) {
+    if (clock_.Now() >= sv.next_probe) {
       ProbeSpec spec = sv.plan.health;
       std::string base = sv.base_url.empty() ? sv.plan.base_url : sv.base_url;
       std::vector<std::string> env = sv.plan.env;
@@ -410,14 +411,14 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       ProbeResult pr = RunProbe(spec, base, env, cwd, *runner_);
       l.lock();
       if (sv.quit || sv.wake != seen) continue;
-      sv.last_probe_ms = exec::NowMs();
+      sv.last_probe_ms = clock_.UnixMs();
       sv.probe_error = pr.error;
       const std::string state = sv.rec.state;
       if (pr.ok && spec.type == ProbeSpec::Type::kNone &&
-          Clock::now() - sv.started < options_.min_uptime) {
+          clock_.Now() - sv.started < options_.min_uptime) {
         // No check: healthy once it has stayed up a moment (not when it exits at once).
         sv.next_probe = sv.started + options_.min_uptime;
-        wait_until(std::min(Clock::now() + sv.driver->observe_interval(), sv.next_probe));
+        wait_until(std::min(clock_.Now() + sv.driver->observe_interval(), sv.next_probe));
         continue;
       }
       if (pr.ok) {
@@ -428,7 +429,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         ++sv.failures;
         sv.health = "failing";
         if (state == "starting" || state == "pending") {
-          if (Clock::now() - sv.started > spec.start_period) {
+          if (clock_.Now() - sv.started > spec.start_period) {
             stop_workload("failed", "the health check did not pass within " +
                                         std::to_string(spec.start_period.count()) +
                                         " ms; last probe: " + pr.error);
@@ -437,7 +438,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         } else if (sv.failures >= spec.retries) {
           if (state == "healthy") Transition(sv, "unhealthy", pr.error);
           if (sv.plan.restart != RestartPolicy::kNever) {
-            if (Clock::now() - sv.started > options_.stable_after) sv.crashes = 0;
+            if (clock_.Now() - sv.started > options_.stable_after) sv.crashes = 0;
             ++sv.crashes;
             if (sv.crashes > options_.max_restarts) {
               stop_workload("failed", "unhealthy " + std::to_string(sv.crashes) +
@@ -446,15 +447,15 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
             }
             ++sv.rec.restarts;
             sv.need_restart = true;
-            sv.next_start = Clock::now() + options_.restart_backoff;
+            sv.next_start = clock_.Now() + options_.restart_backoff;
             continue;
           }
         }
       }
       const bool starting = sv.rec.state == "starting" || sv.rec.state == "pending";
-      sv.next_probe = Clock::now() + (starting ? options_.starting_probe_interval : spec.interval);
+      sv.next_probe = clock_.Now() + (starting ? options_.starting_probe_interval : spec.interval);
     }
-    wait_until(std::min(Clock::now() + sv.driver->observe_interval(), sv.next_probe));
+    wait_until(std::min(clock_.Now() + sv.driver->observe_interval(), sv.next_probe));
   }
 }
 
@@ -523,7 +524,7 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
       sv->rec.desired = "running";
       sv->crashes = 0;
       sv->need_restart = sv->rec.state == "failed";
-      sv->next_start = Clock::now();
+      sv->next_start = clock_.Now();
       Transition(*sv, "pending", "");
       ++sv->wake;
       sv->cv.notify_all();
@@ -539,7 +540,7 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
   sv->rec.driver = plan->driver;
   sv->rec.desired = start ? "running" : "stopped";
   sv->rec.owner = owner;
-  sv->rec.created_ms = exec::NowMs();
+  sv->rec.created_ms = clock_.UnixMs();
   {
     std::lock_guard l(sv->mu);
     Transition(*sv, start ? "pending" : "stopped", "");
@@ -583,7 +584,7 @@ Result<OJson> Deployer::Command(const std::string& name, int command, bool wait)
         if (sv->rec.desired != "running" || sv->rec.state == "failed") {
           sv->rec.desired = "running";
           sv->crashes = 0;
-          sv->next_start = Clock::now();
+          sv->next_start = clock_.Now();
           sv->need_restart = sv->rec.state == "failed";
           Transition(*sv, "pending", "");
         }
@@ -592,7 +593,7 @@ Result<OJson> Deployer::Command(const std::string& name, int command, bool wait)
         sv->rec.desired = "running";
         sv->crashes = 0;
         sv->need_restart = true;
-        sv->next_start = Clock::now();
+        sv->next_start = clock_.Now();
         Transition(*sv, "pending", "");
         break;
     }

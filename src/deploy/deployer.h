@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "deploy/driver.h"
 #include "exec/process.h"
@@ -45,6 +46,9 @@ struct DeployerOptions {
   bool allow_root_relics = false;    // a process relic may ask for `user: root`
   // What relics posted through the API may read of the server's environment.
   std::vector<std::string> allowed_env;
+  // The supervisors' time: backoff, probe schedule, uptime (null: SystemClock()). The waits of
+  // API calls (WaitRelic, a stop's wait) are real time.
+  const Clock* clock = nullptr;
 };
 
 // One healthy relic as discovery serves it.
@@ -164,6 +168,7 @@ class Deployer {
   DeployerOptions options_;
   registry::Registry& registry_;
   store::Store& store_;
+  const Clock& clock_;
   std::unique_ptr<RelicDriver> process_, compose_;
   std::unique_ptr<exec::ProcessRunner> runner_;  // command health probes
   std::function<void(const ServiceRecord&, bool)> listener_;

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/random_id.h"
@@ -29,11 +30,7 @@ struct Executor::Job {
 
 std::string NewExecutionId() { return RandomId("ex_"); }
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t NowMs() { return UnixNowMs(); }
 
 Json ExecutionJson(const store::ExecutionRecord& r) {
   Json j = {{"execution_id", r.id},

@@ -192,6 +192,7 @@ class Executor {
 
 // "ex_" + 20 random hex digits.
 std::string NewExecutionId();
+// Unix milliseconds now: UnixNowMs() (common/clock.h), under the name its many callers use.
 int64_t NowMs();
 
 // An execution record as API JSON (result parsed back to JSON).

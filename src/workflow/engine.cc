@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/random_id.h"
@@ -186,10 +187,7 @@ Status Engine::Start() {
 }
 
 int64_t Engine::Now() const {
-  if (options_.now_ms) return options_.now_ms();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return options_.now_ms ? options_.now_ms() : UnixNowMs();
 }
 
 std::optional<std::string> Engine::Env(std::string_view name) const {
