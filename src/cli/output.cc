@@ -59,14 +59,14 @@ void Table::PrintNames(std::ostream& out) const {
   for (const auto& name : names_) out << name << "\n";
 }
 
-void PrintList(std::ostream& out, const Json& body, const Table& table, const ListFormat& format,
-               std::string_view what) {
+void PrintList(std::ostream& out, std::ostream& err, const Json& body, const Table& table,
+               const ListFormat& format, std::string_view what) {
   if (format.structured()) {
     out << Render(body, format.output);
   } else if (format.output == "name") {
     table.PrintNames(out);
   } else if (table.size() == 0) {
-    std::cerr << "no " << what << " found\n";
+    err << "no " << what << " found\n";
   } else {
     table.Print(out, !format.no_headers);
   }

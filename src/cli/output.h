@@ -41,14 +41,17 @@ class Table {
 struct ListFormat {
   std::string output = "table";
   bool no_headers = false;
+  // --watch (AddWatchOptions): print the list again each time it changes, every `interval`.
+  bool watch = false;
+  std::string interval = "2s";
   bool structured() const { return output == "json" || output == "yaml"; }
 };
 
 // Prints a list as `format` says: json/yaml render `body` whole; `name` prints the table's row
-// names; `table` the table. An empty table prints "no <what> found" on stderr (a table only:
+// names; `table` the table. An empty table prints "no <what> found" on `err` (a table only:
 // scripts reading names get no output at all).
-void PrintList(std::ostream& out, const Json& body, const Table& table, const ListFormat& format,
-               std::string_view what);
+void PrintList(std::ostream& out, std::ostream& err, const Json& body, const Table& table,
+               const ListFormat& format, std::string_view what);
 
 // Number of UTF-8 code points in `s` (continuation bytes are not counted).
 size_t DisplayWidth(std::string_view s);

@@ -1,11 +1,16 @@
 // The registry verbs: clients of the /registry API, one file per verb.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <iostream>
+#include <sstream>
+#include <thread>
 
 #include "cli/client.h"
 #include "cli/context.h"
 #include "cli/verbs.h"
+#include "common/clock.h"
 
 namespace cortex::cli {
 
@@ -39,8 +44,13 @@ std::optional<int64_t> ParseTimeoutMs(std::string_view text) {
 }
 
 CLI::Option* AddTimeoutOption(CLI::App* cmd, std::string& timeout, const std::string& description) {
+  return AddDurationOption(cmd, "--timeout", timeout, description);
+}
+
+CLI::Option* AddDurationOption(CLI::App* cmd, const std::string& flag, std::string& value,
+                               const std::string& description) {
   return cmd
-      ->add_option("--timeout", timeout,
+      ->add_option(flag, value,
                    description + " (a duration: 30s, 500ms, 2m, 1h, or seconds; at most 1h)")
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {
@@ -48,6 +58,44 @@ CLI::Option* AddTimeoutOption(CLI::App* cmd, std::string& timeout, const std::st
           },
           "DURATION"))
       ->capture_default_str();
+}
+
+void AddWatchOptions(CLI::App* cmd, ListFormat& format) {
+  cmd->add_flag("-w,--watch", format.watch,
+                "Keep watching: print the list again each time it changes (Ctrl-C ends it)");
+  AddDurationOption(cmd, "--interval", format.interval, "With --watch: how often to look");
+}
+
+int RunList(const ListFormat& format,
+            const std::function<int(std::ostream& out, std::ostream& err)>& list) {
+  if (!format.watch) return list(std::cout, std::cerr);
+  const auto interval = std::chrono::milliseconds(ParseTimeoutMs(format.interval).value_or(2000));
+  // On a terminal a table is redrawn in place, as watch(1) does; else each change is printed
+  // after the last (a blank line between tables), for a log or a pipe.
+  const bool redraw = !format.structured() && format.output != "name" && ::isatty(STDOUT_FILENO);
+  std::string last;
+  bool first = true;
+  for (;;) {
+    std::ostringstream out;
+    int code = list(out, out);
+    if (code != kExitOk) {
+      std::cout << out.str() << std::flush;
+      return code;
+    }
+    if (first || out.str() != last) {
+      if (redraw) {
+        std::cout << "\x1b[H\x1b[2J"
+                  << "Every " << format.interval << "   " << FormatTimestampMs(UnixNowMs())
+                  << "\n\n";
+      } else if (!first && format.output == "table") {
+        std::cout << "\n";
+      }
+      std::cout << out.str() << std::flush;
+      last = out.str();
+      first = false;
+    }
+    std::this_thread::sleep_for(interval);
+  }
 }
 
 void AddKindNameArgs(CLI::App* cmd, std::string& kind, std::string& name) {

@@ -181,7 +181,7 @@ struct RunsOptions {
   int limit = 0;
 };
 
-int ListRuns(const Context& server, const RunsOptions& o) {
+int ListRuns(const Context& server, const RunsOptions& o, std::ostream& out, std::ostream& err) {
   ApiClient api(server);
   std::string q = "/agent-runs?limit=" + std::to_string(o.limit > 0 ? o.limit : 50);
   if (!o.agent.empty()) q += "&agent=" + PathSegment(o.agent);
@@ -198,7 +198,7 @@ int ListRuns(const Context& server, const RunsOptions& o) {
     if (run.value("status", "") == "running") continue;  // listed above when it runs here
     AddRunRow(table, run);
   }
-  PrintList(std::cout, *r, table, o.format, "agent runs");
+  PrintList(out, err, *r, table, o.format, "agent runs");
   return kExitOk;
 }
 
@@ -242,9 +242,14 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
   ls_cmd->add_option("--limit", ls->limit, "At most this many (default 50)")
       ->check(CLI::Range(1, 1000));
   AddListFormat(ls_cmd, ls->format);
-  ls_cmd->callback([&ctx, ls] { ctx.exit_code = ListRuns(ctx, *ls); });
+  AddWatchOptions(ls_cmd, ls->format);
+  ls_cmd->callback([&ctx, ls] {
+    ctx.exit_code = RunList(ls->format, [&](std::ostream& out, std::ostream& err) {
+      return ListRuns(ctx, *ls, out, err);
+    });
+  });
   cmd->callback([&ctx, cmd, ls] {
-    if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx, *ls);
+    if (cmd->get_subcommands().empty()) ctx.exit_code = ListRuns(ctx, *ls, std::cout, std::cerr);
   });
 
   auto show = std::make_shared<RunsOptions>();
@@ -296,7 +301,7 @@ void AddAgentRunsCommand(CLI::App& app, Context& ctx) {
                     std::to_string(x.value("messages_count", int64_t{0})),
                     FormatTimestampMs(x.value("updated_ms", int64_t{0}))});
     }
-    PrintList(std::cout, *r, table, sessions->format, "sessions of " + sessions->agent);
+    PrintList(std::cout, std::cerr, *r, table, sessions->format, "sessions of " + sessions->agent);
     ctx.exit_code = kExitOk;
   });
 }

@@ -127,7 +127,7 @@ void AddContextCommand(CLI::App& app, Context& ctx) {
       list.push_back(
           {{"name", name}, {"current", name == file->current}, {"server", e.server}, {"key", key}});
     }
-    PrintList(std::cout, Json{{"contexts", list}}, t, *ls_format, "contexts");
+    PrintList(std::cout, std::cerr, Json{{"contexts", list}}, t, *ls_format, "contexts");
     ctx.exit_code = kExitOk;
   });
 
@@ -171,7 +171,7 @@ void AddAuditCommand(CLI::App& app, Context& ctx) {
            std::to_string(e.value("status", 0)), e.value("target", ""), e.value("request_id", "")},
           e.value("request_id", ""));
     }
-    PrintList(std::cout, entries, t, o->format, "audited calls");
+    PrintList(std::cout, std::cerr, entries, t, o->format, "audited calls");
     ctx.exit_code = kExitOk;
   });
 }

@@ -92,7 +92,7 @@ int FollowDeploy(ApiClient& api, const std::string& name, std::chrono::milliseco
   }
 }
 
-int List(ApiClient& api, const ListFormat& format) {
+int List(ApiClient& api, const ListFormat& format, std::ostream& out, std::ostream& err) {
   auto r = api.GetJson("/relics");
   if (!r) return api.exit_code();
   Table t({"NAME", "DRIVER", "STATE", "HEALTH", "RESTARTS", "URL", "MONUMENT"});
@@ -101,7 +101,7 @@ int List(ApiClient& api, const ListFormat& format) {
               Truncate(HealthLine(rel), 40), Text(rel, "restarts"), Text(rel, "base_url"),
               Text(rel, "owner")});
   }
-  PrintList(std::cout, *r, t, format, "deployed relics");
+  PrintList(out, err, *r, t, format, "deployed relics");
   return kExitOk;
 }
 
@@ -266,13 +266,10 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
       "monuments", "Deployed monuments: list, show, health, logs, stop, remove (default: ls)");
   cmd->fallthrough();
   auto list_format = std::make_shared<ListFormat>();
-  auto list = [&ctx, list_format] {
+  auto list_into = [&ctx, list_format](std::ostream& out, std::ostream& err) {
     ApiClient api(ctx);
     auto r = api.GetJson("/monuments");
-    if (!r) {
-      ctx.exit_code = api.exit_code();
-      return;
-    }
+    if (!r) return api.exit_code();
     Table t({"NAME", "ENVIRONMENT", "STATE", "RELICS", "ERROR"});
     for (const auto& m : (*r)["monuments"]) {
       int relics = 0, healthy = 0;
@@ -285,12 +282,14 @@ void AddMonumentsCommand(CLI::App& app, Context& ctx) {
                 std::to_string(healthy) + "/" + std::to_string(relics) + " healthy",
                 Truncate(Text(m, "error"), 60)});
     }
-    PrintList(std::cout, *r, t, *list_format, "deployed monuments");
-    ctx.exit_code = kExitOk;
+    PrintList(out, err, *r, t, *list_format, "deployed monuments");
+    return kExitOk;
   };
+  auto list = [&ctx, list_format, list_into] { ctx.exit_code = RunList(*list_format, list_into); };
   auto* ls = cmd->add_subcommand("ls", "List deployed monuments");
   ls->alias("list");
   AddListFormat(ls, *list_format);
+  AddWatchOptions(ls, *list_format);
   ls->callback(list);
 
   struct Named {
@@ -393,9 +392,12 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   ls->alias("list");
   ls->fallthrough();
   AddListFormat(ls, *ls_format);
+  AddWatchOptions(ls, *ls_format);
   ls->callback([&ctx, ls_format] {
     ApiClient api(ctx);
-    ctx.exit_code = List(api, *ls_format);
+    ctx.exit_code = RunList(*ls_format, [&](std::ostream& out, std::ostream& err) {
+      return List(api, *ls_format, out, err);
+    });
   });
 
   auto st_name = std::make_shared<std::string>();
@@ -515,7 +517,7 @@ void AddRelicsCommand(CLI::App& app, Context& ctx) {
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
     ApiClient api(ctx);
-    ctx.exit_code = List(api, ListFormat{});
+    ctx.exit_code = List(api, ListFormat{}, std::cout, std::cerr);
   });
 }
 

@@ -37,7 +37,7 @@ Table ManifestTable() {
   return Table({"KIND", "NAME", "VERSION", "STATE", "RESOLVED", "PATH", "SUMMARY"});
 }
 
-int List(ApiClient& api, const GetOptions& o) {
+int List(ApiClient& api, const GetOptions& o, std::ostream& out, std::ostream& err) {
   std::string path = "/registry/manifests";
   if (!IsAll(o.kind)) path += "?kind=" + http::UrlEncode(o.kind);
   auto j = api.GetJson(path);
@@ -49,7 +49,7 @@ int List(ApiClient& api, const GetOptions& o) {
          ResolvedCell(m), m.value("path", ""), Truncate(m.value("summary", ""), kSummaryWidth)},
         m.value("kind", "") + "/" + m.value("name", ""));
   }
-  PrintList(std::cout, *j, table, o.format,
+  PrintList(out, err, *j, table, o.format,
             (IsAll(o.kind) ? "" : o.kind + " ") + std::string("manifests"));
   return kExitOk;
 }
@@ -110,7 +110,12 @@ void AddGetCommand(CLI::App& app, Context& ctx) {
       return;
     }
     ApiClient api(ctx);
-    ctx.exit_code = o->name.empty() ? List(api, *o) : One(api, *o);
+    if (!o->name.empty()) {
+      ctx.exit_code = One(api, *o);
+      return;
+    }
+    ctx.exit_code = RunList(
+        o->format, [&](std::ostream& out, std::ostream& err) { return List(api, *o, out, err); });
   });
 }
 

@@ -226,7 +226,7 @@ struct LsOptions {
   ListFormat format;
 };
 
-int List(ApiClient& api, const LsOptions& o) {
+int List(ApiClient& api, const LsOptions& o, std::ostream& out, std::ostream& err) {
   std::string query = QueryString({{"name", o.name},
                                    {"status", o.status},
                                    {"limit", o.limit > 0 ? std::to_string(o.limit) : ""}});
@@ -239,7 +239,7 @@ int List(ApiClient& api, const LsOptions& o) {
                   FormatTimestampMs(Int(r, "started_ms")),
                   Truncate(Text(r, "error"), kErrorWidth)});
   }
-  PrintList(std::cout, *j, table, o.format, "workflow runs");
+  PrintList(out, err, *j, table, o.format, "workflow runs");
   return kExitOk;
 }
 
@@ -434,9 +434,11 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
       ->add_option("--limit", ls->limit, "At most this many (1 to 1000; default: the server's, 50)")
       ->check(CLI::Range(1, 1000));
   AddListFormat(ls_cmd, ls->format);
+  AddWatchOptions(ls_cmd, ls->format);
   ls_cmd->callback([&ctx, ls] {
     ApiClient api(ctx);
-    ctx.exit_code = List(api, *ls);
+    ctx.exit_code = RunList(
+        ls->format, [&](std::ostream& out, std::ostream& err) { return List(api, *ls, out, err); });
   });
 
   auto status_id = std::make_shared<std::string>();
@@ -523,7 +525,7 @@ void AddWorkflowsCommand(CLI::App& app, Context& ctx) {
   cmd->callback([&ctx, cmd] {
     if (!cmd->get_subcommands().empty()) return;
     ApiClient api(ctx);
-    ctx.exit_code = List(api, LsOptions{});
+    ctx.exit_code = List(api, LsOptions{}, std::cout, std::cerr);
   });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -32,6 +33,18 @@ inline constexpr int64_t kMaxTimeoutMs = 3600 * 1000;
 std::optional<int64_t> ParseTimeoutMs(std::string_view text);
 // `--timeout DURATION`, checked by ParseTimeoutMs; `description` says what it bounds.
 CLI::Option* AddTimeoutOption(CLI::App* cmd, std::string& timeout, const std::string& description);
+// Another option that takes such a duration (--interval).
+CLI::Option* AddDurationOption(CLI::App* cmd, const std::string& flag, std::string& value,
+                               const std::string& description);
+
+// `-w,--watch` and `--interval DURATION` on a list verb (into format.watch, format.interval).
+void AddWatchOptions(CLI::App* cmd, ListFormat& format);
+// Prints a list: `list` once, or with format.watch again every format.interval until
+// interrupted, printing what `list` printed each time it changes (on a terminal, in place of the
+// last). `list` writes to the two streams it is given and returns an exit code; one that is not
+// 0 ends a watch.
+int RunList(const ListFormat& format,
+            const std::function<int(std::ostream& out, std::ostream& err)>& list);
 
 // The KIND and NAME arguments of a verb on one manifest; KIND may be KIND/NAME.
 void AddKindNameArgs(CLI::App* cmd, std::string& kind, std::string& name);

@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <regex>
+#include <thread>
 
 #include "cli/cli_process.h"
 #include "cli/output.h"
@@ -498,6 +499,42 @@ TEST_F(RunTest, ExecutionsLogsFollowsARunningExecution) {
   ASSERT_EQ(logs.Wait(), 0) << logs.err();
   EXPECT_EQ(logs.out(), "line 1\nline 2\n{\"success\": true, \"lines\": 2}\n");
   EXPECT_THAT(logs.err(), HasSubstr("err 1\nerr 2\nsucceeded in "));
+}
+
+TEST_F(RunTest, ExecutionsLsWatchPrintsTheListAgainWhenItChanges) {
+  // Not a terminal: each change is printed after the last; -o name for a plain list of ids.
+  CliProcess watch(Args({"executions", "ls", "--watch", "--interval", "100ms", "-o", "name"}));
+  CliProcess table(Args({"executions", "ls", "-w", "--interval", "100ms", "--no-headers"}));
+  // The empty list first (nothing on stdout for names; "no executions found" in the table's).
+  ASSERT_TRUE(WaitFor([&] { return table.out().find("no executions found") != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << table.out() << table.err();
+  EXPECT_TRUE(watch.Running()) << watch.err();
+  CliResult first = Cli({"run", "tool", "calculator", "-p", "operation=add", "-p", "a=1", "-p",
+                         "b=2", "--async"});
+  ASSERT_EQ(first.exit_code, 0) << first;
+  const std::string id = first.out.substr(0, first.out.size() - 1);
+  ASSERT_TRUE(WaitFor([&] { return watch.out().find(id + "\n") != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << watch.out() << watch.err();
+  ASSERT_TRUE(WaitFor([&] { return table.out().find(id) != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << table.out();
+  EXPECT_TRUE(watch.Running());
+  // Unchanged lists are not printed again: the id once, until the execution's row changes.
+  ASSERT_TRUE(WaitForStatus(id, "succeeded"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // five looks at 100 ms
+  std::string names = watch.out();
+  size_t count = 0;
+  for (size_t at = names.find(id); at != std::string::npos; at = names.find(id, at + 1)) ++count;
+  EXPECT_EQ(count, 1u) << names;
+  EXPECT_THAT(table.out(), Not(HasSubstr("STATUS")));  // --no-headers
+  watch.Signal(SIGINT);
+  table.Signal(SIGINT);
+  EXPECT_EQ(watch.Wait(), -1);  // ended by the signal
+  // A watch whose server goes away ends with the error, not a loop.
+  CliResult gone = RunCli({"--server", "http://127.0.0.1:1", "executions", "ls", "--watch"});
+  EXPECT_NE(gone.exit_code, 0) << gone;
 }
 
 TEST_F(RunTest, FollowOfAFailingTool) {
