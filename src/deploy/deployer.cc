@@ -21,8 +21,9 @@ namespace {
 using Steady = std::chrono::steady_clock;
 constexpr const char* kComponent = "deploy";
 
-bool Settled(const std::string& state) {
-  return state != "pending" && state != "starting" && state != "stopping";
+bool Settled(RelicState state) {
+  return state != RelicState::kPending && state != RelicState::kStarting &&
+         state != RelicState::kStopping;
 }
 
 std::string JoinNames(const std::vector<std::string>& names) {
@@ -33,11 +34,37 @@ std::string JoinNames(const std::vector<std::string>& names) {
 
 }  // namespace
 
+namespace {
+constexpr std::pair<RelicState, std::string_view> kStateNames[] = {
+    {RelicState::kPending, "pending"},   {RelicState::kStarting, "starting"},
+    {RelicState::kHealthy, "healthy"},   {RelicState::kUnhealthy, "unhealthy"},
+    {RelicState::kStopping, "stopping"}, {RelicState::kStopped, "stopped"},
+    {RelicState::kFailed, "failed"}};
+}  // namespace
+
+std::string_view RelicStateName(RelicState state) {
+  for (const auto& [s, name] : kStateNames) {
+    if (s == state) return name;
+  }
+  return "failed";
+}
+
+std::optional<RelicState> ParseRelicState(std::string_view text) {
+  for (const auto& [s, name] : kStateNames) {
+    if (name == text) return s;
+  }
+  return std::nullopt;
+}
+
 struct Deployer::Supervisor {
   std::string name;
   mutable std::mutex mu;
   std::condition_variable cv;  // commands in, state changes out
+  // Its record, as the Store keeps it. Its state and desired state are the enums below; the
+  // record's text of them is written by Transition and SetDesired, never read back.
   store::DeploymentRecord rec;
+  RelicState state = RelicState::kPending;
+  Desired desired = Desired::kRunning;
   RelicPlan plan;
   bool has_plan = false;
   RelicDriver* driver = nullptr;
@@ -61,7 +88,7 @@ struct Deployer::Supervisor {
 // containers of a compose project are kept for their logs until a stop or delete).
 bool Deployer::NeedsStop(const Supervisor& sv) {
   return sv.launched || sv.rec.pid > 0 || !sv.rec.project.empty() ||
-         !(sv.rec.state == "stopped" || sv.rec.state == "failed");
+         !(sv.state == RelicState::kStopped || sv.state == RelicState::kFailed);
 }
 
 OJson ServiceRecord::ToJson() const {
@@ -139,13 +166,22 @@ Status Deployer::Start() {
     sv->driver = DriverFor(rec.driver);
     sv->launched = rec.pid > 0 || !rec.project.empty();
     sv->rec = std::move(rec);
+    auto state = ParseRelicState(sv->rec.state);
+    if (!state) {
+      sv->rec.error = "its record has an unknown state '" + sv->rec.state + "'";
+      sv->rec.state = RelicStateName(RelicState::kFailed);
+    }
+    sv->state = state.value_or(RelicState::kFailed);
+    sv->desired = sv->rec.desired == "stopped" ? Desired::kStopped : Desired::kRunning;
     sv->started = clock_.Now();
-    if (sv->launched && sv->rec.desired == "running" && sv->rec.state != "failed") {
+    if (sv->launched && sv->desired == Desired::kRunning && sv->state != RelicState::kFailed) {
       // Adopted: it is healthy again (and back in discovery) once its first probe passes.
-      sv->rec.state = "starting";
+      sv->state = RelicState::kStarting;
+      sv->rec.state = RelicStateName(sv->state);
     }
     if (!sv->driver) {
-      sv->rec.state = "failed";
+      sv->state = RelicState::kFailed;
+      sv->rec.state = RelicStateName(sv->state);
       sv->rec.error = "the " + sv->rec.driver + " driver is not available on this server";
     }
     std::lock_guard lock(mu_);
@@ -179,9 +215,15 @@ void Deployer::Stop() {
   }
 }
 
-void Deployer::Transition(Supervisor& sv, const std::string& state, const std::string& error) {
-  const bool was_healthy = sv.rec.state == "healthy";
-  sv.rec.state = state;
+void Deployer::SetDesired(Supervisor& sv, Desired desired) {
+  sv.desired = desired;
+  sv.rec.desired = desired == Desired::kRunning ? "running" : "stopped";
+}
+
+void Deployer::Transition(Supervisor& sv, RelicState state, const std::string& error) {
+  const bool was_healthy = sv.state == RelicState::kHealthy;
+  sv.state = state;
+  sv.rec.state = RelicStateName(state);
   sv.rec.error = error;
   sv.rec.updated_ms = clock_.UnixMs();
   sv.rec.manifest_version = sv.plan.manifest_version;
@@ -195,17 +237,18 @@ void Deployer::Transition(Supervisor& sv, const std::string& state, const std::s
                   {"runtime", sv.info}};
   sv.rec.detail_json = DumpJson(detail);
   if (Status s = store_.PutDeployment(sv.rec); !s.ok()) {
-    log::Error(kComponent, sv.name + ": cannot record state " + state + ": " + s.ToString());
+    log::Error(kComponent, sv.name + ": cannot record state " + sv.rec.state + ": " + s.ToString());
   }
-  if (state == "healthy" && !was_healthy) {
+  if (state == RelicState::kHealthy && !was_healthy) {
     Publish(sv, true);
-  } else if (was_healthy && state != "healthy") {
+  } else if (was_healthy && state != RelicState::kHealthy) {
     Publish(sv, false);
   }
-  if (state == "failed") {
+  if (state == RelicState::kFailed) {
     log::Warn(kComponent, sv.name + ": failed: " + error);
   } else {
-    log::Info(kComponent, sv.name + ": " + state + (error.empty() ? "" : " (" + error + ")"));
+    log::Info(kComponent,
+              sv.name + ": " + sv.rec.state + (error.empty() ? "" : " (" + error + ")"));
   }
   sv.cv.notify_all();
 }
@@ -237,8 +280,8 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
     uint64_t seen = sv.wake;
     clock_.WaitUntil(l, sv.cv, until, [&] { return sv.quit || sv.wake != seen; });
   };
-  auto stop_workload = [&](const std::string& then_state, const std::string& error) {
-    if (sv.rec.state != "stopping") Transition(sv, "stopping", sv.rec.error);
+  auto stop_workload = [&](RelicState then_state, const std::string& error) {
+    if (sv.state != RelicState::kStopping) Transition(sv, RelicState::kStopping, sv.rec.error);
     RelicPlan plan = sv.plan;
     store::DeploymentRecord rec = sv.rec;
     l.unlock();
@@ -257,10 +300,10 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
 
   while (!sv.quit) {
     const auto now = clock_.Now();
-    if (sv.rec.desired == "stopped") {
+    if (sv.desired == Desired::kStopped) {
       if (NeedsStop(sv)) {
-        stop_workload(sv.rec.state == "failed" ? "failed" : "stopped",
-                      sv.rec.state == "failed" ? sv.rec.error : "");
+        stop_workload(sv.state == RelicState::kFailed ? RelicState::kFailed : RelicState::kStopped,
+                      sv.state == RelicState::kFailed ? sv.rec.error : "");
         continue;
       }
       if (sv.removing) {
@@ -276,9 +319,9 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       continue;
     }
     // Desired: running.
-    if (sv.rec.state == "failed" && !sv.need_restart) {
+    if (sv.state == RelicState::kFailed && !sv.need_restart) {
       if (sv.launched) {  // a failed relic leaves nothing running behind
-        stop_workload("failed", sv.rec.error);
+        stop_workload(RelicState::kFailed, sv.rec.error);
         continue;
       }
       wait_until(Steady::time_point::max());
@@ -287,9 +330,9 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
     if (sv.need_restart) {
       sv.need_restart = false;
       if (sv.launched)
-        stop_workload("pending", "");
+        stop_workload(RelicState::kPending, "");
       else
-        Transition(sv, "pending", "");
+        Transition(sv, RelicState::kPending, "");
       continue;
     }
     if (!sv.launched) {
@@ -303,13 +346,13 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       l.lock();
       if (sv.quit || sv.wake != seen) continue;
       if (!plan.ok()) {
-        Transition(sv, "failed", plan.status().message());
+        Transition(sv, RelicState::kFailed, plan.status().message());
         continue;
       }
       sv.plan = std::move(*plan);
       sv.driver = DriverFor(sv.plan.driver);
       if (!sv.driver) {
-        Transition(sv, "failed",
+        Transition(sv, RelicState::kFailed,
                    "the " + sv.plan.driver +
                        " driver is not available on this server (is Docker "
                        "Compose installed?)");
@@ -326,7 +369,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       sv.rec.project = rec.project;
       if (!st.ok()) {
         sv.launched = rec.pid > 0 || !rec.project.empty();
-        Transition(sv, "failed", "cannot start: " + st.message());
+        Transition(sv, RelicState::kFailed, "cannot start: " + st.message());
         continue;
       }
       sv.launched = true;
@@ -336,7 +379,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       sv.health = "unknown";
       sv.probe_error.clear();
       sv.next_probe = sv.started;
-      if (sv.rec.desired == "running") Transition(sv, "starting", sv.rec.error);
+      if (sv.desired == Desired::kRunning) Transition(sv, RelicState::kStarting, sv.rec.error);
       continue;
     }
 
@@ -374,16 +417,16 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         if (policy == RestartPolicy::kNever ||
             (policy == RestartPolicy::kOnFailure && obs.exited_cleanly)) {
           if (obs.exited_cleanly) {
-            sv.rec.desired = "stopped";
-            Transition(sv, "stopped", "it " + obs.detail);
+            SetDesired(sv, Desired::kStopped);
+            Transition(sv, RelicState::kStopped, "it " + obs.detail);
           } else {
-            Transition(sv, "failed", obs.detail + " (restart policy: never)");
+            Transition(sv, RelicState::kFailed, obs.detail + " (restart policy: never)");
           }
           continue;
         }
         ++sv.crashes;
         if (sv.crashes > options_.max_restarts) {
-          Transition(sv, "failed",
+          Transition(sv, RelicState::kFailed,
                      "crashed " + std::to_string(sv.crashes) +
                          " times in a row without becoming healthy; last: " + obs.detail);
           continue;
@@ -392,7 +435,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         delay = std::min(delay, options_.max_restart_backoff);
         sv.next_start = clock_.Now() + delay;
         ++sv.rec.restarts;
-        Transition(sv, "starting",
+        Transition(sv, RelicState::kStarting,
                    obs.detail + "; restarting in " + std::to_string(delay.count()) + " ms (" +
                        std::to_string(sv.crashes) + " of " + std::to_string(options_.max_restarts) +
                        ")");
@@ -413,7 +456,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       if (sv.quit || sv.wake != seen) continue;
       sv.last_probe_ms = clock_.UnixMs();
       sv.probe_error = pr.error;
-      const std::string state = sv.rec.state;
+      const RelicState state = sv.state;
       if (pr.ok && spec.type == ProbeSpec::Type::kNone &&
           clock_.Now() - sv.started < options_.min_uptime) {
         // No check: healthy once it has stayed up a moment (not when it exits at once).
@@ -424,25 +467,25 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       if (pr.ok) {
         sv.failures = 0;
         sv.health = "passing";
-        if (state != "healthy") Transition(sv, "healthy", "");
+        if (state != RelicState::kHealthy) Transition(sv, RelicState::kHealthy, "");
       } else {
         ++sv.failures;
         sv.health = "failing";
-        if (state == "starting" || state == "pending") {
+        if (state == RelicState::kStarting || state == RelicState::kPending) {
           if (clock_.Now() - sv.started > spec.start_period) {
-            stop_workload("failed", "the health check did not pass within " +
-                                        std::to_string(spec.start_period.count()) +
-                                        " ms; last probe: " + pr.error);
+            stop_workload(RelicState::kFailed, "the health check did not pass within " +
+                                                   std::to_string(spec.start_period.count()) +
+                                                   " ms; last probe: " + pr.error);
             continue;
           }
         } else if (sv.failures >= spec.retries) {
-          if (state == "healthy") Transition(sv, "unhealthy", pr.error);
+          if (state == RelicState::kHealthy) Transition(sv, RelicState::kUnhealthy, pr.error);
           if (sv.plan.restart != RestartPolicy::kNever) {
             if (clock_.Now() - sv.started > options_.stable_after) sv.crashes = 0;
             ++sv.crashes;
             if (sv.crashes > options_.max_restarts) {
-              stop_workload("failed", "unhealthy " + std::to_string(sv.crashes) +
-                                          " times in a row; last probe: " + pr.error);
+              stop_workload(RelicState::kFailed, "unhealthy " + std::to_string(sv.crashes) +
+                                                     " times in a row; last probe: " + pr.error);
               continue;
             }
             ++sv.rec.restarts;
@@ -452,7 +495,7 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
           }
         }
       }
-      const bool starting = sv.rec.state == "starting" || sv.rec.state == "pending";
+      const bool starting = sv.state == RelicState::kStarting || sv.state == RelicState::kPending;
       sv.next_probe = clock_.Now() + (starting ? options_.starting_probe_interval : spec.interval);
     }
     wait_until(std::min(clock_.Now() + sv.driver->observe_interval(), sv.next_probe));
@@ -520,12 +563,12 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
     // Its owner stays who deployed it first: a monument including a relic deployed on its own
     // does not take it over (and will not stop it).
-    if (start && (sv->rec.desired != "running" || sv->rec.state == "failed")) {
-      sv->rec.desired = "running";
+    if (start && (sv->desired != Desired::kRunning || sv->state == RelicState::kFailed)) {
+      SetDesired(*sv, Desired::kRunning);
       sv->crashes = 0;
-      sv->need_restart = sv->rec.state == "failed";
+      sv->need_restart = sv->state == RelicState::kFailed;
       sv->next_start = clock_.Now();
-      Transition(*sv, "pending", "");
+      Transition(*sv, RelicState::kPending, "");
       ++sv->wake;
       sv->cv.notify_all();
     }
@@ -538,12 +581,12 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
   sv->driver = DriverFor(plan->driver);
   sv->rec.name = name;
   sv->rec.driver = plan->driver;
-  sv->rec.desired = start ? "running" : "stopped";
+  SetDesired(*sv, start ? Desired::kRunning : Desired::kStopped);
   sv->rec.owner = owner;
   sv->rec.created_ms = clock_.UnixMs();
   {
     std::lock_guard l(sv->mu);
-    Transition(*sv, start ? "pending" : "stopped", "");
+    Transition(*sv, start ? RelicState::kPending : RelicState::kStopped, "");
   }
   std::lock_guard lock(mu_);
   if (stopped_) return UnavailableError("the deployer is stopping");
@@ -560,41 +603,41 @@ Result<OJson> Deployer::WaitRelic(const std::string& name, Ms timeout) {
   std::unique_lock l(sv->mu);
   sv->cv.wait_for(l, timeout, [&] {
     if (sv->removed || sv->quit) return true;
-    if (!Settled(sv->rec.state) || sv->need_restart) return false;
-    if (sv->rec.desired == "stopped") return !sv->launched;
+    if (!Settled(sv->state) || sv->need_restart) return false;
+    if (sv->desired == Desired::kStopped) return !sv->launched;
     return true;
   });
   return StatusJson(*sv);
 }
 
-Result<OJson> Deployer::Command(const std::string& name, int command, bool wait) {
+Result<OJson> Deployer::Command(const std::string& name, RelicCommand command, bool wait) {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
   {
     std::lock_guard l(sv->mu);
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
     switch (command) {
-      case 0:  // stop
-        sv->rec.desired = "stopped";
+      case RelicCommand::kStop:
+        SetDesired(*sv, Desired::kStopped);
         if (NeedsStop(*sv)) {
-          Transition(*sv, "stopping", "");
+          Transition(*sv, RelicState::kStopping, "");
         }
         break;
-      case 1:  // start
-        if (sv->rec.desired != "running" || sv->rec.state == "failed") {
-          sv->rec.desired = "running";
+      case RelicCommand::kStart:
+        if (sv->desired != Desired::kRunning || sv->state == RelicState::kFailed) {
+          SetDesired(*sv, Desired::kRunning);
           sv->crashes = 0;
           sv->next_start = clock_.Now();
-          sv->need_restart = sv->rec.state == "failed";
-          Transition(*sv, "pending", "");
+          sv->need_restart = sv->state == RelicState::kFailed;
+          Transition(*sv, RelicState::kPending, "");
         }
         break;
-      case 2:  // restart
-        sv->rec.desired = "running";
+      case RelicCommand::kRestart:
+        SetDesired(*sv, Desired::kRunning);
         sv->crashes = 0;
         sv->need_restart = true;
         sv->next_start = clock_.Now();
-        Transition(*sv, "pending", "");
+        Transition(*sv, RelicState::kPending, "");
         break;
     }
     ++sv->wake;
@@ -606,17 +649,21 @@ Result<OJson> Deployer::Command(const std::string& name, int command, bool wait)
 }
 
 Result<OJson> Deployer::StopRelic(const std::string& name, bool wait) {
-  return Command(name, 0, wait);
+  return Command(name, RelicCommand::kStop, wait);
 }
-Result<OJson> Deployer::StartRelic(const std::string& name) { return Command(name, 1, false); }
-Result<OJson> Deployer::RestartRelic(const std::string& name) { return Command(name, 2, false); }
+Result<OJson> Deployer::StartRelic(const std::string& name) {
+  return Command(name, RelicCommand::kStart, false);
+}
+Result<OJson> Deployer::RestartRelic(const std::string& name) {
+  return Command(name, RelicCommand::kRestart, false);
+}
 
 Status Deployer::DeleteRelic(const std::string& name) {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
   {
     std::unique_lock l(sv->mu);
-    sv->rec.desired = "stopped";
+    SetDesired(*sv, Desired::kStopped);
     sv->removing = true;
     ++sv->wake;
     sv->cv.notify_all();
@@ -740,7 +787,7 @@ Result<CallResult> Deployer::CallRelic(const std::string& name, const std::strin
   std::vector<registry::RelicEndpoint> endpoints;
   if (auto sv = Find(name)) {
     std::lock_guard l(sv->mu);
-    if (sv->rec.state != "healthy") {
+    if (sv->state != RelicState::kHealthy) {
       return UnavailableError("relic " + name + " is not healthy (state: " + sv->rec.state +
                               (sv->rec.error.empty() ? "" : ": " + sv->rec.error) + ")");
     }

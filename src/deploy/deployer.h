@@ -31,6 +31,14 @@ namespace cortex::deploy {
 
 using OJson = nlohmann::ordered_json;
 
+// A relic's state (the transitions are in the comment at the top). Text only at the Store and
+// the API: RelicStateName, ParseRelicState.
+enum class RelicState { kPending, kStarting, kHealthy, kUnhealthy, kStopping, kStopped, kFailed };
+std::string_view RelicStateName(RelicState state);
+std::optional<RelicState> ParseRelicState(std::string_view text);
+// What the user wants of it.
+enum class Desired { kRunning, kStopped };
+
 struct DeployerOptions {
   std::string data_dir;          // relics' folders go in <data_dir>/relics/<name>
   std::string path_env;          // PATH for relic processes and for resolving their programs
@@ -160,10 +168,12 @@ class Deployer {
   RelicDriver* DriverFor(const std::string& driver) const;
   std::shared_ptr<Supervisor> Find(const std::string& name) const;
   void Run(const std::shared_ptr<Supervisor>& sv);
-  void Transition(Supervisor& sv, const std::string& state, const std::string& error);
+  void Transition(Supervisor& sv, RelicState state, const std::string& error);
+  void SetDesired(Supervisor& sv, Desired desired);
   OJson StatusJson(const Supervisor& sv) const;
   void Publish(const Supervisor& sv, bool up);
-  Result<OJson> Command(const std::string& name, int command, bool wait);
+  enum class RelicCommand { kStop, kStart, kRestart };
+  Result<OJson> Command(const std::string& name, RelicCommand command, bool wait);
 
   DeployerOptions options_;
   registry::Registry& registry_;
