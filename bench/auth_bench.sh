@@ -13,6 +13,8 @@
 #   2. The rate limit under load: a server with auth.rate_limit R and auth.rate_burst B; wrk
 #      hammers it with one key for D seconds. The requests allowed (2xx) against R * D + B.
 #      Goal: within 5%.
+#   3. Instructions a request (when valgrind is installed): callgrind counts, exact where the
+#      wall-clock figures drift; also the auth-off server sent each token's header.
 # Prints figures only; never asserts. Every process started here is stopped by PID on exit.
 # Needs wrk, openssl, python3, curl. Env: DURATION (5s), ROUNDS (3), RATE (500), BURST (50).
 set -euo pipefail
@@ -50,8 +52,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start NAME CONFIG_YAML: a server on its own folders; sets URL to its base URL. (Not in a
-# $(...) subshell: its PID must reach PIDS, so that cleanup stops it.)
+# start NAME CONFIG_YAML [WRAPPER...]: a server on its own folders (run under WRAPPER, e.g.
+# valgrind, when given); sets URL to its base URL and SERVER_PID. (Not in a $(...) subshell: its
+# PID must reach PIDS, so that cleanup stops it.)
 start() {
   local dir="$TMP/$1"
   mkdir -p "$dir/manifests" "$dir/data"
@@ -61,11 +64,11 @@ start() {
     "$CORTEX" auth --data-dir "$dir/data" -o json create-key bench --role viewer \
       >"$dir/key.json"
   fi
-  "$CORTEX" serve --config "$dir/cortex.yml" --manifests "$dir/manifests" --data-dir "$dir/data" \
-    --listen 127.0.0.1:0 --log-level warn >"$dir/serve.log" 2>&1 &
+  "${@:3}" "$CORTEX" serve --config "$dir/cortex.yml" --manifests "$dir/manifests" \
+    --data-dir "$dir/data" --listen 127.0.0.1:0 --log-level warn >"$dir/serve.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
-  for _ in $(seq 300); do
+  for _ in $(seq 1200); do
     [[ -s "$dir/data/serve.json" ]] && break
     kill -0 "$pid" 2>/dev/null || { cat "$dir/serve.log" >&2; die "cortex serve ($1) exited"; }
     sleep 0.1
@@ -209,3 +212,62 @@ print(f"{total} requests in {secs:.2f} s: {allowed} allowed, {refused} refused (
 print(f"allowed {allowed} vs rate x time + burst = {expected:.0f}: error {abs(allowed - expected) / expected * 100:.2f}%")
 print("goal: within 5%")
 EOF
+
+echo
+echo "== 3. instructions a request (callgrind): exact, where req/s and CPU time drift =="
+# Each server under callgrind; 300 warm-up GETs, then 2,000 on one keep-alive connection between
+# callgrind_control --zero and --dump. User-space instructions only (the kernel's share is the
+# same on both sides). The auth-off server is also sent each token's header, which it ignores:
+# what carrying the header costs, apart from what checking it costs.
+if ! command -v callgrind_control >/dev/null; then
+  echo "valgrind is not installed: skipped"
+  exit 0
+fi
+start cg_open "auth: {mode: off}" valgrind --tool=callgrind --callgrind-out-file="$TMP/cg_open.out"
+CG_OPEN=$SERVER_PID
+CG_OPEN_PORT=${URL##*:}
+start cg_auth "auth:
+  mode: on
+  jwt: {issuer: bench-idp, audience: cortex, jwks_file: $TMP/jwks.json}" \
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg_auth.out"
+CG_AUTH=$SERVER_PID
+CG_AUTH_PORT=${URL##*:}
+CG_KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret"])' \
+  "$TMP/cg_auth/key.json")
+# gets PORT N [TOKEN]: N GETs of URL_PATH on one connection; each must answer 200.
+gets() {
+  python3 - "$URL_PATH" "$@" <<'PY'
+import http.client, sys
+path, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+token = sys.argv[4] if len(sys.argv) > 4 else ""
+c = http.client.HTTPConnection("127.0.0.1", port)
+headers = {"Authorization": "Bearer " + token} if token else {}
+for _ in range(n):
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"GET {path} answered {r.status}")
+PY
+}
+# count TAG LABEL PID PORT [TOKEN]: prints the instructions a request.
+count() {
+  gets "$4" 300 "${5:-}"
+  callgrind_control --zero "$3" >/dev/null 2>&1
+  gets "$4" 2000 "${5:-}"
+  callgrind_control --dump="$1" "$3" >/dev/null 2>&1
+  local file=""
+  for _ in $(seq 100); do
+    file=$(grep -l "^desc: Trigger: dump $1\$" "$TMP"/cg_*.out.* 2>/dev/null | head -n 1) || true
+    [[ -n "$file" ]] && grep -q "^summary:" "$file" && break
+    sleep 0.1
+  done
+  [[ -n "$file" ]] || die "callgrind wrote no dump for $2"
+  awk -v label="$2" '/^summary:/ {printf "  %-32s %8d instructions a request\n", label, $2 / 2000}' \
+    "$file"
+}
+count open "auth off, no token" "$CG_OPEN" "$CG_OPEN_PORT"
+count open_key "auth off, the API key's header" "$CG_OPEN" "$CG_OPEN_PORT" "$CG_KEY"
+count auth_key "auth on, API key" "$CG_AUTH" "$CG_AUTH_PORT" "$CG_KEY"
+count open_jwt "auth off, the JWT's header" "$CG_OPEN" "$CG_OPEN_PORT" "$JWT"
+count auth_jwt "auth on, JWT" "$CG_AUTH" "$CG_AUTH_PORT" "$JWT"
