@@ -693,6 +693,15 @@ Result<OJson> Deployer::RelicStatus(const std::string& name) const {
   return StatusJson(*sv);
 }
 
+std::optional<RelicBrief> Deployer::Brief(const std::string& name) const {
+  auto sv = Find(name);
+  if (!sv) return std::nullopt;
+  std::lock_guard l(sv->mu);
+  return RelicBrief{sv->state, sv->desired, sv->rec.error};
+}
+
+bool RelicBrief::settled() const { return Settled(state) && state != RelicState::kPending; }
+
 OJson Deployer::ListRelics() const {
   std::vector<std::shared_ptr<Supervisor>> all;
   {

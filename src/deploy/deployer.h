@@ -39,6 +39,15 @@ std::optional<RelicState> ParseRelicState(std::string_view text);
 // What the user wants of it.
 enum class Desired { kRunning, kStopped };
 
+// A relic's state as code in deploy/ reads it (monuments); the API gets StatusJson's JSON.
+struct RelicBrief {
+  RelicState state = RelicState::kPending;
+  Desired desired = Desired::kRunning;
+  std::string error;
+  // Done changing on its own: healthy, unhealthy, stopped or failed.
+  bool settled() const;
+};
+
 struct DeployerOptions {
   std::string data_dir;          // relics' folders go in <data_dir>/relics/<name>
   std::string path_env;          // PATH for relic processes and for resolving their programs
@@ -127,6 +136,8 @@ class Deployer {
   Status ScaleRelic(const std::string& name, const std::string& service, int replicas);
 
   Result<OJson> RelicStatus(const std::string& name) const;
+  // The same, typed: nullopt when the relic is not deployed.
+  std::optional<RelicBrief> Brief(const std::string& name) const;
   // What its processes or containers use now (CPU, memory, pids).
   Result<OJson> RelicStats(const std::string& name) const;
   OJson ListRelics() const;

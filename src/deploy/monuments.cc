@@ -15,11 +15,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kComponent = "monument";
 constexpr Ms kStageTimeout{300000};  // a stage that is not healthy by then fails the deployment
 
-bool RelicSettled(const OJson& s) {
-  std::string st = s.value("state", "");
-  return st == "healthy" || st == "failed" || st == "stopped" || st == "unhealthy";
-}
-
 }  // namespace
 
 Result<MonumentPlan> PlanMonument(const registry::Snapshot& snapshot, const std::string& name) {
@@ -331,10 +326,9 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
     const auto& stage = plan.stages[i];
     // Start the whole stage, then wait for each: the stage runs in parallel.
     for (const auto& n : stage) {
-      bool was_running = false;
-      if (auto st = deployer_.RelicStatus(n); st.ok()) {
-        was_running = (*st)["desired"] == "running" && (*st)["state"] != "failed";
-      }
+      const auto before = deployer_.Brief(n);
+      const bool was_running =
+          before && before->desired == Desired::kRunning && before->state != RelicState::kFailed;
       auto r = deployer_.DeployRelic(n, true, e.name);
       if (!r.ok()) {
         {
@@ -352,27 +346,30 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
     }
     const auto deadline = Clock::now() + kStageTimeout;
     for (const auto& n : stage) {
-      OJson st;
+      RelicBrief st;
       for (;;) {
         auto left = std::chrono::duration_cast<Ms>(deadline - Clock::now());
         auto w = deployer_.WaitRelic(n, std::max(left, Ms(0)));
-        if (!w.ok()) {
-          fail("relic/" + n, w.status().message());
+        auto brief = deployer_.Brief(n);
+        if (!w.ok() || !brief) {
+          fail("relic/" + n, w.ok() ? "relic " + n + " is not deployed" : w.status().message());
           return;
         }
-        st = *w;
-        if (RelicSettled(st) || Clock::now() >= deadline) break;
+        st = *brief;
+        if (st.settled() || Clock::now() >= deadline) break;
       }
       {
         std::lock_guard lock(mu_);
-        e.components["relic/" + n] = {
-            {"kind", "relic"}, {"name", n}, {"state", st["state"]}, {"error", st["error"]}};
+        e.components["relic/" + n] = {{"kind", "relic"},
+                                      {"name", n},
+                                      {"state", std::string(RelicStateName(st.state))},
+                                      {"error", st.error}};
         Record(e);
       }
-      if (st["state"] != "healthy") {
-        std::string why = st.value("error", "");
-        if (why.empty()) why = "it is " + st.value("state", std::string("?"));
-        if (!RelicSettled(st)) {
+      if (st.state != RelicState::kHealthy) {
+        std::string why = st.error;
+        if (why.empty()) why = "it is " + std::string(RelicStateName(st.state));
+        if (!st.settled()) {
           why = "not healthy within " + std::to_string(kStageTimeout.count() / 1000) + " s";
         }
         fail("relic/" + n, why);

@@ -247,6 +247,12 @@ TEST_F(DeployerTest, ACrashLoopBacksOffDoublingThenEndsFailedAndStartsNoMore) {
   EXPECT_EQ(st.value("state", ""), "failed") << st.dump();
   EXPECT_NE(st.value("error", "").find("crashed 3 times in a row"), std::string::npos) << st.dump();
   EXPECT_NE(st.value("error", "").find("exited with code 3"), std::string::npos) << st.dump();
+  auto brief = deployer_->Brief("web");  // the same, typed, as monuments read it
+  ASSERT_TRUE(brief.has_value());
+  EXPECT_EQ(brief->state, RelicState::kFailed);
+  EXPECT_EQ(brief->desired, Desired::kRunning);
+  EXPECT_TRUE(brief->settled());
+  EXPECT_FALSE(deployer_->Brief("nothing").has_value());
 
   // A wrong fourth start would come after 1,000 ms (the next backoff): look well past it.
   Pass(milliseconds(5000));
