@@ -186,9 +186,7 @@ Status Engine::Start() {
   return Status::Ok();
 }
 
-int64_t Engine::Now() const {
-  return options_.now_ms ? options_.now_ms() : UnixNowMs();
-}
+int64_t Engine::Now() const { return options_.now_ms ? options_.now_ms() : UnixNowMs(); }
 
 std::optional<std::string> Engine::Env(std::string_view name) const {
   return options_.env ? options_.env(name) : std::nullopt;

@@ -510,15 +510,15 @@ TEST_F(RunTest, ExecutionsLsWatchPrintsTheListAgainWhenItChanges) {
                       std::chrono::seconds(20)))
       << table.out() << table.err();
   EXPECT_TRUE(watch.Running()) << watch.err();
-  CliResult first = Cli({"run", "tool", "calculator", "-p", "operation=add", "-p", "a=1", "-p",
-                         "b=2", "--async"});
+  CliResult first = Cli(
+      {"run", "tool", "calculator", "-p", "operation=add", "-p", "a=1", "-p", "b=2", "--async"});
   ASSERT_EQ(first.exit_code, 0) << first;
   const std::string id = first.out.substr(0, first.out.size() - 1);
   ASSERT_TRUE(WaitFor([&] { return watch.out().find(id + "\n") != std::string::npos; },
                       std::chrono::seconds(20)))
       << watch.out() << watch.err();
-  ASSERT_TRUE(WaitFor([&] { return table.out().find(id) != std::string::npos; },
-                      std::chrono::seconds(20)))
+  ASSERT_TRUE(
+      WaitFor([&] { return table.out().find(id) != std::string::npos; }, std::chrono::seconds(20)))
       << table.out();
   EXPECT_TRUE(watch.Running());
   // Unchanged lists are not printed again: the id once, until the execution's row changes.

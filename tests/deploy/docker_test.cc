@@ -514,11 +514,9 @@ TEST_F(DockerTest, UpWithAnImageNoOneBuiltSaysHowToBuildIt) {
   auto r = cli().Up(p, {});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().message();
-  EXPECT_NE(r.status().message().find("hint: the image cortex-test/never-built"),
-            std::string::npos)
+  EXPECT_NE(r.status().message().find("hint: the image cortex-test/never-built"), std::string::npos)
       << r.status().message();
-  EXPECT_NE(r.status().message().find("docker build -t cortex-test/never-built"),
-            std::string::npos)
+  EXPECT_NE(r.status().message().find("docker build -t cortex-test/never-built"), std::string::npos)
       << r.status().message();
   (void)cli().Down(p, std::chrono::seconds(1));
 }
