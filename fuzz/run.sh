@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the manifest parser, JSON input (json_fuzzer), the protocol parser, and the other
-# parsers of outside bytes (inputs_fuzzer: provider streams, workflow input, request headers)
+# parsers of outside bytes (inputs_fuzzer: provider streams, workflow input, request headers), and
+# the HTTP server's request reading and answer framing (http_fuzzer)
 # with libFuzzer (clang from Debian) for SECONDS (default 60),
 # starting from a seed corpus of the test cases and examples. Outside CI:
 #   bash fuzz/run.sh [SECONDS]
@@ -10,7 +11,7 @@ SECONDS_TO_RUN="${1:-60}"
 BUILD=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
-cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer protocol_fuzzer inputs_fuzzer
+cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer protocol_fuzzer inputs_fuzzer http_fuzzer
 CORPUS="$BUILD/fuzz-corpus"
 mkdir -p "$CORPUS"
 cp tests/data/parser/*.yml tests/data/parser/*.md "$CORPUS"/ 2>/dev/null || true
@@ -40,3 +41,10 @@ mkdir -p "$INPUTS_CORPUS"
 cp fuzz/seeds/inputs/* "$INPUTS_CORPUS"/
 "$BUILD/fuzz/inputs_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
   -rss_limit_mb=2048 "$INPUTS_CORPUS"
+
+# The HTTP server's reading of raw request bytes and framing of answers.
+HTTP_CORPUS="$BUILD/fuzz-corpus-http"
+mkdir -p "$HTTP_CORPUS"
+cp fuzz/seeds/http/* "$HTTP_CORPUS"/
+"$BUILD/fuzz/http_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=8192 -timeout=5 \
+  -rss_limit_mb=2048 "$HTTP_CORPUS"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
-  libyaml-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libsqlite3-dev
+  libyaml-dev nlohmann-json3-dev libcpp-httplib-dev libboost-dev libcli11-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format libclang-rt-14-dev
   python3 openssl bubblewrap passt iproute2

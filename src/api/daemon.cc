@@ -132,6 +132,11 @@ Result<std::unique_ptr<http::Server>> StartServer(
   opts.threads = static_cast<int>(s.http.threads);
   opts.keep_alive_timeout = std::chrono::seconds(s.http.keep_alive_seconds);
   opts.max_body_bytes = static_cast<size_t>(s.http.max_body_bytes);
+  opts.read_timeout = std::chrono::seconds(s.http.read_timeout_seconds);
+  opts.max_header_bytes = static_cast<size_t>(s.http.max_header_bytes);
+  opts.max_header_count = static_cast<size_t>(s.http.max_header_count);
+  opts.max_connections = static_cast<int>(s.http.max_connections);
+  opts.max_streams = static_cast<int>(s.http.max_streams);
   opts.tls_cert_file = s.http.tls_cert;
   opts.tls_key_file = s.http.tls_key;
   auto server = std::make_unique<http::Server>(opts);

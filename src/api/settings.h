@@ -17,6 +17,11 @@ struct HttpSettings {
   int64_t threads = 64;
   int64_t keep_alive_seconds = 5;
   int64_t max_body_bytes = 8 << 20;
+  int64_t read_timeout_seconds = 10;
+  int64_t max_header_bytes = 64 << 10;
+  int64_t max_header_count = 100;
+  int64_t max_connections = 10000;
+  int64_t max_streams = 4096;
   // Names a request's Host may give besides IP addresses, localhost and the listen host
   // (DNS rebinding is refused); "*" = any. See api/request_guard.h.
   std::vector<std::string> allowed_hosts;
@@ -31,6 +36,11 @@ struct HttpSettings {
     v.Field("tls_key", s.tls_key);
     v.Field("keep_alive_seconds", s.keep_alive_seconds, {.min = 0, .max = 3600});
     v.Field("max_body_bytes", s.max_body_bytes, {.min = 1024});
+    v.Field("read_timeout_seconds", s.read_timeout_seconds, {.min = 1, .max = 3600});
+    v.Field("max_header_bytes", s.max_header_bytes, {.min = 1024, .max = 16 << 20});
+    v.Field("max_header_count", s.max_header_count, {.min = 8, .max = 100000});
+    v.Field("max_connections", s.max_connections, {.min = 16, .max = 1000000});
+    v.Field("max_streams", s.max_streams, {.min = 1, .max = 100000});
     v.Field("allowed_hosts", s.allowed_hosts);
     v.Field("allowed_origins", s.allowed_origins);
   }

@@ -1,6 +1,7 @@
 // Cortex's own HTTP types: a small server with a router, server-sent events, and a client.
-// This header is the only HTTP surface the rest of Cortex sees; the third-party library
-// (cpp-httplib) is included by exactly one file, http/httplib_adapter.cc.
+// This header is the only HTTP surface the rest of Cortex sees. The server is event-driven on
+// Boost.Asio and Boost.Beast (http/server.cc, http/wire.cc); the client is cpp-httplib, included
+// by exactly one file, http/httplib_adapter.cc.
 #pragma once
 
 #include <chrono>
@@ -100,9 +101,9 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
-  // When set, the response is a text/event-stream: the function runs on the connection's worker
-  // thread and the stream ends when it returns. It must return promptly once the writer reports
-  // !IsOpen().
+  // When set, the response is a text/event-stream: the function runs on a thread of its own and
+  // the stream ends when it returns. It must return promptly once the writer reports !IsOpen():
+  // a producer that waits should wait with a short timeout (e.g. 200 ms) and check again.
   std::function<void(SseWriter&)> sse;
 
   static Response Json(int status, std::string body);
@@ -134,16 +135,29 @@ using Filter = std::function<FilterResult(Request&)>;
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0 picks a free port; see Server::port()
-  // Each open connection (keep-alive or SSE) holds a worker while it is open, so the pool is
-  // sized for concurrent connections, not for CPU.
+  // Workers that run filters and handlers. Connections do not hold a worker: idle keep-alive
+  // connections, slow senders and open event streams wait on the I/O threads (and each stream's
+  // producer on a thread of its own), so this bounds concurrent handlers, not connections.
   int threads = 64;
+  // I/O threads that own the sockets (0 = one per core, at most four).
+  int io_threads = 0;
   // Requests served on one keep-alive connection before it is closed, and how long an idle
-  // keep-alive connection may hold a worker.
+  // keep-alive connection waits for its next request (0 = close after each answer).
   int keep_alive_max_count = 10000;
   std::chrono::seconds keep_alive_timeout{5};
+  // A request's head, and then its body, must each arrive within read_timeout (a client that
+  // sends a byte now and then is closed); an answer must be taken within write_timeout.
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
   size_t max_body_bytes = 8u << 20;
+  // Past these a request is answered 431 (header bytes or count) or 414 (target).
+  size_t max_header_bytes = 64u << 10;
+  size_t max_header_count = 100;
+  size_t max_target_bytes = 8192;
+  // Open connections past this are closed as they are accepted; open event streams past
+  // max_streams are answered 503.
+  int max_connections = 10000;
+  int max_streams = 4096;
   // TLS: when both are set (PEM files), the server speaks HTTPS only. A file that cannot be
   // read or a key that does not match the certificate fails Start() with a clear error.
   std::string tls_cert_file, tls_key_file;

@@ -171,9 +171,14 @@ TEST(Jwt, TokensFromTheProviderGetTheirRoleAndBadOnesGet401) {
     Reply r = Get(d.client(), "/registry/manifests", as(token));
     EXPECT_EQ(r.status, 401) << r.body.substr(0, 200);
   }
+  // A 20 KB token fits in a request head and is refused by the verifier; one past the head's
+  // limit (64 KiB) is refused before anyone reads it.
   Reply huge = Get(d.client(), "/registry/manifests",
                    as(rsa.Sign(Claims("admin")) + std::string(20000, 'A')));
-  EXPECT_THAT(huge.status, ::testing::AnyOf(400, 431));
+  EXPECT_EQ(huge.status, 401) << huge.body.substr(0, 200);
+  Reply too_big = Get(d.client(), "/registry/manifests",
+                      as(rsa.Sign(Claims("admin")) + std::string(70000, 'A')));
+  EXPECT_EQ(too_big.status, 431) << too_big.body.substr(0, 200);
   EXPECT_EQ(Get(d.client(), "/registry/manifests", as(viewer)).status, 200);
   // Mutating calls by a token are audited under its subject.
   EXPECT_EQ(Post(d.client(), "/registry/sync", "{}", as(rsa.Sign(Claims("admin")))).status, 200);
