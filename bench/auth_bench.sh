@@ -16,7 +16,8 @@
 #   3. Instructions a request (when valgrind is installed): callgrind counts, exact where the
 #      wall-clock figures drift; also the auth-off server sent each token's header.
 # Prints figures only; never asserts. Every process started here is stopped by PID on exit.
-# Needs wrk, openssl, python3, curl. Env: DURATION (5s), ROUNDS (3), RATE (500), BURST (50).
+# Needs wrk, openssl, python3, curl. Env: DURATION (5s), ROUNDS (3), RATE (500), BURST (50),
+# CALLGRIND_KEEP (a folder to keep part 3's dumps in, for callgrind_annotate).
 set -euo pipefail
 
 CORTEX=${1:-./build/cortex}
@@ -263,6 +264,8 @@ count() {
     sleep 0.1
   done
   [[ -n "$file" ]] || die "callgrind wrote no dump for $2"
+  # CALLGRIND_KEEP=DIR keeps each dump (DIR/TAG.out) for callgrind_annotate.
+  if [[ -n "${CALLGRIND_KEEP:-}" ]]; then mkdir -p "$CALLGRIND_KEEP" && cp "$file" "$CALLGRIND_KEEP/$1.out"; fi
   awk -v label="$2" '/^summary:/ {printf "  %-32s %8d instructions a request\n", label, $2 / 2000}' \
     "$file"
 }

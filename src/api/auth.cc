@@ -256,7 +256,78 @@ std::string HashApiKey(std::string_view secret) {
   return Hex(digest.data(), digest.size());
 }
 
-size_t AccessControl::DigestHash::operator()(const Sha256::Digest& d) const {
+namespace {
+
+uint64_t Rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+void SipRound(uint64_t& v0, uint64_t& v1, uint64_t& v2, uint64_t& v3) {
+  v0 += v1;
+  v1 = Rotl(v1, 13);
+  v1 ^= v0;
+  v0 = Rotl(v0, 32);
+  v2 += v3;
+  v3 = Rotl(v3, 16);
+  v3 ^= v2;
+  v0 += v3;
+  v3 = Rotl(v3, 21);
+  v3 ^= v0;
+  v2 += v1;
+  v1 = Rotl(v1, 17);
+  v1 ^= v2;
+  v2 = Rotl(v2, 32);
+}
+
+uint64_t LoadLittleEndian64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+void StoreLittleEndian64(uint64_t v, unsigned char* p) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+
+}  // namespace
+
+SipHash128 SipHash128::WithRandomKey() {
+  std::array<unsigned char, 16> bytes{};
+  CORTEX_CHECK_MSG(RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) == 1,
+                   "OpenSSL could not make a random key");
+  return SipHash128({LoadLittleEndian64(bytes.data()), LoadLittleEndian64(bytes.data() + 8)});
+}
+
+SipHash128::Digest SipHash128::operator()(std::string_view data) const {
+  uint64_t v0 = 0x736f6d6570736575ULL ^ k0_;
+  uint64_t v1 = 0x646f72616e646f6dULL ^ k1_ ^ 0xee;  // 0xee: the 128-bit variant
+  uint64_t v2 = 0x6c7967656e657261ULL ^ k0_;
+  uint64_t v3 = 0x7465646279746573ULL ^ k1_;
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  const size_t n = data.size();
+  const size_t whole = n - n % 8;
+  for (size_t i = 0; i < whole; i += 8) {
+    const uint64_t m = LoadLittleEndian64(p + i);
+    v3 ^= m;
+    SipRound(v0, v1, v2, v3);
+    SipRound(v0, v1, v2, v3);
+    v0 ^= m;
+  }
+  uint64_t last = static_cast<uint64_t>(n) << 56;
+  for (size_t i = 0; i < n % 8; ++i) last |= static_cast<uint64_t>(p[whole + i]) << (8 * i);
+  v3 ^= last;
+  SipRound(v0, v1, v2, v3);
+  SipRound(v0, v1, v2, v3);
+  v0 ^= last;
+  v2 ^= 0xee;
+  for (int i = 0; i < 4; ++i) SipRound(v0, v1, v2, v3);
+  Digest out{};
+  StoreLittleEndian64(v0 ^ v1 ^ v2 ^ v3, out.data());
+  v1 ^= 0xdd;
+  for (int i = 0; i < 4; ++i) SipRound(v0, v1, v2, v3);
+  StoreLittleEndian64(v0 ^ v1 ^ v2 ^ v3, out.data() + 8);
+  return out;
+}
+
+size_t AccessControl::DigestHash::operator()(const SipHash128::Digest& d) const {
   size_t h;  // the digest is uniformly spread already: its first bytes are a fine hash
   std::memcpy(&h, d.data(), sizeof h);
   return h;
@@ -321,11 +392,13 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
   if (secret.empty() || secret.size() > (jwt ? 16384u : 512u)) {
     return UnauthenticatedError("the API key is not valid");
   }
-  const Sha256::Digest digest = sha256_(secret);
+  // Credentials checked in the last few seconds are remembered by a keyed hash, so a client
+  // that sends the same one again costs a short hash and a lookup.
+  const SipHash128::Digest remembered = remember_hash_(secret);
   const int64_t now = exec::NowMs();
   {
     std::lock_guard lock(remembered_mu_);
-    auto it = remembered_.find(digest);
+    auto it = remembered_.find(remembered);
     if (it != remembered_.end() && now < it->second.until_ms) return it->second.who;
   }
   int64_t until = now + 5000;
@@ -337,6 +410,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
     who.scopes = std::move(token.scopes);
     until = std::min(now + 60000, token.expires * 1000);
   } else {
+    const Sha256::Digest digest = sha256_(secret);  // how the store keeps keys
     CORTEX_ASSIGN_OR_RETURN(auto key, store_.FindApiKeyByHash(Hex(digest.data(), digest.size())));
     if (!key) return UnauthenticatedError("the API key is not valid");
     if (key->revoked_ms != 0) {
@@ -358,7 +432,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
   }
   std::lock_guard lock(remembered_mu_);
   if (remembered_.size() >= kMaxRemembered) remembered_.clear();  // bounded: start over
-  remembered_[digest] = Remembered{who, until};
+  remembered_[remembered] = Remembered{who, until};
   return who;
 }
 
