@@ -57,6 +57,7 @@ run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal a
 run registry_load "$BUILD/bench/registry_load_bench" --count "$COUNT"
 run hot_reload "$BUILD/bench/hot_reload_bench" --extra "$EXTRA" --edits "$EDITS"
 run http "$REPO/bench/http_bench.sh" "$BUILD/cortex"
+run slow_clients python3 "$REPO/bench/slow_clients.py" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
 run deploy "$BUILD/bench/deploy_bench" --iterations "$ITERATIONS"
@@ -80,6 +81,8 @@ grep -E '^(  cortex, |  inotify, |  +p99 ratio|goal:|WARNING)' "$OUT/hot_reload.
 echo "-- http_bench.sh"
 grep -E '^(cortex \(run|nginx |throughput ratio|p99 latency ratio|cortex stability|goal:|WARNING)' \
   "$OUT/http.txt" || true
+echo "-- slow_clients.py"
+grep -E '^(/healthz |/registry/|p99 loaded|streams still|goal:)' "$OUT/slow_clients.txt" || true
 echo "-- execute_bench --calls $CALLS --throughput-calls $TP_CALLS"
 grep -E '^(unsandboxed, |sandboxed, |  -> |workers |  cortex API:|  direct spawn, |  ProcessRunner, |  history|goal:|WARNING)' \
   "$OUT/execute.txt" || true
