@@ -30,6 +30,7 @@
 #include "deploy/discovery_redis.h"
 #include "deploy/process_driver.h"
 #include "exec/executor.h"
+#include "exec/sandbox.h"
 #include "registry/registry.h"
 #include "store/store.h"
 #include "workflow/engine.h"
@@ -121,6 +122,35 @@ Result<AuthOptions> DecideAuth(const Settings& s, store::Store& state) {
     }
   }
   return o;
+}
+
+// Process relics with deployment.sandbox run in the tools' sandbox as a service: they keep the
+// host's network (they serve a port on loopback) and outlive the server, their manifest folder is
+// read-only and their data folder the one writable place; the rest of Cortex's data folder does
+// not exist for them.
+deploy::RelicSandbox MakeRelicSandbox(exec::SandboxInfo info, std::string data_dir) {
+  return [info = std::move(info), data_dir = std::move(data_dir)](
+             const deploy::RelicPlan& plan,
+             const std::string& relic_data) -> Result<deploy::SandboxedCommand> {
+    exec::SandboxPolicy policy;
+    policy.service = true;
+    policy.network = true;
+    policy.host_network = true;
+    policy.tool_dir = plan.cwd;
+    policy.rw_binds = {relic_data};
+    policy.hidden_paths = {data_dir};
+    policy.hostname = plan.name;
+    if (plan.run_as) policy.run_as = std::make_pair(plan.run_as->uid, plan.run_as->gid);
+    exec::ProcessSpec inner;
+    inner.argv = plan.argv;
+    inner.env = plan.env;
+    auto wrapped = exec::WrapInSandbox(inner, policy, info);
+    if (!wrapped.ok()) {
+      return Status(wrapped.status().code(),
+                    "deployment.sandbox: " + plan.name + ": " + wrapped.status().message());
+    }
+    return deploy::SandboxedCommand{std::move(wrapped->argv), std::move(wrapped->env)};
+  };
 }
 
 Result<std::unique_ptr<http::Server>> StartServer(
@@ -333,6 +363,7 @@ int RunServe(const Settings& settings) {
     return 1;
   }
   eopts.hidden_paths = {s.data_dir};
+  std::optional<exec::SandboxInfo> sandbox_info;  // also for relics with deployment.sandbox
   eopts.metrics = svc.metrics.get();
   eopts.tracer = svc.tracer.get();
   if (s.exec.sandbox) {
@@ -340,6 +371,7 @@ int RunServe(const Settings& settings) {
     if (sandbox.ok()) {
       log::Info("exec", "sandbox: " + sandbox->Describe());
       eopts.sandbox = std::move(sandbox).value();
+      sandbox_info = eopts.sandbox;
     } else {
       log::Warn("exec", "tools cannot be sandboxed: " + sandbox.status().message() +
                             (s.exec.allow_unsandboxed ? " (running them unsandboxed, as allowed)"
@@ -409,8 +441,10 @@ int RunServe(const Settings& settings) {
   auto& deployer = svc.deployer;
   deployer = std::make_unique<deploy::Deployer>(
       dopts, reg, *state,
-      std::make_unique<deploy::ProcessDriver>(
-          deploy::ProcessDriverOptions{.relics_dir = s.data_dir + "/relics"}),
+      std::make_unique<deploy::ProcessDriver>(deploy::ProcessDriverOptions{
+          .relics_dir = s.data_dir + "/relics",
+          .sandbox =
+              sandbox_info ? MakeRelicSandbox(*sandbox_info, s.data_dir) : deploy::RelicSandbox()}),
       std::move(compose_driver));
   if (redis) {
     deployer->SetDiscoveryListener(

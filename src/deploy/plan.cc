@@ -353,7 +353,13 @@ Result<RelicPlan> PlanRelic(const registry::Manifest& manifest, const PlanContex
     CORTEX_ASSIGN_OR_RETURN(
         plan.argv[0], ResolveArgv0(plan.argv[0], plan.cwd, ctx.path_env, "deployment.command"));
     CORTEX_ASSIGN_OR_RETURN(plan.run_as, ResolveRunAs(d->user, ctx.server_uid, ctx.allow_root));
+    plan.sandbox = d->sandbox;
   } else {
+    if (d && d->sandbox) {
+      return InvalidArgumentError(
+          "deployment.sandbox: only process relics run in Cortex's sandbox (a compose relic's "
+          "containers are isolated by Docker)");
+    }
     std::string file = Absolute(plan.manifest_dir, compose_file.value_or("docker-compose.yml"));
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) {

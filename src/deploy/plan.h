@@ -56,6 +56,8 @@ struct RelicPlan {
   std::optional<int> port;
   // Set when the process must change account (the server is root): it starts through setpriv.
   std::optional<RunAs> run_as;
+  // Runs inside the tool sandbox (deployment.sandbox): see ProcessDriverOptions::sandbox.
+  bool sandbox = false;
   // compose
   std::string compose_file;  // absolute
   // both

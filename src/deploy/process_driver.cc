@@ -174,10 +174,27 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   fs::create_directories(options_.relics_dir + "/" + plan.name + "/data", ec);
   if (ec) return UnavailableError("cannot create the relic's folder: " + ec.message());
   std::vector<std::string> argv_text = plan.argv;
-  if (plan.run_as) {
+  std::vector<std::string> env = plan.env;
+  const std::string data = options_.relics_dir + "/" + plan.name + "/data";
+  if (plan.sandbox) {
+    if (!options_.sandbox) {
+      return FailedPreconditionError(
+          plan.name +
+          " has deployment.sandbox: true, but this server cannot sandbox (bubblewrap is "
+          "missing or does not work here: see the server's log)");
+    }
+    // Its data folder is its own (the sandbox makes the way to it; nothing else of Cortex's
+    // data folder is visible); the sandbox drops to its account.
+    if (plan.run_as && ::chown(data.c_str(), plan.run_as->uid, plan.run_as->gid) != 0) {
+      return UnavailableError("cannot give " + data + " to " + plan.run_as->name + ": " +
+                              ErrnoText(errno));
+    }
+    CORTEX_ASSIGN_OR_RETURN(SandboxedCommand wrapped, options_.sandbox(plan, data));
+    argv_text = std::move(wrapped.argv);
+    env = std::move(wrapped.env);
+  } else if (plan.run_as) {
     // Its data folder is its own; the process starts as root only long enough for setpriv to
     // drop every privilege (uid, gid, groups, capabilities), then execs the command: same pid.
-    const std::string data = options_.relics_dir + "/" + plan.name + "/data";
     // The account must reach its data folder once the privileges are dropped: a clear refusal
     // here rather than a relic failing later on EACCES. (Its program is left to exec, which
     // reports its own failure in the relic's log.)
@@ -211,7 +228,8 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   if (log_fd < 0) return UnavailableError("cannot open " + log_path + ": " + ErrnoText(errno));
   {
     std::string banner = "--- cortex: starting " + plan.name + " (" + plan.argv[0] +
-                         (plan.run_as ? ", as " + plan.run_as->name : std::string()) + ") ---\n";
+                         (plan.run_as ? ", as " + plan.run_as->name : std::string()) +
+                         (plan.sandbox ? ", sandboxed" : "") + ") ---\n";
     (void)!::write(log_fd, banner.data(), banner.size());
   }
 
@@ -241,7 +259,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   std::vector<char*> argv, envp;
   for (const auto& a : argv_text) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  for (const auto& e : plan.env) envp.push_back(const_cast<char*>(e.c_str()));
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
   pid_t pid = 0;
@@ -316,9 +334,12 @@ Status ProcessDriver::Stop(const RelicPlan& plan, store::DeploymentRecord& recor
     return Status::Ok();
   }
   ::kill(-pid, SIGTERM);
+  // The whole group gets its stop_timeout to end cleanly, not just its first process: a sandboxed
+  // relic's bwrap dies at once, while the command it runs shuts down.
+  auto group_alive = [&] { return alive() || ReapOrphansOfGroup(pid) > 0; };
   auto deadline = Clock::now() + plan.stop_timeout;
-  while (alive() && Clock::now() < deadline) std::this_thread::sleep_for(Ms(10));
-  if (alive()) {
+  while (group_alive() && Clock::now() < deadline) std::this_thread::sleep_for(Ms(10));
+  if (group_alive()) {
     log::Warn("deploy", plan.name + ": did not stop within " +
                             std::to_string(plan.stop_timeout.count()) + " ms of SIGTERM: SIGKILL");
     ::kill(-pid, SIGKILL);

@@ -5,18 +5,33 @@
 // older half moves to output.log.1).
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "deploy/driver.h"
 
 namespace cortex::deploy {
+
+// A sandboxed relic's command line and environment, as the server's sandbox wraps them.
+struct SandboxedCommand {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+};
+// Wraps a relic's command (RelicPlan::sandbox) in the tool sandbox, with `data_dir` writable.
+using RelicSandbox =
+    std::function<Result<SandboxedCommand>(const RelicPlan& plan, const std::string& data_dir)>;
 
 struct ProcessDriverOptions {
   std::string relics_dir;               // per-relic folders: logs, data
   uint64_t max_log_bytes = 8ull << 20;  // output.log is rotated past this
   // Changes account for relics with a RelicPlan::run_as (util-linux; as the tool sandbox does).
   std::string setpriv_path = "/usr/bin/setpriv";
+  // Set by the server (api/ owns the sandbox, exec/); unset, or where bubblewrap does not work,
+  // a relic with deployment.sandbox is refused when it starts.
+  RelicSandbox sandbox;
 };
 
 class ProcessDriver final : public RelicDriver {

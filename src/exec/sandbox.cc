@@ -249,6 +249,7 @@ struct Bind {
   bool system = false;    // part of the base view: dropped (not an error) when hidden
   bool optional = false;  // --ro-bind-try
   bool dropped = false;
+  bool writable = false;  // --bind
 };
 
 enum class OpKind { kBind, kSymlink, kTmpfs, kSpecial, kDir };
@@ -514,7 +515,8 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   if (policy.network) {
     for (const auto& p : info.network_binds) add_system(p);
   }
-  auto add_explicit = [&](const std::string& path, const char* what) -> Status {
+  auto add_explicit = [&](const std::string& path, const char* what,
+                          bool writable = false) -> Status {
     if (path.empty() || path[0] != '/') {
       return InvalidArgumentError(std::string(what) + " must be an absolute path: '" + path + "'");
     }
@@ -525,10 +527,13 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
       return InvalidArgumentError(std::string(what) + " " + dest +
                                   " would expose the whole host filesystem");
     }
-    for (const auto& b : binds) {
-      if (b.dest == dest) return Status::Ok();  // already bound
+    for (auto& b : binds) {
+      if (b.dest == dest) {  // already bound
+        b.writable = b.writable || writable;
+        return Status::Ok();
+      }
     }
-    binds.push_back(Bind{dest, dest, *real, false, false, false});
+    binds.push_back(Bind{dest, dest, *real, false, false, false, writable});
     return Status::Ok();
   };
 
@@ -557,6 +562,9 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   CORTEX_RETURN_IF_ERROR(add_explicit(tool_dir, "tool folder"));
   for (const auto& extra : policy.extra_ro_binds) {
     CORTEX_RETURN_IF_ERROR(add_explicit(extra, "extra bind"));
+  }
+  for (const auto& rw : policy.rw_binds) {
+    CORTEX_RETURN_IF_ERROR(add_explicit(rw, "writable bind", true));
   }
 
   // --- Hidden paths: drop or mask. ---
@@ -609,7 +617,9 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   for (const auto& b : binds) {
     if (b.dropped || (b.system && inside_explicit(b.dest))) continue;
     ops.push_back(
-        {b.dest, OpKind::kBind, {b.optional ? "--ro-bind-try" : "--ro-bind", b.source, b.dest}});
+        {b.dest,
+         OpKind::kBind,
+         {b.writable ? "--bind" : (b.optional ? "--ro-bind-try" : "--ro-bind"), b.source, b.dest}});
   }
   if (!info.passwd_file.empty()) {
     ops.push_back({"/etc/passwd", OpKind::kBind, {"--ro-bind", info.passwd_file, "/etc/passwd"}});
@@ -689,6 +699,9 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
                      IdentityOf(*exe_real, true)};
   for (const auto& extra : policy.extra_ro_binds)
     plan.identities.push_back(IdentityOf(extra, false));
+  for (const auto& rw : policy.rw_binds) plan.identities.push_back(IdentityOf(rw, false));
+  plan.service = policy.service;
+  if (policy.run_as) plan.run_as = *policy.run_as;
   std::vector<std::string>& argv = plan.options;
   argv.push_back(info.bwrap_path);
   if (info.uid_mode == SandboxUidMode::kSetprivDrop) {
@@ -713,7 +726,9 @@ Result<SandboxPlan> PlanSandbox(const std::string& program, const SandboxPolicy&
   // sets up the sandbox (no parent-death signal yet, and SIGTERM cannot reach a pid-namespace
   // init), a group signal that kills bwrap would leave the sandbox running. The tool gets its own
   // session (no controlling terminal: no TIOCSTI) from setsid(1) instead, below.
-  for (const char* a : {"--die-with-parent", "--hostname"}) argv.push_back(a);
+  // A service outlives Cortex; a tool dies with it.
+  if (!policy.service) argv.push_back("--die-with-parent");
+  argv.push_back("--hostname");
   argv.push_back(policy.hostname.empty() ? "cortex-sandbox" : policy.hostname);
   for (const auto& op : ops) argv.insert(argv.end(), op.args.begin(), op.args.end());
   for (const auto& r : remounts) {
@@ -779,11 +794,14 @@ Result<ProcessSpec> WrapInSandbox(const ProcessSpec& inner, const SandboxPlan& p
   }
 
   argv.push_back("--");
-  for (const std::string& a : {info.setsid_path, std::string("--wait"), std::string("--")}) {
-    argv.push_back(a);
+  if (!plan.service) {  // a service has a session of its own already (see SandboxPolicy)
+    for (const std::string& a : {info.setsid_path, std::string("--wait"), std::string("--")}) {
+      argv.push_back(a);
+    }
   }
   if (info.uid_mode == SandboxUidMode::kSetprivDrop) {
-    const std::string uid = std::to_string(kSandboxUid), gid = std::to_string(kSandboxGid);
+    const std::string uid = std::to_string(plan.run_as.first),
+                      gid = std::to_string(plan.run_as.second);
     for (std::string a :
          {info.setpriv_path, "--reuid=" + uid, "--regid=" + gid, std::string("--clear-groups"),
           std::string("--inh-caps=-all"), std::string("--bounding-set=-all"), std::string("--")}) {

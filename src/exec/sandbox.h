@@ -86,6 +86,17 @@ struct SandboxPolicy {
   std::string tool_dir;
   // More host paths (absolute, existing) bound read-only at the same path.
   std::vector<std::string> extra_ro_binds;
+  // Host paths (absolute, existing) bound writable at the same path (a relic's data folder). As
+  // with the read-only binds, one strictly inside a hidden path is allowed.
+  std::vector<std::string> rw_binds;
+  // A long-running service (a process relic), not a tool: it outlives Cortex (no
+  // --die-with-parent: a restarted server adopts it), and its command is not put in a session of
+  // its own (its supervisor already gave it one, without a terminal), so it stays in bwrap's
+  // process group and a SIGTERM to the group reaches it for a clean shutdown. It keeps the
+  // host's network when `network` and `host_network` are set (it serves a port on loopback).
+  bool service = false;
+  // The account the command runs as (kSetprivDrop); nobody when unset.
+  std::optional<std::pair<uint32_t, uint32_t>> run_as;
   // Host paths that must stay unreachable (e.g. Cortex's data folder). Nothing is bound for
   // them; when a bound tree contains one, it is masked (an empty read-only tmpfs for a
   // directory, /dev/null for a file). A bind strictly inside a hidden path stays allowed (it
@@ -189,6 +200,8 @@ struct SandboxPlan {
   // Set for a tool with a network of its own: each run is spawned with a start gate, and pasta
   // is attached to its namespace before the gate opens (and stopped when the run's spec goes).
   std::optional<NetworkLinkOptions> network_link;
+  bool service = false;  // SandboxPolicy::service
+  std::pair<uint32_t, uint32_t> run_as{kSandboxUid, kSandboxGid};
   std::vector<Identity> identities;
   bool StillValid() const;  // a few stat calls
 };

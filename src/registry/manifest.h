@@ -469,6 +469,8 @@ struct RelicDeployment {
   std::optional<Duration> stop_timeout;
   // process relics: the account it runs as ("nobody", "1000", "1000:1000"); see docs/deploy.md.
   std::optional<std::string> user;
+  // process relics: run inside the tool sandbox (bubblewrap), its data folder writable.
+  bool sandbox = false;
   Json ports, volumes, resources, scaling;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
@@ -488,6 +490,7 @@ struct RelicDeployment {
     v.Field("restart", s.restart, {.one_of = {"always", "on-failure", "unless-stopped", "never"}});
     v.Field("stop_timeout", s.stop_timeout);
     v.Field("user", s.user);
+    v.Field("sandbox", s.sandbox);
     v.Field("ports", s.ports);
     v.Field("volumes", s.volumes);
     v.Field("resources", s.resources);

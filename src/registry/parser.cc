@@ -515,6 +515,12 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
       if ((t == "process" || t == "native") && !relic->deployment->command) {
         diag.Error(root->Find("deployment"), "deployment: a process relic needs 'command'");
       }
+      if (relic->deployment->sandbox && t != "process" && t != "native") {
+        const yaml::Node* d = root->Find("deployment");
+        const yaml::Node* at = d != nullptr && d->Find("sandbox") ? d->Find("sandbox") : d;
+        diag.Error(at, "deployment.sandbox: only process relics run in Cortex's sandbox (a " + t +
+                           " relic's containers are isolated by its engine)");
+      }
     }
   } else if (auto* wf = std::get_if<WorkflowSpec>(&m.spec)) {
     if (wf->steps.empty() && !HasErrors(out.diagnostics)) {

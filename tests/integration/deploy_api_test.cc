@@ -944,5 +944,82 @@ TEST(DeployApi, StoppingAShellRelicLeavesNoZombies) {
       << ZombieChildren(d.pid()).size() << " zombies";
 }
 
+// deployment.sandbox: the relic runs in the tools' sandbox as a service. It serves its port on
+// the host's loopback, writes its own data folder, and sees nothing else of Cortex's data folder
+// nor the host's secrets; a stop reaches its command with SIGTERM (a clean shutdown).
+TEST(DeployApi, ASandboxedRelicServesItsPortSeesOnlyItsFoldersAndStopsCleanly) {
+  if (::access("/usr/bin/bwrap", X_OK) != 0) GTEST_SKIP() << "bubblewrap is not installed";
+  const std::string marker = Marker("sandboxed");
+  KillAtEnd cleanup(marker);
+  const int port = FreeLoopbackPort();
+  Daemon d({}, [&](const fs::path& m) {
+    const fs::path data = m.parent_path() / "data";
+    WriteFile(
+        m / "relics" / "boxed" / "serve.py",
+        "import http.server, json, os, signal, sys\n"
+        "data = os.environ['CORTEX_RELIC_DATA']\n"
+        "def readable(p):\n"
+        "    try:\n"
+        "        open(p, 'rb').read(1)\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "report = {'uid': os.getuid(), 'serve_json': readable('" +
+            (data / "serve.json").string() +
+            "'),\n"
+            "          'shadow': readable('/etc/shadow'), 'etc_writable': os.access('/etc', "
+            "os.W_OK),\n"
+            "          'manifest_writable': os.access(os.getcwd(), os.W_OK)}\n"
+            "open(os.path.join(data, 'report.json'), 'w').write(json.dumps(report))\n"
+            "def stop(*_):\n"
+            "    open(os.path.join(data, 'stopped-cleanly'), 'w').write('yes')\n"
+            "    os._exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        self.send_response(200); self.end_headers(); self.wfile.write(b'boxed')\n"
+            "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)"
+            ".serve_forever()\n");
+    WriteRelicManifest(m, "boxed",
+                       "deployment:\n"
+                       "  type: process\n"
+                       "  command: [\"python3\", \"serve.py\", \"" +
+                           marker +
+                           "\"]\n"
+                           "  port: " +
+                           std::to_string(port) +
+                           "\n"
+                           "  sandbox: true\n"
+                           "  stop_timeout: 5s\n");
+  });
+  ASSERT_DAEMON(d);
+  Reply deployed = Deploy(d.client(), "boxed");
+  ASSERT_EQ(deployed.status, 200) << deployed.body << d.log();
+  EXPECT_THAT(ReadFile(d.data_dir() / "relics/boxed/output.log"), HasSubstr("sandboxed"));
+
+  // Its port answers on the host's loopback.
+  http::Client relic("http://127.0.0.1:" + std::to_string(port));
+  auto answer = relic.Get("/");
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(answer->body, "boxed");
+
+  const fs::path report_file = d.data_dir() / "relics/boxed/data/report.json";
+  ASSERT_TRUE(Eventually([&] { return fs::exists(report_file); }));
+  Json report = Json::parse(ReadFile(report_file));
+  EXPECT_EQ(report["serve_json"], false) << report;  // Cortex's data folder is not there
+  EXPECT_EQ(report["shadow"], false) << report;
+  EXPECT_EQ(report["etc_writable"], false) << report;
+  EXPECT_EQ(report["manifest_writable"], false) << report;  // its folder is read-only
+  if (::geteuid() == 0) {
+    EXPECT_EQ(report["uid"], 65534) << report;
+  }
+
+  // A stop reaches the command itself: it shuts down through its SIGTERM handler.
+  Reply stop = Post(d.client(), "/relics/boxed/stop", "");
+  ASSERT_EQ(stop.status, 200) << stop.body;
+  EXPECT_EQ(ReadFile(d.data_dir() / "relics/boxed/data/stopped-cleanly"), "yes");
+  EXPECT_TRUE(Eventually([&] { return PidsMatching(marker).empty(); }));
+}
+
 }  // namespace
 }  // namespace cortex::testing
