@@ -206,6 +206,11 @@ class Server {
   // The registered routes (a filter that decides by route reads Request::route).
   std::vector<RouteKey> Routes() const;
 
+  // Answers one request the way a connection would (route, filter, handler, the filter's
+  // observer), without a socket: for tests and fuzzers. The request's body is as given; an event
+  // stream's producer is not run (Response::sse is returned as it is). Freezes the routes.
+  Response Serve(Request request);
+
   // Binds and starts serving on a background thread. Returns once the socket is listening, or an
   // Unavailable error naming the address (e.g. port already in use).
   Status Start();

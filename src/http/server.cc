@@ -53,8 +53,10 @@ constexpr int kListenBacklog = 1024;
 constexpr size_t kMaxPendingStreamBytes = 1u << 20;
 // After answering with "Connection: close", how long (and how much of) what the client still
 // sends is drained, so the close does not reset the connection before it has read the answer.
+// Many clients (cpp-httplib, curl without 100-continue) write a whole refused body before they
+// read: one over the 8 MiB body limit must still be drained.
 constexpr auto kLingerTime = std::chrono::seconds(2);
-constexpr size_t kLingerBytes = 1u << 20;
+constexpr size_t kLingerBytes = 64u << 20;
 // How long Stop() lets answers already written reach their clients.
 constexpr auto kStopGrace = std::chrono::seconds(2);
 
@@ -159,6 +161,55 @@ struct Exchange {
   bool has_body = false;     // a body follows the head
   bool expects_100 = false;  // "Expect: 100-continue"
 };
+
+// The steps every request goes through, with or without a socket (Server::Serve).
+
+// Routes the request and runs the filter. Returns the refusal to answer with, if any (the body
+// is then never read).
+std::optional<Response> RouteAndFilter(Core& core, Exchange& exchange) {
+  Request& request = *exchange.request;
+  core.router.Resolve(request);
+  if (core.filter) {
+    try {
+      exchange.filtered = core.filter(request);
+    } catch (...) {
+      LogLine(request.method + " " + request.path +
+              ": request filter threw: " + CurrentExceptionText());
+      exchange.filtered.refusal = ErrorResponse(500, "internal", "internal error");
+    }
+  }
+  if (!exchange.filtered.refusal) return std::nullopt;
+  Response refusal = std::move(*exchange.filtered.refusal);
+  exchange.filtered.refusal.reset();
+  exchange.filtered.headers.clear();
+  exchange.keep_alive = false;
+  return refusal;
+}
+
+// Runs the handler; the filter's headers are added to its answer.
+Response RunHandler(Core& core, Exchange& exchange) {
+  Request& request = *exchange.request;
+  Response response;
+  try {
+    response = core.router.Run(request);
+  } catch (...) {
+    LogLine(request.method + " " + request.path + ": handler threw: " + CurrentExceptionText());
+    response = ErrorResponse(500, "internal", "internal error");
+  }
+  for (auto& header : exchange.filtered.headers) response.headers.push_back(std::move(header));
+  return response;
+}
+
+// Tells the filter's observer (the audit log, metrics) about the answer.
+void Observe(Exchange& exchange, const Response& response) {
+  if (!exchange.filtered.after) return;
+  try {
+    exchange.filtered.after(*exchange.request, response);
+  } catch (...) {
+    LogLine(exchange.request->method + " " + exchange.request->path +
+            ": request observer threw: " + CurrentExceptionText());
+  }
+}
 
 // The transport-independent half of a connection: the output queue and the protocol steps.
 // Its subclass (plain TCP or TLS) owns the socket and does the reads and writes.
@@ -366,24 +417,9 @@ class Connection final : public Session {
 
   // Worker: route and filter; a refusal is answered without reading the body.
   void Filter(const std::shared_ptr<Exchange>& exchange) {
-    Request& request = *exchange->request;
-    core_.router.Resolve(request);
-    if (core_.filter) {
-      try {
-        exchange->filtered = core_.filter(request);
-      } catch (...) {
-        LogLine(request.method + " " + request.path +
-                ": request filter threw: " + CurrentExceptionText());
-        exchange->filtered.refusal = ErrorResponse(500, "internal", "internal error");
-      }
-    }
-    if (exchange->filtered.refusal) {
+    if (auto refusal = RouteAndFilter(core_, *exchange)) {
       // The body stays unread: the connection cannot carry another request.
-      Response refusal = std::move(*exchange->filtered.refusal);
-      exchange->filtered.refusal.reset();
-      exchange->filtered.headers.clear();
-      exchange->keep_alive = false;
-      return Finish(exchange, std::move(refusal));
+      return Finish(exchange, std::move(*refusal));
     }
     if (exchange->has_body) {
       asio::post(stream_.get_executor(), [self = Self(), exchange] { self->ReadBody(exchange); });
@@ -438,28 +474,12 @@ class Connection final : public Session {
 
   // Worker: run the handler.
   void Handle(const std::shared_ptr<Exchange>& exchange) {
-    Request& request = *exchange->request;
-    Response response;
-    try {
-      response = core_.router.Run(request);
-    } catch (...) {
-      LogLine(request.method + " " + request.path + ": handler threw: " + CurrentExceptionText());
-      response = ErrorResponse(500, "internal", "internal error");
-    }
-    for (auto& header : exchange->filtered.headers) response.headers.push_back(std::move(header));
-    Finish(exchange, std::move(response));
+    Finish(exchange, RunHandler(core_, *exchange));
   }
 
   // Worker (or strand for errors found while parsing): tell the filter, then write the answer.
   void Finish(const std::shared_ptr<Exchange>& exchange, Response response) {
-    if (exchange->filtered.after) {
-      try {
-        exchange->filtered.after(*exchange->request, response);
-      } catch (...) {
-        LogLine(exchange->request->method + " " + exchange->request->path +
-                ": request observer threw: " + CurrentExceptionText());
-      }
-    }
+    Observe(*exchange, response);
     if (response.sse && !exchange->head) return StartStream(exchange, std::move(response));
     const bool close =
         !exchange->keep_alive || core_.stopping || served_ >= core_.options.keep_alive_max_count ||
@@ -664,17 +684,33 @@ class Server::Impl {
   void Handle(std::string method, std::string pattern, Handler handler) {
     std::lock_guard lock(lifecycle_mu_);
     // The router is read without a lock by the workers, so it is frozen once serving starts.
-    CORTEX_CHECK_MSG(!started_, "Server::Handle called after Start: " + method + " " + pattern);
+    CORTEX_CHECK_MSG(!frozen_, "Server::Handle called after Start: " + method + " " + pattern);
     core_.router.Add(std::move(method), std::move(pattern), std::move(handler));
   }
 
   void SetFilter(Filter filter) {
     std::lock_guard lock(lifecycle_mu_);
-    CORTEX_CHECK_MSG(!started_, "Server::SetFilter called after Start");
+    CORTEX_CHECK_MSG(!frozen_, "Server::SetFilter called after Start");
     core_.filter = std::move(filter);
   }
 
   const Router& router() const { return core_.router; }
+
+  Response Serve(Request request) {
+    {
+      std::lock_guard lock(lifecycle_mu_);
+      frozen_ = true;  // the routes are read without a lock from here on, as after Start
+    }
+    Exchange exchange;
+    exchange.request = std::make_shared<Request>(std::move(request));
+    if (auto refusal = RouteAndFilter(core_, exchange)) {
+      Observe(exchange, *refusal);
+      return std::move(*refusal);
+    }
+    Response response = RunHandler(core_, exchange);
+    Observe(exchange, response);
+    return response;
+  }
 
   Status Start() {
     std::lock_guard lock(lifecycle_mu_);
@@ -714,6 +750,7 @@ class Server::Impl {
 
     core_.pool = std::make_unique<WorkerPool>(static_cast<size_t>(std::max(1, o.threads)));
     started_ = true;
+    frozen_ = true;
     Accept();
     int io_threads =
         o.io_threads > 0
@@ -856,6 +893,7 @@ class Server::Impl {
   std::atomic<int> port_{0};
   std::mutex lifecycle_mu_;  // serializes Handle/Start/Stop
   bool started_ = false;
+  bool frozen_ = false;  // no more routes: Start or Serve ran
 };
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -869,6 +907,7 @@ void Server::SetFilter(Filter filter) { impl_->SetFilter(std::move(filter)); }
 std::vector<RouteKey> Server::Routes() const { return impl_->router().List(); }
 
 Status Server::Start() { return impl_->Start(); }
+Response Server::Serve(Request request) { return impl_->Serve(std::move(request)); }
 int Server::port() const { return impl_->port(); }
 void Server::Stop() { impl_->Stop(); }
 
