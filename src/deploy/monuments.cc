@@ -103,10 +103,34 @@ Result<MonumentPlan> PlanMonument(const registry::Snapshot& snapshot, const std:
   return plan;
 }
 
+namespace {
+
+constexpr std::pair<MonumentState, std::string_view> kMonumentStateNames[] = {
+    {MonumentState::kPending, "pending"},   {MonumentState::kDeploying, "deploying"},
+    {MonumentState::kHealthy, "healthy"},   {MonumentState::kFailed, "failed"},
+    {MonumentState::kStopping, "stopping"}, {MonumentState::kStopped, "stopped"},
+};
+
+}  // namespace
+
+std::string_view MonumentStateName(MonumentState state) {
+  for (const auto& [s, name] : kMonumentStateNames) {
+    if (s == state) return name;
+  }
+  return "failed";
+}
+
+std::optional<MonumentState> ParseMonumentState(std::string_view text) {
+  for (const auto& [s, name] : kMonumentStateNames) {
+    if (name == text) return s;
+  }
+  return std::nullopt;
+}
+
 struct Monuments::Entry {
   std::string name;
   std::string environment;
-  std::string state = "pending";  // deploying | healthy | failed | stopping | stopped
+  MonumentState state = MonumentState::kPending;
   std::string error;
   std::string failed_component;
   MonumentPlan plan;
@@ -151,8 +175,15 @@ Status Monuments::Start() {
     auto e = std::make_shared<Entry>();
     e->name = r.name;
     e->environment = r.environment;
-    e->state = r.state == "deploying" ? "failed" : r.state;
-    e->error = r.state == "deploying" ? "the server stopped during the deployment" : r.error;
+    const std::optional<MonumentState> recorded = ParseMonumentState(r.state);
+    e->state = recorded.value_or(MonumentState::kFailed);
+    e->error = r.error;
+    if (!recorded) {
+      e->error = "its record has an unknown state '" + r.state + "'";
+    } else if (*recorded == MonumentState::kDeploying) {
+      e->state = MonumentState::kFailed;
+      e->error = "the server stopped during the deployment";
+    }
     e->created_ms = r.created_ms;
     e->updated_ms = r.updated_ms;
     e->deployed_ms = r.started_ms;
@@ -180,8 +211,9 @@ void Monuments::Record(Entry& e) {
   r.kind = "monument";
   r.name = e.name;
   r.driver = "monument";
-  r.desired = e.state == "stopped" || e.state == "stopping" ? "stopped" : "running";
-  r.state = e.state;
+  r.desired = e.state == MonumentState::kStopped || e.state == MonumentState::kStopping ? "stopped"
+                                                                                        : "running";
+  r.state = MonumentStateName(e.state);
   r.error = e.error;
   r.environment = e.environment;
   r.created_ms = e.created_ms;
@@ -195,7 +227,7 @@ void Monuments::Record(Entry& e) {
                                  {"failed_component", e.failed_component},
                                  {"components", comps}});
   if (Status s = store_.PutDeployment(r); !s.ok()) {
-    log::Error(kComponent, e.name + ": cannot record state " + e.state + ": " + s.ToString());
+    log::Error(kComponent, e.name + ": cannot record state " + r.state + ": " + s.ToString());
   }
   e.cv.notify_all();
 }
@@ -232,7 +264,7 @@ OJson Monuments::StatusJson(const Entry& e) const {
   OJson stages = e.plan.stages;
   OJson j = {{"name", e.name},
              {"environment", e.environment},
-             {"state", e.state},
+             {"state", std::string(MonumentStateName(e.state))},
              {"error", e.error},
              {"stages", stages},
              {"components", comps},
@@ -278,7 +310,7 @@ Result<OJson> Monuments::Deploy(const std::string& name, const std::string& envi
     std::lock_guard lock(mu_);
     e->environment = environment;
     e->plan = plan;
-    e->state = "deploying";
+    e->state = MonumentState::kDeploying;
     e->error.clear();
     e->failed_component.clear();
     e->started.clear();
@@ -303,7 +335,7 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
     {
       std::lock_guard lock(mu_);
       if (stopping_) {  // the server is stopping: nothing failed, nothing is rolled back
-        e.state = "failed";
+        e.state = MonumentState::kFailed;
         e.error = "interrupted: the server stopped during the deployment";
         e.busy = false;
         Record(e);
@@ -311,7 +343,7 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
       }
       e.failed_component = component;
       e.error = component + " failed: " + why;
-      e.state = "failed";
+      e.state = MonumentState::kFailed;
       started = e.started;
       Record(e);
     }
@@ -405,7 +437,7 @@ void Monuments::Run(const std::shared_ptr<Entry>& ep, MonumentPlan plan) {
     }
     e.components["agent/" + a] = std::move(c);
   }
-  e.state = "healthy";
+  e.state = MonumentState::kHealthy;
   e.deployed_ms = exec::NowMs();
   e.busy = false;
   Record(e);
@@ -422,7 +454,7 @@ bool Monuments::WorkflowEnabled(const std::string& workflow) const {
       in_a_monument = true;
       std::lock_guard lock(mu_);
       auto it = entries_.find(m->name());
-      if (it != entries_.end() && it->second->state == "healthy") return true;
+      if (it != entries_.end() && it->second->state == MonumentState::kHealthy) return true;
     }
   }
   return !in_a_monument;
@@ -484,7 +516,7 @@ Result<OJson> Monuments::StopAll(const std::string& name, bool remove) {
     std::lock_guard lock(mu_);
     if (e->busy) return ConflictError("monument " + name + " is being deployed or stopped");
     e->busy = true;
-    e->state = "stopping";
+    e->state = MonumentState::kStopping;
     Record(*e);
     for (const auto& stage : e->plan.stages) order.insert(order.end(), stage.begin(), stage.end());
   }
@@ -504,7 +536,7 @@ Result<OJson> Monuments::StopAll(const std::string& name, bool remove) {
   }
   std::lock_guard lock(mu_);
   e->busy = false;
-  e->state = errors.empty() ? "stopped" : "failed";
+  e->state = errors.empty() ? MonumentState::kStopped : MonumentState::kFailed;
   e->error = errors.empty() ? "" : "stopping: " + errors;
   if (remove && errors.empty()) {
     (void)store_.DeleteDeployment("monument", name);

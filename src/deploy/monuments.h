@@ -19,6 +19,12 @@
 namespace cortex::deploy {
 
 // The plan of a monument: its stages of relics, and the other components.
+// A monument's own state. Text only at the Store and the API: MonumentStateName,
+// ParseMonumentState. (Its components' states are the API's JSON of each kind.)
+enum class MonumentState { kPending, kDeploying, kHealthy, kFailed, kStopping, kStopped };
+std::string_view MonumentStateName(MonumentState state);
+std::optional<MonumentState> ParseMonumentState(std::string_view text);
+
 struct MonumentPlan {
   std::string name;
   std::vector<std::vector<std::string>> stages;  // relic names; one stage starts in parallel

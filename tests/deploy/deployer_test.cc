@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "deploy/deployer.h"
+#include "deploy/monuments.h"
 #include "registry/registry.h"
 #include "store/store.h"
 
@@ -357,6 +358,42 @@ TEST_F(DeployerTest, AdoptsAWorkloadThatStillRunsAndRestartsOneThatDoesNot) {
   EXPECT_EQ(State("dead"), "starting");
   EXPECT_NE(StatusOf("dead").value("pid", 0), 4343);
   EXPECT_EQ(driver_->stops(), 0);
+}
+
+// A monument's state is typed: its text is read once, when its record loads. A deployment the
+// server was in the middle of, or a state this server does not know, loads as failed with why.
+TEST_F(DeployerTest, MonumentRecordsLoadTypedAndUnknownOrInterruptedStatesAsFailed) {
+  for (auto state : {MonumentState::kPending, MonumentState::kDeploying, MonumentState::kHealthy,
+                     MonumentState::kFailed, MonumentState::kStopping, MonumentState::kStopped}) {
+    EXPECT_EQ(ParseMonumentState(MonumentStateName(state)), state);
+  }
+  EXPECT_EQ(ParseMonumentState("Healthy"), std::nullopt);
+  auto put = [&](const std::string& name, const std::string& state) {
+    store::DeploymentRecord r;
+    r.kind = "monument";
+    r.name = name;
+    r.driver = "monument";
+    r.desired = "running";
+    r.state = state;
+    ASSERT_TRUE(store_->PutDeployment(r).ok());
+  };
+  put("steady", "healthy");
+  put("interrupted", "deploying");
+  put("odd", "half-built");
+  Open();
+  Monuments monuments(*deployer_, *registry_, *store_);
+  ASSERT_TRUE(monuments.Start().ok());
+  auto steady = monuments.Get("steady");
+  ASSERT_TRUE(steady.ok()) << steady.status().ToString();
+  EXPECT_EQ((*steady)["state"], "healthy");
+  auto interrupted = monuments.Get("interrupted");
+  ASSERT_TRUE(interrupted.ok());
+  EXPECT_EQ((*interrupted)["state"], "failed");
+  EXPECT_EQ((*interrupted)["error"], "the server stopped during the deployment");
+  auto odd = monuments.Get("odd");
+  ASSERT_TRUE(odd.ok());
+  EXPECT_EQ((*odd)["state"], "failed");
+  EXPECT_EQ((*odd)["error"], "its record has an unknown state 'half-built'");
 }
 
 }  // namespace
