@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "common/enum_names.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "deploy/health.h"
@@ -42,18 +43,10 @@ constexpr std::pair<RelicState, std::string_view> kStateNames[] = {
     {RelicState::kFailed, "failed"}};
 }  // namespace
 
-std::string_view RelicStateName(RelicState state) {
-  for (const auto& [s, name] : kStateNames) {
-    if (s == state) return name;
-  }
-  return "failed";
-}
+std::string_view RelicStateName(RelicState state) { return EnumName(kStateNames, state, "failed"); }
 
 std::optional<RelicState> ParseRelicState(std::string_view text) {
-  for (const auto& [s, name] : kStateNames) {
-    if (name == text) return s;
-  }
-  return std::nullopt;
+  return ParseEnumName(kStateNames, text);
 }
 
 struct Deployer::Supervisor {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/enum_names.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "exec/executor.h"
@@ -114,17 +115,11 @@ constexpr std::pair<MonumentState, std::string_view> kMonumentStateNames[] = {
 }  // namespace
 
 std::string_view MonumentStateName(MonumentState state) {
-  for (const auto& [s, name] : kMonumentStateNames) {
-    if (s == state) return name;
-  }
-  return "failed";
+  return EnumName(kMonumentStateNames, state, "failed");
 }
 
 std::optional<MonumentState> ParseMonumentState(std::string_view text) {
-  for (const auto& [s, name] : kMonumentStateNames) {
-    if (name == text) return s;
-  }
-  return std::nullopt;
+  return ParseEnumName(kMonumentStateNames, text);
 }
 
 struct Monuments::Entry {
