@@ -315,18 +315,9 @@ class Connection final : public Session {
     if (!ec) remote_addr_ = endpoint.address().to_string();
   }
 
+  // Called by the acceptor: the connection's first steps run on its own strand, like the rest.
   void Start() override {
-    if constexpr (kTls) {
-      Arm(core_.options.read_timeout);
-      stream_.async_handshake(asio::ssl::stream_base::server,
-                              [self = Self()](beast::error_code ec) {
-                                self->timer_.cancel();
-                                if (ec) return self->Close();
-                                self->ReadHead();
-                              });
-    } else {
-      ReadHead();
-    }
+    asio::post(stream_.get_executor(), [self = Self()] { self->Begin(); });
   }
 
   void CloseIfIdleSoon() override {
@@ -341,6 +332,20 @@ class Connection final : public Session {
 
  private:
   enum class Phase { kIdle, kBusy, kStreaming, kLingering };
+
+  void Begin() {
+    if constexpr (kTls) {
+      Arm(core_.options.read_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = Self()](beast::error_code ec) {
+                                self->timer_.cancel();
+                                if (ec) return self->Close();
+                                self->ReadHead();
+                              });
+    } else {
+      ReadHead();
+    }
+  }
 
   std::shared_ptr<Connection> Self() {
     return std::static_pointer_cast<Connection>(shared_from_this());
