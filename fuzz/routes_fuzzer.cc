@@ -1,16 +1,19 @@
 // libFuzzer target for the API's route handlers: random methods, paths, query strings and bodies
 // through the real router and filters (the request guard, access control with authentication
 // off, as `cortex serve` on loopback), reaching the registry, execute, workflow, access, metrics
-// and OpenAPI routes over a real registry (a copy of examples/manifests), a real SQLite store, a
-// real executor and workflow engine. Tools run through a fake process runner that never spawns
-// anything (it answers {"success": true}); relic calls and agents answer an error. An answer that
+// OpenAPI, deploy, monument, agent, LLM and /v1 routes over a real registry (a copy of
+// examples/manifests), a real SQLite store, executor, workflow engine, deployer, monuments and
+// agent runner. Tools run through a fake process runner that never spawns anything (it answers
+// {"success": true}); relics through a fake driver that starts nothing; the model providers are
+// the defaults, without keys (their calls fail at once). Waits are not fuzzed: a deploy's
+// `wait` is turned off, since a relic whose health check never passes would make the fuzzer wait
+// for its start period. An answer that
 // is an event stream has its producer run with a writer that reports the client gone soon. Whatever
 // the input, the answer must be an HTTP status with a JSON body (or an event stream): never a
 // crash, a hang or a throw.
 //
 // Input: byte 0 picks the method, byte 1 the route; the rest is "<path values>\0<query>\0<body>",
 // path values separated by '/', query as "k=v&k=v" (not decoded: the router sees what is given).
-// Not covered here: deploy and agent routes (they need a Docker or process driver and a model).
 #include <unistd.h>
 
 #include <cstddef>
@@ -22,7 +25,11 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/runner.h"
+#include "api/agent_actions.h"
+#include "api/agent_routes.h"
 #include "api/auth.h"
+#include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/metrics_routes.h"
 #include "api/openapi.h"
@@ -31,8 +38,11 @@
 #include "api/workflow_routes.h"
 #include "common/json.h"
 #include "common/metrics.h"
+#include "deploy/deployer.h"
+#include "deploy/monuments.h"
 #include "exec/executor.h"
 #include "http/http.h"
+#include "llm/gateway.h"
 #include "registry/registry.h"
 #include "store/store.h"
 #include "workflow/engine.h"
@@ -53,6 +63,40 @@ class FakeRunner final : public exec::ProcessRunner {
     r.stdout_data = "{\"success\": true}\n";
     if (on_line) on_line({false, "a line"});
     return r;
+  }
+};
+
+// A relic driver that starts nothing: what it "starts" runs until it is stopped.
+class FakeDriver final : public deploy::RelicDriver {
+ public:
+  std::string_view name() const override { return "process"; }
+  Status Start(const deploy::RelicPlan&, store::DeploymentRecord& record) override {
+    record.pid = 1;
+    return Status::Ok();
+  }
+  Status Stop(const deploy::RelicPlan&, store::DeploymentRecord& record) override {
+    record.pid = 0;
+    return Status::Ok();
+  }
+  deploy::Observation Observe(const deploy::RelicPlan&, store::DeploymentRecord& record) override {
+    deploy::Observation o;
+    o.running = record.pid != 0;
+    o.replicas = o.running ? 1 : 0;
+    if (!o.running) o.detail = "not started";
+    return o;
+  }
+  Result<std::vector<deploy::RelicLogLine>> Logs(const deploy::RelicPlan&,
+                                                 const store::DeploymentRecord&, const std::string&,
+                                                 size_t) override {
+    return std::vector<deploy::RelicLogLine>{};
+  }
+  Status FollowLogs(const deploy::RelicPlan&, const store::DeploymentRecord&, const std::string&,
+                    size_t, const std::function<bool(const deploy::RelicLogLine*)>&) override {
+    return Status::Ok();
+  }
+  Result<nlohmann::ordered_json> Stats(const deploy::RelicPlan&,
+                                       const store::DeploymentRecord&) override {
+    return nlohmann::ordered_json::object();
   }
 };
 
@@ -79,6 +123,11 @@ struct World {
   std::unique_ptr<exec::Executor> executor;
   std::unique_ptr<workflow::ExecutorDispatcher> dispatcher;
   std::unique_ptr<workflow::Engine> engine;
+  std::unique_ptr<deploy::Deployer> deployer;
+  std::unique_ptr<deploy::Monuments> monuments;
+  std::unique_ptr<llm::Gateway> gateway;
+  std::unique_ptr<api::AgentActions> agent_actions;
+  std::unique_ptr<agent::AgentRunner> agents;
   std::unique_ptr<api::AccessControl> access;
   std::unique_ptr<http::Server> server;
   std::vector<http::RouteKey> routes;
@@ -121,6 +170,19 @@ World& TheWorld() {
     w->engine = std::make_unique<workflow::Engine>(workflow::EngineOptions{}, *w->registry,
                                                    *w->store, *w->dispatcher);
     if (!w->engine->Start().ok()) std::abort();
+    deploy::DeployerOptions dopts;
+    dopts.data_dir = w->dir + "/data";
+    dopts.path_env = "/usr/local/bin:/usr/bin:/bin";
+    dopts.min_uptime = deploy::Ms(0);
+    w->deployer = std::make_unique<deploy::Deployer>(dopts, *w->registry, *w->store,
+                                                     std::make_unique<FakeDriver>(), nullptr);
+    if (!w->deployer->Start().ok()) std::abort();
+    w->monuments = std::make_unique<deploy::Monuments>(*w->deployer, *w->registry, *w->store);
+    if (!w->monuments->Start().ok()) std::abort();
+    w->gateway = std::make_unique<llm::Gateway>(std::vector<llm::ProviderConfig>{});
+    w->agent_actions = std::make_unique<api::AgentActions>(*w->dispatcher);
+    w->agents = std::make_unique<agent::AgentRunner>(*w->registry, *w->gateway, *w->agent_actions,
+                                                     agent::AgentRunOptions{}, w->store.get());
     w->access = std::make_unique<api::AccessControl>(*w->store, api::AuthOptions{});
     w->server = std::make_unique<http::Server>(http::ServerOptions{});
     w->server->SetFilter(
@@ -130,6 +192,10 @@ World& TheWorld() {
     api::AddWorkflowRoutes(*w->server, *w->engine, *w->store, *w->registry);
     api::AddAccessRoutes(*w->server, *w->access, *w->store);
     api::AddMetricsRoutes(*w->server, w->metrics);
+    api::AddDeployRoutes(*w->server, *w->deployer, *w->monuments);
+    api::AddAgentRoutes(*w->server, *w->agents, *w->store, *w->registry);
+    api::AddLlmRoutes(*w->server, *w->gateway);
+    api::AddOpenAiRoutes(*w->server, *w->agents, *w->registry);
     api::AddOpenApiRoute(*w->server);
     w->routes = w->server->Routes();
     return w;
@@ -182,6 +248,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (parts.size() > 2) request.body = std::string(parts[2]);
+  // No waiting for relics or monuments (see the top).
+  if (request.path.starts_with("/deploy") || request.path.starts_with("/relics") ||
+      request.path.starts_with("/monuments")) {
+    request.query.erase("wait");
+    request.query.erase("timeout");
+    request.query.emplace("wait", "false");
+    auto body = nlohmann::ordered_json::parse(request.body, nullptr, false);
+    if (body.is_object()) {
+      body["wait"] = false;
+      body.erase("timeout_seconds");
+      request.body = body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    }
+  }
   request.headers.emplace("Host", "127.0.0.1:8080");
   request.headers.emplace("Content-Type", "application/json");
   request.remote_addr = "127.0.0.1";
