@@ -13,48 +13,40 @@ BUILD=build-fuzz
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
 cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer protocol_fuzzer inputs_fuzzer http_fuzzer routes_fuzzer
-CORPUS="$BUILD/fuzz-corpus"
-mkdir -p "$CORPUS"
-cp tests/data/parser/*.yml tests/data/parser/*.md "$CORPUS"/ 2>/dev/null || true
+# fuzz NAME MAX_LEN TIMEOUT: runs NAME for SECONDS_TO_RUN on $BUILD/fuzz-corpus-NAME, which the
+# caller has filled with seeds.
+fuzz() {
+  "$BUILD/fuzz/$1_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len="$2" -timeout="$3" \
+    -rss_limit_mb=2048 "$BUILD/fuzz-corpus-$1"
+}
+for name in manifest json protocol inputs http routes; do mkdir -p "$BUILD/fuzz-corpus-$name"; done
+
+# Manifests: the parser's test cases and the examples.
+cp tests/data/parser/*.yml tests/data/parser/*.md "$BUILD/fuzz-corpus-manifest"/ 2>/dev/null || true
 find examples/manifests -name '*.yml' -o -name '*.md' | while read -r f; do
-  cp "$f" "$CORPUS/example-$(echo "$f" | tr '/' '_')"
+  cp "$f" "$BUILD/fuzz-corpus-manifest/example-$(echo "$f" | tr '/' '_')"
 done
-"$BUILD/fuzz/manifest_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
-  -rss_limit_mb=2048 "$CORPUS"
+fuzz manifest 16384 5
 
 # JSON from outside and tool output: seeds with deep nesting and invalid UTF-8.
-JSON_CORPUS="$BUILD/fuzz-corpus-json"
-mkdir -p "$JSON_CORPUS"
-cp fuzz/seeds/json/* "$JSON_CORPUS"/
-"$BUILD/fuzz/json_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -timeout=5 \
-  -rss_limit_mb=2048 "$JSON_CORPUS"
+cp fuzz/seeds/json/* "$BUILD/fuzz-corpus-json"/
+fuzz json 65536 5
 
 # Model output: the streaming protocol parser, seeded with the parser's test transcripts.
-PROTOCOL_CORPUS="$BUILD/fuzz-corpus-protocol"
-mkdir -p "$PROTOCOL_CORPUS"
-cp tests/data/protocol/*.txt "$PROTOCOL_CORPUS"/
-"$BUILD/fuzz/protocol_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
-  -rss_limit_mb=2048 "$PROTOCOL_CORPUS"
+cp tests/data/protocol/*.txt "$BUILD/fuzz-corpus-protocol"/
+fuzz protocol 16384 5
 
 # Provider streams, workflow and tool input, request headers.
-INPUTS_CORPUS="$BUILD/fuzz-corpus-inputs"
-mkdir -p "$INPUTS_CORPUS"
-cp fuzz/seeds/inputs/* "$INPUTS_CORPUS"/
-"$BUILD/fuzz/inputs_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=16384 -timeout=5 \
-  -rss_limit_mb=2048 "$INPUTS_CORPUS"
+cp fuzz/seeds/inputs/* "$BUILD/fuzz-corpus-inputs"/
+fuzz inputs 16384 5
 
 # The HTTP server's reading of raw request bytes and framing of answers.
-HTTP_CORPUS="$BUILD/fuzz-corpus-http"
-mkdir -p "$HTTP_CORPUS"
-cp fuzz/seeds/http/* "$HTTP_CORPUS"/
-"$BUILD/fuzz/http_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=8192 -timeout=5 \
-  -rss_limit_mb=2048 "$HTTP_CORPUS"
+cp fuzz/seeds/http/* "$BUILD/fuzz-corpus-http"/
+fuzz http 8192 5
 
 # The API's route handlers through the router and filters. Seeds: each of the first 96 route
 # indexes with GET and POST, a tool call's body, and a manifest posted as JSON.
-ROUTES_CORPUS="$BUILD/fuzz-corpus-routes"
-mkdir -p "$ROUTES_CORPUS"
-python3 - "$ROUTES_CORPUS" <<'PY'
+python3 - "$BUILD/fuzz-corpus-routes" <<'PY'
 import os, sys
 out = sys.argv[1]
 bodies = [b'{"name": "calculator", "parameters": {"operation": "add", "a": 1, "b": 2}}',
@@ -64,5 +56,4 @@ for route in range(96):
         data = bytes([method, route]) + b"calculator/1\0limit=2&wait=true\0" + body
         open(os.path.join(out, "seed-%d-%d" % (route, method)), "wb").write(data)
 PY
-"$BUILD/fuzz/routes_fuzzer" -max_total_time="$SECONDS_TO_RUN" -max_len=4096 -timeout=10 \
-  -rss_limit_mb=2048 "$ROUTES_CORPUS"
+fuzz routes 4096 10
