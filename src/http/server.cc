@@ -25,7 +25,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
-#include <cstdio>
 #include <deque>
 #include <exception>
 #include <mutex>
@@ -34,6 +33,7 @@
 #include <unordered_map>
 
 #include "common/fd.h"
+#include "common/log.h"
 #include "http/http.h"
 #include "http/wire.h"
 
@@ -60,13 +60,8 @@ constexpr size_t kLingerBytes = 64u << 20;
 // How long Stop() lets answers already written reach their clients.
 constexpr auto kStopGrace = std::chrono::seconds(2);
 
-void LogLine(const std::string& line) {
-  std::string clean = line;
-  for (char& c : clean) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  std::fprintf(stderr, "cortex http: %s\n", clean.c_str());
-}
+// Through the server's log (text or JSON lines, control bytes and bad UTF-8 escaped).
+void LogLine(const std::string& line) { log::Error("http", line); }
 
 std::string CurrentExceptionText() {
   try {
