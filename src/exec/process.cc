@@ -385,6 +385,353 @@ void Classify(const Limits& limits, const Ending& e, ProcessResult* result) {
   }
 }
 
+// How a run's limits are enforced: by its cgroup where there is one, else by rlimits; `notes`
+// says what could not be (ProcessResult::limits_note).
+struct LimitPlan {
+  std::unique_ptr<RunCgroup> cgroup;
+  std::vector<ChildRlimit> rlimits;
+  struct rlimit memory_rlimit = {};  // RLIMIT_AS, for when joining the cgroup fails
+  bool memory_by_cgroup = false, pids_by_cgroup = false, memory_by_rlimit = false;
+  std::vector<std::string> notes;
+
+  // The child could not join the cgroup: its memory limit fell back to RLIMIT_AS.
+  void CgroupJoinFailed(const Limits& limits, int err) {
+    memory_by_cgroup = pids_by_cgroup = false;
+    notes.push_back("joining the cgroup failed (" + ErrnoText(err) + ")");
+    if (limits.memory_bytes) notes.push_back("memory limited by RLIMIT_AS");
+    if (limits.max_processes) notes.push_back("max_processes not enforced");
+    memory_by_rlimit = limits.memory_bytes.has_value();
+  }
+};
+
+// The run's pipes. The parent's ends stay close-on-exec, so no other child inherits them; the
+// child's ends are closed in the parent once it has started.
+struct Pipes {
+  Fd out_read, out_write, err_read, err_write;
+  Fd in_read, in_write;      // in_write only when there is stdin data (else /dev/null)
+  Fd gate_read, gate_write;  // the child's descriptor 3 (see ProcessSpec::start_gate)
+
+  void CloseChildEnds() {
+    in_read.Reset();
+    out_write.Reset();
+    err_write.Reset();
+    gate_read.Reset();
+  }
+};
+
+Result<Pipes> OpenPipes(const ProcessSpec& spec) {
+  const std::string& program = spec.argv[0];
+  auto fail = [&](const char* what) {
+    return ResourceExhaustedError("cannot run " + program + ": " + what + ErrnoText(errno));
+  };
+  Pipes p;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe: ");
+  p.out_read = Fd(fds[0]);
+  p.out_write = Fd(fds[1]);
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe: ");
+  p.err_read = Fd(fds[0]);
+  p.err_write = Fd(fds[1]);
+  if (spec.stdin_data.empty()) {
+    p.in_read = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  } else if (::pipe2(fds, O_CLOEXEC) == 0) {
+    p.in_read = Fd(fds[0]);
+    p.in_write = Fd(fds[1]);
+    ::fcntl(p.in_write.get(), F_SETFL, O_NONBLOCK);
+  }
+  p.in_read = AboveStdio(std::move(p.in_read));
+  p.out_write = AboveStdio(std::move(p.out_write));
+  p.err_write = AboveStdio(std::move(p.err_write));
+  if (!p.in_read.valid() || !p.out_write.valid() || !p.err_write.valid()) return fail("");
+  if (spec.start_gate) {
+    if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe: ");
+    p.gate_read = Fd(fds[0]);
+    p.gate_write = Fd(fds[1]);
+    if (p.gate_read.get() <= 3) p.gate_read = Fd(::fcntl(p.gate_read.get(), F_DUPFD_CLOEXEC, 4));
+    if (!p.gate_read.valid()) return fail("");
+  }
+  return p;
+}
+
+// A fresh child by clone(CLONE_VM | CLONE_VFORK): returns once it has exec'd or failed (then
+// `args` says why). `cgroup_fds` are the cgroup.procs descriptors it joins before exec.
+Result<pid_t> CloneChild(ChildArgs& args, const std::vector<int>& cgroup_fds,
+                         const std::string& program) {
+  args.cgroup_fds = cgroup_fds.data();
+  args.cgroup_fd_count = cgroup_fds.size();
+  void* stack = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    return ResourceExhaustedError("cannot run " + program + ": mmap: " + ErrnoText(errno));
+  }
+  sigset_t all, old_mask;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old_mask);
+  pid_t pid = ::clone(ChildMain, static_cast<char*>(stack) + kChildStackBytes,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  int clone_err = errno;
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::munmap(stack, kChildStackBytes);
+  if (pid < 0) {
+    return (clone_err == EAGAIN || clone_err == ENOMEM ? ResourceExhaustedError : InternalError)(
+        "cannot run " + program + ": clone: " + ErrnoText(clone_err));
+  }
+  return pid;
+}
+
+// Watches one started child: reads its output, writes its stdin, enforces the deadline, the
+// cancel token and the output limit, and reaps it. Run() builds one per run.
+class Supervisor {
+ public:
+  Supervisor(const ProcessSpec& spec, const std::function<void(const OutputLine&)>& on_line,
+             const CancelToken* cancel, Child& child, Pipes& pipes, ProcessResult& result,
+             Clock::time_point start)
+      : spec_(spec), limits_(spec.limits), on_line_(on_line), cancel_(cancel), child_(child) {
+    streams_[0].fd = std::move(pipes.out_read);
+    streams_[0].data = &result.stdout_data;
+    streams_[0].truncated = &result.stdout_truncated;
+    streams_[1].fd = std::move(pipes.err_read);
+    streams_[1].is_stderr = true;
+    streams_[1].data = &result.stderr_data;
+    streams_[1].truncated = &result.stderr_truncated;
+    in_write_ = std::move(pipes.in_write);
+    if (in_write_.valid()) sigpipe_.emplace();
+    if (limits_.timeout) deadline_ = start + *limits_.timeout;
+    std::memset(&usage_, 0, sizeof usage_);
+  }
+
+  // Until the child has exited and its output is drained (or the drain window is over).
+  Status Loop() {
+    for (;;) {
+      auto now = Clock::now();
+      if (!child_.reaped()) {
+        Enforce(now);
+      } else {
+        bool open = streams_[0].fd.valid() || streams_[1].fd.valid();
+        if (!open || now >= *drain_until_) break;
+      }
+      if (Status st = PollOnce(now); !st.ok()) return st;
+    }
+    for (Stream& s : streams_) {
+      if (on_line_ && !s.line.empty()) EmitLine(s, s.line);
+    }
+    return Status::Ok();
+  }
+
+  Ending& ending() { return ending_; }
+  const struct rusage& usage() const { return usage_; }
+  uint64_t total(int stream) const { return streams_[stream].total; }
+
+ private:
+  // The deadline, the cancel token and the grace's SIGKILL, while the child runs.
+  void Enforce(Clock::time_point now) {
+    if (ending_.stop == StopCause::kNone && cancel_ && cancel_->cancelled())
+      Terminate(StopCause::kCancel, now);
+    if (ending_.stop == StopCause::kNone && deadline_ && now >= *deadline_)
+      Terminate(StopCause::kTimeout, now);
+    if (kill_at_ && now >= *kill_at_) {
+      child_.SignalGroup(SIGKILL);
+      ending_.escalated = true;
+      kill_at_.reset();
+    }
+  }
+
+  void Terminate(StopCause why, Clock::time_point now) {
+    ending_.stop = why;
+    if (limits_.kill_grace.count() <= 0) {
+      child_.SignalGroup(SIGKILL);
+      ending_.escalated = true;
+    } else {
+      child_.SignalGroup(SIGTERM);
+      kill_at_ = now + limits_.kill_grace;
+    }
+  }
+
+  // One poll() over the pipes and the pidfd, until the next deadline; handles what is ready.
+  Status PollOnce(Clock::time_point now) {
+    bool exited = child_.reaped();
+    pollfd fds[4];
+    int kinds[4];  // 0/1: stream index, 2: stdin, 3: pidfd
+    nfds_t nfds = 0;
+    for (int i = 0; i < 2; ++i) {
+      if (streams_[i].fd.valid()) {
+        fds[nfds] = {streams_[i].fd.get(), POLLIN, 0};
+        kinds[nfds++] = i;
+      }
+    }
+    if (in_write_.valid()) {
+      fds[nfds] = {in_write_.get(), POLLOUT, 0};
+      kinds[nfds++] = 2;
+    }
+    if (!exited && pidfd_.valid()) {
+      fds[nfds] = {pidfd_.get(), POLLIN, 0};
+      kinds[nfds++] = 3;
+    }
+    int ready = ::poll(fds, nfds, PollTimeoutMs(now, exited));
+    if (ready < 0 && errno != EINTR) {
+      return InternalError("poll: " + ErrnoText(errno));  // ~Child kills and reaps
+    }
+    now = Clock::now();
+    for (nfds_t i = 0; ready > 0 && i < nfds; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (kinds[i] <= 1) {
+        ReadReady(streams_[kinds[i]], now);
+      } else if (kinds[i] == 2) {
+        WriteStdin();
+      }
+    }
+    bool check_exit = !pidfd_.valid() || std::any_of(fds, fds + nfds, [&](const pollfd& p) {
+      return p.fd == pidfd_.get() && p.revents != 0;
+    });
+    if (!child_.reaped() && check_exit && child_.TryReap(&ending_.status, &usage_)) Exited();
+    return Status::Ok();
+  }
+
+  int PollTimeoutMs(Clock::time_point now, bool exited) const {
+    std::optional<Clock::time_point> wake;
+    auto wake_by = [&](Clock::time_point t) { wake = wake ? std::min(*wake, t) : t; };
+    if (!exited) {
+      if (ending_.stop == StopCause::kNone && deadline_) wake_by(*deadline_);
+      if (kill_at_) wake_by(*kill_at_);
+      if (ending_.stop == StopCause::kNone && cancel_) wake_by(now + kCancelPoll);
+      if (!pidfd_.valid()) wake_by(now + kNoPidfdPoll);
+    } else {
+      wake_by(*drain_until_);
+    }
+    if (!wake) return -1;
+    auto left = duration_cast<microseconds>(*wake - now).count();
+    return left <= 0 ? 0 : static_cast<int>((left + 999) / 1000);
+  }
+
+  void ReadReady(Stream& s, Clock::time_point now) {
+    ssize_t n = ::read(s.fd.get(), buf_, sizeof buf_);
+    if (n > 0) {
+      AcceptOutput(s, buf_, static_cast<size_t>(n), now);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+      s.fd.Reset();
+    }
+  }
+
+  void WriteStdin() {
+    size_t left = spec_.stdin_data.size() - stdin_offset_;
+    ssize_t n = ::write(in_write_.get(), spec_.stdin_data.data() + stdin_offset_,
+                        std::min(left, kReadChunk));
+    if (n > 0) stdin_offset_ += static_cast<size_t>(n);
+    if (n < 0 && errno == EPIPE) sigpipe_->NoteEpipe();
+    if ((n < 0 && errno != EAGAIN && errno != EINTR) || stdin_offset_ == spec_.stdin_data.size()) {
+      in_write_.Reset();  // all written (EOF for the child), or the child closed its end
+    }
+  }
+
+  // The main process was reaped: the rest of its group goes, and the pipes then reach EOF.
+  void Exited() {
+    in_write_.Reset();
+    if (spec_.reap_in_background) {
+      // What the process wrote is in the pipes by now: take what is there and stop, without
+      // waiting for the leftovers' EOF. Killing them, waiting for their exit (e.g. a
+      // sandbox's namespaces being torn down) and reaping them is the reaper's work.
+      for (Stream& st : streams_) {
+        if (!st.fd.valid()) continue;
+        ::fcntl(st.fd.get(), F_SETFL, ::fcntl(st.fd.get(), F_GETFL) | O_NONBLOCK);
+        for (;;) {
+          ssize_t n = ::read(st.fd.get(), buf_, sizeof buf_);
+          if (n > 0) {
+            AcceptOutput(st, buf_, static_cast<size_t>(n), Clock::now());
+          } else if (n < 0 && errno == EINTR) {
+            continue;
+          } else {
+            break;  // EOF, or nothing more (EAGAIN)
+          }
+        }
+        st.fd.Reset();
+      }
+    } else {
+      child_.KillRemaining();
+    }
+    drain_until_ = Clock::now() + kDrainAfterExit;
+  }
+
+  void EmitLine(Stream& s, std::string_view text) {
+    OutputLine line;
+    line.is_stderr = s.is_stderr;
+    line.text.assign(text);
+    on_line_(line);
+  }
+
+  // Keeps what fits under the output limit, splits lines for on_line, and stops the process
+  // when the limit is passed (if the spec says so).
+  void AcceptOutput(Stream& s, const char* data, size_t n, Clock::time_point now) {
+    s.total += static_cast<uint64_t>(n);
+    size_t room = limits_.max_output_bytes - std::min(limits_.max_output_bytes, s.data->size());
+    size_t keep = std::min(room, n);
+    s.data->append(data, keep);
+    if (on_line_) {
+      std::string_view chunk(data, keep);
+      while (!chunk.empty()) {
+        size_t nl = chunk.find('\n');
+        size_t take = nl == std::string_view::npos ? chunk.size() : nl;
+        size_t fit = std::min(take, kMaxLineBytes - s.line.size());
+        s.line.append(chunk.data(), fit);
+        chunk.remove_prefix(fit);
+        if (s.line.size() == kMaxLineBytes || (fit == take && nl != std::string_view::npos)) {
+          EmitLine(s, s.line);
+          s.line.clear();
+          if (fit == take && nl != std::string_view::npos) chunk.remove_prefix(1);
+        }
+      }
+    }
+    if (keep < n) {
+      *s.truncated = true;
+      if (limits_.kill_on_output_limit && ending_.stop == StopCause::kNone) {
+        ending_.output_stream = s.is_stderr ? "stderr" : "stdout";
+        Terminate(StopCause::kOutput, now);
+      }
+    }
+  }
+
+  const ProcessSpec& spec_;
+  const Limits& limits_;
+  const std::function<void(const OutputLine&)>& on_line_;
+  const CancelToken* cancel_;
+  Child& child_;
+  Fd pidfd_{PidfdOpen(child_.pid())};  // readable once the child exits
+  Stream streams_[2];
+  Fd in_write_;
+  std::optional<ScopedSigpipeBlock> sigpipe_;  // while there is stdin to write
+  size_t stdin_offset_ = 0;
+  Ending ending_;  // what happened, for Classify
+  std::optional<Clock::time_point> deadline_;
+  std::optional<Clock::time_point> kill_at_;  // SIGKILL after SIGTERM + grace
+  std::optional<Clock::time_point> drain_until_;
+  struct rusage usage_;
+  char buf_[kReadChunk];
+};
+
+// CPU times (rusage, or the cgroup's when larger: it also counts processes nobody waited for),
+// peak memory, output totals and the limits note.
+void Account(const Supervisor& sv, const Ending& ending, const LimitPlan& plan,
+             ProcessResult* result) {
+  auto usec = [](const struct timeval& tv) {
+    return microseconds(static_cast<int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec);
+  };
+  result->cpu_user = usec(sv.usage().ru_utime);
+  result->cpu_system = usec(sv.usage().ru_stime);
+  if (ending.cgroup.cpu_user_usec) {
+    result->cpu_user = std::max(result->cpu_user,
+                                microseconds(static_cast<int64_t>(*ending.cgroup.cpu_user_usec)));
+  }
+  if (ending.cgroup.cpu_system_usec) {
+    result->cpu_system = std::max(
+        result->cpu_system, microseconds(static_cast<int64_t>(*ending.cgroup.cpu_system_usec)));
+  }
+  uint64_t maxrss = static_cast<uint64_t>(sv.usage().ru_maxrss) * 1024;
+  result->peak_memory_bytes =
+      plan.memory_by_cgroup && ending.cgroup.peak ? *ending.cgroup.peak : maxrss;
+  result->stdout_bytes = sv.total(0);
+  result->stderr_bytes = sv.total(1);
+  for (auto& n : plan.notes) result->limits_note += (result->limits_note.empty() ? "" : "; ") + n;
+}
+
 class RealProcessRunner final : public ProcessRunner {
  public:
   explicit RealProcessRunner(RunnerOptions options) : cgroups_(DetectCgroups(options)) {
@@ -410,15 +757,64 @@ class RealProcessRunner final : public ProcessRunner {
     }
   }
 
+  // The stages: plan the limits, open the pipes, start the child, supervise it, account.
   Result<ProcessResult> Run(const ProcessSpec& spec,
                             const std::function<void(const OutputLine&)>& on_line,
                             const CancelToken* cancel) override;
 
  private:
+  LimitPlan PlanLimits(const Limits& limits);
+
   const CgroupSetup cgroups_;
   CgroupPool pool_{cgroups_.version};  // destroyed after every run and the reaper
   Reaper reaper_;                      // declared last: destroyed first (it releases cgroups)
 };
+
+LimitPlan RealProcessRunner::PlanLimits(const Limits& limits) {
+  LimitPlan plan;
+  // A cgroup for the limits that need one.
+  bool want_cgroup = limits.memory_bytes.has_value() || limits.max_processes.has_value() ||
+                     limits.cpu_cores.has_value();
+  if (want_cgroup && cgroups_.version != 0) {
+    std::string why;
+    plan.cgroup = RunCgroup::Create(cgroups_, limits, &pool_, &why);
+    if (!plan.cgroup) plan.notes.push_back("cgroup setup failed (" + why + ")");
+  } else if (want_cgroup) {
+    plan.notes.push_back("cgroups unavailable (" + cgroups_.unavailable + ")");
+  }
+  plan.memory_by_cgroup = plan.cgroup && plan.cgroup->enforces_memory();
+  plan.pids_by_cgroup = plan.cgroup && plan.cgroup->enforces_pids();
+  if (limits.cpu_cores && !(plan.cgroup && plan.cgroup->enforces_cpu_quota())) {
+    plan.notes.push_back("cpu not limited (no cgroup cpu controller)");
+  }
+
+  plan.rlimits.push_back({RLIMIT_CORE, {0, 0}});  // no core files in tool folders
+  if (limits.cpu_time) {
+    rlim_t s = static_cast<rlim_t>(std::max<int64_t>(1, limits.cpu_time->count()));
+    plan.rlimits.push_back({RLIMIT_CPU, {s, s + 1}});  // SIGXCPU at the limit, SIGKILL 1 s later
+  }
+  if (limits.max_open_files) {
+    rlim_t n = static_cast<rlim_t>(*limits.max_open_files);
+    plan.rlimits.push_back({RLIMIT_NOFILE, {n, n}});
+  }
+  if (limits.max_file_size) {
+    rlim_t n = static_cast<rlim_t>(*limits.max_file_size);
+    plan.rlimits.push_back({RLIMIT_FSIZE, {n, n}});
+  }
+  if (limits.memory_bytes) {
+    plan.memory_rlimit = {static_cast<rlim_t>(*limits.memory_bytes),
+                          static_cast<rlim_t>(*limits.memory_bytes)};
+    if (!plan.memory_by_cgroup) {
+      plan.rlimits.push_back({RLIMIT_AS, plan.memory_rlimit});
+      plan.memory_by_rlimit = true;
+      plan.notes.push_back("memory limited by RLIMIT_AS (address space, not resident memory)");
+    }
+  }
+  if (limits.max_processes && !plan.pids_by_cgroup) {
+    plan.notes.push_back("max_processes not enforced");
+  }
+  return plan;
+}
 
 Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
                                              const std::function<void(const OutputLine&)>& on_line,
@@ -430,93 +826,9 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
                                 "' is not an absolute path (resolve it with ResolveProgram)");
   }
   const Limits& limits = spec.limits;
-  ProcessResult result;
-  std::vector<std::string> notes;
-
-  // Cgroup for the limits that need one.
-  std::unique_ptr<RunCgroup> cgroup;
-  bool want_cgroup = limits.memory_bytes.has_value() || limits.max_processes.has_value() ||
-                     limits.cpu_cores.has_value();
-  if (want_cgroup && cgroups_.version != 0) {
-    std::string why;
-    cgroup = RunCgroup::Create(cgroups_, limits, &pool_, &why);
-    if (!cgroup) notes.push_back("cgroup setup failed (" + why + ")");
-  } else if (want_cgroup) {
-    notes.push_back("cgroups unavailable (" + cgroups_.unavailable + ")");
-  }
-  bool memory_by_cgroup = cgroup && cgroup->enforces_memory();
-  bool pids_by_cgroup = cgroup && cgroup->enforces_pids();
-  if (limits.cpu_cores && !(cgroup && cgroup->enforces_cpu_quota())) {
-    notes.push_back("cpu not limited (no cgroup cpu controller)");
-  }
-
-  std::vector<ChildRlimit> rlimits;
-  rlimits.push_back({RLIMIT_CORE, {0, 0}});  // no core files in tool folders
-  if (limits.cpu_time) {
-    rlim_t s = static_cast<rlim_t>(std::max<int64_t>(1, limits.cpu_time->count()));
-    rlimits.push_back({RLIMIT_CPU, {s, s + 1}});  // SIGXCPU at the limit, SIGKILL a second later
-  }
-  if (limits.max_open_files) {
-    rlim_t n = static_cast<rlim_t>(*limits.max_open_files);
-    rlimits.push_back({RLIMIT_NOFILE, {n, n}});
-  }
-  if (limits.max_file_size) {
-    rlim_t n = static_cast<rlim_t>(*limits.max_file_size);
-    rlimits.push_back({RLIMIT_FSIZE, {n, n}});
-  }
-  struct rlimit memory_rlimit = {};
-  bool memory_by_rlimit = false;
-  if (limits.memory_bytes) {
-    memory_rlimit = {static_cast<rlim_t>(*limits.memory_bytes),
-                     static_cast<rlim_t>(*limits.memory_bytes)};
-    if (!memory_by_cgroup) {
-      rlimits.push_back({RLIMIT_AS, memory_rlimit});
-      memory_by_rlimit = true;
-      notes.push_back("memory limited by RLIMIT_AS (address space, not resident memory)");
-    }
-  }
-  if (limits.max_processes && !pids_by_cgroup) notes.push_back("max_processes not enforced");
-
-  // Pipes. The parent's ends stay close-on-exec, so no other child inherits them.
-  int out_pipe[2], err_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
-    return ResourceExhaustedError("cannot run " + program + ": pipe: " + ErrnoText(errno));
-  }
-  Fd out_read(out_pipe[0]), out_write(out_pipe[1]);
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    return ResourceExhaustedError("cannot run " + program + ": pipe: " + ErrnoText(errno));
-  }
-  Fd err_read(err_pipe[0]), err_write(err_pipe[1]);
-  Fd in_read, in_write;
-  if (spec.stdin_data.empty()) {
-    in_read = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  } else {
-    int in_pipe[2];
-    if (::pipe2(in_pipe, O_CLOEXEC) == 0) {
-      in_read = Fd(in_pipe[0]);
-      in_write = Fd(in_pipe[1]);
-      ::fcntl(in_write.get(), F_SETFL, O_NONBLOCK);
-    }
-  }
-  in_read = AboveStdio(std::move(in_read));
-  out_write = AboveStdio(std::move(out_write));
-  err_write = AboveStdio(std::move(err_write));
-  if (!in_read.valid() || !out_write.valid() || !err_write.valid()) {
-    return ResourceExhaustedError("cannot run " + program + ": " + ErrnoText(errno));
-  }
-  Fd gate_read, gate_write;  // the child's descriptor 3 (see ProcessSpec::start_gate)
-  if (spec.start_gate) {
-    int gate[2];
-    if (::pipe2(gate, O_CLOEXEC) != 0) {
-      return ResourceExhaustedError("cannot run " + program + ": pipe: " + ErrnoText(errno));
-    }
-    gate_read = Fd(gate[0]);
-    gate_write = Fd(gate[1]);
-    if (gate_read.get() <= 3) gate_read = Fd(::fcntl(gate_read.get(), F_DUPFD_CLOEXEC, 4));
-    if (!gate_read.valid()) {
-      return ResourceExhaustedError("cannot run " + program + ": " + ErrnoText(errno));
-    }
-  }
+  LimitPlan plan = PlanLimits(limits);
+  auto pipes = OpenPipes(spec);
+  if (!pipes.ok()) return pipes.status();
 
   // Everything the child needs, prepared here (the child may not allocate).
   std::vector<char*> argv, envp;
@@ -524,286 +836,65 @@ Result<ProcessResult> RealProcessRunner::Run(const ProcessSpec& spec,
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  std::vector<int> cgroup_fds;  // only for a fresh clone, which joins the cgroup itself
   ChildArgs args;
   args.path = program.c_str();
   args.argv = argv.data();
   args.envp = envp.data();
   args.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
-  args.stdin_fd = in_read.get();
-  args.stdout_fd = out_write.get();
-  args.stderr_fd = err_write.get();
-  args.gate_fd = gate_read.get();
-  args.rlimits = rlimits.data();
-  args.rlimit_count = rlimits.size();
-  args.memory_fallback = limits.memory_bytes && memory_by_cgroup ? &memory_rlimit : nullptr;
+  args.stdin_fd = pipes->in_read.get();
+  args.stdout_fd = pipes->out_write.get();
+  args.stderr_fd = pipes->err_write.get();
+  args.gate_fd = pipes->gate_read.get();
+  args.rlimits = plan.rlimits.data();
+  args.rlimit_count = plan.rlimits.size();
+  args.memory_fallback =
+      limits.memory_bytes && plan.memory_by_cgroup ? &plan.memory_rlimit : nullptr;
 
   // The child: the slot's standby when it has one (already in the cgroups), else a fresh clone.
-  std::unique_ptr<Standby> standby = cgroup ? cgroup->TakeStandby() : nullptr;
+  std::unique_ptr<Standby> standby = plan.cgroup ? plan.cgroup->TakeStandby() : nullptr;
   auto start = Clock::now();
   pid_t pid = standby ? standby->Go(&args) : 0;
   standby.reset();
   if (pid <= 0) {
-    if (cgroup) cgroup_fds = cgroup->procs_fds();
-    args.cgroup_fds = cgroup_fds.data();
-    args.cgroup_fd_count = cgroup_fds.size();
-    void* stack = ::mmap(nullptr, kChildStackBytes, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-      return ResourceExhaustedError("cannot run " + program + ": mmap: " + ErrnoText(errno));
-    }
     start = Clock::now();
-    sigset_t all, old_mask;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old_mask);
-    pid = ::clone(ChildMain, static_cast<char*>(stack) + kChildStackBytes,
-                  CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-    int clone_err = errno;
-    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    ::munmap(stack, kChildStackBytes);
-    if (pid < 0) {
-      return (clone_err == EAGAIN || clone_err == ENOMEM ? ResourceExhaustedError : InternalError)(
-          "cannot run " + program + ": clone: " + ErrnoText(clone_err));
-    }
+    auto cloned =
+        CloneChild(args, plan.cgroup ? plan.cgroup->procs_fds() : std::vector<int>{}, program);
+    if (!cloned.ok()) return cloned.status();
+    pid = *cloned;
   }
-  in_read.Reset();
-  out_write.Reset();
-  err_write.Reset();
-  gate_read.Reset();
-  auto owned_child = std::make_unique<Child>(pid, std::move(cgroup));
+  pipes->CloseChildEnds();
+  auto owned_child = std::make_unique<Child>(pid, std::move(plan.cgroup));
   Child& child = *owned_child;
   if (args.err != 0) return StartError(args, spec);  // ~Child reaps the exited child
-  if (args.cgroup_join_err != 0) {
-    memory_by_cgroup = pids_by_cgroup = false;
-    notes.push_back("joining the cgroup failed (" + ErrnoText(args.cgroup_join_err) + ")");
-    if (limits.memory_bytes) notes.push_back("memory limited by RLIMIT_AS");
-    if (limits.max_processes) notes.push_back("max_processes not enforced");
-    memory_by_rlimit = limits.memory_bytes.has_value();
-  }
+  if (args.cgroup_join_err != 0) plan.CgroupJoinFailed(limits, args.cgroup_join_err);
+  ProcessResult result;
   result.pid = pid;
-  result.used_cgroup = memory_by_cgroup || pids_by_cgroup;
-  Fd pidfd(PidfdOpen(pid));  // readable once the child exits
+  result.used_cgroup = plan.memory_by_cgroup || plan.pids_by_cgroup;
   if (spec.on_spawned) {
     if (Status st = spec.on_spawned(pid); !st.ok()) return st;  // ~Child kills and reaps it
   }
-  if (gate_write.valid()) {
+  if (pipes->gate_write.valid()) {
     // Open the gate. A child that exited already (or closed its end) is no error: EPIPE,
     // reported in the result like any other early exit (SIGPIPE is blocked for the write).
     ScopedSigpipeBlock block;
-    if (::write(gate_write.get(), "g", 1) < 0 && errno == EPIPE) block.NoteEpipe();
-    gate_write.Reset();
+    if (::write(pipes->gate_write.get(), "g", 1) < 0 && errno == EPIPE) block.NoteEpipe();
+    pipes->gate_write.Reset();
   }
 
-  // Supervise.
-  Stream streams[2];
-  streams[0].fd = std::move(out_read);
-  streams[0].data = &result.stdout_data;
-  streams[0].truncated = &result.stdout_truncated;
-  streams[1].fd = std::move(err_read);
-  streams[1].is_stderr = true;
-  streams[1].data = &result.stderr_data;
-  streams[1].truncated = &result.stderr_truncated;
-  std::optional<ScopedSigpipeBlock> sigpipe;
-  if (in_write.valid()) sigpipe.emplace();
-  size_t stdin_offset = 0;
-
-  Ending ending;  // what happened, for Classify
-  std::optional<Clock::time_point> deadline;
-  if (limits.timeout) deadline = start + *limits.timeout;
-  std::optional<Clock::time_point> kill_at;  // SIGKILL after SIGTERM + grace
-  std::optional<Clock::time_point> drain_until;
-  struct rusage usage;
-  std::memset(&usage, 0, sizeof usage);
-
-  auto emit_line = [&](Stream& s, std::string_view text) {
-    OutputLine line;
-    line.is_stderr = s.is_stderr;
-    line.text.assign(text);
-    on_line(line);
-  };
-  auto terminate = [&](StopCause why, Clock::time_point now) {
-    ending.stop = why;
-    if (limits.kill_grace.count() <= 0) {
-      child.SignalGroup(SIGKILL);
-      ending.escalated = true;
-    } else {
-      child.SignalGroup(SIGTERM);
-      kill_at = now + limits.kill_grace;
-    }
-  };
-  auto accept_output = [&](Stream& s, const char* data, size_t n, Clock::time_point now) {
-    s.total += static_cast<uint64_t>(n);
-    size_t room = limits.max_output_bytes - std::min(limits.max_output_bytes, s.data->size());
-    size_t keep = std::min(room, n);
-    s.data->append(data, keep);
-    if (on_line) {
-      std::string_view chunk(data, keep);
-      while (!chunk.empty()) {
-        size_t nl = chunk.find('\n');
-        size_t take = nl == std::string_view::npos ? chunk.size() : nl;
-        size_t fit = std::min(take, kMaxLineBytes - s.line.size());
-        s.line.append(chunk.data(), fit);
-        chunk.remove_prefix(fit);
-        if (s.line.size() == kMaxLineBytes || (fit == take && nl != std::string_view::npos)) {
-          emit_line(s, s.line);
-          s.line.clear();
-          if (fit == take && nl != std::string_view::npos) chunk.remove_prefix(1);
-        }
-      }
-    }
-    if (keep < n) {
-      *s.truncated = true;
-      if (limits.kill_on_output_limit && ending.stop == StopCause::kNone) {
-        ending.output_stream = s.is_stderr ? "stderr" : "stdout";
-        terminate(StopCause::kOutput, now);
-      }
-    }
-  };
-
-  char buf[kReadChunk];
-  for (;;) {
-    auto now = Clock::now();
-    bool exited = child.reaped();
-    if (!exited) {
-      if (ending.stop == StopCause::kNone && cancel && cancel->cancelled())
-        terminate(StopCause::kCancel, now);
-      if (ending.stop == StopCause::kNone && deadline && now >= *deadline)
-        terminate(StopCause::kTimeout, now);
-      if (kill_at && now >= *kill_at) {
-        child.SignalGroup(SIGKILL);
-        ending.escalated = true;
-        kill_at.reset();
-      }
-    } else {
-      bool open = streams[0].fd.valid() || streams[1].fd.valid();
-      if (!open || now >= *drain_until) break;
-    }
-
-    pollfd fds[4];
-    int kinds[4];  // 0/1: stream index, 2: stdin, 3: pidfd
-    nfds_t nfds = 0;
-    for (int i = 0; i < 2; ++i) {
-      if (streams[i].fd.valid()) {
-        fds[nfds] = {streams[i].fd.get(), POLLIN, 0};
-        kinds[nfds++] = i;
-      }
-    }
-    if (in_write.valid()) {
-      fds[nfds] = {in_write.get(), POLLOUT, 0};
-      kinds[nfds++] = 2;
-    }
-    if (!exited && pidfd.valid()) {
-      fds[nfds] = {pidfd.get(), POLLIN, 0};
-      kinds[nfds++] = 3;
-    }
-    std::optional<Clock::time_point> wake;
-    auto wake_by = [&](Clock::time_point t) { wake = wake ? std::min(*wake, t) : t; };
-    if (!exited) {
-      if (ending.stop == StopCause::kNone && deadline) wake_by(*deadline);
-      if (kill_at) wake_by(*kill_at);
-      if (ending.stop == StopCause::kNone && cancel) wake_by(now + kCancelPoll);
-      if (!pidfd.valid()) wake_by(now + kNoPidfdPoll);
-    } else {
-      wake_by(*drain_until);
-    }
-    int timeout_ms = -1;
-    if (wake) {
-      auto left = duration_cast<microseconds>(*wake - now).count();
-      timeout_ms = left <= 0 ? 0 : static_cast<int>((left + 999) / 1000);
-    }
-    int ready = ::poll(fds, nfds, timeout_ms);
-    if (ready < 0 && errno != EINTR) {
-      return InternalError("poll: " + ErrnoText(errno));  // ~Child kills and reaps
-    }
-    now = Clock::now();
-    for (nfds_t i = 0; ready > 0 && i < nfds; ++i) {
-      if (fds[i].revents == 0) continue;
-      if (kinds[i] <= 1) {
-        Stream& s = streams[kinds[i]];
-        ssize_t n = ::read(s.fd.get(), buf, sizeof buf);
-        if (n > 0) {
-          accept_output(s, buf, static_cast<size_t>(n), now);
-        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-          s.fd.Reset();
-        }
-      } else if (kinds[i] == 2) {
-        size_t left = spec.stdin_data.size() - stdin_offset;
-        ssize_t n = ::write(in_write.get(), spec.stdin_data.data() + stdin_offset,
-                            std::min(left, kReadChunk));
-        if (n > 0) stdin_offset += static_cast<size_t>(n);
-        if (n < 0 && errno == EPIPE) sigpipe->NoteEpipe();
-        if ((n < 0 && errno != EAGAIN && errno != EINTR) ||
-            stdin_offset == spec.stdin_data.size()) {
-          in_write.Reset();  // all written (EOF for the child), or the child closed its end
-        }
-      }
-    }
-    bool check_exit = !pidfd.valid() || std::any_of(fds, fds + nfds, [&](const pollfd& p) {
-      return p.fd == pidfd.get() && p.revents != 0;
-    });
-    if (!child.reaped() && check_exit && child.TryReap(&ending.status, &usage)) {
-      in_write.Reset();
-      // The rest of the group; the pipes then reach EOF.
-      if (spec.reap_in_background) {
-        // What the process wrote is in the pipes by now: take what is there and stop, without
-        // waiting for the leftovers' EOF. Killing them, waiting for their exit (e.g. a
-        // sandbox's namespaces being torn down) and reaping them is the reaper's work.
-        for (Stream& st : streams) {
-          if (!st.fd.valid()) continue;
-          ::fcntl(st.fd.get(), F_SETFL, ::fcntl(st.fd.get(), F_GETFL) | O_NONBLOCK);
-          for (;;) {
-            ssize_t n = ::read(st.fd.get(), buf, sizeof buf);
-            if (n > 0) {
-              accept_output(st, buf, static_cast<size_t>(n), Clock::now());
-            } else if (n < 0 && errno == EINTR) {
-              continue;
-            } else {
-              break;  // EOF, or nothing more (EAGAIN)
-            }
-          }
-          st.fd.Reset();
-        }
-      } else {
-        child.KillRemaining();
-      }
-      drain_until = Clock::now() + kDrainAfterExit;
-    }
-  }
-  const auto end = Clock::now();
-  for (Stream& s : streams) {
-    if (on_line && !s.line.empty()) emit_line(s, s.line);
-  }
+  Supervisor supervisor(spec, on_line, cancel, child, *pipes, result, start);
+  if (Status st = supervisor.Loop(); !st.ok()) return st;  // ~Child kills and reaps
+  result.wall = duration_cast<microseconds>(Clock::now() - start);
+  Ending& ending = supervisor.ending();
   ending.cgroup = child.ReadCgroupStats();
   if (!spec.reap_in_background || !reaper_.Adopt(owned_child)) {
     child.KillRemaining();
     child.ReleaseCgroup();
   }
 
-  // Account.
-  result.wall = duration_cast<microseconds>(end - start);
-  result.cpu_user =
-      microseconds(static_cast<int64_t>(usage.ru_utime.tv_sec) * 1000000 + usage.ru_utime.tv_usec);
-  result.cpu_system =
-      microseconds(static_cast<int64_t>(usage.ru_stime.tv_sec) * 1000000 + usage.ru_stime.tv_usec);
-  if (ending.cgroup.cpu_user_usec) {
-    result.cpu_user =
-        std::max(result.cpu_user, microseconds(static_cast<int64_t>(*ending.cgroup.cpu_user_usec)));
-  }
-  if (ending.cgroup.cpu_system_usec) {
-    result.cpu_system = std::max(
-        result.cpu_system, microseconds(static_cast<int64_t>(*ending.cgroup.cpu_system_usec)));
-  }
-  uint64_t maxrss = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
-  result.peak_memory_bytes = memory_by_cgroup && ending.cgroup.peak ? *ending.cgroup.peak : maxrss;
-  result.stdout_bytes = streams[0].total;
-  result.stderr_bytes = streams[1].total;
-  if (!notes.empty()) {
-    for (auto& n : notes) result.limits_note += (result.limits_note.empty() ? "" : "; ") + n;
-  }
-
-  ending.memory_by_cgroup = memory_by_cgroup;
-  ending.pids_by_cgroup = pids_by_cgroup;
-  ending.memory_by_rlimit = memory_by_rlimit;
+  Account(supervisor, ending, plan, &result);
+  ending.memory_by_cgroup = plan.memory_by_cgroup;
+  ending.pids_by_cgroup = plan.pids_by_cgroup;
+  ending.memory_by_rlimit = plan.memory_by_rlimit;
   Classify(limits, ending, &result);
   return result;
 }
