@@ -20,11 +20,14 @@ constexpr const char* kComponent = "workflow";
 // The longest wait between two attempts to record a run the Store refused (50 ms, doubling).
 constexpr int64_t kMaxWriteRetryMs = 5000;
 
-bool Terminal(const std::string& s) {
-  return s == "succeeded" || s == "failed" || s == "skipped" || s == "cancelled";
+// A Store record's step status; an unknown one (written by another version) reads as pending,
+// so that a recovered run runs that step again rather than trusting a state it cannot read.
+StepStatus StepStatusOf(const std::string& text) {
+  return ParseStepStatus(text).value_or(StepStatus::kPending);
 }
-bool RunFinished(const std::string& s) {
-  return s == "succeeded" || s == "failed" || s == "cancelled";
+bool RunFinishedText(const std::string& text) {
+  auto s = ParseRunStatus(text);
+  return s && Finished(*s);
 }
 
 std::string DurationText(int64_t ms) {
@@ -53,7 +56,7 @@ std::string NewRunId() { return RandomId("wf_"); }
 // ---- State --------------------------------------------------------------------------------
 
 struct Engine::StepState {
-  std::string status = "pending";
+  StepStatus status = StepStatus::kPending;
   int attempt = 0;
   Json output;  // null when none
   std::string error;
@@ -65,7 +68,8 @@ struct Engine::StepState {
 };
 
 struct Engine::Run {
-  store::RunRecord rec;
+  store::RunRecord rec;  // rec.status is StatusName(status): set both with SetStatus
+  RunStatus status = RunStatus::kRunning;
   std::shared_ptr<const Plan> plan;
   Json input;
   std::vector<StepState> steps;
@@ -88,6 +92,11 @@ struct Engine::Run {
   std::string last_write_error;
   trace::Span span;         // from its start in this process to its end
   std::string traceparent;  // what its steps' spans hang under (the span's, else the caller's)
+
+  void SetStatus(RunStatus s) {
+    status = s;
+    rec.status = StatusName(s);
+  }
 };
 
 Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* steps) {
@@ -129,8 +138,9 @@ Json RunJson(const store::RunRecord& r, const std::vector<store::StepRecord>* st
       if (s->started_ms) sj["started_ms"] = s->started_ms;
       if (s->finished_ms) sj["finished_ms"] = s->finished_ms;
       if (s->finished_ms && s->started_ms) sj["duration_ms"] = s->finished_ms - s->started_ms;
-      if (s->status == "retrying") sj["next_attempt_ms"] = s->next_attempt_ms;
-      if (Terminal(s->status)) ++done;
+      StepStatus status = StepStatusOf(s->status);
+      if (status == StepStatus::kRetrying) sj["next_attempt_ms"] = s->next_attempt_ms;
+      if (Terminal(status)) ++done;
       arr.push_back(std::move(sj));
     }
     j["progress"] = {{"steps", steps->size()}, {"finished", done}};
@@ -246,7 +256,8 @@ Result<std::string> Engine::StartRun(const StartRequest& request,
     Status why = UnavailableError("the run could not be recorded, so it was not started: " +
                                   run->last_write_error);
     for (size_t i = 0; i < run->steps.size(); ++i) {
-      if (run->steps[i].status == "running" && TakesSlot(run->plan->nodes[i])) inflight_ -= 1;
+      if (run->steps[i].status == StepStatus::kRunning && TakesSlot(run->plan->nodes[i]))
+        inflight_ -= 1;
     }
     runs_.erase(id);
     PumpReadyQueue();
@@ -313,7 +324,7 @@ Result<std::string> Engine::CreateRun(const StartRequest& request, const std::st
     }
   }
   r.workflow = request.workflow;
-  r.status = "running";
+  run->SetStatus(RunStatus::kRunning);
   r.input_json = DumpJson(run->input);
   r.trigger = request.trigger;
   r.manifest_path = entry->file->path;
@@ -391,27 +402,27 @@ registry::VariableContext Engine::ContextFor(const Run& run) const {
     auto it = run.plan->by_name.find(name);
     if (it == run.plan->by_name.end()) return std::nullopt;
     const StepState& st = run.steps[it->second];
-    if (st.status == "pending") return std::nullopt;
-    return registry::StepOutcome{st.status, st.output.is_null() ? nullptr : &st.output};
+    if (st.status == StepStatus::kPending) return std::nullopt;
+    return registry::StepOutcome{StatusName(st.status), st.output.is_null() ? nullptr : &st.output};
   };
   return ctx;
 }
 
 void Engine::Decide(Run& run, int node) {
   StepState& st = run.steps[node];
-  if (st.status != "pending" || st.queued || run.finished) return;
+  if (st.status != StepStatus::kPending || st.queued || run.finished) return;
   if (run.aborting || run.cancelling) return;  // cancelled when the run ends
   const Node& n = run.plan->nodes[node];
   for (int d : n.deps) {
     if (!Terminal(run.steps[d].status)) return;
   }
-  if (run.rec.status == "paused") return;  // Resume decides again
+  if (run.status == RunStatus::kPaused) return;  // Resume decides again
   if (n.gate >= 0) {
     const StepState& g = run.steps[n.gate];
-    bool taken = g.status == "succeeded" && g.output.is_object() &&
+    bool taken = g.status == StepStatus::kSucceeded && g.output.is_object() &&
                  g.output.value("result", !n.branch) == n.branch;
     if (!taken) {
-      return FinishNode(run, node, "skipped", nullptr,
+      return FinishNode(run, node, StepStatus::kSkipped, nullptr,
                         "not run: the branch it is on was not taken");
     }
   }
@@ -431,10 +442,11 @@ void Engine::Decide(Run& run, int node) {
       }
       any = true;
       const StepState& c = run.steps[d];
-      if (c.status != "skipped") all_skipped = false;
+      if (c.status != StepStatus::kSkipped) all_skipped = false;
       if (!c.output.is_null()) out[run.plan->nodes[d].name] = c.output;
     }
-    return FinishNode(run, node, any && all_skipped ? "skipped" : "succeeded", out, "");
+    return FinishNode(run, node, any && all_skipped ? StepStatus::kSkipped : StepStatus::kSucceeded,
+                      out, "");
   }
   std::string blocker;
   for (int d : n.deps) {
@@ -442,9 +454,9 @@ void Engine::Decide(Run& run, int node) {
     const StepState& ds = run.steps[d];
     const auto* dstep = run.plan->nodes[d].step;
     bool skip_on_failure = dstep && dstep->on_failure == registry::OnFailure::kSkip;
-    if (ds.status == "skipped" || ds.status == "cancelled" ||
-        (ds.status == "failed" && skip_on_failure)) {
-      blocker = run.plan->nodes[d].name + " " + ds.status;
+    if (ds.status == StepStatus::kSkipped || ds.status == StepStatus::kCancelled ||
+        (ds.status == StepStatus::kFailed && skip_on_failure)) {
+      blocker = run.plan->nodes[d].name + " " + std::string(StatusName(ds.status));
       break;
     }
   }
@@ -453,21 +465,21 @@ void Engine::Decide(Run& run, int node) {
     if (!value.ok()) {
       std::string error = "condition: " + value.status().message();
       BeginAbort(run, "step '" + n.name + "' failed: " + error, false);
-      return FinishNode(run, node, "failed", nullptr, error);
+      return FinishNode(run, node, StepStatus::kFailed, nullptr, error);
     }
     bool truth = registry::Truthy(value->value);
     if (n.kind == NodeKind::kGate) {
       if (!blocker.empty()) {
-        return FinishNode(run, node, "skipped", nullptr, "not run: " + blocker);
+        return FinishNode(run, node, StepStatus::kSkipped, nullptr, "not run: " + blocker);
       }
-      return FinishNode(run, node, "succeeded", Json{{"result", truth}}, "");
+      return FinishNode(run, node, StepStatus::kSucceeded, Json{{"result", truth}}, "");
     }
     if (!truth) {
-      return FinishNode(run, node, "skipped", Json(),
+      return FinishNode(run, node, StepStatus::kSkipped, Json(),
                         "condition is false: " + n.step->condition.value_or(""));
     }
   } else if (!blocker.empty()) {
-    return FinishNode(run, node, "skipped", nullptr, "not run: " + blocker);
+    return FinishNode(run, node, StepStatus::kSkipped, nullptr, "not run: " + blocker);
   }
   // Ready to run.
   const bool slot = TakesSlot(n);
@@ -482,7 +494,7 @@ void Engine::Decide(Run& run, int node) {
     return;
   }
   st.attempt += 1;
-  st.status = "running";
+  st.status = StepStatus::kRunning;
   st.started_ms = Now();
   st.finished_ms = 0;
   st.error.clear();
@@ -502,7 +514,7 @@ void Engine::Decide(Run& run, int node) {
   effects_.push_back({Effect::Kind::kDispatch, run.rec.id, node, st.attempt});
 }
 
-void Engine::FinishNode(Run& run, int node, const std::string& status, Json output,
+void Engine::FinishNode(Run& run, int node, StepStatus status, Json output,
                         const std::string& error) {
   StepState& st = run.steps[node];
   st.status = status;
@@ -513,12 +525,12 @@ void Engine::FinishNode(Run& run, int node, const std::string& status, Json outp
   if (!st.started_ms) st.started_ms = st.finished_ms;
   if (steps_metric_ && run.plan->nodes[node].kind == NodeKind::kAction) {
     const registry::WorkflowStep* step = run.plan->nodes[node].step;
-    steps_metric_->Inc(
-        {run.rec.workflow, step ? registry::EnumName(step->type) : "internal", status});
+    steps_metric_->Inc({run.rec.workflow, step ? registry::EnumName(step->type) : "internal",
+                        std::string(StatusName(status))});
   }
   Json data = Json::object();
   if (!error.empty()) data["error"] = error;
-  Event(run, "step_" + status, node, data.empty() ? Json() : data);
+  Event(run, "step_" + std::string(StatusName(status)), node, data.empty() ? Json() : data);
   Touch(run, node);
   AfterTerminal(run, node);
 }
@@ -541,7 +553,7 @@ void Engine::BeginAbort(Run& run, const std::string& reason, bool cancelled) {
   Event(run, cancelled ? "run_cancelling" : "run_aborting", -1, {{"reason", reason}});
   for (size_t i = 0; i < run.steps.size(); ++i) {
     StepState& st = run.steps[i];
-    if (st.status == "running") {
+    if (st.status == StepStatus::kRunning) {
       effects_.push_back({Effect::Kind::kCancelStep, run.rec.id, static_cast<int>(i), st.attempt});
     }
   }
@@ -549,7 +561,7 @@ void Engine::BeginAbort(Run& run, const std::string& reason, bool cancelled) {
 
 void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   StepState& st = run.steps[node];
-  if (st.status != "running" || st.attempt != c.attempt) return;  // stale
+  if (st.status != StepStatus::kRunning || st.attempt != c.attempt) return;  // stale
   if (!c.success) {
     st.span.SetError(st.timed_out ? "timed out" : c.error.empty() ? "failed" : c.error);
   }
@@ -565,7 +577,7 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   const Node& n = run.plan->nodes[node];
   if (c.interrupted && !run.aborting && !run.cancelling) {
     // The executor stopped under it: run the same attempt again.
-    st.status = "pending";
+    st.status = StepStatus::kPending;
     st.attempt -= 1;
     Event(run, "step_interrupted", node, {{"error", c.error}});
     Touch(run, node);
@@ -583,10 +595,10 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
       }
       output = std::move(mapped);
     }
-    return FinishNode(run, node, "succeeded", std::move(output), "");
+    return FinishNode(run, node, StepStatus::kSucceeded, std::move(output), "");
   }
   if (run.aborting || run.cancelling) {
-    return FinishNode(run, node, "cancelled", c.output,
+    return FinishNode(run, node, StepStatus::kCancelled, c.output,
                       c.cancelled ? "cancelled: " + run.abort_reason : c.error);
   }
   std::string error = c.error;
@@ -609,7 +621,7 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
     }
     int64_t cap = policy->max_delay ? Millis(*policy->max_delay) : 300000;
     delay = std::min(delay, cap);
-    st.status = "retrying";
+    st.status = StepStatus::kRetrying;
     st.error = error;
     st.output = c.output;
     st.next_attempt_ms = Now() + delay;
@@ -632,7 +644,7 @@ void Engine::EndAttempt(Run& run, int node, const Completion& c) {
   if (on_failure == registry::OnFailure::kAbort || on_failure == registry::OnFailure::kRetry) {
     BeginAbort(run, "step '" + n.name + "' failed: " + error, false);
   }
-  FinishNode(run, node, "failed", c.output, error);
+  FinishNode(run, node, StepStatus::kFailed, c.output, error);
 }
 
 void Engine::MaybeFinishRun(Run& run) {
@@ -645,7 +657,7 @@ void Engine::MaybeFinishRun(Run& run) {
   for (size_t i = 0; i < run.steps.size(); ++i) {
     StepState& st = run.steps[i];
     if (Terminal(st.status)) continue;
-    st.status = "cancelled";
+    st.status = StepStatus::kCancelled;
     st.queued = false;
     st.error = "not run: " + run.abort_reason;
     st.finished_ms = Now();
@@ -653,10 +665,12 @@ void Engine::MaybeFinishRun(Run& run) {
     Touch(run, static_cast<int>(i));
   }
   store::RunRecord& r = run.rec;
-  r.status = run.cancelling ? "cancelled" : run.aborting ? "failed" : "succeeded";
+  run.SetStatus(run.cancelling ? RunStatus::kCancelled
+                : run.aborting ? RunStatus::kFailed
+                               : RunStatus::kSucceeded);
   r.error = run.aborting || run.cancelling ? run.abort_reason : "";
   r.finished_ms = Now();
-  if (r.status == "succeeded" && !run.plan->spec->outputs.empty()) {
+  if (run.status == RunStatus::kSucceeded && !run.plan->spec->outputs.empty()) {
     registry::VariableContext ctx = ContextFor(run);
     Json out = Json::object();
     for (const auto& [name, o] : run.plan->spec->outputs) {
@@ -676,14 +690,14 @@ void Engine::MaybeFinishRun(Run& run) {
     std::string line = "workflow " + r.workflow + " " + r.id + " " + r.status;
     if (r.started_ms > 0) line += " in " + std::to_string(r.finished_ms - r.started_ms) + " ms";
     if (!r.error.empty()) line += ": " + r.error;
-    if (r.status == "failed") {
+    if (run.status == RunStatus::kFailed) {
       log::Warn(kComponent, line);
     } else {
       log::Info(kComponent, line);
     }
   }
   run.span.SetAttribute("cortex.status", r.status);
-  if (r.status != "succeeded") run.span.SetError(r.error.empty() ? r.status : r.error);
+  if (run.status != RunStatus::kSucceeded) run.span.SetError(r.error.empty() ? r.status : r.error);
   run.span.End();
   run.finished = true;
   if (!r.parent_run_id.empty()) {
@@ -726,17 +740,17 @@ void Engine::FireTimer(const Timer& t) {
   StepState& st = run->steps[t.node];
   switch (t.kind) {
     case Timer::Kind::kRetry:
-      if (st.status != "retrying" || st.attempt != t.attempt) return;
+      if (st.status != StepStatus::kRetrying || st.attempt != t.attempt) return;
       if (run->aborting || run->cancelling) return;
-      st.status = "pending";
+      st.status = StepStatus::kPending;
       Decide(*run, t.node);
       return;
     case Timer::Kind::kDispatch:
-      if (st.status != "pending" || st.attempt != t.attempt) return;
+      if (st.status != StepStatus::kPending || st.attempt != t.attempt) return;
       Decide(*run, t.node);
       return;
     case Timer::Kind::kStepTimeout:
-      if (st.status != "running" || st.attempt != t.attempt) return;
+      if (st.status != StepStatus::kRunning || st.attempt != t.attempt) return;
       st.timed_out = true;
       Event(*run, "step_timeout", t.node);
       effects_.push_back({Effect::Kind::kCancelStep, run->rec.id, t.node, st.attempt});
@@ -753,7 +767,7 @@ void Engine::PumpReadyQueue() {
     Run* run = FindRun(run_id);
     if (!run) continue;
     StepState& st = run->steps[node];
-    if (!st.queued || st.status != "pending") continue;
+    if (!st.queued || st.status != StepStatus::kPending) continue;
     st.queued = false;
     Decide(*run, node);
   }
@@ -795,7 +809,7 @@ void Engine::Flush() {
         store::StepRecord s;
         s.run_id = id;
         s.step = run->plan->nodes[node].name;
-        s.status = st.status;
+        s.status = StatusName(st.status);
         s.attempt = st.attempt;
         if (!st.output.is_null()) {
           s.output_json = DumpJson(st.output);
@@ -804,7 +818,7 @@ void Engine::Flush() {
         s.execution_id = st.execution_id;
         s.started_ms = st.started_ms;
         s.finished_ms = st.finished_ms;
-        s.next_attempt_ms = st.status == "retrying" ? st.next_attempt_ms : 0;
+        s.next_attempt_ms = st.status == StepStatus::kRetrying ? st.next_attempt_ms : 0;
         t.steps.push_back(std::move(s));
       }
       std::set<int> touched;
@@ -887,7 +901,7 @@ void Engine::PerformEffect(const Effect& e) {
       return DispatchNow(*run, e.node, e.attempt);
     case Effect::Kind::kCancelStep: {
       const StepState& st = run->steps[e.node];
-      if (st.status != "running" || st.attempt != e.attempt) return;
+      if (st.status != StepStatus::kRunning || st.attempt != e.attempt) return;
       const auto* step = run->plan->nodes[e.node].step;
       if (step->type == registry::StepType::kTool) {
         dispatcher_.CancelTool(st.execution_id);
@@ -911,9 +925,9 @@ void Engine::PerformEffect(const Effect& e) {
       c.run_id = parent->rec.id;
       c.node = node;
       c.attempt = st.attempt;
-      c.success = run->rec.status == "succeeded";
+      c.success = run->status == RunStatus::kSucceeded;
       c.output = ParseOr(run->rec.output_json, Json::object());
-      c.cancelled = run->rec.status == "cancelled";
+      c.cancelled = run->status == RunStatus::kCancelled;
       c.error = "sub-workflow run " + run->rec.id + " " + run->rec.status +
                 (run->rec.error.empty() ? "" : ": " + run->rec.error);
       EndAttempt(*parent, node, c);
@@ -934,7 +948,7 @@ void Engine::StartRunSpan(Run& run, const std::string& parent) {
 
 void Engine::DispatchNow(Run& run, int node, int attempt) {
   StepState& st = run.steps[node];
-  if (st.status != "running" || st.attempt != attempt || run.finished) return;
+  if (st.status != StepStatus::kRunning || st.attempt != attempt || run.finished) return;
   const Node& n = run.plan->nodes[node];
   const registry::WorkflowStep& step = *n.step;
   Completion fail;
@@ -995,7 +1009,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
       if (started.code() == StatusCode::kResourceExhausted) {
         // The executor's queue is full: this attempt waits and is dispatched again.
         st.span.Discard();
-        st.status = "pending";
+        st.status = StepStatus::kPending;
         st.attempt -= 1;
         run.running -= 1;
         inflight_ -= 1;
@@ -1113,12 +1127,12 @@ Status Engine::Pause(const std::string& run_id) {
     return FailedPreconditionError("run " + run_id + " has finished (" + (*rec)->status +
                                    "): there is nothing to pause");
   }
-  if (run->rec.status == "paused")
+  if (run->status == RunStatus::kPaused)
     return FailedPreconditionError("run " + run_id + " is paused already");
   if (run->aborting || run->cancelling) {
     return FailedPreconditionError("run " + run_id + " is stopping");
   }
-  run->rec.status = "paused";
+  run->SetStatus(RunStatus::kPaused);
   Event(*run, "run_paused", -1);
   Flush();
   return Status::Ok();
@@ -1127,7 +1141,7 @@ Status Engine::Pause(const std::string& run_id) {
 Status Engine::Resume(const std::string& run_id) {
   std::lock_guard lock(mu_);
   Run* run = FindRun(run_id);
-  if (!run || run->rec.status != "paused") {
+  if (!run || run->status != RunStatus::kPaused) {
     if (!run) {
       auto rec = store_.GetRun(run_id);
       if (!rec.ok()) return rec.status();
@@ -1135,7 +1149,7 @@ Status Engine::Resume(const std::string& run_id) {
     }
     return FailedPreconditionError("run " + run_id + " is not paused");
   }
-  run->rec.status = "running";
+  run->SetStatus(RunStatus::kRunning);
   Event(*run, "run_resumed", -1);
   for (size_t i = 0; i < run->steps.size(); ++i) Decide(*run, static_cast<int>(i));
   MaybeFinishRun(*run);
@@ -1230,7 +1244,7 @@ Status Engine::Retry(const std::string& run_id, const std::string& from) {
     const Node* n = plan->Find(s.step);
     if (!n) continue;
     StepState& st = run->steps[n - plan->nodes.data()];
-    st.status = s.status;
+    st.status = StepStatusOf(s.status);
     st.attempt = s.attempt;
     st.output = ParseOr(s.output_json, nullptr);
     st.error = s.error;
@@ -1258,19 +1272,19 @@ Status Engine::Retry(const std::string& run_id, const std::string& from) {
     }
   } else {
     for (size_t i = 0; i < run->steps.size(); ++i) {
-      if (run->steps[i].status != "succeeded") reset.insert(static_cast<int>(i));
+      if (run->steps[i].status != StepStatus::kSucceeded) reset.insert(static_cast<int>(i));
     }
   }
   for (int i : reset) {
     StepState& st = run->steps[i];
-    st.status = "pending";
+    st.status = StepStatus::kPending;
     st.output = nullptr;
     st.error.clear();
     st.execution_id.clear();
     st.started_ms = st.finished_ms = 0;
     run->touched.insert(i);
   }
-  run->rec.status = "running";
+  run->SetStatus(RunStatus::kRunning);
   run->rec.error.clear();
   run->rec.output_json.clear();
   run->rec.finished_ms = 0;
@@ -1303,7 +1317,7 @@ Status Engine::Recover() {
     }
     if (!plan) {
       store::RunRecord failed = rec;
-      failed.status = "failed";
+      failed.status = StatusName(RunStatus::kFailed);
       failed.error = "cannot resume after a restart: the pinned workflow manifest is unusable";
       failed.finished_ms = Now();
       store::RunTransition t;
@@ -1315,6 +1329,10 @@ Status Engine::Recover() {
     if (!steps.ok()) return steps.status();
     auto run = std::make_unique<Run>();
     run->rec = rec;
+    // Unfinished: paused stays paused; anything else (running, or a state this version does not
+    // know) resumes running.
+    run->SetStatus(ParseRunStatus(rec.status) == RunStatus::kPaused ? RunStatus::kPaused
+                                                                    : RunStatus::kRunning);
     run->persisted = true;
     run->plan = plan;
     run->input = ParseOr(rec.input_json, Json::object());
@@ -1324,7 +1342,7 @@ Status Engine::Recover() {
       const Node* n = plan->Find(s.step);
       if (!n) continue;
       StepState& st = run->steps[n - plan->nodes.data()];
-      st.status = s.status;
+      st.status = StepStatusOf(s.status);
       st.attempt = s.attempt;
       st.output = ParseOr(s.output_json, nullptr);
       st.error = s.error;
@@ -1347,10 +1365,10 @@ Status Engine::Recover() {
       StepState& st = run->steps[i];
       const Node& n = run->plan->nodes[i];
       int node = static_cast<int>(i);
-      if (st.status == "retrying") {
+      if (st.status == StepStatus::kRetrying) {
         timers_.push({st.next_attempt_ms, run->rec.id, node, st.attempt, Timer::Kind::kRetry});
       }
-      if (st.status != "running") continue;
+      if (st.status != StepStatus::kRunning) continue;
       run->running += 1;
       if (TakesSlot(n)) inflight_ += 1;
       // Finished while the engine was down? Adopt the outcome.
@@ -1375,12 +1393,12 @@ Status Engine::Recover() {
       if (n.step && n.step->type == registry::StepType::kWorkflow) {
         if (FindRun(st.execution_id)) continue;  // the child was recovered: it will report
         auto child = store_.GetRun(st.execution_id);
-        if (child.ok() && *child && RunFinished((*child)->status)) {
+        if (child.ok() && *child && RunFinishedText((*child)->status)) {
           Completion c;
           c.run_id = run->rec.id;
           c.node = node;
           c.attempt = st.attempt;
-          c.success = (*child)->status == "succeeded";
+          c.success = ParseRunStatus((*child)->status) == RunStatus::kSucceeded;
           c.output = ParseOr((*child)->output_json, Json::object());
           c.error = "sub-workflow run " + (*child)->id + " " + (*child)->status;
           EndAttempt(*run, node, c);
@@ -1402,7 +1420,7 @@ Status Engine::Recover() {
       }
       effects_.push_back({Effect::Kind::kDispatch, run->rec.id, node, st.attempt});
     }
-    if (run->rec.status != "paused") {
+    if (run->status != RunStatus::kPaused) {
       for (size_t i = 0; i < run->steps.size(); ++i) Decide(*run, static_cast<int>(i));
     }
     ArmRunTimeout(*run);

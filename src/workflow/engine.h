@@ -37,6 +37,7 @@
 #include "registry/registry.h"
 #include "store/store.h"
 #include "workflow/plan.h"
+#include "workflow/states.h"
 
 namespace cortex::workflow {
 
@@ -199,8 +200,7 @@ class Engine {
   void Decide(Run& run, int node);
   void AfterTerminal(Run& run, int node);
   void EndAttempt(Run& run, int node, const Completion& c);
-  void FinishNode(Run& run, int node, const std::string& status, Json output,
-                  const std::string& error);
+  void FinishNode(Run& run, int node, StepStatus status, Json output, const std::string& error);
   void AbortRun(Run& run, const std::string& reason, bool cancelled);    // BeginAbort + finish
   void BeginAbort(Run& run, const std::string& reason, bool cancelled);  // flags, cancels
   void MaybeFinishRun(Run& run);

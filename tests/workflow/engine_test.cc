@@ -420,6 +420,63 @@ steps:
   EXPECT_EQ(keys, (V{*id + "/first/1", key, key, *id + "/last/1"}));
 }
 
+// States are enums in the engine and text in the Store. A record this version cannot read (a
+// newer server wrote it) does not stop recovery: an unknown step state runs the step again,
+// and the run's own state is taken as it was recorded when known (paused stays paused).
+TEST_F(EngineTest, RecoveryReadsRecordedStatesAndRerunsAStepInAnUnknownOne) {
+  Write("p", R"y(kind: Workflow
+name: p
+description: d
+steps:
+  - {name: first, type: tool, target: ok}
+  - {name: slow, type: tool, target: slow}
+  - {name: last, type: tool, target: ok}
+)y");
+  Open();
+  dispatcher_.hold.insert("slow");
+  StartRequest req;
+  req.workflow = "p";
+  auto id = engine_->StartRun(req, nullptr);
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 1000 && Steps(*id)["slow"].status != "running"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  engine_->Stop();
+  dispatcher_.held.clear();
+  dispatcher_.hold.clear();
+  engine_.reset();
+  // What a newer server might have left: the run paused, the slow step in a state unknown here.
+  auto rec = store_->GetRun(*id);
+  ASSERT_TRUE(rec.ok() && *rec);
+  store::RunTransition t;
+  t.run = **rec;
+  t.run->status = "paused";
+  t.run_exists = true;
+  store::StepRecord slow = Steps(*id)["slow"];
+  slow.status = "hibernating";
+  t.steps.push_back(slow);
+  ASSERT_TRUE(store_->WriteRun(t).ok());
+  size_t calls_before = dispatcher_.calls.size();
+
+  EngineOptions eo;
+  engine_ = std::make_unique<Engine>(eo, *registry_, *store_, dispatcher_);
+  ASSERT_TRUE(engine_->Start().ok());
+  auto paused = engine_->Wait(*id, std::chrono::milliseconds(0));
+  ASSERT_TRUE(paused.ok());
+  EXPECT_EQ(paused->status, "paused");
+  EXPECT_EQ(dispatcher_.calls.size(), calls_before);  // nothing starts while paused
+  EXPECT_EQ(Steps(*id)["slow"].status, "hibernating");
+  ASSERT_TRUE(engine_->Resume(*id).ok());
+  auto done = engine_->Wait(*id, std::chrono::seconds(10));
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->status, "succeeded") << done->error;
+  auto steps = Steps(*id);
+  EXPECT_EQ(steps["slow"].status, "succeeded");
+  EXPECT_EQ(steps["last"].status, "succeeded");
+  ASSERT_EQ(dispatcher_.calls.size(), calls_before + 2);
+  EXPECT_EQ(dispatcher_.calls[calls_before].tool, "slow");
+}
+
 // A write the Store refuses in the middle of a run is retried (with backoff) before anything it
 // records is acted on: the run ends as if nothing happened, each step run once, its event log
 // gapless. Before, the transition was dropped: the next step was never dispatched, the run hung
