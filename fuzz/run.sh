@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN="${1:-60}"
 BUILD=build-fuzz
+# -Werror=thread-safety: this is CI's clang build, so it also checks the annotated locks.
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
+  -DCMAKE_CXX_FLAGS=-Werror=thread-safety -DCORTEX_BUILD_FUZZ=ON -DCORTEX_BUILD_TESTS=OFF -DCORTEX_BUILD_BENCH=OFF >/dev/null
 cmake --build "$BUILD" --target manifest_fuzzer json_fuzzer protocol_fuzzer inputs_fuzzer http_fuzzer routes_fuzzer
 # fuzz NAME MAX_LEN TIMEOUT: runs NAME for SECONDS_TO_RUN on $BUILD/fuzz-corpus-NAME, which the
 # caller has filled with seeds.

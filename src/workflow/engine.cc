@@ -165,8 +165,8 @@ Engine::Engine(EngineOptions options, registry::Registry& registry, store::Store
                                "Unfinished workflow runs, steps dispatched, and steps ready but "
                                "waiting for a dispatch slot.",
                                {"state"});
-    runs_collector_ = m->OnScrape([this, &active] {
-      std::lock_guard lock(mu_);
+    runs_collector_ = m->OnScrape([this, &active]() CORTEX_EXCLUDES(mu_) {
+      MutexLock lock(mu_);
       active.Set({"active_runs"}, static_cast<double>(runs_.size()));
       active.Set({"inflight_steps"}, static_cast<double>(inflight_));
       active.Set({"ready_steps"}, static_cast<double>(ready_.size()));
@@ -178,7 +178,7 @@ Engine::~Engine() { Stop(); }
 
 void Engine::Stop() {
   {
-    std::lock_guard lock(inbox_mu_);
+    MutexLock lock(inbox_mu_);
     stopping_ = true;
   }
   inbox_cv_.notify_all();
@@ -188,7 +188,7 @@ void Engine::Stop() {
 
 Status Engine::Start() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     CORTEX_RETURN_IF_ERROR(Recover());
     Flush();
   }
@@ -203,7 +203,7 @@ std::optional<std::string> Engine::Env(std::string_view name) const {
 }
 
 size_t Engine::active_runs() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return runs_.size();
 }
 
@@ -217,21 +217,22 @@ void Engine::Loop() {
     std::deque<Completion> batch;
     int64_t next_due = 0;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (!timers_.empty()) next_due = timers_.top().due_ms;
     }
     {
-      std::unique_lock lock(inbox_mu_);
-      auto pred = [&] { return stopping_ || !inbox_.empty() || wake_; };
+      MutexLock lock(inbox_mu_);
+      auto pred = [&]()
+                      CORTEX_REQUIRES(inbox_mu_) { return stopping_ || !inbox_.empty() || wake_; };
       int64_t wait = next_due == 0 ? 1000 : std::clamp<int64_t>(next_due - Now(), 0, 1000);
       loop_due_ = Now() + wait;
-      inbox_cv_.wait_for(lock, std::chrono::milliseconds(wait), pred);
+      inbox_cv_.wait_for(lock.native(), std::chrono::milliseconds(wait), pred);
       loop_due_ = 0;
       if (stopping_) return;
       batch.swap(inbox_);
       wake_ = false;
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const Completion& c : batch) ApplyCompletion(c);
     int64_t now = Now();
     while (!timers_.empty() && timers_.top().due_ms <= now) {
@@ -248,7 +249,7 @@ void Engine::Loop() {
 
 Result<std::string> Engine::StartRun(const StartRequest& request,
                                      std::vector<exec::FieldError>* field_errors) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   CORTEX_ASSIGN_OR_RETURN(std::string id, CreateRun(request, "", "", 0, field_errors));
   Flush();
   if (Run* run = FindRun(id); run && !run->persisted) {
@@ -885,7 +886,7 @@ void Engine::Flush() {
   if (!timers_.empty()) {
     // A timer due before the engine thread means to wake up: wake it now.
     int64_t due = timers_.top().due_ms;
-    std::lock_guard lock(inbox_mu_);
+    MutexLock lock(inbox_mu_);
     if (loop_due_ != 0 && due < loop_due_) {
       wake_ = true;
       inbox_cv_.notify_one();
@@ -973,7 +974,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
   std::string run_id = run.rec.id;
   auto post = [this](Completion c) {
     {
-      std::lock_guard lock(inbox_mu_);
+      MutexLock lock(inbox_mu_);
       inbox_.push_back(std::move(c));
     }
     inbox_cv_.notify_one();
@@ -1118,7 +1119,7 @@ void Engine::DispatchNow(Run& run, int node, int attempt) {
 // ---- Control ------------------------------------------------------------------------------
 
 Status Engine::Pause(const std::string& run_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Run* run = FindRun(run_id);
   if (!run) {
     auto rec = store_.GetRun(run_id);
@@ -1139,7 +1140,7 @@ Status Engine::Pause(const std::string& run_id) {
 }
 
 Status Engine::Resume(const std::string& run_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Run* run = FindRun(run_id);
   if (!run || run->status != RunStatus::kPaused) {
     if (!run) {
@@ -1158,7 +1159,7 @@ Status Engine::Resume(const std::string& run_id) {
 }
 
 Status Engine::Cancel(const std::string& run_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Run* run = FindRun(run_id);
   if (!run) {
     auto rec = store_.GetRun(run_id);
@@ -1177,12 +1178,12 @@ Result<store::RunRecord> Engine::Wait(const std::string& run_id,
                                       std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   {
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     for (;;) {
       Run* run = FindRun(run_id);
       if (!run || run->finished) break;  // finished runs are in the Store already
       if (std::chrono::steady_clock::now() >= deadline) return run->rec;
-      changed_.wait_until(lock, deadline);
+      changed_.wait_until(lock.native(), deadline);
     }
   }
   auto rec = store_.GetRun(run_id);
@@ -1193,8 +1194,8 @@ Result<store::RunRecord> Engine::Wait(const std::string& run_id,
 
 void Engine::WaitForEvents(const std::string& run_id, int64_t after_seq,
                            std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  changed_.wait_for(lock, timeout, [&] {
+  MutexLock lock(mu_);
+  changed_.wait_for(lock.native(), timeout, [&]() CORTEX_REQUIRES(mu_) {
     Run* run = FindRun(run_id);
     return !run || run->finished || run->rec.last_event_seq > after_seq;
   });
@@ -1218,7 +1219,7 @@ Result<std::shared_ptr<const registry::Manifest>> ParsePinned(const store::RunRe
 }  // namespace
 
 Status Engine::Retry(const std::string& run_id, const std::string& from) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (FindRun(run_id)) {
     return FailedPreconditionError("run " + run_id + " is still running: cancel it first");
   }

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
+#include "common/mutex.h"
 #include "common/trace.h"
 #include "exec/params.h"
 #include "registry/registry.h"
@@ -194,28 +195,32 @@ class Engine {
   // All of these run with mu_ held.
   Result<std::string> CreateRun(const StartRequest& request, const std::string& parent_run,
                                 const std::string& parent_step, int depth,
-                                std::vector<exec::FieldError>* field_errors);
-  void Event(Run& run, const std::string& type, int node, Json data = Json());
-  void Touch(Run& run, int node);
-  void Decide(Run& run, int node);
-  void AfterTerminal(Run& run, int node);
-  void EndAttempt(Run& run, int node, const Completion& c);
-  void FinishNode(Run& run, int node, StepStatus status, Json output, const std::string& error);
-  void AbortRun(Run& run, const std::string& reason, bool cancelled);    // BeginAbort + finish
-  void BeginAbort(Run& run, const std::string& reason, bool cancelled);  // flags, cancels
-  void MaybeFinishRun(Run& run);
-  void ApplyCompletion(const Completion& c);
-  void FireTimer(const Timer& t);
-  void ArmRunTimeout(Run& run);
-  void PumpReadyQueue();
-  void Flush();  // writes pending transitions, then performs pending effects (repeatedly)
-  void PerformEffect(const Effect& e);
-  void DispatchNow(Run& run, int node, int attempt);
+                                std::vector<exec::FieldError>* field_errors) CORTEX_REQUIRES(mu_);
+  void Event(Run& run, const std::string& type, int node, Json data = Json()) CORTEX_REQUIRES(mu_);
+  void Touch(Run& run, int node) CORTEX_REQUIRES(mu_);
+  void Decide(Run& run, int node) CORTEX_REQUIRES(mu_);
+  void AfterTerminal(Run& run, int node) CORTEX_REQUIRES(mu_);
+  void EndAttempt(Run& run, int node, const Completion& c) CORTEX_REQUIRES(mu_);
+  void FinishNode(Run& run, int node, StepStatus status, Json output, const std::string& error)
+      CORTEX_REQUIRES(mu_);
+  void AbortRun(Run& run, const std::string& reason, bool cancelled)
+      CORTEX_REQUIRES(mu_);  // BeginAbort + finish
+  void BeginAbort(Run& run, const std::string& reason, bool cancelled)
+      CORTEX_REQUIRES(mu_);  // flags, cancels
+  void MaybeFinishRun(Run& run) CORTEX_REQUIRES(mu_);
+  void ApplyCompletion(const Completion& c) CORTEX_REQUIRES(mu_);
+  void FireTimer(const Timer& t) CORTEX_REQUIRES(mu_);
+  void ArmRunTimeout(Run& run) CORTEX_REQUIRES(mu_);
+  void PumpReadyQueue() CORTEX_REQUIRES(mu_);
+  void Flush() CORTEX_REQUIRES(
+      mu_);  // writes pending transitions, then performs pending effects (repeatedly)
+  void PerformEffect(const Effect& e) CORTEX_REQUIRES(mu_);
+  void DispatchNow(Run& run, int node, int attempt) CORTEX_REQUIRES(mu_);
   // The run's span, under `parent` (a traceparent, "" for a new trace).
-  void StartRunSpan(Run& run, const std::string& parent);
-  Status Recover();
-  registry::VariableContext ContextFor(const Run& run) const;
-  Run* FindRun(const std::string& id);
+  void StartRunSpan(Run& run, const std::string& parent) CORTEX_REQUIRES(mu_);
+  Status Recover() CORTEX_REQUIRES(mu_);
+  registry::VariableContext ContextFor(const Run& run) const CORTEX_REQUIRES(mu_);
+  Run* FindRun(const std::string& id) CORTEX_REQUIRES(mu_);
 
   EngineOptions options_;
   registry::Registry& registry_;
@@ -227,24 +232,25 @@ class Engine {
   // and mu_ to apply. Under mu_ the engine calls out to the Store and the step dispatcher, whose
   // locks therefore come after mu_: a dispatcher never calls back into the engine's locked
   // methods, it reports a step's end through the inbox (which takes inbox_mu_ alone).
-  mutable std::mutex mu_;
-  std::condition_variable changed_;                    // any run changed (for Wait / WaitForEvents)
-  std::map<std::string, std::unique_ptr<Run>> runs_;   // unfinished runs; guarded by mu_
-  std::map<std::string, store::RunTransition> dirty_;  // written by Flush; guarded by mu_
-  std::deque<Effect> effects_;                         // guarded by mu_
-  std::deque<std::pair<std::string, int>> ready_;      // waiting for an inflight slot
-  size_t inflight_ = 0;
+  mutable Mutex mu_;
+  std::condition_variable changed_;  // any run changed (for Wait / WaitForEvents)
+  std::map<std::string, std::unique_ptr<Run>> runs_ CORTEX_GUARDED_BY(mu_);   // unfinished runs
+  std::map<std::string, store::RunTransition> dirty_ CORTEX_GUARDED_BY(mu_);  // written by Flush
+  std::deque<Effect> effects_ CORTEX_GUARDED_BY(mu_);
+  std::deque<std::pair<std::string, int>> ready_ CORTEX_GUARDED_BY(mu_);  // waiting for a slot
+  size_t inflight_ CORTEX_GUARDED_BY(mu_) = 0;
   metrics::Counter* steps_metric_ = nullptr;
   metrics::Counter* runs_metric_ = nullptr;
   metrics::Registry::CollectorHandle runs_collector_;
-  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;  // guarded by mu_
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_ CORTEX_GUARDED_BY(mu_);
 
-  std::mutex inbox_mu_;
+  Mutex inbox_mu_ CORTEX_ACQUIRED_AFTER(mu_);
   std::condition_variable inbox_cv_;
-  std::deque<Completion> inbox_;  // guarded by inbox_mu_
-  bool stopping_ = false;         // guarded by inbox_mu_
-  bool wake_ = false;             // guarded by inbox_mu_: timers changed
-  int64_t loop_due_ = 0;          // guarded by inbox_mu_: when the waiting loop wakes (0: busy)
+  std::deque<Completion> inbox_ CORTEX_GUARDED_BY(inbox_mu_);
+  bool stopping_ CORTEX_GUARDED_BY(inbox_mu_) = false;
+  bool wake_ CORTEX_GUARDED_BY(inbox_mu_) = false;  // timers changed
+  // When the waiting loop wakes (0: busy).
+  int64_t loop_due_ CORTEX_GUARDED_BY(inbox_mu_) = 0;
   std::thread thread_;
 };
 
