@@ -1,6 +1,8 @@
 // cortex get KIND [NAME]: lists the manifests of a kind (or `all`) as a table, or shows one
 // manifest. `-o json` prints the API's answer; `-o yaml` of one manifest prints the manifest
-// itself, which `cortex apply -f` takes back.
+// itself, which `cortex apply -f` takes back: the file as its author wrote it (comments, order,
+// layout) when it is a YAML file, so that a get-edit-apply round trip changes only what was
+// edited; the normalized form (defaults filled in) for Markdown files and with --normalized.
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <iostream>
@@ -19,7 +21,12 @@ struct GetOptions {
   std::string name;
   ListFormat format{.output = ""};  // empty: a table for a list, YAML for one manifest
   bool raw = false;
+  bool normalized = false;
 };
+
+bool IsYamlPath(const std::string& path) {
+  return path.ends_with(".yml") || path.ends_with(".yaml");
+}
 
 bool IsAll(const std::string& kind) {
   return kind.size() == 3 && std::tolower(static_cast<unsigned char>(kind[0])) == 'a' &&
@@ -63,7 +70,8 @@ int One(ApiClient& api, const GetOptions& o) {
     if (!r->body.empty() && r->body.back() != '\n') std::cout << "\n";
     return kExitOk;
   }
-  auto j = api.GetJson(path);
+  bool as_yaml = o.format.output.empty() || o.format.output == "yaml";
+  auto j = api.GetJson(as_yaml && !o.normalized ? path + "?raw=true" : path);
   if (!j) return api.exit_code();
   if (o.format.output == "json") {
     std::cout << ToPrettyJson(*j);
@@ -76,6 +84,14 @@ int One(ApiClient& api, const GetOptions& o) {
                   manifest.value("state", ""), ResolvedCell(*j), j->value("path", ""),
                   Truncate(manifest.value("summary", ""), kSummaryWidth)});
     table.Print(std::cout, !o.format.no_headers);
+  } else if (const Json* raw = j->contains("raw") ? &(*j)["raw"] : nullptr;
+             raw && raw->is_string() && IsYamlPath(j->value("path", "")) &&
+             !j->value("stale", false)) {
+    // The file as written. (A stale entry serves its last good version, which the file on
+    // disk no longer is: that one is printed normalized.)
+    const auto& text = raw->get_ref<const std::string&>();
+    std::cout << text;
+    if (!text.empty() && text.back() != '\n') std::cout << "\n";
   } else {
     std::cout << ToYaml(j->value("manifest", Json::object()));
   }
@@ -97,6 +113,9 @@ void AddGetCommand(CLI::App& app, Context& ctx) {
                 "table, json, yaml or name (KIND/NAME, one a line); default: a table for a "
                 "list, YAML for one manifest");
   cmd->add_flag("--raw", o->raw, "With NAME: print the manifest file as stored (YAML or Markdown)");
+  cmd->add_flag("--normalized", o->normalized,
+                "With NAME: print the manifest's normalized form (defaults filled in, no "
+                "comments) instead of its YAML file");
   cmd->callback([&ctx, o] {
     SplitKindName(o->kind, o->name);
     if (IsAll(o->kind) && !o->name.empty()) {
@@ -104,8 +123,8 @@ void AddGetCommand(CLI::App& app, Context& ctx) {
       ctx.exit_code = kExitUsage;
       return;
     }
-    if (o->raw && o->name.empty()) {
-      std::cerr << "error: --raw needs a NAME\n";
+    if ((o->raw || o->normalized) && o->name.empty()) {
+      std::cerr << "error: " << (o->raw ? "--raw" : "--normalized") << " needs a NAME\n";
       ctx.exit_code = kExitUsage;
       return;
     }

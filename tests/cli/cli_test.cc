@@ -210,20 +210,43 @@ TEST_F(CliTest, GetListAsYaml) {
   EXPECT_EQ(j["manifests"][0]["version"], "1.0");  // quoted, so still a string
 }
 
-TEST_F(CliTest, GetOnePrintsTheManifestAsYamlThatApplyTakesBack) {
-  CliResult r = Cli({"get", "tool", "calc"});
+// `get NAME` prints a YAML manifest as its author wrote it, so that get, edit, apply changes only
+// what was edited: the server's file keeps its comments and layout. --normalized prints the
+// parsed form (defaults filled in), which apply takes back too.
+TEST_F(CliTest, GetOnePrintsTheFileThatApplyTakesBackWithItsComments) {
+  const std::string commented = R"(# Hand-written: keep this comment.
+kind: Tool
+name: notes
+description: Takes notes.   # trailing comment
+implementation: {type: python, entrypoint: notes.py}
+parameters:
+  - {name: text, type: string}
+)";
+  WriteFile(daemon_->manifests_dir() / "tools/notes/tool.yml", commented);
+  WriteFile(daemon_->manifests_dir() / "tools/notes/notes.py", "print(1)\n");
+  ASSERT_EQ(Cli({"sync"}).exit_code, 0);
+  CliResult r = Cli({"get", "tool", "notes"});
   ASSERT_EQ(r.exit_code, 0) << r;
-  EXPECT_THAT(r.out, HasSubstr("kind: Tool\n"));
-  EXPECT_THAT(r.out, HasSubstr("version: \"1.2\"\n"));
-  EXPECT_THAT(r.out, HasSubstr("name: calc\n"));
-  EXPECT_THAT(r.out, HasSubstr("parameters:\n  - name: a\n    type: number\n"));
-  EXPECT_EQ(Cli({"get", "tool", "calc", "-o", "yaml"}).out, r.out);
+  EXPECT_EQ(r.out, commented);
+  EXPECT_EQ(Cli({"get", "tool", "notes", "-o", "yaml"}).out, commented);
 
-  std::string file = UserFile("calc.yml", r.out);
-  CliResult applied = Cli({"apply", "-f", file});
+  std::string edited = r.out;
+  edited.replace(edited.find("Takes notes."), 12, "Takes notes, and keeps them.");
+  CliResult applied = Cli({"apply", "-f", UserFile("notes.yml", edited)});
   EXPECT_EQ(applied.exit_code, 0) << applied;
-  EXPECT_THAT(applied.out, HasSubstr("configured Tool/calc (tools/calc/tool.yml)"));
-  EXPECT_EQ(Cli({"get", "tool", "calc"}).out, r.out);
+  EXPECT_THAT(applied.out, HasSubstr("configured Tool/notes (tools/notes/tool.yml)"));
+  EXPECT_EQ(ReadFile(daemon_->manifests_dir() / "tools/notes/tool.yml"), edited);
+
+  CliResult normalized = Cli({"get", "tool", "calc", "--normalized"});
+  ASSERT_EQ(normalized.exit_code, 0) << normalized;
+  EXPECT_THAT(normalized.out, HasSubstr("kind: Tool\n"));
+  EXPECT_THAT(normalized.out, HasSubstr("version: \"1.2\"\n"));
+  EXPECT_THAT(normalized.out, HasSubstr("parameters:\n  - name: a\n    type: number\n"));
+  EXPECT_NE(normalized.out, kCalcTool);  // defaults filled in
+  CliResult back = Cli({"apply", "-f", UserFile("calc.yml", normalized.out)});
+  EXPECT_EQ(back.exit_code, 0) << back;
+  EXPECT_EQ(Cli({"get", "tool", "calc", "--normalized"}).out, normalized.out);
+  EXPECT_EQ(Cli({"get", "tools", "--normalized"}).exit_code, 2);
 }
 
 TEST_F(CliTest, GetOneAsJsonAndAsTable) {
