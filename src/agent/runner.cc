@@ -324,8 +324,8 @@ AgentRunner::AgentRunner(registry::Registry& registry, llm::Gateway& gateway,
     turns_metric_ = &m->NewCounter("cortex_agent_turns_total",
                                    "Model turns of ended agent runs, by agent.", {"agent"});
     auto& live = m->NewGauge("cortex_agent_live_runs", "Agent runs in progress.", {});
-    live_collector_ = m->OnScrape([this, &live] {
-      std::lock_guard lock(live_mu_);
+    live_collector_ = m->OnScrape([this, &live]() CORTEX_EXCLUDES(live_mu_) {
+      MutexLock lock(live_mu_);
       live.Set({}, static_cast<double>(live_.size()));
     });
   }
@@ -335,14 +335,14 @@ AgentRunner::~AgentRunner() { Drain(); }
 
 void AgentRunner::Drain() {
   Shutdown();
-  std::unique_lock lock(live_mu_);
-  threads_cv_.wait(lock, [&] { return threads_ == 0; });
+  MutexLock lock(live_mu_);
+  threads_cv_.wait(lock.native(), [&]() CORTEX_REQUIRES(live_mu_) { return threads_ == 0; });
 }
 
 std::shared_ptr<CancelToken> AgentRunner::Register(const std::string& run_id,
                                                    const std::string& agent,
                                                    const std::string& parent) {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   // Launch registers a run before its thread runs it: the run keeps that token.
   if (auto it = live_.find(run_id); it != live_.end()) return it->second.cancel;
   auto token = std::make_shared<CancelToken>();
@@ -352,12 +352,12 @@ std::shared_ptr<CancelToken> AgentRunner::Register(const std::string& run_id,
 }
 
 void AgentRunner::Unregister(const std::string& run_id) {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   live_.erase(run_id);
 }
 
 bool AgentRunner::Cancel(const std::string& run_id) {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   auto it = live_.find(run_id);
   if (it == live_.end()) return false;
   it->second.cancel->Cancel();
@@ -365,7 +365,7 @@ bool AgentRunner::Cancel(const std::string& run_id) {
 }
 
 Json AgentRunner::Live() const {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   Json out = Json::array();
   for (const auto& [id, live] : live_) {
     Json j = {{"run_id", id},
@@ -380,19 +380,19 @@ Json AgentRunner::Live() const {
 
 void AgentRunner::Shutdown() {
   stopping_ = true;
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   for (auto& [_, live] : live_) live.cancel->Cancel();
 }
 
 bool AgentRunner::BeginThread() {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   if (stopping_) return false;
   ++threads_;
   return true;
 }
 
 void AgentRunner::EndThread() {
-  std::lock_guard lock(live_mu_);
+  MutexLock lock(live_mu_);
   --threads_;
   threads_cv_.notify_all();
 }
@@ -441,8 +441,8 @@ struct RunState {
   bool clear_context = false;          // clear_context ran this turn
   llm::Usage extra_usage;              // of llm actions
   int running = 0;
-  AgentEventSink sink;
-  std::mutex sink_mu;
+  Mutex sink_mu;
+  AgentEventSink sink CORTEX_GUARDED_BY(sink_mu);
   // The journal.
   store::Store* store = nullptr;
   const std::atomic<bool>* stopping = nullptr;
@@ -454,8 +454,8 @@ struct RunState {
   std::string traceparent;    // what the actions' spans hang under
 
   void Emit(const std::string& type, Json data) {
-    if (!sink) return;
-    std::lock_guard lock(sink_mu);
+    MutexLock lock(sink_mu);
+    if (!sink) return;  // (under the lock: the run's end may just have cleared it)
     sink(AgentEvent{type, std::move(data)});
   }
   // Appends to the journal (mu held). While the server stops nothing is written: what was in
@@ -630,22 +630,23 @@ class Awaited {
   std::function<void(T)> Callback() {
     auto s = shared_;
     return [s](T v) {
-      std::lock_guard lock(s->mu);
+      MutexLock lock(s->mu);
       s->value.emplace(std::move(v));
       s->cv.notify_all();
     };
   }
   std::optional<T> Wait(milliseconds timeout) {
-    std::unique_lock lock(shared_->mu);
-    shared_->cv.wait_for(lock, timeout, [&] { return shared_->value.has_value(); });
+    MutexLock lock(shared_->mu);
+    shared_->cv.wait_for(lock.native(), timeout,
+                         [&]() CORTEX_REQUIRES(shared_->mu) { return shared_->value.has_value(); });
     return shared_->value;
   }
 
  private:
   struct Shared {
-    std::mutex mu;
+    Mutex mu;
     std::condition_variable cv;
-    std::optional<T> value;
+    std::optional<T> value CORTEX_GUARDED_BY(mu);
   };
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
@@ -993,7 +994,10 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   auto state = std::make_shared<RunState>();
   state->traceparent =
       run_span.traceparent().empty() ? request.traceparent : run_span.traceparent();
-  state->sink = sink;
+  {
+    MutexLock lock(state->sink_mu);
+    state->sink = sink;
+  }
   state->vars = setup.vars;
   state->store = store_;
   state->stopping = &stopping_;
@@ -1913,7 +1917,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
     run_span.SetAttribute("cortex.status", result.status);
     run_span.SetError(result.error);
     state->Emit("done", result.ToJson());
-    std::lock_guard lock(state->sink_mu);
+    MutexLock lock(state->sink_mu);
     state->sink = nullptr;
     return result;
   }
@@ -1937,7 +1941,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   if (setup.keep_session && store_) {
     // The conversation goes on from the input and the answer (re-read: another run of the same
     // session may have ended meanwhile).
-    std::lock_guard lock(sessions_mu_);
+    MutexLock lock(sessions_mu_);
     store::AgentSessionRecord s = setup.session;
     if (auto again = store_->GetAgentSession(s.id); again.ok() && *again) s = **again;
     Json messages_json = ParseJsonOrString(s.messages_json);
@@ -1959,7 +1963,7 @@ Result<AgentRunResult> AgentRunner::Execute(Setup& setup, Restored& restored,
   state->Emit("done", result.ToJson());
   // Completions of actions still running (fire_and_forget) must not reach the caller's sink.
   {
-    std::lock_guard lock(state->sink_mu);
+    MutexLock lock(state->sink_mu);
     state->sink = nullptr;
   }
   return result;

@@ -33,6 +33,7 @@
 #include "agent/protocol.h"
 #include "common/cancel.h"
 #include "common/metrics.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "common/trace.h"
 #include "llm/gateway.h"
@@ -183,15 +184,15 @@ class AgentRunner {
   ActionDispatcher& dispatcher_;
   AgentRunOptions options_;
   store::Store* store_;
-  std::mutex sessions_mu_;  // a session's read-modify-write at the end of a run
+  Mutex sessions_mu_;  // a session's read-modify-write at the end of a run
   std::atomic<bool> stopping_{false};
-  mutable std::mutex live_mu_;
+  mutable Mutex live_mu_;
   std::condition_variable threads_cv_;
-  std::map<std::string, LiveRun> live_;  // guarded by live_mu_
+  std::map<std::string, LiveRun> live_ CORTEX_GUARDED_BY(live_mu_);
   metrics::Counter* runs_metric_ = nullptr;
   metrics::Counter* turns_metric_ = nullptr;
   metrics::Registry::CollectorHandle live_collector_;
-  int threads_ = 0;  // guarded by live_mu_
+  int threads_ CORTEX_GUARDED_BY(live_mu_) = 0;
 };
 
 // A run id that is the same for the same key ("ar_" + 20 hex digits): a sub-agent's or a

@@ -8,12 +8,12 @@ namespace cortex::api {
 
 AgentActions::~AgentActions() {
   Stop();
-  std::unique_lock lock(mu_);
-  idle_.wait(lock, [&] { return waiting_ == 0; });
+  MutexLock lock(mu_);
+  idle_.wait(lock.native(), [&]() CORTEX_REQUIRES(mu_) { return waiting_ == 0; });
 }
 
 void AgentActions::Stop() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   stopping_ = true;
 }
 
@@ -59,7 +59,7 @@ Status AgentActions::StartWorkflow(const WorkflowCall& call,
     return Status(id.status().code(), why);
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return UnavailableError("the server is stopping");
     ++waiting_;
   }
@@ -69,7 +69,7 @@ Status AgentActions::StartWorkflow(const WorkflowCall& call,
         UnavailableError("the server stopped while workflow run " + run_id + " was awaited");
     for (;;) {
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         if (stopping_) break;
       }
       auto run = engine_->Wait(run_id, std::chrono::milliseconds(200));
@@ -96,7 +96,7 @@ Status AgentActions::StartWorkflow(const WorkflowCall& call,
       }
     }
     done(std::move(out));
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     --waiting_;
     idle_.notify_all();
   }).detach();

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "agent/actions.h"
+#include "common/mutex.h"
 #include "workflow/engine.h"
 
 namespace cortex::api {
@@ -31,10 +32,10 @@ class AgentActions final : public agent::ActionDispatcher {
  private:
   workflow::StepDispatcher& steps_;
   workflow::Engine* engine_ = nullptr;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable idle_;
-  int waiting_ = 0;
-  bool stopping_ = false;
+  int waiting_ CORTEX_GUARDED_BY(mu_) = 0;
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace cortex::api

@@ -8,6 +8,7 @@
 #include "api/errors.h"
 #include "api/route_util.h"
 #include "common/json.h"
+#include "common/mutex.h"
 #include "common/random_id.h"
 #include "exec/executor.h"
 
@@ -106,14 +107,14 @@ Status StartAgentStep(agent::AgentRunner& runner, const workflow::StepDispatcher
   request.traceparent = call.traceparent;
   // A step's timeout cancels its run.
   struct Watch {
-    std::mutex mu;
+    Mutex mu;
     std::condition_variable cv;
-    bool finished = false;
+    bool finished CORTEX_GUARDED_BY(mu) = false;
   };
   auto watch = std::make_shared<Watch>();
   auto launched = runner.Launch(request, [done = std::move(done), watch](auto result) {
     {
-      std::lock_guard lock(watch->mu);
+      MutexLock lock(watch->mu);
       watch->finished = true;
       watch->cv.notify_all();
     }
@@ -126,8 +127,11 @@ Status StartAgentStep(agent::AgentRunner& runner, const workflow::StepDispatcher
   if (!launched.ok()) return launched.status();
   if (call.timeout) {
     std::thread([&runner, watch, id = *launched, timeout = *call.timeout] {
-      std::unique_lock lock(watch->mu);
-      if (!watch->cv.wait_for(lock, timeout, [&] { return watch->finished; })) runner.Cancel(id);
+      MutexLock lock(watch->mu);
+      if (!watch->cv.wait_for(lock.native(), timeout,
+                              [&]() CORTEX_REQUIRES(watch->mu) { return watch->finished; })) {
+        runner.Cancel(id);
+      }
     }).detach();
   }
   return Status::Ok();

@@ -397,7 +397,7 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
   const SipHash128::Digest remembered = remember_hash_(secret);
   const int64_t now = exec::NowMs();
   {
-    std::lock_guard lock(remembered_mu_);
+    MutexLock lock(remembered_mu_);
     auto it = remembered_.find(remembered);
     if (it != remembered_.end() && now < it->second.until_ms) return it->second.who;
   }
@@ -430,14 +430,14 @@ Result<Identity> AccessControl::Authenticate(const http::Request& request) {
     who.role = *role;
     who.scopes = std::move(key->scopes);
   }
-  std::lock_guard lock(remembered_mu_);
+  MutexLock lock(remembered_mu_);
   if (remembered_.size() >= kMaxRemembered) remembered_.clear();  // bounded: start over
   remembered_[remembered] = Remembered{who, until};
   return who;
 }
 
 void AccessControl::Forget() {
-  std::lock_guard lock(remembered_mu_);
+  MutexLock lock(remembered_mu_);
   remembered_.clear();
 }
 
@@ -446,7 +446,7 @@ std::optional<std::chrono::milliseconds> AccessControl::Throttle(const std::stri
   const double capacity =
       options_.burst > 0 ? options_.burst : std::max(1.0, options_.rate_per_second);
   const auto now = std::chrono::steady_clock::now();
-  std::lock_guard lock(buckets_mu_);
+  MutexLock lock(buckets_mu_);
   if (buckets_.size() > 100000) buckets_.clear();  // many addresses: start over, never grow on
   auto [it, fresh] = buckets_.try_emplace(bucket, Bucket{capacity, now});
   Bucket& b = it->second;

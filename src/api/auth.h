@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "api/jwt.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "http/http.h"
 #include "store/store.h"
@@ -152,8 +153,8 @@ class AccessControl {
     double tokens = 0;
     std::chrono::steady_clock::time_point at;
   };
-  std::mutex buckets_mu_;
-  std::map<std::string, Bucket> buckets_;  // guarded by buckets_mu_
+  Mutex buckets_mu_;
+  std::map<std::string, Bucket> buckets_ CORTEX_GUARDED_BY(buckets_mu_);
   struct Remembered {
     Identity who;
     int64_t until_ms = 0;
@@ -162,9 +163,10 @@ class AccessControl {
   struct DigestHash {
     size_t operator()(const SipHash128::Digest& d) const;
   };
-  std::mutex remembered_mu_;
-  // By the credential's keyed hash (remember_hash_); guarded by remembered_mu_.
-  std::unordered_map<SipHash128::Digest, Remembered, DigestHash> remembered_;
+  Mutex remembered_mu_;
+  // By the credential's keyed hash (remember_hash_).
+  std::unordered_map<SipHash128::Digest, Remembered, DigestHash> remembered_
+      CORTEX_GUARDED_BY(remembered_mu_);
 };
 
 // Admin routes of access control: GET|POST /auth/keys, DELETE /auth/keys/{id}, GET /auth/whoami,

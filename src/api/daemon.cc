@@ -25,6 +25,7 @@
 #include "api/workflow_routes.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "cortex/version.h"
 #include "deploy/compose_driver.h"
 #include "deploy/discovery_redis.h"
@@ -384,14 +385,17 @@ int RunServe(const Settings& settings) {
   const char* pyenv_version = std::getenv("PYENV_VERSION");
   std::string search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
   std::string pyenv = pyenv_version ? pyenv_version : "";
-  auto resolved = std::make_shared<std::map<std::string, std::string>>();
-  auto resolve_mu = std::make_shared<std::mutex>();
+  struct Resolved {
+    Mutex mu;
+    std::map<std::string, std::string> paths CORTEX_GUARDED_BY(mu);
+  };
+  auto resolved = std::make_shared<Resolved>();
   exec::ProgramResolver resolver = [=](const std::string& name) -> Result<std::string> {
-    std::lock_guard lock(*resolve_mu);
-    auto it = resolved->find(name);
-    if (it != resolved->end()) return it->second;
+    MutexLock lock(resolved->mu);
+    auto it = resolved->paths.find(name);
+    if (it != resolved->paths.end()) return it->second;
     CORTEX_ASSIGN_OR_RETURN(std::string p, exec::ResolveProgram(name, search_path, pyenv));
-    (*resolved)[name] = p;
+    resolved->paths[name] = p;
     return p;
   };
   svc.runner = exec::MakeProcessRunner();
@@ -520,17 +524,20 @@ int RunServe(const Settings& settings) {
   // A monument's agents are checked as it deploys. Monuments outlive the runner: the check
   // answers Unavailable once the runner is going (a deployment may still be ending then).
   struct AgentGate {
-    std::mutex mu;
-    agent::AgentRunner* runner = nullptr;
+    Mutex mu;
+    agent::AgentRunner* runner CORTEX_GUARDED_BY(mu) = nullptr;
   };
   auto gate = std::make_shared<AgentGate>();
-  gate->runner = svc.agents.get();
+  {
+    MutexLock lock(gate->mu);
+    gate->runner = svc.agents.get();
+  }
   monuments->SetAgentCheck([gate](const std::string& name) {
-    std::lock_guard lock(gate->mu);
+    MutexLock lock(gate->mu);
     return gate->runner ? gate->runner->Check(name) : UnavailableError("the server is stopping");
   });
   svc.Started([gate] {
-    std::lock_guard lock(gate->mu);
+    MutexLock lock(gate->mu);
     gate->runner = nullptr;
   });
 

@@ -354,14 +354,18 @@ Result<std::shared_ptr<JwtKeys>> JwtKeys::FromUrl(JwtOptions options, std::strin
   keys->url_ = std::move(url);
   keys->ca_file_ = std::move(ca_file);
   keys->refresh_ = std::max(refresh, std::chrono::seconds(1));
-  CORTEX_ASSIGN_OR_RETURN(keys->verifier_, keys->Fetch());
+  CORTEX_ASSIGN_OR_RETURN(std::shared_ptr<const JwtVerifier> verifier, keys->Fetch());
+  {
+    MutexLock lock(keys->mu_);
+    keys->verifier_ = std::move(verifier);
+  }
   keys->thread_ = std::thread([k = keys.get()] { k->Loop(); });
   return keys;
 }
 
 JwtKeys::~JwtKeys() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -397,19 +401,22 @@ void JwtKeys::Loop() {
   using Clock = std::chrono::steady_clock;
   constexpr auto kMinGap = std::chrono::seconds(5);  // between fetches that tokens ask for
   auto last = Clock::now();
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   // The next fetch: at the refresh, or sooner once the gap has passed when a token asked.
-  auto due = [&] { return wanted_ ? last + std::min(refresh_, kMinGap) : last + refresh_; };
+  auto due = [&]() CORTEX_REQUIRES(mu_) {
+    return wanted_ ? last + std::min(refresh_, kMinGap) : last + refresh_;
+  };
   while (true) {
     const bool was_wanted = wanted_;
-    cv_.wait_until(lock, due(),
-                   [&] { return stop_ || wanted_ != was_wanted || Clock::now() >= due(); });
+    cv_.wait_until(lock.native(), due(), [&]() CORTEX_REQUIRES(mu_) {
+      return stop_ || wanted_ != was_wanted || Clock::now() >= due();
+    });
     if (stop_) return;
     if (Clock::now() < due()) continue;  // asked for: wait for the new time
     wanted_ = false;
-    lock.unlock();
+    lock.Unlock();
     auto fetched = Fetch();
-    lock.lock();
+    lock.Lock();
     last = Clock::now();
     if (fetched.ok()) {
       verifier_ = std::move(fetched).value();
@@ -422,14 +429,14 @@ void JwtKeys::Loop() {
 Result<JwtIdentity> JwtKeys::Verify(std::string_view token, int64_t now) const {
   std::shared_ptr<const JwtVerifier> v;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     v = verifier_;
   }
   bool unknown_key = false;
   auto r = v->Verify(token, now, &unknown_key);
   if (unknown_key && !url_.empty()) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       wanted_ = true;
     }
     cv_.notify_all();
@@ -438,7 +445,7 @@ Result<JwtIdentity> JwtKeys::Verify(std::string_view token, int64_t now) const {
 }
 
 size_t JwtKeys::keys() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return verifier_->keys();
 }
 

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cortex::api {
@@ -90,11 +91,11 @@ class JwtKeys {
   JwtOptions options_;
   std::string url_, ca_file_;
   std::chrono::seconds refresh_{300};
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   mutable std::condition_variable cv_;
-  std::shared_ptr<const JwtVerifier> verifier_;  // guarded by mu_
-  mutable bool wanted_ = false;                  // a token named an unknown key; guarded by mu_
-  bool stop_ = false;                            // guarded by mu_
+  std::shared_ptr<const JwtVerifier> verifier_ CORTEX_GUARDED_BY(mu_);
+  mutable bool wanted_ CORTEX_GUARDED_BY(mu_) = false;  // a token named an unknown key
+  bool stop_ CORTEX_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

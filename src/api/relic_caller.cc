@@ -75,7 +75,7 @@ RelicCaller::RelicCaller(const deploy::Deployer* deployer, int threads, size_t q
 RelicCaller::~RelicCaller() {
   std::deque<Job> left;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
     left.swap(queue_);
   }
@@ -87,7 +87,7 @@ RelicCaller::~RelicCaller() {
 Status RelicCaller::Call(const workflow::StepDispatcher::RelicCall& call,
                          std::function<void(Result<Json>)> done) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return UnavailableError("the server is stopping");
     if (queue_.size() >= capacity_) {
       return ResourceExhaustedError("too many relic calls waiting");
@@ -102,8 +102,8 @@ void RelicCaller::Loop() {
   for (;;) {
     Job job;
     {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      MutexLock lock(mu_);
+      cv_.wait(lock.native(), [&]() CORTEX_REQUIRES(mu_) { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;
       job = std::move(queue_.front());
       queue_.pop_front();

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "deploy/deployer.h"
 #include "workflow/engine.h"
 
@@ -41,10 +42,10 @@ class RelicCaller {
 
   const deploy::Deployer* deployer_;
   size_t capacity_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;
-  bool stopping_ = false;
+  std::deque<Job> queue_ CORTEX_GUARDED_BY(mu_);
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

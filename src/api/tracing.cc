@@ -71,7 +71,7 @@ OtlpExporter::OtlpExporter(OtlpOptions options, metrics::Registry* metrics)
 
 OtlpExporter::~OtlpExporter() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -80,7 +80,7 @@ OtlpExporter::~OtlpExporter() {
 
 void OtlpExporter::Add(trace::SpanData&& span) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (queue_.size() >= options_.max_queue) {
       if (dropped_) dropped_->Inc({});
       return;
@@ -92,10 +92,11 @@ void OtlpExporter::Add(trace::SpanData&& span) {
 }
 
 void OtlpExporter::Loop() {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   while (true) {
-    cv_.wait_for(lock, options_.interval,
-                 [this] { return stop_ || queue_.size() >= options_.batch; });
+    cv_.wait_for(lock.native(), options_.interval, [this]() CORTEX_REQUIRES(mu_) {
+      return stop_ || queue_.size() >= options_.batch;
+    });
     while (!queue_.empty()) {
       std::deque<trace::SpanData> batch;
       while (!queue_.empty() && batch.size() < options_.batch) {
@@ -103,9 +104,9 @@ void OtlpExporter::Loop() {
         queue_.pop_front();
       }
       const bool stopping = stop_;
-      lock.unlock();
+      lock.Unlock();
       const bool sent = Send(std::move(batch));
-      lock.lock();
+      lock.Lock();
       if (stopping && !sent) {
         // Stopping, and the collector does not answer: what is left is lost, not waited for.
         if (dropped_) dropped_->Inc({}, static_cast<double>(queue_.size()));

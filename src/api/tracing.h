@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "common/mutex.h"
 #include "common/trace.h"
 #include "http/http.h"
 
@@ -49,10 +50,10 @@ class OtlpExporter {
   std::string url_;
   metrics::Counter* exported_ = nullptr;
   metrics::Counter* dropped_ = nullptr;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<trace::SpanData> queue_;  // guarded by mu_
-  bool stop_ = false;                  // guarded by mu_
+  std::deque<trace::SpanData> queue_ CORTEX_GUARDED_BY(mu_);
+  bool stop_ CORTEX_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

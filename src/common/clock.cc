@@ -30,12 +30,12 @@ FakeClock::FakeClock(int64_t unix_ms)
     : now_(Steady::time_point{} + std::chrono::hours(1)), unix_ms_(unix_ms) {}
 
 Clock::Steady::time_point FakeClock::Now() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return now_;
 }
 
 int64_t FakeClock::UnixMs() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return unix_ms_;
 }
 
@@ -46,23 +46,23 @@ void FakeClock::WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_var
     Steady::time_point now;
     uint64_t epoch;
     {
-      std::lock_guard g(mu_);
+      MutexLock g(mu_);
       now = now_;
       epoch = epoch_;
     }
     if (pred() || now >= until) break;
     {
-      std::lock_guard g(mu_);
+      MutexLock g(mu_);
       idle_[self] = epoch;
     }
     cv.wait_for(lock, std::chrono::milliseconds(1));
   }
-  std::lock_guard g(mu_);
+  MutexLock g(mu_);
   idle_.erase(self);
 }
 
 void FakeClock::Advance(std::chrono::milliseconds by) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   now_ += by;
   unix_ms_ += by.count();
   ++epoch_;
@@ -72,7 +72,7 @@ bool FakeClock::WaitForIdle(size_t waiters, std::chrono::milliseconds limit) con
   const auto give_up = Steady::now() + limit;
   for (;;) {
     {
-      std::lock_guard g(mu_);
+      MutexLock g(mu_);
       size_t idle = 0;
       for (const auto& [thread, epoch] : idle_) idle += epoch == epoch_ ? 1 : 0;
       if (idle >= waiters) return true;

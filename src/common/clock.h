@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
+
 namespace cortex {
 
 class Clock {
@@ -51,12 +53,12 @@ class FakeClock : public Clock {
                    std::chrono::milliseconds limit = std::chrono::seconds(10)) const;
 
  private:
-  mutable std::mutex mu_;
-  Steady::time_point now_;  // guarded by mu_
-  int64_t unix_ms_;         // guarded by mu_
-  uint64_t epoch_ = 0;      // guarded by mu_: bumped by every Advance
-  // Threads in WaitUntil -> the epoch at which they last found nothing to do; guarded by mu_.
-  mutable std::map<std::thread::id, uint64_t> idle_;
+  mutable Mutex mu_;
+  Steady::time_point now_ CORTEX_GUARDED_BY(mu_);
+  int64_t unix_ms_ CORTEX_GUARDED_BY(mu_);
+  uint64_t epoch_ CORTEX_GUARDED_BY(mu_) = 0;  // bumped by every Advance
+  // Threads in WaitUntil -> the epoch at which they last found nothing to do.
+  mutable std::map<std::thread::id, uint64_t> idle_ CORTEX_GUARDED_BY(mu_);
 };
 
 }  // namespace cortex

@@ -8,13 +8,14 @@
 #include <string>
 
 #include "common/json.h"
+#include "common/mutex.h"
 
 namespace cortex::log {
 
 namespace {
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<Format> g_format{Format::kText};
-std::mutex g_mu;
+Mutex g_mu;  // one line at a time on stderr
 }  // namespace
 
 void SetLevel(Level level) { g_level = level; }
@@ -70,12 +71,12 @@ void Write(Level level, std::string_view component, std::string_view message) {
         DumpJson(nlohmann::ordered_json{
             {"ts", stamp}, {"level", lower}, {"component", component}, {"msg", message}}) +
         "\n";
-    std::lock_guard lock(g_mu);
+    MutexLock lock(g_mu);
     std::fwrite(line.data(), 1, line.size(), stderr);
     return;
   }
   const std::string text = OneLine(message);
-  std::lock_guard lock(g_mu);
+  MutexLock lock(g_mu);
   std::fprintf(stderr, "%s.%03dZ %-5s %.*s: %.*s\n", ts, ms, name,
                static_cast<int>(component.size()), component.data(), static_cast<int>(text.size()),
                text.data());

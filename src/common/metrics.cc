@@ -102,7 +102,7 @@ Family::Family(Registry& owner, Type type, std::string name, std::string help,
 }
 
 size_t Family::series() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return series_.size();
 }
 
@@ -130,7 +130,7 @@ void Family::Render(std::string& out) const {
   out += "\n# TYPE " + name_ + " ";
   out += type_ == Type::kCounter ? "counter" : type_ == Type::kGauge ? "gauge" : "histogram";
   out += '\n';
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [values, s] : series_) {
     if (type_ != Type::kHistogram) {
       out += name_;
@@ -173,28 +173,28 @@ void Family::Render(std::string& out) const {
 
 void Counter::Inc(LabelValues values, double by) {
   if (!(by >= 0)) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   At(values).value += by;
 }
 
 void Gauge::Set(LabelValues values, double v) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   At(values).value = v;
 }
 
 void Gauge::Add(LabelValues values, double by) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   At(values).value += by;
 }
 
 void Gauge::Clear() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   series_.clear();
 }
 
 void Histogram::Observe(LabelValues values, double v) {
   if (std::isnan(v)) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Series& s = At(values);
   size_t i = std::lower_bound(buckets_.begin(), buckets_.end(), v) - buckets_.begin();
   ++s.counts[i];
@@ -211,7 +211,7 @@ Registry::Registry(size_t max_series_per_family) : max_series_(max_series_per_fa
 Registry::~Registry() = default;
 
 Family& Registry::Adopt(Family* f) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& other : families_) {
     CORTEX_CHECK_MSG(other->name() != f->name(), "metric " + f->name() + " made twice");
   }
@@ -242,14 +242,14 @@ Histogram& Registry::NewHistogram(std::string name, std::string help,
 Registry::CollectorHandle Registry::OnScrape(std::function<void()> collect) {
   uint64_t id;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     id = next_collector_++;
     collectors_.emplace(id, std::move(collect));
   }
   // The handle's deleter waits for a scrape in progress, so the collector never outlives it.
   return CollectorHandle(reinterpret_cast<void*>(1), [this, id](void*) {
-    std::lock_guard scrape(collect_mu_);
-    std::lock_guard lock(mu_);
+    MutexLock scrape(collect_mu_);
+    MutexLock lock(mu_);
     collectors_.erase(id);
   });
 }
@@ -259,11 +259,11 @@ void Registry::Overflowed(const std::string& family) {
 }
 
 std::string Registry::Render() const {
-  std::lock_guard scrape(collect_mu_);
+  MutexLock scrape(collect_mu_);
   std::vector<std::function<void()>> collectors;
   std::vector<const Family*> families;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [_, c] : collectors_) collectors.push_back(c);
     for (const auto& f : families_) families.push_back(f.get());
   }

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
+
 namespace cortex::metrics {
 
 using LabelValues = std::initializer_list<std::string_view>;
@@ -51,7 +53,7 @@ class Family {
   Family(Registry& owner, Type type, std::string name, std::string help,
          std::vector<std::string> label_names, std::vector<double> buckets = {});
   // The series for `values` (made on first use), with the family's lock held by the caller.
-  Series& At(LabelValues values);
+  Series& At(LabelValues values) CORTEX_REQUIRES(mu_);
   void Render(std::string& out) const;
 
   Registry& owner_;
@@ -59,8 +61,8 @@ class Family {
   std::string name_, help_;
   std::vector<std::string> label_names_;
   std::vector<double> buckets_;  // histogram upper bounds, ascending
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, Series, KeyLess> series_;
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, Series, KeyLess> series_ CORTEX_GUARDED_BY(mu_);
 };
 
 class Counter : public Family {
@@ -127,11 +129,11 @@ class Registry {
   void Overflowed(const std::string& family);
 
   size_t max_series_;
-  mutable std::mutex mu_;  // families_ and collectors_
-  std::vector<std::unique_ptr<Family>> families_;
-  std::map<uint64_t, std::function<void()>> collectors_;
-  uint64_t next_collector_ = 0;
-  mutable std::mutex collect_mu_;  // one scrape's collectors at a time
+  mutable Mutex mu_ CORTEX_ACQUIRED_AFTER(collect_mu_);
+  std::vector<std::unique_ptr<Family>> families_ CORTEX_GUARDED_BY(mu_);
+  std::map<uint64_t, std::function<void()>> collectors_ CORTEX_GUARDED_BY(mu_);
+  uint64_t next_collector_ CORTEX_GUARDED_BY(mu_) = 0;
+  mutable Mutex collect_mu_;  // one scrape's collectors at a time
   Counter* overflow_ = nullptr;
 };
 

@@ -69,7 +69,7 @@ Status ComposeDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   }
   std::map<std::string, int> scale;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     scale = scale_[project.name];
   }
   // No `config -q` (a Python start, ~0.3 s): Up reads the file itself and `up` rejects what
@@ -180,7 +180,7 @@ Status ComposeDriver::Scale(const RelicPlan& plan, store::DeploymentRecord& reco
     svc = services.front();
   }
   CORTEX_RETURN_IF_ERROR(cli_.Scale(project, svc, replicas).status());
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   scale_[project.name][svc] = replicas;  // the next `up` keeps it
   return Status::Ok();
 }
@@ -254,7 +254,7 @@ Status ComposeDriver::FollowLogs(const RelicPlan&, const store::DeploymentRecord
   }
   if (!target) return FailedPreconditionError("relic " + record.name + " has no running container");
   // The follow runs on its own thread; this one hands its lines to on_line (and heartbeats).
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
   std::deque<RelicLogLine> queue;
   bool ended = false;
@@ -265,39 +265,39 @@ Status ComposeDriver::FollowLogs(const RelicPlan&, const store::DeploymentRecord
     Status s = docker_.FollowLogs(
         id, tail,
         [&](const docker::LogLine& l) {
-          std::lock_guard lock(mu);
+          MutexLock lock(mu);
           queue.push_back({label, l.is_stderr, l.text});
           cv.notify_all();
           return true;
         },
         &cancel);
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     ended = true;
     result = s;
     cv.notify_all();
   });
-  std::unique_lock lock(mu);
+  MutexLock lock(mu);
   for (;;) {
-    cv.wait_for(lock, Ms(1000), [&] { return ended || !queue.empty(); });
+    cv.wait_for(lock.native(), Ms(1000), [&] { return ended || !queue.empty(); });
     bool keep = true;
     if (queue.empty() && !ended) {
-      lock.unlock();
+      lock.Unlock();
       keep = on_line(nullptr);
-      lock.lock();
+      lock.Lock();
     }
     while (keep && !queue.empty()) {
       RelicLogLine l = std::move(queue.front());
       queue.pop_front();
-      lock.unlock();
+      lock.Unlock();
       keep = on_line(&l);
-      lock.lock();
+      lock.Lock();
     }
     if (!keep || (ended && queue.empty())) {
       cancel.Cancel();
       break;
     }
   }
-  lock.unlock();
+  lock.Unlock();
   follower.join();
   return result;
 }

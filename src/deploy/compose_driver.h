@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 
+#include "common/mutex.h"
 #include "deploy/compose.h"
 #include "deploy/docker.h"
 #include "deploy/driver.h"
@@ -53,8 +54,9 @@ class ComposeDriver final : public RelicDriver {
   ComposeDriverOptions options_;
   ComposeCli cli_;
   docker::Client docker_;
-  std::mutex mu_;
-  std::map<std::string, std::map<std::string, int>> scale_;  // project -> service -> replicas
+  Mutex mu_;
+  // Project -> service -> replicas.
+  std::map<std::string, std::map<std::string, int>> scale_ CORTEX_GUARDED_BY(mu_);
 };
 
 }  // namespace cortex::deploy

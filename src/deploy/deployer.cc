@@ -49,34 +49,6 @@ std::optional<RelicState> ParseRelicState(std::string_view text) {
   return ParseEnumName(kStateNames, text);
 }
 
-struct Deployer::Supervisor {
-  std::string name;
-  mutable std::mutex mu;
-  std::condition_variable cv;  // commands in, state changes out
-  // Its record, as the Store keeps it. Its state and desired state are the enums below; the
-  // record's text of them is written by Transition and SetDesired, never read back.
-  store::DeploymentRecord rec;
-  RelicState state = RelicState::kPending;
-  Desired desired = Desired::kRunning;
-  RelicPlan plan;
-  bool has_plan = false;
-  RelicDriver* driver = nullptr;
-  bool launched = false;      // its workload was started (or adopted) and not seen ended since
-  bool need_restart = false;  // restart requested (by the user, or after failing health checks)
-  bool removing = false, removed = false, quit = false;
-  uint64_t wake = 0;  // bumped by every command, so the loop re-checks at once
-  // Health.
-  std::string health = "unknown";  // unknown | passing | failing
-  std::string probe_error;
-  int64_t last_probe_ms = 0;
-  int failures = 0;  // consecutive failed probes
-  int crashes = 0;   // consecutive crashes/restarts without becoming healthy
-  Steady::time_point next_start{}, started{}, next_probe{};
-  std::string base_url;  // discovered at runtime, else the plan's
-  OJson info = OJson::object();
-  std::thread thread;
-};
-
 // Something of the relic may still be there: running, or left by a failure (the exited
 // containers of a compose project are kept for their logs until a stop or delete).
 bool Deployer::NeedsStop(const Supervisor& sv) {
@@ -112,7 +84,7 @@ RelicDriver* Deployer::DriverFor(const std::string& driver) const {
 }
 
 std::shared_ptr<Deployer::Supervisor> Deployer::Find(const std::string& name) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = supervisors_.find(name);
   return it == supervisors_.end() ? nullptr : it->second;
 }
@@ -147,6 +119,7 @@ Status Deployer::Start() {
     auto sv = std::make_shared<Supervisor>();
     sv->name = rec.name;
     auto plan = Plan(rec.name, nullptr);
+    MutexLock l(sv->mu);  // (not shared yet)
     if (plan.ok()) {
       sv->plan = *plan;
     } else {
@@ -177,7 +150,8 @@ Status Deployer::Start() {
       sv->rec.state = RelicStateName(sv->state);
       sv->rec.error = "the " + sv->rec.driver + " driver is not available on this server";
     }
-    std::lock_guard lock(mu_);
+    l.Unlock();
+    MutexLock lock(mu_);
     supervisors_[sv->name] = sv;
     sv->thread = std::thread([this, sv] { Run(sv); });
   }
@@ -187,18 +161,25 @@ Status Deployer::Start() {
 void Deployer::Stop() {
   std::map<std::string, std::shared_ptr<Supervisor>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopped_) return;
     stopped_ = true;
     all = supervisors_;
   }
   if (options_.stop_relics_on_exit) {
     for (auto& [name, sv] : all) (void)StopRelic(name, false);
-    for (auto& [name, sv] : all) (void)WaitRelic(name, sv->plan.stop_timeout + Ms(10000));
+    for (auto& [name, sv] : all) {
+      Ms stop_timeout;
+      {
+        MutexLock l(sv->mu);
+        stop_timeout = sv->plan.stop_timeout;
+      }
+      (void)WaitRelic(name, stop_timeout + Ms(10000));
+    }
   }
   for (auto& [name, sv] : all) {
     {
-      std::lock_guard lock(sv->mu);
+      MutexLock lock(sv->mu);
       sv->quit = true;
     }
     sv->cv.notify_all();
@@ -255,7 +236,7 @@ void Deployer::Publish(const Supervisor& sv, bool up) {
   r.owner = sv.rec.owner;
   r.updated_ms = clock_.UnixMs();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (up) {
       services_[r.name] = r;
     } else {
@@ -267,19 +248,23 @@ void Deployer::Publish(const Supervisor& sv, bool up) {
 
 void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
   Supervisor& sv = *svp;
-  std::unique_lock l(sv.mu);
+  MutexLock l(sv.mu);
   sv.next_probe = clock_.Now();
-  auto wait_until = [&](Steady::time_point until) {
+  auto wait_until = [&](Steady::time_point until) CORTEX_REQUIRES(sv.mu) {
     uint64_t seen = sv.wake;
-    clock_.WaitUntil(l, sv.cv, until, [&] { return sv.quit || sv.wake != seen; });
+    clock_.WaitUntil(l.native(), sv.cv, until,
+                     [&]() CORTEX_REQUIRES(sv.mu) { return sv.quit || sv.wake != seen; });
   };
-  auto stop_workload = [&](RelicState then_state, const std::string& error) {
+  auto stop_workload = [&](RelicState then_state, const std::string& error) CORTEX_REQUIRES(sv.mu) {
     if (sv.state != RelicState::kStopping) Transition(sv, RelicState::kStopping, sv.rec.error);
     RelicPlan plan = sv.plan;
     store::DeploymentRecord rec = sv.rec;
-    l.unlock();
-    Status st = sv.driver ? sv.driver->Stop(plan, rec) : Status::Ok();
-    l.lock();
+    RelicDriver* driver = sv.driver;
+    // Through sv.mu, not l: the analysis of a lambda does not know l holds it. l owns it again
+    // once it is relocked.
+    sv.mu.Unlock();
+    Status st = driver ? driver->Stop(plan, rec) : Status::Ok();
+    sv.mu.Lock();
     sv.rec.pid = rec.pid;
     sv.rec.project = rec.project;
     sv.launched = false;
@@ -334,9 +319,9 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         continue;
       }
       const uint64_t seen = sv.wake;
-      l.unlock();
+      l.Unlock();
       auto plan = Plan(sv.name, nullptr);
-      l.lock();
+      l.Lock();
       if (sv.quit || sv.wake != seen) continue;
       if (!plan.ok()) {
         Transition(sv, RelicState::kFailed, plan.status().message());
@@ -354,9 +339,10 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       sv.rec.driver = sv.plan.driver;
       RelicPlan launch = sv.plan;
       store::DeploymentRecord rec = sv.rec;
-      l.unlock();
-      Status st = sv.driver->Start(launch, rec);
-      l.lock();
+      RelicDriver* driver = sv.driver;
+      l.Unlock();
+      Status st = driver->Start(launch, rec);
+      l.Lock();
       sv.rec.pid = rec.pid;
       sv.rec.pid_start = rec.pid_start;
       sv.rec.project = rec.project;
@@ -380,10 +366,11 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
     {
       RelicPlan plan = sv.plan;
       store::DeploymentRecord rec = sv.rec;
+      RelicDriver* driver = sv.driver;
       const uint64_t seen = sv.wake;
-      l.unlock();
-      Observation obs = sv.driver->Observe(plan, rec);
-      l.lock();
+      l.Unlock();
+      Observation obs = driver->Observe(plan, rec);
+      l.Lock();
       sv.rec.pid = rec.pid;
       sv.rec.pid_start = rec.pid_start;
       sv.info = obs.info;
@@ -395,9 +382,9 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
         if (clock_.Now() - sv.started > options_.stable_after) sv.crashes = 0;
         {
           // What it said last usually says why ("Address already in use").
-          l.unlock();
-          auto last = sv.driver->Logs(plan, rec, "", 1);
-          l.lock();
+          l.Unlock();
+          auto last = driver->Logs(plan, rec, "", 1);
+          l.Lock();
           if (last.ok() && !last->empty() && !last->back().text.empty() &&
               last->back().text.rfind("--- cortex:", 0) != 0) {
             std::string text = last->back().text;
@@ -443,9 +430,9 @@ void Deployer::Run(const std::shared_ptr<Supervisor>& svp) {
       std::vector<std::string> env = sv.plan.env;
       std::string cwd = sv.plan.cwd;
       const uint64_t seen = sv.wake;
-      l.unlock();
+      l.Unlock();
       ProbeResult pr = RunProbe(spec, base, env, cwd, *runner_);
-      l.lock();
+      l.Lock();
       if (sv.quit || sv.wake != seen) continue;
       sv.last_probe_ms = clock_.UnixMs();
       sv.probe_error = pr.error;
@@ -545,14 +532,14 @@ Result<RelicPlan> Deployer::Check(const std::string& name, bool start) const {
 
 Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const std::string& owner) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopped_) return UnavailableError("the deployer is stopping");
   }
   // Check the manifest first: a relic that cannot be deployed as written records nothing.
   CORTEX_ASSIGN_OR_RETURN(RelicPlan plan_ok, Check(name, start));
   auto plan = Result<RelicPlan>(std::move(plan_ok));
   if (auto sv = Find(name)) {
-    std::unique_lock l(sv->mu);
+    MutexLock l(sv->mu);
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
     // Its owner stays who deployed it first: a monument including a relic deployed on its own
     // does not take it over (and will not stop it).
@@ -569,32 +556,35 @@ Result<OJson> Deployer::DeployRelic(const std::string& name, bool start, const s
   }
   auto sv = std::make_shared<Supervisor>();
   sv->name = name;
-  sv->plan = *plan;
-  sv->has_plan = true;
-  sv->driver = DriverFor(plan->driver);
-  sv->rec.name = name;
-  sv->rec.driver = plan->driver;
-  SetDesired(*sv, start ? Desired::kRunning : Desired::kStopped);
-  sv->rec.owner = owner;
-  sv->rec.created_ms = clock_.UnixMs();
   {
-    std::lock_guard l(sv->mu);
+    MutexLock l(sv->mu);
+    sv->plan = *plan;
+    sv->has_plan = true;
+    sv->driver = DriverFor(plan->driver);
+    sv->rec.name = name;
+    sv->rec.driver = plan->driver;
+    SetDesired(*sv, start ? Desired::kRunning : Desired::kStopped);
+    sv->rec.owner = owner;
+    sv->rec.created_ms = clock_.UnixMs();
     Transition(*sv, start ? RelicState::kPending : RelicState::kStopped, "");
   }
-  std::lock_guard lock(mu_);
-  if (stopped_) return UnavailableError("the deployer is stopping");
-  auto [it, inserted] = supervisors_.emplace(name, sv);
-  if (!inserted) return ConflictError("relic " + name + " is being deployed by another request");
-  sv->thread = std::thread([this, sv] { Run(sv); });
-  std::lock_guard l(sv->mu);
+  {
+    MutexLock lock(mu_);
+    if (stopped_) return UnavailableError("the deployer is stopping");
+    auto [it, inserted] = supervisors_.emplace(name, sv);
+    if (!inserted) return ConflictError("relic " + name + " is being deployed by another request");
+    sv->thread = std::thread([this, sv] { Run(sv); });
+  }
+  // Not under mu_: a supervisor's mu comes first (its thread may be in Publish already).
+  MutexLock l(sv->mu);
   return StatusJson(*sv);
 }
 
 Result<OJson> Deployer::WaitRelic(const std::string& name, Ms timeout) {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
-  std::unique_lock l(sv->mu);
-  sv->cv.wait_for(l, timeout, [&] {
+  MutexLock l(sv->mu);
+  sv->cv.wait_for(l.native(), timeout, [&]() CORTEX_REQUIRES(sv->mu) {
     if (sv->removed || sv->quit) return true;
     if (!Settled(sv->state) || sv->need_restart) return false;
     if (sv->desired == Desired::kStopped) return !sv->launched;
@@ -606,8 +596,9 @@ Result<OJson> Deployer::WaitRelic(const std::string& name, Ms timeout) {
 Result<OJson> Deployer::Command(const std::string& name, RelicCommand command, bool wait) {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
+  Ms timeout;
   {
-    std::lock_guard l(sv->mu);
+    MutexLock l(sv->mu);
     if (sv->removing) return ConflictError("relic " + name + " is being deleted");
     switch (command) {
       case RelicCommand::kStop:
@@ -634,10 +625,10 @@ Result<OJson> Deployer::Command(const std::string& name, RelicCommand command, b
         break;
     }
     ++sv->wake;
+    timeout = sv->plan.stop_timeout + Ms(15000);
   }
   sv->cv.notify_all();
   if (!wait) return RelicStatus(name);
-  Ms timeout = sv->plan.stop_timeout + Ms(15000);
   return WaitRelic(name, timeout);
 }
 
@@ -655,16 +646,17 @@ Status Deployer::DeleteRelic(const std::string& name) {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
   {
-    std::unique_lock l(sv->mu);
+    MutexLock l(sv->mu);
     SetDesired(*sv, Desired::kStopped);
     sv->removing = true;
     ++sv->wake;
     sv->cv.notify_all();
-    sv->cv.wait_for(l, sv->plan.stop_timeout + Ms(30000), [&] { return sv->removed || sv->quit; });
+    sv->cv.wait_for(l.native(), sv->plan.stop_timeout + Ms(30000),
+                    [&]() CORTEX_REQUIRES(sv->mu) { return sv->removed || sv->quit; });
     if (!sv->removed) return UnavailableError("relic " + name + " did not stop in time");
   }
   if (sv->thread.joinable()) sv->thread.join();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   supervisors_.erase(name);
   return Status::Ok();
 }
@@ -682,14 +674,14 @@ Status Deployer::ScaleRelic(const std::string& name, const std::string& service,
 Result<OJson> Deployer::RelicStatus(const std::string& name) const {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
-  std::lock_guard l(sv->mu);
+  MutexLock l(sv->mu);
   return StatusJson(*sv);
 }
 
 std::optional<RelicBrief> Deployer::Brief(const std::string& name) const {
   auto sv = Find(name);
   if (!sv) return std::nullopt;
-  std::lock_guard l(sv->mu);
+  MutexLock l(sv->mu);
   return RelicBrief{sv->state, sv->desired, sv->rec.error};
 }
 
@@ -698,12 +690,12 @@ bool RelicBrief::settled() const { return Settled(state) && state != RelicState:
 OJson Deployer::ListRelics() const {
   std::vector<std::shared_ptr<Supervisor>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [name, sv] : supervisors_) all.push_back(sv);
   }
   OJson out = OJson::array();
   for (const auto& sv : all) {
-    std::lock_guard l(sv->mu);
+    MutexLock l(sv->mu);
     if (!sv->removed) out.push_back(StatusJson(*sv));
   }
   return out;
@@ -712,7 +704,7 @@ OJson Deployer::ListRelics() const {
 Result<Deployer::Workload> Deployer::Copy(const std::string& name) const {
   auto sv = Find(name);
   if (!sv) return NotFoundError("relic " + name + " is not deployed");
-  std::lock_guard l(sv->mu);
+  MutexLock l(sv->mu);
   if (!sv->driver) {
     return FailedPreconditionError("relic " + name + " has no driver on this server");
   }
@@ -745,7 +737,7 @@ Status Deployer::FollowRelicLogs(const std::string& name, const std::string& ser
 }
 
 std::vector<ServiceRecord> Deployer::Services() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<ServiceRecord> out;
   for (const auto& [name, r] : services_) out.push_back(r);
   return out;
@@ -769,7 +761,7 @@ std::function<std::optional<std::string>(std::string_view)> Deployer::LookupFor(
 }
 
 std::optional<std::string> Deployer::DiscoveryUrl(std::string_view variable) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [name, r] : services_) {
     if (variable == VariablePrefix(name) + "_URL") return r.url;
   }
@@ -788,7 +780,7 @@ Result<CallResult> Deployer::CallRelic(const std::string& name, const std::strin
   std::string base;
   std::vector<registry::RelicEndpoint> endpoints;
   if (auto sv = Find(name)) {
-    std::lock_guard l(sv->mu);
+    MutexLock l(sv->mu);
     if (sv->state != RelicState::kHealthy) {
       return UnavailableError("relic " + name + " is not healthy (state: " + sv->rec.state +
                               (sv->rec.error.empty() ? "" : ": " + sv->rec.error) + ")");

@@ -16,11 +16,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "deploy/driver.h"
 #include "exec/process.h"
@@ -165,8 +167,41 @@ class Deployer {
                                const std::string& traceparent = "") const;
 
  private:
-  struct Supervisor;
-  static bool NeedsStop(const Supervisor& sv);
+  // A deployed relic: its thread (Run) and what it and the API calls share, under its mu.
+  struct Supervisor {
+    std::string name;
+    mutable Mutex mu;
+    std::condition_variable cv;  // commands in, state changes out
+    // Its record, as the Store keeps it. Its state and desired state are the enums below; the
+    // record's text of them is written by Transition and SetDesired, never read back.
+    store::DeploymentRecord rec CORTEX_GUARDED_BY(mu);
+    RelicState state CORTEX_GUARDED_BY(mu) = RelicState::kPending;
+    Desired desired CORTEX_GUARDED_BY(mu) = Desired::kRunning;
+    RelicPlan plan CORTEX_GUARDED_BY(mu);
+    bool has_plan CORTEX_GUARDED_BY(mu) = false;
+    RelicDriver* driver CORTEX_GUARDED_BY(mu) = nullptr;
+    // Its workload was started (or adopted) and not seen ended since.
+    bool launched CORTEX_GUARDED_BY(mu) = false;
+    // Restart requested (by the user, or after failing health checks).
+    bool need_restart CORTEX_GUARDED_BY(mu) = false;
+    bool removing CORTEX_GUARDED_BY(mu) = false;
+    bool removed CORTEX_GUARDED_BY(mu) = false;
+    bool quit CORTEX_GUARDED_BY(mu) = false;
+    uint64_t wake CORTEX_GUARDED_BY(mu) = 0;  // bumped by every command: the loop re-checks
+    // Health.
+    std::string health CORTEX_GUARDED_BY(mu) = "unknown";  // unknown | passing | failing
+    std::string probe_error CORTEX_GUARDED_BY(mu);
+    int64_t last_probe_ms CORTEX_GUARDED_BY(mu) = 0;
+    int failures CORTEX_GUARDED_BY(mu) = 0;  // consecutive failed probes
+    int crashes CORTEX_GUARDED_BY(mu) = 0;   // consecutive crashes/restarts, never healthy
+    Clock::Steady::time_point next_start CORTEX_GUARDED_BY(mu);
+    Clock::Steady::time_point started CORTEX_GUARDED_BY(mu);
+    Clock::Steady::time_point next_probe CORTEX_GUARDED_BY(mu);
+    std::string base_url CORTEX_GUARDED_BY(mu);  // discovered at runtime, else the plan's
+    OJson info CORTEX_GUARDED_BY(mu) = OJson::object();
+    std::thread thread;
+  };
+  static bool NeedsStop(const Supervisor& sv) CORTEX_REQUIRES(sv.mu);
   // A copy of what a relic's supervisor holds, for calls into its driver outside its lock.
   struct Workload {
     RelicPlan plan;
@@ -179,10 +214,11 @@ class Deployer {
   RelicDriver* DriverFor(const std::string& driver) const;
   std::shared_ptr<Supervisor> Find(const std::string& name) const;
   void Run(const std::shared_ptr<Supervisor>& sv);
-  void Transition(Supervisor& sv, RelicState state, const std::string& error);
-  void SetDesired(Supervisor& sv, Desired desired);
-  OJson StatusJson(const Supervisor& sv) const;
-  void Publish(const Supervisor& sv, bool up);
+  void Transition(Supervisor& sv, RelicState state, const std::string& error)
+      CORTEX_REQUIRES(sv.mu);
+  void SetDesired(Supervisor& sv, Desired desired) CORTEX_REQUIRES(sv.mu);
+  OJson StatusJson(const Supervisor& sv) const CORTEX_REQUIRES(sv.mu);
+  void Publish(const Supervisor& sv, bool up) CORTEX_REQUIRES(sv.mu);
   enum class RelicCommand { kStop, kStart, kRestart };
   Result<OJson> Command(const std::string& name, RelicCommand command, bool wait);
 
@@ -194,10 +230,12 @@ class Deployer {
   std::unique_ptr<exec::ProcessRunner> runner_;  // command health probes
   std::function<void(const ServiceRecord&, bool)> listener_;
 
-  mutable std::mutex mu_;  // guards supervisors_ and services_
-  std::map<std::string, std::shared_ptr<Supervisor>> supervisors_;
-  std::map<std::string, ServiceRecord> services_;
-  bool stopped_ = false;
+  // Lock order: a supervisor's mu before mu_ (Publish takes mu_ with the supervisor's held), so
+  // mu_ is never held while taking a supervisor's mu.
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<Supervisor>> supervisors_ CORTEX_GUARDED_BY(mu_);
+  std::map<std::string, ServiceRecord> services_ CORTEX_GUARDED_BY(mu_);
+  bool stopped_ CORTEX_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace cortex::deploy

@@ -22,7 +22,7 @@ RedisDiscovery::RedisDiscovery(std::unique_ptr<store::RedisClient> client)
 
 RedisDiscovery::~RedisDiscovery() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -31,7 +31,7 @@ RedisDiscovery::~RedisDiscovery() {
 
 void RedisDiscovery::Publish(const ServiceRecord& record, bool up) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queue_.emplace_back(record, up);
     ++queued_;
   }
@@ -39,9 +39,10 @@ void RedisDiscovery::Publish(const ServiceRecord& record, bool up) {
 }
 
 bool RedisDiscovery::Flush(Ms timeout) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   uint64_t target = queued_;
-  return cv_.wait_for(lock, timeout, [&] { return written_ >= target && !resync_; });
+  return cv_.wait_for(lock.native(), timeout,
+                      [&]() CORTEX_REQUIRES(mu_) { return written_ >= target && !resync_; });
 }
 
 Status RedisDiscovery::Write(const ServiceRecord& r, bool up) {
@@ -63,15 +64,15 @@ Status RedisDiscovery::Write(const ServiceRecord& r, bool up) {
 }
 
 void RedisDiscovery::Loop() {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    cv_.wait_for(lock, std::chrono::seconds(resync_ ? 2 : 3600),
-                 [&] { return stopping_ || !queue_.empty(); });
+    cv_.wait_for(lock.native(), std::chrono::seconds(resync_ ? 2 : 3600),
+                 [&]() CORTEX_REQUIRES(mu_) { return stopping_ || !queue_.empty(); });
     if (stopping_ && queue_.empty()) return;
     if (resync_) {
       // Start from what Cortex knows: drop stale entries, write every healthy relic.
       auto all = up_;
-      lock.unlock();
+      lock.Unlock();
       Status s = Status::Ok();
       auto members = client_->Command({"SMEMBERS", kSetKey});
       if (!members.ok()) s = members.status();
@@ -85,7 +86,7 @@ void RedisDiscovery::Loop() {
         }
       }
       for (auto it = all.begin(); s.ok() && it != all.end(); ++it) s = Write(it->second, true);
-      lock.lock();
+      lock.Lock();
       if (!s.ok()) {
         log::Warn("discovery", "Redis: " + s.message() + " (retrying)");
         if (stopping_) return;
@@ -102,9 +103,9 @@ void RedisDiscovery::Loop() {
       } else {
         up_.erase(record.name);
       }
-      lock.unlock();
+      lock.Unlock();
       Status s = Write(record, up);
-      lock.lock();
+      lock.Lock();
       ++written_;
       if (!s.ok()) {
         log::Warn("discovery", "Redis: " + s.message() + " (will rewrite everything)");

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
 #include "deploy/deployer.h"
 #include "store/redis.h"
 
@@ -34,13 +35,14 @@ class RedisDiscovery {
   Status Write(const ServiceRecord& record, bool up);
 
   std::unique_ptr<store::RedisClient> client_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<ServiceRecord, bool>> queue_;
-  std::map<std::string, ServiceRecord> up_;  // what should be in Redis now
-  bool resync_ = true;                       // rewrite everything (after a failure)
-  bool stopping_ = false;
-  uint64_t queued_ = 0, written_ = 0;
+  std::deque<std::pair<ServiceRecord, bool>> queue_ CORTEX_GUARDED_BY(mu_);
+  std::map<std::string, ServiceRecord> up_ CORTEX_GUARDED_BY(mu_);  // what should be in Redis now
+  bool resync_ CORTEX_GUARDED_BY(mu_) = true;  // rewrite everything (after a failure)
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
+  uint64_t queued_ CORTEX_GUARDED_BY(mu_) = 0;
+  uint64_t written_ CORTEX_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
 #include "deploy/deployer.h"
 
 namespace cortex::deploy {
@@ -79,16 +80,18 @@ class Monuments {
  private:
   struct Entry;
   void Run(const std::shared_ptr<Entry>& entry, MonumentPlan plan);
-  void Record(Entry& e);
-  OJson StatusJson(const Entry& e) const;
+  // Called with mu_ held: it guards the Entry's fields too.
+  void Record(Entry& e) CORTEX_REQUIRES(mu_);
+  OJson StatusJson(const Entry& e) const CORTEX_REQUIRES(mu_);
   std::shared_ptr<Entry> Find(const std::string& name) const;
 
   Deployer& deployer_;
   registry::Registry& registry_;
   store::Store& store_;
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Entry>> entries_;
-  bool stopping_ = false;
+  // Before the Deployer's locks: StatusJson asks it for its relics' state under mu_.
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_ CORTEX_GUARDED_BY(mu_);
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
   std::function<Status(const std::string&)> agent_check_;
 };
 

@@ -266,7 +266,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
   int rc;
   {
     // Reap() runs under the same lock: the child is in children_ before anyone can wait for it.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     rc = ::posix_spawn(&pid, argv_text[0].c_str(), &actions, &attr, argv.data(), envp.data());
     if (rc == 0) children_.insert(pid);
   }
@@ -282,7 +282,7 @@ Status ProcessDriver::Start(const RelicPlan& plan, store::DeploymentRecord& reco
 }
 
 std::optional<int> ProcessDriver::Reap(int64_t pid) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!children_.count(pid)) return std::nullopt;
   int status = 0;
   pid_t r = ::waitpid(static_cast<pid_t>(pid), &status, WNOHANG);

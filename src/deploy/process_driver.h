@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "deploy/driver.h"
 
 namespace cortex::deploy {
@@ -60,8 +61,8 @@ class ProcessDriver final : public RelicDriver {
   void RotateIfNeeded(const std::string& relic);
 
   ProcessDriverOptions options_;
-  std::mutex mu_;
-  std::set<int64_t> children_;  // pids this server started (and must reap)
+  Mutex mu_;
+  std::set<int64_t> children_ CORTEX_GUARDED_BY(mu_);  // pids this server started (and must reap)
 };
 
 // The start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or 0 when it

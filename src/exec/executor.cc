@@ -18,13 +18,13 @@ struct Executor::Job {
   std::shared_ptr<const registry::FileRecord> file;  // pins the manifest version it runs with
   CancelToken cancel;
 
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  bool started = false;
-  bool done = false;
-  store::ExecutionRecord record;  // the latest state
-  std::deque<LiveLine> lines;     // bounded by options.live_lines
-  int64_t next_seq = 1;
+  bool started CORTEX_GUARDED_BY(mu) = false;
+  bool done CORTEX_GUARDED_BY(mu) = false;
+  store::ExecutionRecord record CORTEX_GUARDED_BY(mu);  // the latest state
+  std::deque<LiveLine> lines CORTEX_GUARDED_BY(mu);     // bounded by options.live_lines
+  int64_t next_seq CORTEX_GUARDED_BY(mu) = 1;
   trace::Span span;  // from Prepare to Finish
 };
 
@@ -82,8 +82,8 @@ Executor::Executor(ExecutorOptions options, registry::Registry& registry, store:
         "Time from a tool execution's start to its end (queue time excluded).", {"tool"});
     auto& depth = m->NewGauge("cortex_tool_queue_depth",
                               "Tool executions waiting for a worker, and running.", {"state"});
-    depth_collector_ = m->OnScrape([this, &depth] {
-      std::lock_guard lock(mu_);
+    depth_collector_ = m->OnScrape([this, &depth]() CORTEX_EXCLUDES(mu_) {
+      MutexLock lock(mu_);
       depth.Set({"queued"}, static_cast<double>(queue_.size()));
       depth.Set({"running"}, running_);
     });
@@ -95,7 +95,7 @@ Executor::Executor(ExecutorOptions options, registry::Registry& registry, store:
 Executor::~Executor() {
   std::vector<std::shared_ptr<Job>> pending;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
     for (auto& [id, job] : jobs_) job->cancel.Cancel();
     pending.assign(queue_.begin(), queue_.end());
@@ -113,7 +113,7 @@ Executor::~Executor() {
 }
 
 size_t Executor::queued() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return queue_.size();
 }
 
@@ -160,16 +160,19 @@ Result<std::shared_ptr<Executor::Job>> Executor::Prepare(const ExecuteRequest& r
   }
   job->parameters = std::move(check.values);
   job->file = entry->file;
-  store::ExecutionRecord& r = job->record;
-  r.id = job->id;
-  r.kind = "tool";
-  r.name = request.tool;
-  r.status = "queued";
-  r.parameters_json = DumpJson(job->parameters);
-  r.created_ms = NowMs();
-  r.sandboxed = options_.sandbox.has_value();
-  r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
-  r.manifest_version = std::to_string(entry->file->revision);
+  {
+    MutexLock lock(job->mu);  // (no other thread has the job yet)
+    store::ExecutionRecord& r = job->record;
+    r.id = job->id;
+    r.kind = "tool";
+    r.name = request.tool;
+    r.status = "queued";
+    r.parameters_json = DumpJson(job->parameters);
+    r.created_ms = NowMs();
+    r.sandboxed = options_.sandbox.has_value();
+    r.idempotency_key = request.idempotency_key.empty() ? job->id : request.idempotency_key;
+    r.manifest_version = std::to_string(entry->file->revision);
+  }
   return job;
 }
 
@@ -182,7 +185,7 @@ Status Executor::Enqueue(const std::vector<std::shared_ptr<Job>>& jobs) {
   {
     // Slots are reserved before the records are written, so concurrent calls cannot overfill
     // the queue; a batch gets all its slots or none.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return refuse(UnavailableError("the executor is stopping"));
     if (queue_.size() + reserved_ + jobs.size() > options_.queue_capacity) {
       return refuse(ResourceExhaustedError(
@@ -197,12 +200,14 @@ Status Executor::Enqueue(const std::vector<std::shared_ptr<Job>>& jobs) {
   Status written;
   size_t n_written = 0;
   for (; n_written < jobs.size() && written.ok(); ++n_written) {
-    written = store_.CreateExecution(jobs[n_written]->record);
+    Job& job = *jobs[n_written];
+    MutexLock lock(job.mu);  // (no other thread has the job yet)
+    written = store_.CreateExecution(job.record);
   }
   if (!written.ok()) --n_written;
   std::vector<std::shared_ptr<Job>> orphans;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     reserved_ -= jobs.size();
     if (written.ok()) {
       for (const auto& job : jobs) {
@@ -214,7 +219,11 @@ Status Executor::Enqueue(const std::vector<std::shared_ptr<Job>>& jobs) {
   if (!written.ok()) {
     // Records already written for this batch must not stay "queued" forever.
     for (size_t i = 0; i < n_written; ++i) {
-      store::ExecutionRecord r = jobs[i]->record;
+      store::ExecutionRecord r;
+      {
+        MutexLock lock(jobs[i]->mu);
+        r = jobs[i]->record;
+      }
       r.status = "failed";
       r.error = "not run: the rest of its batch could not be recorded (" + written.message() + ")";
       r.finished_ms = NowMs();
@@ -282,14 +291,14 @@ Result<ProcessSpec> Executor::Sandboxed(ProcessSpec spec, const ToolCall& call) 
   }
   std::shared_ptr<const SandboxPlan> plan;
   {
-    std::lock_guard lock(plans_mu_);
+    MutexLock lock(plans_mu_);
     if (auto it = plans_.find(key); it != plans_.end()) plan = it->second;
   }
   if (!plan || !plan->StillValid()) {
     auto made = PlanSandbox(spec.argv.empty() ? "" : spec.argv[0], policy, *options_.sandbox);
     if (!made.ok()) return InternalError("cannot sandbox the tool: " + made.status().message());
     plan = std::make_shared<const SandboxPlan>(std::move(made).value());
-    std::lock_guard lock(plans_mu_);
+    MutexLock lock(plans_mu_);
     if (plans_.size() >= kMaxSandboxPlans) plans_.clear();
     plans_[key] = plan;
   }
@@ -342,7 +351,7 @@ Result<ToolHealth> Executor::CheckHealth(const std::string& tool_name) {
   auto wrapped = Sandboxed(std::move(spec).value(), call);
   if (!wrapped.ok()) return unhealthy(wrapped.status().message());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return UnavailableError("the executor is stopping");
     if (health_checks_ >= std::max(1, options_.workers)) {
       return ResourceExhaustedError("too many health checks running; retry later");
@@ -352,7 +361,7 @@ Result<ToolHealth> Executor::CheckHealth(const std::string& tool_name) {
   CancelToken cancel;
   auto result = runner_.Run(*wrapped, nullptr, &cancel);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     --health_checks_;
   }
   if (!result.ok()) return unhealthy("the check could not start: " + result.status().message());
@@ -401,8 +410,10 @@ void Executor::WorkerLoop() {
   for (;;) {
     std::shared_ptr<Job> job;
     {
-      std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < slots); });
+      MutexLock lock(mu_);
+      work_cv_.wait(lock.native(), [&]() CORTEX_REQUIRES(mu_) {
+        return stopping_ || (!queue_.empty() && running_ < slots);
+      });
       if (stopping_) return;
       job = queue_.front();
       queue_.pop_front();
@@ -410,7 +421,7 @@ void Executor::WorkerLoop() {
     }
     (void)RunJobGuarded(job, /*record_at_spawn=*/false);  // OK without record_at_spawn
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       --running_;
     }
     work_cv_.notify_one();
@@ -428,7 +439,7 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
                       inline_up_to;
   bool run_here = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) {
       job->span.Discard();
       return UnavailableError("the executor is stopping");
@@ -446,25 +457,30 @@ Result<std::string> Executor::Run(const ExecuteRequest& request,
   // Durable before it runs, as when queued: recorded as running at once (one write less).
   // Sandboxed, the record is written while bwrap sets the sandbox up, and the tool starts only
   // once it is in the Store (ProcessSpec::start_gate); unsandboxed, before the spawn.
-  job->record.status = "running";
-  job->record.started_ms = NowMs();
+  store::ExecutionRecord running;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(job->mu);
+    job->record.status = "running";
+    job->record.started_ms = NowMs();
+    if (!options_.sandbox) running = job->record;
+  }
+  {
+    MutexLock lock(mu_);
     jobs_[job->id] = job;
   }
   Status written;
   if (options_.sandbox) {
     written = RunJobGuarded(job, /*record_at_spawn=*/true);
   } else {
-    written = store_.CreateExecution(job->record);
+    written = store_.CreateExecution(running);
     if (written.ok()) (void)RunJobGuarded(job, /*record_at_spawn=*/false);
   }
   if (!written.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     jobs_.erase(job->id);
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     --running_;
   }
   work_cv_.notify_one();  // a queued call may have waited for this place
@@ -484,7 +500,7 @@ Status Executor::RunJobGuarded(const std::shared_ptr<Job>& job, bool record_at_s
   log::Error("exec", "bug: running " + job->id + " threw: " + why);
   store::ExecutionRecord r;
   {
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     if (job->done) return Status::Ok();
     r = job->record;
   }
@@ -501,7 +517,7 @@ Status Executor::RunJobGuarded(const std::shared_ptr<Job>& job, bool record_at_s
 Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   store::ExecutionRecord r;
   {
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     job->started = true;
     r = job->record;
   }
@@ -530,7 +546,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
     }
   }
   {
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     job->record = r;
   }
 
@@ -578,7 +594,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   auto on_line = [&](const OutputLine& line) {
     LiveLine live;
     {
-      std::lock_guard lock(job->mu);
+      MutexLock lock(job->mu);
       live = LiveLine{job->next_seq++, line.is_stderr, line.text};
       job->lines.push_back(live);
       if (job->lines.size() > options_.live_lines) job->lines.pop_front();
@@ -596,7 +612,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   if (result.ok() && record_status.ok() && !recorded) record_status = record();  // no callback
   if (!record_status.ok()) {
     // Not recorded, and killed before the tool ran: the caller answers with the Store's error.
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     job->record.status = "failed";
     job->record.error = "not run: " + record_status.message();
     job->done = true;
@@ -640,7 +656,7 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
       r.status = "timeout";
       break;
     case EndReason::kCancelled: {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_) {
         r.status = "interrupted";
         r.error = "interrupted: the server stopped while it was running";
@@ -687,14 +703,16 @@ void Executor::Finish(const std::shared_ptr<Job>& job, store::ExecutionRecord re
   if (record.status != "succeeded")
     job->span.SetError(record.error.empty() ? record.status : record.error);
   job->span.End();
+  const store::ExecutionRecord* final_record = nullptr;
   {
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     job->record = std::move(record);
     job->done = true;
+    final_record = &job->record;  // done: no writer any more, so read below without the lock
   }
   job->cv.notify_all();
-  if (job->request.on_finish) job->request.on_finish(job->record);  // done: no writer any more
-  std::lock_guard lock(mu_);
+  if (job->request.on_finish) job->request.on_finish(*final_record);
+  MutexLock lock(mu_);
   finished_order_.push_back(job->id);
   while (finished_order_.size() > options_.recent) {
     jobs_.erase(finished_order_.front());
@@ -706,7 +724,7 @@ Result<store::ExecutionRecord> Executor::Wait(const std::string& id,
                                               std::chrono::milliseconds timeout) {
   std::shared_ptr<Job> job;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it != jobs_.end()) job = it->second;
   }
@@ -715,8 +733,8 @@ Result<store::ExecutionRecord> Executor::Wait(const std::string& id,
     if (!rec) return NotFoundError("no execution " + id);
     return *rec;
   }
-  std::unique_lock lock(job->mu);
-  job->cv.wait_for(lock, timeout, [&] { return job->done; });
+  MutexLock lock(job->mu);
+  job->cv.wait_for(lock.native(), timeout, [&]() CORTEX_REQUIRES(job->mu) { return job->done; });
   return job->record;
 }
 
@@ -724,13 +742,15 @@ Result<std::vector<LiveLine>> Executor::Follow(const std::string& id, int64_t af
                                                std::chrono::milliseconds timeout, bool* done) {
   std::shared_ptr<Job> job;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it != jobs_.end()) job = it->second;
   }
   if (!job) return NotFoundError("execution " + id + " is not live");
-  std::unique_lock lock(job->mu);
-  job->cv.wait_for(lock, timeout, [&] { return job->done || job->next_seq - 1 > after_seq; });
+  MutexLock lock(job->mu);
+  job->cv.wait_for(lock.native(), timeout, [&]() CORTEX_REQUIRES(job->mu) {
+    return job->done || job->next_seq - 1 > after_seq;
+  });
   std::vector<LiveLine> out;
   for (const LiveLine& l : job->lines) {
     if (l.seq > after_seq) out.push_back(l);
@@ -743,7 +763,7 @@ Status Executor::Cancel(const std::string& id) {
   std::shared_ptr<Job> job;
   bool was_queued = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) {
       return NotFoundError("no running or queued execution " + id);
@@ -757,13 +777,14 @@ Status Executor::Cancel(const std::string& id) {
       }
     }
   }
+  store::ExecutionRecord r;
   {
-    std::lock_guard lock(job->mu);
+    MutexLock lock(job->mu);
     if (job->done) return FailedPreconditionError("execution " + id + " has already finished");
+    if (was_queued) r = job->record;
   }
   job->cancel.Cancel();
   if (was_queued) {
-    store::ExecutionRecord r = job->record;
     r.status = "cancelled";
     r.error = "cancelled before it started";
     r.finished_ms = NowMs();

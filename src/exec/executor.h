@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
+#include "common/mutex.h"
 #include "common/trace.h"
 #include "exec/params.h"
 #include "exec/process.h"
@@ -170,20 +171,22 @@ class Executor {
   ProcessRunner& runner_;
   ProgramResolver resolve_;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable work_cv_;
-  std::deque<std::shared_ptr<Job>> queue_;            // guarded by mu_
-  std::map<std::string, std::shared_ptr<Job>> jobs_;  // live and recent; guarded by mu_
-  std::deque<std::string> finished_order_;            // for evicting recent jobs
-  bool stopping_ = false;                             // guarded by mu_
-  size_t reserved_ = 0;    // queue slots held by calls being recorded; guarded by mu_
-  int health_checks_ = 0;  // running health checks; guarded by mu_
-  int running_ = 0;        // calls running (on workers or inline), at most `workers`; mu_
+  std::deque<std::shared_ptr<Job>> queue_ CORTEX_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Job>> jobs_ CORTEX_GUARDED_BY(mu_);  // live and recent
+  std::deque<std::string> finished_order_ CORTEX_GUARDED_BY(mu_);  // for evicting recent jobs
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
+  size_t reserved_ CORTEX_GUARDED_BY(mu_) = 0;    // queue slots held by calls being recorded
+  int health_checks_ CORTEX_GUARDED_BY(mu_) = 0;  // running health checks
+  // Calls running (on workers or inline), at most `workers`.
+  int running_ CORTEX_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> workers_;
   // Sandbox plans per tool folder and program (see Sandboxed), bounded.
   static constexpr size_t kMaxSandboxPlans = 256;
-  mutable std::mutex plans_mu_;
-  mutable std::unordered_map<std::string, std::shared_ptr<const SandboxPlan>> plans_;
+  mutable Mutex plans_mu_;
+  mutable std::unordered_map<std::string, std::shared_ptr<const SandboxPlan>> plans_
+      CORTEX_GUARDED_BY(plans_mu_);
   // Metrics (null without a registry).
   metrics::Counter* calls_metric_ = nullptr;
   metrics::Histogram* duration_metric_ = nullptr;

@@ -208,7 +208,7 @@ CgroupPool::CgroupPool(int version) : version_(version) {
 
 CgroupPool::~CgroupPool() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -223,7 +223,7 @@ CgroupPool::~CgroupPool() {
 }
 
 std::unique_ptr<CgroupSlot> CgroupPool::Take() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (idle_.empty()) return nullptr;
   auto it = std::find_if(idle_.rbegin(), idle_.rend(),
                          [](const auto& s) { return s->standby != nullptr; });
@@ -242,7 +242,7 @@ bool CgroupPool::Give(std::unique_ptr<CgroupSlot>& slot) {
     if (!usage || *usage > kMaxLeftoverBytes) return false;
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (idle_.size() >= kMaxIdle) return false;
     slot->procs_fds.clear();  // an idle slot holds its control files only
     idle_.push_back(std::move(slot));
@@ -259,16 +259,17 @@ void CgroupPool::StandbyLoop() {
   sigset_t all;
   sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    auto wanted = [&] {
+    auto wanted = [&]() CORTEX_REQUIRES(mu_) {
       size_t have = static_cast<size_t>(std::count_if(
           idle_.begin(), idle_.end(), [](const auto& s) { return s->standby != nullptr; }));
       if (have >= kMaxStandbys || standby_error_) return idle_.end();
       return std::find_if(idle_.begin(), idle_.end(),
                           [](const auto& s) { return s->standby == nullptr; });
     };
-    cv_.wait(lock, [&] { return stopping_ || wanted() != idle_.end(); });
+    cv_.wait(lock.native(),
+             [&]() CORTEX_REQUIRES(mu_) { return stopping_ || wanted() != idle_.end(); });
     if (stopping_) {
       // Ended (told to exit and reaped) while this thread, whose TLS they share, still lives:
       // a standby's failed system call writes this thread's errno.
@@ -278,10 +279,10 @@ void CgroupPool::StandbyLoop() {
     auto it = wanted();
     auto slot = std::move(*it);
     idle_.erase(it);
-    lock.unlock();
+    lock.Unlock();
     std::string why;
     slot->standby = Standby::Start(slot->procs_paths(), &why);
-    lock.lock();
+    lock.Lock();
     if (!slot->standby) {
       standby_error_ = true;  // runs clone their child and join the cgroup themselves
       log::Warn(kComponent, "cannot keep a child ready in an idle cgroup (" + why +

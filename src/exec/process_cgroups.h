@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/mutex.h"
 #include "exec/process.h"
 #include "exec/process_child.h"
 #include "exec/process_sys.h"
@@ -96,11 +97,11 @@ class CgroupPool {
   void StandbyLoop();
 
   const int version_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::unique_ptr<CgroupSlot>> idle_;  // guarded by mu_
-  bool stopping_ = false;                          // guarded by mu_
-  bool standby_error_ = false;                     // guarded by mu_
+  std::vector<std::unique_ptr<CgroupSlot>> idle_ CORTEX_GUARDED_BY(mu_);
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
+  bool standby_error_ CORTEX_GUARDED_BY(mu_) = false;
   CgroupJanitor janitor_;
   std::thread standby_thread_;
 };

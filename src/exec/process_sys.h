@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/mutex.h"
 
 namespace cortex::exec::internal {
 
@@ -77,7 +78,7 @@ class BackgroundQueue {
       : capacity_(capacity), work_(std::move(work)), thread_([this] { Loop(); }) {}
   ~BackgroundQueue() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       stopping_ = true;
     }
     cv_.notify_all();
@@ -90,7 +91,7 @@ class BackgroundQueue {
   // caller does the work itself.
   bool TryPushAll(std::vector<T>& items) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (pending_.size() + items.size() > capacity_) return false;
       for (auto& item : items) pending_.push_back(std::move(item));
     }
@@ -100,25 +101,26 @@ class BackgroundQueue {
 
  private:
   void Loop() {
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      cv_.wait(lock.native(),
+               [&]() CORTEX_REQUIRES(mu_) { return stopping_ || !pending_.empty(); });
       if (pending_.empty()) return;  // stopping, and nothing left
       T item = std::move(pending_.front());
       pending_.pop_front();
-      lock.unlock();
+      lock.Unlock();
       work_(item);
-      lock.lock();
+      lock.Lock();
     }
   }
 
   const size_t capacity_;
   const std::function<void(T&)> work_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<T> pending_;  // guarded by mu_
-  bool stopping_ = false;  // guarded by mu_
-  std::thread thread_;     // last: starts once the rest is ready
+  std::deque<T> pending_ CORTEX_GUARDED_BY(mu_);
+  bool stopping_ CORTEX_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the rest is ready
 };
 
 }  // namespace cortex::exec::internal

@@ -34,6 +34,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "http/http.h"
 #include "http/wire.h"
 
@@ -86,7 +87,7 @@ class WorkerPool {
 
   void Post(std::function<void()> fn) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       pending_.push_back(std::move(fn));
     }
     cv_.notify_one();
@@ -95,7 +96,7 @@ class WorkerPool {
   // Runs what is queued, then joins the workers.
   void Shutdown() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       shutdown_ = true;
     }
     cv_.notify_all();
@@ -109,8 +110,9 @@ class WorkerPool {
     while (true) {
       std::function<void()> fn;
       {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return !pending_.empty() || shutdown_; });
+        MutexLock lock(mu_);
+        cv_.wait(lock.native(),
+                 [&]() CORTEX_REQUIRES(mu_) { return !pending_.empty() || shutdown_; });
         if (pending_.empty()) return;
         fn = std::move(pending_.front());
         pending_.pop_front();
@@ -123,10 +125,10 @@ class WorkerPool {
     }
   }
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> pending_;
-  bool shutdown_ = false;
+  std::deque<std::function<void()>> pending_ CORTEX_GUARDED_BY(mu_);
+  bool shutdown_ CORTEX_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
 
@@ -141,10 +143,10 @@ struct Core {
   std::atomic<bool> stopping{false};
   std::unique_ptr<WorkerPool> pool;
 
-  std::mutex mu;  // guards sessions and streams
+  Mutex mu;
   std::condition_variable cv;
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
-  int streams = 0;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions CORTEX_GUARDED_BY(mu);
+  int streams CORTEX_GUARDED_BY(mu) = 0;
 };
 
 // One exchange in flight: the request, and what the filter said about it.
@@ -212,7 +214,7 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   explicit Session(Core& core) : core_(core) {}
   virtual ~Session() {
-    std::lock_guard lock(core_.mu);
+    MutexLock lock(core_.mu);
     core_.sessions.erase(this);
   }
   Session(const Session&) = delete;
@@ -226,14 +228,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // Called from a stream's producer thread. False once the connection is closed or its client
   // has stopped reading for longer than the write timeout.
   bool Push(std::string bytes) {
-    std::unique_lock lock(out_mu_);
+    MutexLock lock(out_mu_);
     if (closed_) return false;
     if (pending_.size() > kMaxPendingStreamBytes) {
-      out_cv_.wait_for(lock, core_.options.write_timeout,
-                       [&] { return closed_ || pending_.size() <= kMaxPendingStreamBytes; });
+      out_cv_.wait_for(lock.native(), core_.options.write_timeout, [&]() CORTEX_REQUIRES(out_mu_) {
+        return closed_ || pending_.size() <= kMaxPendingStreamBytes;
+      });
       if (closed_) return false;
       if (pending_.size() > kMaxPendingStreamBytes) {
-        lock.unlock();
+        lock.Unlock();
         CloseSoon();  // the client does not read: give up on it
         return false;
       }
@@ -244,13 +247,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   bool closed() const {
-    std::lock_guard lock(out_mu_);
+    MutexLock lock(out_mu_);
     return closed_;
   }
 
   // Called from a stream's producer thread once it returned: the end of the chunked body.
   void EndStream() {
-    std::lock_guard lock(out_mu_);
+    MutexLock lock(out_mu_);
     ended_ = true;
     if (!closed_) pending_ += "0\r\n\r\n";
     ScheduleFlushLocked();
@@ -259,20 +262,20 @@ class Session : public std::enable_shared_from_this<Session> {
  protected:
   virtual void PostFlush() = 0;
 
-  void ScheduleFlushLocked() {
+  void ScheduleFlushLocked() CORTEX_REQUIRES(out_mu_) {
     if (flush_posted_) return;
     flush_posted_ = true;
     PostFlush();
   }
 
   Core& core_;
-  mutable std::mutex out_mu_;
+  mutable Mutex out_mu_;
   std::condition_variable out_cv_;
-  std::string pending_;  // a stream's bytes not yet handed to a write
-  bool flush_posted_ = false;
-  bool writing_ = false;  // a stream write is in flight
-  bool ended_ = false;    // the stream's producer returned
-  bool closed_ = false;
+  std::string pending_ CORTEX_GUARDED_BY(out_mu_);  // a stream's bytes not yet handed to a write
+  bool flush_posted_ CORTEX_GUARDED_BY(out_mu_) = false;
+  bool writing_ CORTEX_GUARDED_BY(out_mu_) = false;  // a stream write is in flight
+  bool ended_ CORTEX_GUARDED_BY(out_mu_) = false;    // the stream's producer returned
+  bool closed_ CORTEX_GUARDED_BY(out_mu_) = false;
 };
 
 class StreamWriter final : public SseWriter {
@@ -515,7 +518,7 @@ class Connection final : public Session {
   // Worker: the answer is a stream; its producer gets a thread of its own.
   void StartStream(const std::shared_ptr<Exchange>& exchange, Response response) {
     {
-      std::lock_guard lock(core_.mu);
+      MutexLock lock(core_.mu);
       if (core_.streams >= core_.options.max_streams || core_.stopping) {
         exchange->keep_alive = false;
         response =
@@ -550,14 +553,14 @@ class Connection final : public Session {
         producer = nullptr;  // what the producer holds goes before the server may
         request.reset();
         self.reset();
-        std::lock_guard lock(core.mu);
+        MutexLock lock(core.mu);
         --core.streams;
         core.cv.notify_all();
       }).detach();
     } catch (const std::system_error& e) {  // no thread to be had
       LogLine("cannot start an event stream: " + std::string(e.what()));
       EndStream();
-      std::lock_guard lock(core_.mu);
+      MutexLock lock(core_.mu);
       --core_.streams;
       core_.cv.notify_all();
     }
@@ -579,8 +582,9 @@ class Connection final : public Session {
 
   // Strand: writes what the producer queued, one write at a time.
   void Flush() {
+    bool write = false;
     {
-      std::lock_guard lock(out_mu_);
+      MutexLock lock(out_mu_);
       flush_posted_ = false;
       if (writing_ || closed_) return;
       if (pending_.empty()) {
@@ -588,17 +592,17 @@ class Connection final : public Session {
       } else {
         stream_out_.swap(pending_);
         pending_.clear();
-        writing_ = true;
+        writing_ = write = true;
       }
     }
     out_cv_.notify_all();
-    if (!writing_) return Linger();  // the stream ended and all of it is written
+    if (!write) return Linger();  // the stream ended and all of it is written
     Arm(core_.options.write_timeout);
     asio::async_write(stream_, asio::buffer(stream_out_),
                       [self = Self()](beast::error_code ec, size_t) {
                         self->timer_.cancel();
                         {
-                          std::lock_guard lock(self->out_mu_);
+                          MutexLock lock(self->out_mu_);
                           self->writing_ = false;
                           self->stream_out_.clear();
                         }
@@ -633,7 +637,7 @@ class Connection final : public Session {
 
   void Close() {
     {
-      std::lock_guard lock(out_mu_);
+      MutexLock lock(out_mu_);
       if (closed_) return;
       closed_ = true;
     }
@@ -682,14 +686,14 @@ class Server::Impl {
   ~Impl() { Stop(); }
 
   void Handle(std::string method, std::string pattern, Handler handler) {
-    std::lock_guard lock(lifecycle_mu_);
+    MutexLock lock(lifecycle_mu_);
     // The router is read without a lock by the workers, so it is frozen once serving starts.
     CORTEX_CHECK_MSG(!frozen_, "Server::Handle called after Start: " + method + " " + pattern);
     core_.router.Add(std::move(method), std::move(pattern), std::move(handler));
   }
 
   void SetFilter(Filter filter) {
-    std::lock_guard lock(lifecycle_mu_);
+    MutexLock lock(lifecycle_mu_);
     CORTEX_CHECK_MSG(!frozen_, "Server::SetFilter called after Start");
     core_.filter = std::move(filter);
   }
@@ -698,7 +702,7 @@ class Server::Impl {
 
   Response Serve(Request request) {
     {
-      std::lock_guard lock(lifecycle_mu_);
+      MutexLock lock(lifecycle_mu_);
       frozen_ = true;  // the routes are read without a lock from here on, as after Start
     }
     Exchange exchange;
@@ -713,7 +717,7 @@ class Server::Impl {
   }
 
   Status Start() {
-    std::lock_guard lock(lifecycle_mu_);
+    MutexLock lock(lifecycle_mu_);
     if (started_) return FailedPreconditionError("server was already started");
     if (core_.stopping) return FailedPreconditionError("server was stopped");
     const ServerOptions& o = core_.options;
@@ -775,7 +779,7 @@ class Server::Impl {
 
   // Must not be called from a handler or stream producer: it waits for them.
   void Stop() {
-    std::lock_guard lock(lifecycle_mu_);
+    MutexLock lock(lifecycle_mu_);
     if (core_.stopping.exchange(true) || !started_) return;
     // No new connections; connections waiting for a request close now; answers being worked on
     // are written with "Connection: close"; streams end (their producers see IsOpen() false).
@@ -785,8 +789,8 @@ class Server::Impl {
     });
     ForEachSession([](Session& s) { s.CloseIfIdleSoon(); });
     {
-      std::unique_lock books(core_.mu);
-      core_.cv.wait(books, [&] { return core_.streams == 0; });
+      MutexLock books(core_.mu);
+      core_.cv.wait(books.native(), [&]() CORTEX_REQUIRES(core_.mu) { return core_.streams == 0; });
     }
     core_.pool->Shutdown();  // the handlers in flight finish and their answers are queued
     // Let those answers reach their clients, then close whatever is left.
@@ -851,7 +855,7 @@ class Server::Impl {
       session = std::make_shared<Connection<tcp::socket>>(core_, std::move(socket));
     }
     {
-      std::lock_guard lock(core_.mu);
+      MutexLock lock(core_.mu);
       if (core_.sessions.size() >= static_cast<size_t>(core_.options.max_connections)) {
         return;  // over the limit: the connection closes as `session` goes
       }
@@ -863,7 +867,7 @@ class Server::Impl {
   void ForEachSession(const std::function<void(Session&)>& fn) {
     std::vector<std::shared_ptr<Session>> live;
     {
-      std::lock_guard lock(core_.mu);
+      MutexLock lock(core_.mu);
       for (auto& [raw, weak] : core_.sessions) {
         if (auto s = weak.lock()) live.push_back(std::move(s));
       }
@@ -872,12 +876,12 @@ class Server::Impl {
   }
 
   void WaitForSessions(std::chrono::milliseconds grace) {
-    std::unique_lock lock(core_.mu);
+    MutexLock lock(core_.mu);
     const auto deadline = SteadyClock::now() + grace;
     while (!core_.sessions.empty() && SteadyClock::now() < deadline) {
-      lock.unlock();
+      lock.Unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      lock.lock();
+      lock.Lock();
     }
   }
 
@@ -891,9 +895,10 @@ class Server::Impl {
   asio::steady_timer retry_{io_};
   std::vector<std::thread> io_threads_;
   std::atomic<int> port_{0};
-  std::mutex lifecycle_mu_;  // serializes Handle/Start/Stop
-  bool started_ = false;
-  bool frozen_ = false;  // no more routes: Start or Serve ran
+  // Serializes Handle/Start/Stop; Stop takes core_.mu under it.
+  Mutex lifecycle_mu_ CORTEX_ACQUIRED_BEFORE(core_.mu);
+  bool started_ CORTEX_GUARDED_BY(lifecycle_mu_) = false;
+  bool frozen_ CORTEX_GUARDED_BY(lifecycle_mu_) = false;  // no more routes: Start or Serve ran
 };
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

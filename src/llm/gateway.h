@@ -26,6 +26,7 @@
 
 #include "common/cancel.h"
 #include "common/metrics.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cortex::llm {
@@ -195,12 +196,13 @@ class Gateway {
   void SetSleepForTesting(std::function<void(std::chrono::milliseconds)> sleep);
 
  private:
-  struct Entry;
-  Entry* Find(const std::string& name) const;
-  BreakerState StateOf(Entry& e, std::chrono::steady_clock::time_point now) const;
+  struct Entry;  // its breaker, concurrency and figures are guarded by mu_ too
+  Entry* Find(const std::string& name) const CORTEX_REQUIRES(mu_);
+  BreakerState StateOf(Entry& e, std::chrono::steady_clock::time_point now) const
+      CORTEX_REQUIRES(mu_);
 
-  mutable std::mutex mu_;
-  std::map<std::string, std::unique_ptr<Entry>> entries_;
+  mutable Mutex mu_;
+  std::map<std::string, std::unique_ptr<Entry>> entries_ CORTEX_GUARDED_BY(mu_);
   std::function<std::chrono::steady_clock::time_point()> now_;
   std::function<void(std::chrono::milliseconds)> sleep_;
   metrics::Counter* calls_metric_ = nullptr;

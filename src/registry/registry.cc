@@ -503,8 +503,9 @@ class SnapshotBuilder {
 // ---------------------------------------------------------------------------------------------
 
 std::vector<RegistryEvent> Subscription::Wait(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return !queue_.empty() || closed_; });
+  MutexLock lock(mu_);
+  cv_.wait_for(lock.native(), timeout,
+               [&]() CORTEX_REQUIRES(mu_) { return !queue_.empty() || closed_; });
   std::vector<RegistryEvent> out(queue_.begin(), queue_.end());
   queue_.clear();
   return out;
@@ -526,7 +527,7 @@ Registry::Registry(RegistryOptions options) : options_(std::move(options)) {
 }
 
 bool Registry::WrittenByApi(const std::string& path) const {
-  std::lock_guard lock(applied_mu_);
+  MutexLock lock(applied_mu_);
   return applied_.count(path) > 0;
 }
 
@@ -547,16 +548,16 @@ Status Registry::SaveApplied() const {
 
 Registry::~Registry() {
   StopWatching();
-  std::lock_guard lock(subs_mu_);
+  MutexLock lock(subs_mu_);
   for (auto& s : subscribers_) {
-    std::lock_guard l(s->mu_);
+    MutexLock l(s->mu_);
     s->closed_ = true;
     s->cv_.notify_all();
   }
 }
 
 std::shared_ptr<const Snapshot> Registry::snapshot() const {
-  std::lock_guard lock(snapshot_mu_);
+  MutexLock lock(snapshot_mu_);
   return snapshot_;
 }
 
@@ -650,7 +651,7 @@ std::shared_ptr<const FileRecord> Registry::ParseFile(
 }
 
 Status Registry::LoadAll() {
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(write_mu_);
   struct stat st;
   if (::stat(root_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return InvalidArgumentError("manifests folder " + root_ + " does not exist or is not a folder");
@@ -662,7 +663,8 @@ Status Registry::LoadAll() {
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = std::min<int>(threads, static_cast<int>(paths.size() / 64 + 1));
   std::atomic<size_t> next{0};
-  auto work = [&] {
+  // On the pool's threads too: files_ is only read, while this thread holds write_mu_.
+  auto work = [&]() CORTEX_REQUIRES(write_mu_) {
     for (size_t i = next++; i < paths.size(); i = next++) {
       auto it = files_.find(paths[i]);
       parsed[i] = ParseFile(paths[i], false, it == files_.end() ? nullptr : it->second);
@@ -684,7 +686,7 @@ Status Registry::LoadAll() {
 std::vector<Registry::FileChange> Registry::ReloadPaths(const std::vector<std::string>& changed,
                                                         const std::vector<std::string>& removed) {
   std::vector<FileChange> changes;
-  auto drop = [&](const std::string& p) {
+  auto drop = [&](const std::string& p) CORTEX_REQUIRES(write_mu_) {
     auto it = files_.find(p);
     if (it == files_.end()) return;
     changes.push_back({p, it->second, nullptr});
@@ -724,7 +726,7 @@ void Registry::RescanDir(const std::string& dir, std::vector<std::string>* chang
 }
 
 void Registry::ApplyEvents(const std::vector<FileEvent>& events) {
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(write_mu_);
   std::vector<std::string> changed, removed;
   bool relevant = false;
   bool file_deps_touched = false;  // a file some manifest depends on, or a rescan
@@ -822,7 +824,7 @@ bool Registry::PublishEdits(const std::vector<FileChange>& changes) {
   std::sort(next->errors_.begin(), next->errors_.end(),
             [](const FileError& a, const FileError& b) { return a.file->path < b.file->path; });
   {
-    std::lock_guard lock(snapshot_mu_);
+    MutexLock lock(snapshot_mu_);
     snapshot_ = std::move(next);
   }
   Notify(events);
@@ -889,7 +891,7 @@ void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
   }
 
   {
-    std::lock_guard lock(snapshot_mu_);
+    MutexLock lock(snapshot_mu_);
     snapshot_ = std::move(next);
   }
   Notify(events);
@@ -897,9 +899,9 @@ void Registry::Publish(std::vector<RegistryEvent>* extra_events) {
 
 void Registry::Notify(const std::vector<RegistryEvent>& events) {
   if (events.empty()) return;
-  std::lock_guard lock(subs_mu_);
+  MutexLock lock(subs_mu_);
   for (auto& sub : subscribers_) {
-    std::lock_guard l(sub->mu_);
+    MutexLock l(sub->mu_);
     for (const RegistryEvent& ev : events) {
       if (sub->queue_.size() >= sub->capacity_) {
         sub->queue_.clear();
@@ -914,7 +916,7 @@ void Registry::Notify(const std::vector<RegistryEvent>& events) {
 }
 
 Status Registry::StartWatching(WatcherOptions options) {
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(write_mu_);
   if (watcher_) return Status::Ok();
   auto w = Watcher::Start(root_, options,
                           [this](std::vector<FileEvent> events) { ApplyEvents(events); });
@@ -926,7 +928,7 @@ Status Registry::StartWatching(WatcherOptions options) {
 void Registry::StopWatching() {
   std::unique_ptr<Watcher> w;
   {
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     w = std::move(watcher_);
   }
   w.reset();  // joins the watcher thread outside the lock (its callback takes the lock)
@@ -959,7 +961,7 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
   }
   const Manifest& m = *parsed.manifest;
   if (admit) CORTEX_RETURN_IF_ERROR(admit(m.kind(), m.name()));
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(write_mu_);
   std::string key = EntryKey(m.kind(), m.name());
   std::string path;
   std::shared_ptr<const Snapshot> snap = snapshot();
@@ -991,7 +993,7 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
   {
     // Recorded as posted before it exists: a manifest never runs with the server's environment
     // because its origin was lost.
-    std::lock_guard applied_lock(applied_mu_);
+    MutexLock applied_lock(applied_mu_);
     if (applied_.insert(path).second) {
       if (Status st = SaveApplied(); !st.ok()) {
         applied_.erase(path);
@@ -1021,7 +1023,7 @@ Result<ApplyResult> Registry::Apply(std::string_view text, FileFormat format,
 }
 
 Status Registry::Delete(Kind kind, std::string_view name) {
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(write_mu_);
   std::string key = EntryKey(kind, name);
   std::shared_ptr<const Snapshot> snap = snapshot();
   const Entry* e = snap->FindKey(key);
@@ -1034,7 +1036,7 @@ Status Registry::Delete(Kind kind, std::string_view name) {
     return UnavailableError("cannot delete " + e->file->rel_path + ": " + ErrnoText(errno));
   }
   {
-    std::lock_guard applied_lock(applied_mu_);
+    MutexLock applied_lock(applied_mu_);
     if (applied_.erase(e->file->path) > 0) (void)SaveApplied();  // a stale line is harmless
   }
   exists_cache_.clear();
@@ -1046,15 +1048,15 @@ Status Registry::Delete(Kind kind, std::string_view name) {
 std::shared_ptr<Subscription> Registry::Subscribe() {
   auto sub = std::make_shared<Subscription>();
   sub->capacity_ = options_.subscriber_queue;
-  std::lock_guard lock(subs_mu_);
+  MutexLock lock(subs_mu_);
   subscribers_.push_back(sub);
   return sub;
 }
 
 void Registry::Unsubscribe(const std::shared_ptr<Subscription>& subscription) {
-  std::lock_guard lock(subs_mu_);
+  MutexLock lock(subs_mu_);
   std::erase(subscribers_, subscription);
-  std::lock_guard l(subscription->mu_);
+  MutexLock l(subscription->mu_);
   subscription->closed_ = true;
   subscription->cv_.notify_all();
 }

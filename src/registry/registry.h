@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "registry/diagnostics.h"
 #include "registry/manifest.h"
@@ -178,11 +179,11 @@ class Subscription {
 
  private:
   friend class Registry;
-  std::mutex mu_;
+  Mutex mu_;  // after the Registry's subs_mu_
   std::condition_variable cv_;
-  std::deque<RegistryEvent> queue_;
-  size_t capacity_ = 1024;
-  bool closed_ = false;
+  std::deque<RegistryEvent> queue_ CORTEX_GUARDED_BY(mu_);
+  size_t capacity_ = 1024;  // set before it is shared
+  bool closed_ CORTEX_GUARDED_BY(mu_) = false;
 };
 
 struct ApplyResult {
@@ -240,38 +241,40 @@ class Registry {
     std::shared_ptr<const FileRecord> before, after;  // either may be null (added, removed)
   };
   // Rebuilds the whole snapshot from files_ and publishes it.
-  void Publish(std::vector<RegistryEvent>* extra_events);
+  void Publish(std::vector<RegistryEvent>* extra_events) CORTEX_REQUIRES(write_mu_);
   // Publishes content-only edits (same kind, name and references in files whose manifests are
   // served) by replacing just those entries; false when the changes need a full rebuild.
-  bool PublishEdits(const std::vector<FileChange>& changes);
+  bool PublishEdits(const std::vector<FileChange>& changes) CORTEX_REQUIRES(write_mu_);
   void Notify(const std::vector<RegistryEvent>& events);
   void RescanDir(const std::string& dir, std::vector<std::string>* changed,
-                 std::vector<std::string>* removed);
+                 std::vector<std::string>* removed) CORTEX_REQUIRES(write_mu_);
   // Re-reads `changed` and drops `removed`; returns what actually changed.
   std::vector<FileChange> ReloadPaths(const std::vector<std::string>& changed,
-                                      const std::vector<std::string>& removed);
+                                      const std::vector<std::string>& removed)
+      CORTEX_REQUIRES(write_mu_);
   std::vector<std::string> ListManifestFiles(const std::string& dir) const;
   std::string RelPath(const std::string& abs) const;
 
   RegistryOptions options_;
   std::string root_;  // absolute, normalised, no trailing slash
 
-  mutable std::mutex write_mu_;  // serialises writers: loads, events, apply, delete
+  // Lock order: write_mu_ first; applied_mu_, snapshot_mu_ and subs_mu_ are taken under it.
+  mutable Mutex write_mu_;  // serialises writers: loads, events, apply, delete
   // Paths written by Apply (options_.applied_index), bounded by the manifests' count.
-  mutable std::mutex applied_mu_;
-  std::set<std::string> applied_;
-  Status SaveApplied() const;                                       // with applied_mu_ held
-  std::map<std::string, std::shared_ptr<const FileRecord>> files_;  // guarded by write_mu_
-  std::unordered_map<std::string, bool> exists_cache_;              // guarded by write_mu_
-  uint64_t generation_ = 0;                                         // guarded by write_mu_
+  mutable Mutex applied_mu_ CORTEX_ACQUIRED_AFTER(write_mu_);
+  std::set<std::string> applied_ CORTEX_GUARDED_BY(applied_mu_);
+  Status SaveApplied() const CORTEX_REQUIRES(applied_mu_);
+  std::map<std::string, std::shared_ptr<const FileRecord>> files_ CORTEX_GUARDED_BY(write_mu_);
+  std::unordered_map<std::string, bool> exists_cache_ CORTEX_GUARDED_BY(write_mu_);
+  uint64_t generation_ CORTEX_GUARDED_BY(write_mu_) = 0;
 
-  mutable std::mutex snapshot_mu_;
-  std::shared_ptr<const Snapshot> snapshot_;
+  mutable Mutex snapshot_mu_ CORTEX_ACQUIRED_AFTER(write_mu_);
+  std::shared_ptr<const Snapshot> snapshot_ CORTEX_GUARDED_BY(snapshot_mu_);
 
-  std::mutex subs_mu_;
-  std::vector<std::shared_ptr<Subscription>> subscribers_;
+  Mutex subs_mu_ CORTEX_ACQUIRED_AFTER(write_mu_);
+  std::vector<std::shared_ptr<Subscription>> subscribers_ CORTEX_GUARDED_BY(subs_mu_);
 
-  std::unique_ptr<Watcher> watcher_;
+  std::unique_ptr<Watcher> watcher_ CORTEX_GUARDED_BY(write_mu_);
 };
 
 }  // namespace cortex::registry

@@ -348,7 +348,7 @@ Result<std::unique_ptr<RedisClient>> RedisClient::Connect(const std::string& url
   CORTEX_ASSIGN_OR_RETURN(RedisUrl parsed, ParseRedisUrl(url));
   if (timeout.count() <= 0) return InvalidArgumentError("Redis timeout must be positive");
   std::unique_ptr<RedisClient> client(new RedisClient(std::move(parsed), timeout));
-  std::lock_guard<std::mutex> lock(client->mu_);
+  MutexLock lock(client->mu_);
   CORTEX_RETURN_IF_ERROR(client->ConnectLocked());
   return client;
 }
@@ -428,7 +428,7 @@ Status RedisClient::ConnectLocked() {
   bool sent_any = false;
   Status st = SendLocked(request, &sent_any);
   const std::string at = "Redis at " + url_.Address();
-  auto fail = [this](Status s) {
+  auto fail = [this](Status s) CORTEX_REQUIRES(mu_) {
     CloseLocked();
     return s;
   };
@@ -495,7 +495,8 @@ Result<RedisReply> RedisClient::ReadReplyLocked() {
     rbuf_.erase(0, rpos_);
     rpos_ = 0;
   }
-  auto fill = [this](std::string* buf) -> Status {
+  // Called by the reader below, with mu_ still held.
+  auto fill = [this](std::string* buf) CORTEX_REQUIRES(mu_) -> Status {
     std::array<char, 16384> chunk;
     for (;;) {
       const ssize_t n = ::recv(fd_, chunk.data(), chunk.size(), 0);
@@ -559,7 +560,7 @@ Result<RedisReply> RedisClient::Command(const std::vector<std::string>& argv) {
   if (argv.empty()) return InvalidArgumentError("Redis command: empty argv");
   std::string request;
   redis_internal::AppendCommand(argv, &request);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   CORTEX_ASSIGN_OR_RETURN(std::vector<RedisReply> replies, RoundTripLocked(request, 1));
   return std::move(replies[0]);
 }
@@ -579,7 +580,7 @@ Result<std::vector<RedisReply>> RedisClient::Pipeline(
     redis_internal::AppendCommand(commands[i], &request);
   }
   if (commands.empty()) return std::vector<RedisReply>{};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return RoundTripLocked(request, commands.size());
 }
 

@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace cortex::store {
@@ -118,21 +119,22 @@ class RedisClient {
  private:
   RedisClient(RedisUrl url, std::chrono::milliseconds timeout);
 
-  Status ConnectLocked();
-  void CloseLocked();
-  bool ConnectionAliveLocked();
-  Status SendLocked(std::string_view data, bool* sent_any);
-  Result<RedisReply> ReadReplyLocked();
+  Status ConnectLocked() CORTEX_REQUIRES(mu_);
+  void CloseLocked() CORTEX_REQUIRES(mu_);
+  bool ConnectionAliveLocked() CORTEX_REQUIRES(mu_);
+  Status SendLocked(std::string_view data, bool* sent_any) CORTEX_REQUIRES(mu_);
+  Result<RedisReply> ReadReplyLocked() CORTEX_REQUIRES(mu_);
   // Sends `request` (`count` encoded commands) and reads `count` replies, reconnecting once
   // first when the connection turns out to be closed.
-  Result<std::vector<RedisReply>> RoundTripLocked(const std::string& request, size_t count);
+  Result<std::vector<RedisReply>> RoundTripLocked(const std::string& request, size_t count)
+      CORTEX_REQUIRES(mu_);
 
   const RedisUrl url_;
   const std::chrono::milliseconds timeout_;
-  std::mutex mu_;
-  int fd_ = -1;       // -1 when not connected
-  std::string rbuf_;  // bytes received and not yet parsed, from rpos_
-  size_t rpos_ = 0;
+  Mutex mu_;
+  int fd_ CORTEX_GUARDED_BY(mu_) = -1;       // -1 when not connected
+  std::string rbuf_ CORTEX_GUARDED_BY(mu_);  // bytes received and not yet parsed, from rpos_
+  size_t rpos_ CORTEX_GUARDED_BY(mu_) = 0;
 };
 
 namespace redis_internal {

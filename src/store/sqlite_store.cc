@@ -47,6 +47,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
+
 namespace cortex::store {
 namespace {
 
@@ -1645,14 +1647,16 @@ class SqliteStore final : public Store {
   class Lease {
    public:
     explicit Lease(SqliteStore& store) : store_(store) {
-      std::unique_lock lock(store_.readers_mu_);
-      store_.readers_cv_.wait(lock, [&] { return !store_.free_readers_.empty(); });
+      MutexLock lock(store_.readers_mu_);
+      store_.readers_cv_.wait(lock.native(), [&]() CORTEX_REQUIRES(store_.readers_mu_) {
+        return !store_.free_readers_.empty();
+      });
       connection_ = store_.free_readers_.back();
       store_.free_readers_.pop_back();
     }
     ~Lease() {
       {
-        std::lock_guard lock(store_.readers_mu_);
+        MutexLock lock(store_.readers_mu_);
         store_.free_readers_.push_back(connection_);
       }
       store_.readers_cv_.notify_one();
@@ -1682,17 +1686,19 @@ class SqliteStore final : public Store {
   Status Write(const WriteOp& op) {
     Writer self;
     self.op = &op;
-    std::unique_lock lock(write_mu_);
+    MutexLock lock(write_mu_);
     writers_.push_back(&self);
-    self.cv.wait(lock, [&] { return self.done || writers_.front() == &self; });
+    self.cv.wait(lock.native(), [&]() CORTEX_REQUIRES(write_mu_) {
+      return self.done || writers_.front() == &self;
+    });
     if (self.done) return self.status;  // a leader committed it
 
     // The leader: commit a group, then hand the lead to the next waiting caller.
     std::vector<Writer*> group(writers_.begin(),
                                writers_.begin() + std::min(writers_.size(), kMaxGroup));
-    lock.unlock();
+    lock.Unlock();
     CommitGroup(group);  // only the leader uses writer_
-    lock.lock();
+    lock.Lock();
     for (size_t i = 0; i < group.size(); ++i) {
       Writer* w = writers_.front();
       writers_.pop_front();
@@ -1736,13 +1742,14 @@ class SqliteStore final : public Store {
   const SqliteOptions options_;
   std::unique_ptr<Connection> writer_;
 
-  std::mutex write_mu_;
-  std::deque<Writer*> writers_;  // head: the leader; at most one entry per calling thread
+  Mutex write_mu_;
+  // Head: the leader; at most one entry per calling thread.
+  std::deque<Writer*> writers_ CORTEX_GUARDED_BY(write_mu_);
 
   std::vector<std::unique_ptr<Connection>> readers_;
-  std::mutex readers_mu_;
+  Mutex readers_mu_;
   std::condition_variable readers_cv_;
-  std::vector<Connection*> free_readers_;
+  std::vector<Connection*> free_readers_ CORTEX_GUARDED_BY(readers_mu_);
 };
 
 Status CheckFolder(const std::string& path) {
