@@ -673,6 +673,22 @@ std::string Describe(const registry::Entry* e) {
 
 }  // namespace
 
+std::string PersonaText(const registry::Entry& agent) {
+  const registry::Manifest& manifest = agent.manifest();
+  const auto& spec = *manifest.As<registry::AgentSpec>();
+  const fs::path dir = fs::path(agent.file->path).parent_path();
+  std::string persona = spec.persona.agent.empty() ? "" : ReadText(dir / spec.persona.agent);
+  if (persona.empty()) persona = manifest.body;
+  if (persona.empty()) persona = "You are " + manifest.name() + ". " + manifest.header.description;
+  for (const auto& extra : {spec.persona.system, spec.persona.user, spec.persona.knowledge}) {
+    if (extra && !extra->empty()) {
+      std::string text = ReadText(dir / *extra);
+      if (!text.empty()) persona += "\n\n" + text;
+    }
+  }
+  return persona;
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> AgentRunner::ChainOf(
     const registry::Entry& entry) const {
   const auto& spec = *entry.manifest().As<registry::AgentSpec>();
@@ -895,19 +911,7 @@ Result<AgentRunResult> AgentRunner::Run(const AgentRunRequest& request, const Ag
   const registry::Entry* entry = snap->Find(registry::Kind::kAgent, request.agent);
   const registry::Manifest& manifest = entry->manifest();
   const auto& spec = *manifest.As<registry::AgentSpec>();
-  const fs::path dir = fs::path(entry->file->path).parent_path();
-  std::string system;
-  std::string persona = spec.persona.agent.empty() ? "" : ReadText(dir / spec.persona.agent);
-  if (persona.empty()) persona = manifest.body;
-  if (persona.empty()) persona = "You are " + manifest.name() + ". " + manifest.header.description;
-  system += persona;
-  for (const auto& extra : {spec.persona.system, spec.persona.user, spec.persona.knowledge}) {
-    if (extra && !extra->empty()) {
-      std::string text = ReadText(dir / *extra);
-      if (!text.empty()) system += "\n\n" + text;
-    }
-  }
-  system += "\n\n";
+  std::string system = PersonaText(*entry) + "\n\n";
   const bool native = spec.cognitive_engine && spec.cognitive_engine->protocol == "native";
   system += native ? kNativeGuide : kProtocolGuide;
   Imports imported = ResolvedImports(*snap, *entry);

@@ -210,6 +210,11 @@ std::string SubstituteVariables(const std::string& text, const nlohmann::ordered
 // query, question or text (a string); anything else as its JSON text.
 std::string InputText(const nlohmann::ordered_json& input);
 
+// An agent's persona: its persona.agent file (else its Markdown body, else "You are <name>.
+// <description>"), then its persona.system, persona.user and persona.knowledge files. The start
+// of its system prompt, and what MCP offers as its prompt.
+std::string PersonaText(const registry::Entry& agent);
+
 // The JSON Schema of a tool's parameters, for the model's catalogue.
 nlohmann::ordered_json ParametersSchema(const registry::ParameterList& params);
 

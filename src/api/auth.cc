@@ -211,6 +211,12 @@ const std::vector<RouteRule>& RouteRules() {
       {"POST", "/llm/providers/{name}/reset", kOperator, "global",
        "Close an LLM provider's open circuit"},
       {"GET", "/v1/models", kViewer, "any", "Agents as OpenAI-compatible models"},
+      // MCP (docs/mcp.md): listing and reading for viewers; tools/call checks the operator role
+      // itself, per call.
+      {"POST", "/mcp", kViewer, "each",
+       "MCP over Streamable HTTP: one JSON-RPC message or a batch (tools/call needs operator)"},
+      {"GET", "/mcp", kViewer, "any", "An MCP session's notifications (server-sent events)"},
+      {"DELETE", "/mcp", kViewer, "any", "End an MCP session"},
       {"POST", "/v1/chat/completions", kOperator, "body",
        "Run an agent through the OpenAI chat completions API"},
       // Access control itself.
@@ -563,6 +569,8 @@ http::Filter AccessControl::MakeFilter(http::Filter next) {
                                      " is " + std::string(RoleName(who->role))));
     } else if (auto refused = CheckScope(*who, *rule, req)) {
       refuse(std::move(*refused));
+    } else if (options_.enabled) {
+      req.role = std::string(RoleName(who->role));  // for a route that decides per action (/mcp)
     }
     audit_as(*who);
     return result;
@@ -584,7 +592,7 @@ std::optional<http::Response> AccessControl::CheckScope(const Identity& who, con
     return forbidden(std::string(rule.method) + " " + rule.pattern +
                      " acts on all of Cortex, which needs a key without scopes");
   }
-  if (target == "body") {
+  if (target == "body" || target == "each") {
     // Runs later, in the handler: it owns copies of what it reads.
     req.may_act_on = [scopes = who.scopes, actor = who.Actor(), scopes_text](
                          std::string_view kind, std::string_view name) -> Status {

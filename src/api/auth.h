@@ -41,6 +41,8 @@ std::optional<Role> ParseRole(std::string_view name);  // viewer | operator | ad
 //   "any"            acts on no one manifest (a listing, a schema...): scoped callers may call it
 //   "global"         acts on all of Cortex (keys, the audit log, a reload): scoped callers may not
 //   "body"           the manifest is named in the body: the handler asks Request::may_act_on
+//   "each"           several manifests, one per message in the body (/mcp): the handler asks
+//                    Request::may_act_on for each, and leaves out or refuses what is outside
 //   "tool:{name}"    a kind and the path parameter naming the manifest ("{kind}:{name}" takes
 //                    the kind from the path too)
 //   "execution:{id}", "run:{id}", "agent-run:{id}", "session:{id}": a tool execution, workflow

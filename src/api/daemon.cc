@@ -15,6 +15,7 @@
 #include "api/backup.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
+#include "api/mcp_routes.h"
 #include "api/metrics_routes.h"
 #include "api/openapi.h"
 #include "api/registry_routes.h"
@@ -210,6 +211,7 @@ struct Services {
   std::unique_ptr<llm::Gateway> gateway;
   std::unique_ptr<AgentActions> agent_actions;         // waits for the workflows it awaits
   std::unique_ptr<agent::AgentRunner> agents;          // waits for its runs' threads when destroyed
+  std::unique_ptr<McpService> mcp;                     // /mcp: calls into all of the above
   std::unique_ptr<ApiMetrics> api_metrics;             // reads the deployer at each scrape
   std::vector<std::unique_ptr<http::Server>> servers;  // the gateway first
 
@@ -570,6 +572,19 @@ int RunServe(const Settings& settings) {
   wroutes.env = environment;
   wroutes.allowed_env = s.variables.allow_env;
 
+  {
+    McpExposure exposure;
+    exposure.workflows = s.mcp.expose_workflows;
+    exposure.agents = s.mcp.expose_agents;
+    mcp::ServerOptions mopts;
+    mopts.version = kVersion;
+    mopts.instructions = s.mcp.instructions;
+    svc.mcp = std::make_unique<McpService>(
+        reg,
+        std::make_unique<McpBackend>(reg, *executor, *state, engine.get(), svc.agents.get(),
+                                     exposure),
+        std::move(mopts));
+  }
   svc.api_metrics = std::make_unique<ApiMetrics>(*svc.metrics, *deployer);
   // Every port, the gateway first; all stop before anything their handlers use.
   struct Port {
@@ -587,6 +602,7 @@ int RunServe(const Settings& settings) {
          AddAgentRoutes(srv, *svc.agents, *state, reg);
          AddLlmRoutes(srv, *svc.gateway);
          AddOpenAiRoutes(srv, *svc.agents, reg);
+         svc.mcp->AddRoutes(srv);
          AddAccessRoutes(srv, *svc.access, *state);
          AddMetricsRoutes(srv, *svc.metrics);
        }},
@@ -620,6 +636,9 @@ int RunServe(const Settings& settings) {
     svc.agent_actions->Stop();
     svc.agents->Drain();
   });
+  // MCP calls in progress are cancelled and their sessions closed, so that the ports' waits for
+  // their requests end.
+  svc.Started([&svc] { svc.mcp->Shutdown(); });
 
   std::string host;
   int port = 0;

@@ -246,6 +246,20 @@ struct TracingSettings {
   }
 };
 
+// The MCP server at /mcp and `cortex mcp` (docs/mcp.md): whether workflows and agents are listed
+// as tools beside the tools.
+struct McpSettings {
+  bool expose_workflows = true;
+  bool expose_agents = true;
+  std::string instructions;  // shown to the client's model at the handshake
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("expose_workflows", s.expose_workflows);
+    v.Field("expose_agents", s.expose_agents);
+    v.Field("instructions", s.instructions);
+  }
+};
+
 struct Settings {
   std::string manifests = "./manifests";
   std::string data_dir = "./.cortex";
@@ -261,6 +275,7 @@ struct Settings {
   LlmSettings llm;
   AuthSettings auth;
   TracingSettings tracing;
+  McpSettings mcp;
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("manifests", s.manifests);
@@ -277,6 +292,7 @@ struct Settings {
     v.Field("llm", s.llm);
     v.Field("auth", s.auth);
     v.Field("tracing", s.tracing);
+    v.Field("mcp", s.mcp);
   }
 };
 

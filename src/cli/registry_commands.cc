@@ -140,6 +140,7 @@ void AddRegistryCommands(CLI::App& app, Context& ctx) {
   AddRelicsCommand(app, ctx);
   AddMonumentsCommand(app, ctx);
   AddScaleCommand(app, ctx);
+  AddMcpCommand(app, ctx);
 }
 
 }  // namespace cortex::cli

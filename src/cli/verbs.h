@@ -81,6 +81,8 @@ void AddDeployCommand(CLI::App& app, Context& ctx);
 void AddRelicsCommand(CLI::App& app, Context& ctx);
 void AddMonumentsCommand(CLI::App& app, Context& ctx);
 void AddScaleCommand(CLI::App& app, Context& ctx);
+// cortex mcp: the MCP stdio transport, relayed to the server's /mcp (verb_mcp.cc).
+void AddMcpCommand(CLI::App& app, Context& ctx);
 
 // Shared by `run`, `executions` and `workflows` (defined in verb_executions.cc).
 // "52 ms" below 10 s, else "12.3 s".

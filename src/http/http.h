@@ -51,6 +51,10 @@ struct Request {
   // a handler that finds the manifest it acts on in the body asks this before acting, and
   // answers its error (PermissionDenied). nullptr: any manifest.
   std::function<Status(std::string_view kind, std::string_view name)> may_act_on;
+  // The caller's role as the server's filter found it ("viewer", "operator", "admin"), for a
+  // handler whose route admits several roles and decides per action (/mcp); "" when
+  // authentication is off.
+  std::string role;
 
   // First value of a header or query parameter, if present.
   std::optional<std::string> Header(std::string_view name) const;
@@ -271,6 +275,13 @@ class Client {
   // POSTs a JSON body and reads the answer as a text/event-stream, as Stream does.
   Status StreamPost(const std::string& path_and_query, const std::string& json_body,
                     const std::function<bool(const SseEvent&)>& on_event);
+  // Any method: the answer's status and headers, and its body; an event-stream answer (2xx) is
+  // handed to on_event as it arrives instead (its body is then empty). A transport failure, or an
+  // event larger than 16 MiB, is an error.
+  Result<ClientResponse> Send(const std::string& method, const std::string& path_and_query,
+                              const std::string& body, const std::string& content_type,
+                              const Headers& headers,
+                              const std::function<bool(const SseEvent&)>& on_event);
 
  private:
   class Impl;

@@ -308,38 +308,56 @@ class Client::Impl {
   // GET (body null) or POST (a JSON body) answered with an event stream.
   Status Stream(const std::string& path, const std::string* body,
                 const std::function<bool(const SseEvent&)>& on_event) {
+    Headers headers{{"Accept", "text/event-stream"}};
+    auto response = Send(body ? "POST" : "GET", path, body ? *body : std::string(),
+                         "application/json", headers, on_event);
+    if (!response.ok()) return response.status();
+    if (response->status < 200 || response->status > 299) {
+      return StatusForHttpError(response->status, response->body);
+    }
+    return Status::Ok();
+  }
+
+  // Any request; an event-stream answer (2xx) goes to on_event as it arrives, any other body is
+  // returned whole (an error body up to kMaxErrorBodyBytes).
+  Result<ClientResponse> Send(const std::string& method, const std::string& path,
+                              const std::string& body, const std::string& content_type,
+                              const Headers& headers,
+                              const std::function<bool(const SseEvent&)>& on_event) {
     if (!config_error_.ok()) return config_error_;
     SseParser parser(on_event);
-    int status = 0;
-    std::string error_body;
+    ClientResponse out;
+    bool events = false;
     httplib::Request req;
-    req.method = body ? "POST" : "GET";
+    req.method = method;
     req.path = EscapeTarget(path);
-    req.headers = httplib::Headers{{"Accept", "text/event-stream"}};
-    if (body) {
-      req.headers.emplace("Content-Type", "application/json");
-      req.body = *body;
+    req.headers = ToHttplibHeaders(headers);
+    if (!body.empty() || method == "POST") {
+      req.headers.emplace("Content-Type", content_type);
+      req.body = body;
     }
     req.response_handler = [&](const httplib::Response& response) {
-      status = response.status;
+      out.status = response.status;
+      for (const auto& [name, value] : response.headers) out.headers.emplace(name, value);
+      events = response.status >= 200 && response.status <= 299 &&
+               response.get_header_value("Content-Type").starts_with("text/event-stream");
       return true;
     };
     req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-      if (status < 200 || status > 299) {
-        error_body.append(data, std::min(n, kMaxErrorBodyBytes - error_body.size()));
-        return true;
-      }
-      return parser.Feed(data, n);
+      if (events) return parser.Feed(data, n);
+      size_t limit =
+          out.status >= 200 && out.status <= 299 ? kMaxSseEventBytes : kMaxErrorBodyBytes;
+      out.body.append(data, std::min(n, limit - std::min(limit, out.body.size())));
+      return true;
     };
     auto result = client_->send(req);
-    if (parser.stopped()) return Status::Ok();
+    if (parser.stopped()) return out;
     if (parser.too_large()) {
       return ResourceExhaustedError("event stream " + path + ": an event is larger than " +
                                     std::to_string(kMaxSseEventBytes) + " bytes");
     }
     if (!result) return Unreachable(result.error());
-    if (status < 200 || status > 299) return StatusForHttpError(status, error_body);
-    return Status::Ok();
+    return out;
   }
 
  private:
@@ -393,6 +411,13 @@ Status Client::Stream(const std::string& path_and_query,
 Status Client::StreamPost(const std::string& path_and_query, const std::string& json_body,
                           const std::function<bool(const SseEvent&)>& on_event) {
   return impl_->Stream(path_and_query, &json_body, on_event);
+}
+
+Result<ClientResponse> Client::Send(const std::string& method, const std::string& path_and_query,
+                                    const std::string& body, const std::string& content_type,
+                                    const Headers& headers,
+                                    const std::function<bool(const SseEvent&)>& on_event) {
+  return impl_->Send(method, path_and_query, body, content_type, headers, on_event);
 }
 
 }  // namespace cortex::http
