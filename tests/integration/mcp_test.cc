@@ -4,8 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "cli/cli_process.h"
 #include "integration/api_reply.h"
@@ -43,6 +45,13 @@ for i in 1 2 3; do echo "step $i" >&2; sleep 0.2; done
 echo '{"done": true}'
 )y");
   fs::permissions(m / "tools/slow/slow.sh", fs::perms(0755));
+  WriteFile(m / "tools/sleeper/tool.yml", R"y(kind: Tool
+name: sleeper
+description: Says it started, then sleeps for half a minute.
+implementation: {runtime: bash, entrypoint: ./sleep.sh}
+)y");
+  WriteFile(m / "tools/sleeper/sleep.sh", "#!/usr/bin/env bash\necho started >&2\nsleep 30\n");
+  fs::permissions(m / "tools/sleeper/sleep.sh", fs::perms(0755));
   WriteFile(m / "workflows/sum_twice.workflow.yml", R"y(kind: Workflow
 name: sum_twice
 description: Adds x to itself, then adds 1.
@@ -82,7 +91,8 @@ json RunNodeClient(const std::vector<std::string>& args) {
 void ExpectTheSession(json j) {  // a copy: a missing key reads as null, not an assert
   EXPECT_EQ(j["server"]["name"], "cortex") << j;
   EXPECT_TRUE(j["capabilities"]["tools"]["listChanged"].get<bool>()) << j;
-  EXPECT_EQ(j["tools"], json({"adder", "agent_helper", "slow", "workflow_sum_twice"})) << j;
+  EXPECT_EQ(j["tools"], json({"adder", "agent_helper", "sleeper", "slow", "workflow_sum_twice"}))
+      << j;
   EXPECT_EQ(j["adderSchema"]["type"], "object") << j;
   EXPECT_EQ(j["adderSchema"]["properties"]["a"]["type"], "integer") << j;
   EXPECT_EQ(j["adderSchema"]["required"], json({"a", "b"})) << j;
@@ -214,6 +224,58 @@ TEST(Mcp, TransportRulesAndBadInput) {
   EXPECT_EQ(post(R"({"jsonrpc":"2.0","id":8,"method":"ping"})", s).status, 404);
 }
 
+// notifications/cancelled stops a call in progress: the tool's process is killed (it would sleep
+// 30 s), the call answers an error result at once, and the execution is recorded as cancelled.
+TEST(Mcp, ACancelledCallStopsTheToolAndAnswersAtOnce) {
+  Daemon d({}, WriteMcpManifests);
+  ASSERT_DAEMON(d);
+  http::Client c(d.url());
+  http::Headers h = {{"Accept", "application/json, text/event-stream"}};
+  Reply init = ToReply(c.Post(
+      "/mcp",
+      R"({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}})",
+      "application/json", h));
+  ASSERT_EQ(init.status, 200) << init.body;
+  h.emplace("Mcp-Session-Id", init.header("Mcp-Session-Id"));
+
+  std::atomic<bool> started{false};
+  std::vector<json> events;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread caller([&] {
+    http::ClientOptions o;
+    o.read_timeout = std::chrono::seconds(60);
+    http::Client own(d.url(), o);
+    auto r = own.Send("POST", "/mcp",
+                      R"({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{
+                          "name":"sleeper","arguments":{},"_meta":{"progressToken":"p"}}})",
+                      "application/json", h, [&](const http::SseEvent& e) {
+                        events.push_back(json::parse(e.data, nullptr, false));
+                        started = true;
+                        return true;
+                      });
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  });
+  ASSERT_TRUE(WaitFor([&] { return started.load(); }, std::chrono::seconds(20)));
+  Reply cancel = ToReply(c.Post(
+      "/mcp",
+      R"({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"long"}})",
+      "application/json", h));
+  EXPECT_EQ(cancel.status, 202) << cancel.body;
+  caller.join();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, std::chrono::seconds(20)) << "the call ran on after its cancellation";
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.front()["method"], "notifications/progress");
+  EXPECT_EQ(events.front()["params"]["message"], "stderr: started");
+  const json& answer = events.back();
+  EXPECT_EQ(answer["id"], "long") << answer;
+  EXPECT_TRUE(answer["result"]["isError"].get<bool>()) << answer;
+  EXPECT_THAT(answer.dump(), HasSubstr("tool sleeper cancelled")) << answer;
+  Reply list = Get(c, "/executions?tool=sleeper");
+  ASSERT_EQ(list.json["executions"].size(), 1u) << list.body;
+  EXPECT_EQ(list.json["executions"][0]["status"], "cancelled") << list.body;
+}
+
 // With authentication on, /mcp follows the key: a viewer lists and reads but a call is an error
 // result; an operator calls; a scoped key sees and calls only its manifests.
 TEST(Mcp, RolesAndScopesDecideWhatAKeySeesAndCalls) {
@@ -258,8 +320,9 @@ TEST(Mcp, RolesAndScopesDecideWhatAKeySeesAndCalls) {
   EXPECT_EQ(ToReply(c.Post("/mcp", "{}", "application/json")).status, 401);
 
   http::Headers viewer = session("viewer");
-  EXPECT_EQ(names(call(viewer, "tools/list", json::object())),
-            (std::vector<std::string>{"adder", "slow", "workflow_sum_twice", "agent_helper"}));
+  EXPECT_EQ(
+      names(call(viewer, "tools/list", json::object())),
+      (std::vector<std::string>{"adder", "sleeper", "slow", "workflow_sum_twice", "agent_helper"}));
   json refused = call(viewer, "tools/call", add);
   EXPECT_TRUE(refused["isError"].get<bool>()) << refused;
   EXPECT_THAT(refused.dump(), HasSubstr("needs the operator role; this caller is viewer"));
