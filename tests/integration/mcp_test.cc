@@ -276,6 +276,42 @@ TEST(Mcp, ACancelledCallStopsTheToolAndAnswersAtOnce) {
   EXPECT_EQ(list.json["executions"][0]["status"], "cancelled") << list.body;
 }
 
+// An agent as an MCP tool: the README's example assistant (its model a recording played back)
+// answers through tools/call, its actions reported as progress.
+TEST(Mcp, AnAgentAnswersAsATool) {
+  const fs::path examples = fs::path(CORTEX_SOURCE_DIR) / "examples";
+  Daemon d({"--config", (examples / "cortex.yml").string()}, [&](const fs::path& m) {
+    fs::copy(examples / "manifests", m, fs::copy_options::recursive);
+  });
+  ASSERT_DAEMON(d);
+  http::Client c(d.url());
+  http::Headers h = {{"Accept", "application/json, text/event-stream"}};
+  Reply init = ToReply(c.Post(
+      "/mcp",
+      R"({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}})",
+      "application/json", h));
+  ASSERT_EQ(init.status, 200) << init.body;
+  h.emplace("Mcp-Session-Id", init.header("Mcp-Session-Id"));
+  std::vector<json> events;
+  auto r = c.Send("POST", "/mcp",
+                  R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                      "name":"agent_assistant","arguments":{"message":"What is 17 + 25?"},
+                      "_meta":{"progressToken":7}}})",
+                  "application/json", h, [&](const http::SseEvent& e) {
+                    events.push_back(json::parse(e.data, nullptr, false));
+                    return true;
+                  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_GE(events.size(), 2u) << r->body;
+  std::string progress;
+  for (size_t i = 0; i + 1 < events.size(); ++i) progress += events[i]["params"].dump() + "\n";
+  EXPECT_THAT(progress, HasSubstr("action")) << progress;
+  const json& answer = events.back()["result"];
+  EXPECT_FALSE(answer["isError"].get<bool>()) << answer;
+  EXPECT_EQ(answer["content"][0]["text"], "17 + 25 = 42") << answer;
+  EXPECT_EQ(answer["structuredContent"]["run_id"].get<std::string>().rfind("ar_", 0), 0u) << answer;
+}
+
 // With authentication on, /mcp follows the key: a viewer lists and reads but a call is an error
 // result; an operator calls; a scoped key sees and calls only its manifests.
 TEST(Mcp, RolesAndScopesDecideWhatAKeySeesAndCalls) {
