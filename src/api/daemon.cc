@@ -16,6 +16,7 @@
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
 #include "api/mcp_routes.h"
+#include "api/mcp_tools.h"
 #include "api/metrics_routes.h"
 #include "api/openapi.h"
 #include "api/registry_routes.h"
@@ -200,6 +201,8 @@ struct Services {
   std::unique_ptr<store::Store> state;
   std::unique_ptr<AccessControl> access;
   std::unique_ptr<exec::ProcessRunner> runner;
+  std::unique_ptr<mcp::ClientPool> mcp_clients;  // other MCP servers: stopped after the executor
+  std::unique_ptr<McpTools> mcp_tools;
   std::unique_ptr<exec::Executor> executor;
   std::unique_ptr<deploy::RedisDiscovery> redis;
   std::unique_ptr<deploy::Deployer> deployer;
@@ -401,6 +404,14 @@ int RunServe(const Settings& settings) {
     return p;
   };
   svc.runner = exec::MakeProcessRunner();
+  // Tools of other MCP servers: their connections are kept here, for every call.
+  mcp::ClientOptions mcp_client;
+  mcp_client.client_version = kVersion;
+  svc.mcp_clients = std::make_unique<mcp::ClientPool>(mcp_client);
+  const char* home_env = std::getenv("HOME");
+  svc.mcp_tools = std::make_unique<McpTools>(*svc.mcp_clients, resolver, search_path,
+                                             home_env ? home_env : s.data_dir);
+  eopts.external = svc.mcp_tools.get();
   auto& executor = svc.executor;
   executor = std::make_unique<exec::Executor>(eopts, reg, *state, *svc.runner, resolver);
   svc.Started([&executor] { executor.reset(); });  // cancels running tools, joins the workers

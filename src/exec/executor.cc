@@ -331,6 +331,20 @@ Result<ToolHealth> Executor::CheckHealth(const std::string& tool_name) {
   if (!options_.sandbox && !options_.allow_unsandboxed) {
     return unhealthy("tools cannot be sandboxed here and unsandboxed runs are not allowed");
   }
+  if (tool->implementation.type == "mcp") {
+    // Another MCP server's tool: healthy when the server answers and lists it.
+    h.check = "mcp";
+    if (!options_.external) return unhealthy("tools of type 'mcp' cannot be run by this server");
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = options_.external->Check(
+        call, ToolTimeout(tool->implementation.resources, options_.defaults));
+    h.duration_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (!st.ok()) return unhealthy(st.message());
+    h.status = "healthy";
+    return h;
+  }
   if (!declared) {
     // Nothing declared: what can be known without running the tool.
     h.check = "static";
@@ -567,21 +581,6 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
   call.idempotency_key = r.idempotency_key;
   call.traceparent = job->span.traceparent();
   if (call.traceparent.empty()) call.traceparent = job->request.traceparent;
-  auto spec = BuildToolProcess(call, options_.defaults, resolve_);
-  if (!spec.ok()) return fail(spec.status().message());
-  if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
-    spec->limits.timeout = *job->request.timeout;
-  }
-  spec->reap_in_background = true;  // the sandbox's teardown is not the caller's to wait for
-  Status record_status;
-  if (record_at_spawn) {
-    spec->start_gate = true;  // bwrap --block-fd: the tool waits for the record
-    spec->on_spawned = [&](int) { return record_status = record(); };
-  }
-  auto wrapped = Sandboxed(std::move(spec).value(), call);
-  if (!wrapped.ok()) return fail(wrapped.status().message());
-  ProcessSpec to_run = std::move(wrapped).value();
-
   std::vector<store::LogLine> pending_logs;
   int64_t last_flush_ms = NowMs();
   auto flush_logs = [&] {
@@ -608,6 +607,56 @@ Status Executor::RunJob(const std::shared_ptr<Job>& job, bool record_at_spawn) {
       last_flush_ms = now;
     }
   };
+
+  const auto* tool_spec = call.tool->As<registry::ToolSpec>();
+  if (tool_spec && tool_spec->implementation.type == "mcp") {
+    // Another MCP server's tool: called through the composition root's ExternalTools, recorded
+    // and followed like a process (its progress messages are its output lines).
+    if (!options_.external) return fail("tools of type 'mcp' cannot be run by this server");
+    if (!recorded) CORTEX_RETURN_IF_ERROR(record());
+    auto timeout = ToolTimeout(tool_spec->implementation.resources, options_.defaults);
+    if (job->request.timeout && *job->request.timeout < timeout) timeout = *job->request.timeout;
+    ExternalTools::Call ext;
+    ext.tool = &call;
+    ext.timeout = timeout;
+    ext.cancel = &job->cancel;
+    ext.on_line = [&](const std::string& text) { on_line(OutputLine{true, text}); };
+    const auto t0 = std::chrono::steady_clock::now();
+    auto outcome = options_.external->Run(ext);
+    r.finished_ms = NowMs();
+    r.duration_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (outcome.ok()) {
+      r.status = outcome->success ? "succeeded" : "failed";
+      r.result_json = DumpJson(outcome->result);
+      r.error = outcome->error;
+    } else if (job->cancel.cancelled()) {
+      MutexLock lock(mu_);
+      r.status = stopping_ ? "interrupted" : "cancelled";
+      r.error = stopping_ ? "interrupted: the server stopped while it was running" : "cancelled";
+    } else {
+      r.status = outcome.status().code() == StatusCode::kDeadlineExceeded ? "timeout" : "failed";
+      r.error = outcome.status().message();
+    }
+    Finish(job, std::move(r), std::move(pending_logs));
+    return Status::Ok();
+  }
+  auto spec = BuildToolProcess(call, options_.defaults, resolve_);
+  if (!spec.ok()) return fail(spec.status().message());
+  if (job->request.timeout && *job->request.timeout < spec->limits.timeout) {
+    spec->limits.timeout = *job->request.timeout;
+  }
+  spec->reap_in_background = true;  // the sandbox's teardown is not the caller's to wait for
+  Status record_status;
+  if (record_at_spawn) {
+    spec->start_gate = true;  // bwrap --block-fd: the tool waits for the record
+    spec->on_spawned = [&](int) { return record_status = record(); };
+  }
+  auto wrapped = Sandboxed(std::move(spec).value(), call);
+  if (!wrapped.ok()) return fail(wrapped.status().message());
+  ProcessSpec to_run = std::move(wrapped).value();
+
   auto result = runner_.Run(to_run, on_line, &job->cancel);
   if (result.ok() && record_status.ok() && !recorded) record_status = record();  // no callback
   if (!record_status.ok()) {

@@ -30,6 +30,25 @@
 
 namespace cortex::exec {
 
+// Tools the executor does not start as a process (implementation.type: mcp, another MCP
+// server's tool): the composition root says how to call them. The executor still checks,
+// records, times out, cancels and follows them like any other call.
+class ExternalTools {
+ public:
+  virtual ~ExternalTools() = default;
+  struct Call {
+    const ToolCall* tool = nullptr;  // the manifest, its folder, the checked parameters, ids
+    std::chrono::milliseconds timeout{0};
+    const CancelToken* cancel = nullptr;
+    std::function<void(const std::string& line)> on_line;  // what it reports as it goes
+  };
+  // The tool's outcome, or why it could not be called (DeadlineExceeded: its timeout passed).
+  virtual Result<ToolOutcome> Run(const Call& call) = 0;
+  // Its health: OK when it can be called now (for an MCP server's tool: the server answers and
+  // lists it), else why not.
+  virtual Status Check(const ToolCall& tool, std::chrono::milliseconds timeout) = 0;
+};
+
 struct ExecutorOptions {
   int workers = 4;
   size_t queue_capacity = 64;  // calls waiting for a worker; past it, Submit is refused (429)
@@ -50,6 +69,8 @@ struct ExecutorOptions {
   // Each execution is a span "tool <name>" under its request's traceparent (none when null:
   // the caller's traceparent still reaches the tool).
   const trace::Tracer* tracer = nullptr;
+  // How tools of type mcp are called (none when null: such a call fails, saying so).
+  ExternalTools* external = nullptr;
 };
 
 struct ExecuteRequest {
@@ -80,7 +101,7 @@ struct LiveLine {
 struct ToolHealth {
   std::string tool;
   std::string status;  // "healthy" | "unhealthy"
-  std::string check;   // "command" (the manifest's health_check) | "static" (none declared)
+  std::string check;   // "command" (its health_check) | "static" (none declared) | "mcp"
   std::string command;
   std::optional<int> exit_code;
   int expected_exit_code = 0;

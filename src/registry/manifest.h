@@ -208,8 +208,27 @@ struct ToolHealthCheck {
   }
 };
 
+// A tool another MCP server provides (implementation.type: mcp, docs/mcp.md): the server, as a
+// command Cortex starts (stdio) or a URL (Streamable HTTP), and the tool's name there.
+struct McpToolServer {
+  std::vector<std::string> command;  // argv; argv[0] a name in PATH or a path in the tool's folder
+  std::optional<std::string> url;    // "http://127.0.0.1:9000/mcp"
+  std::string tool;                  // the server's name for it ("" = the manifest's name)
+  OrderedMap<std::string> env;       // the command's environment, beside PATH and HOME
+  OrderedMap<std::string> headers;   // sent to a URL with every request
+  template <class Self, class V>
+  static void Fields(Self& s, V& v) {
+    v.Field("command", s.command);
+    v.Field("url", s.url);
+    v.Field("tool", s.tool);
+    v.Field("env", s.env);
+    v.Field("headers", s.headers);
+  }
+};
+
 struct ToolImplementation {
   std::string type = "script";  // script | python | shell | bash | node | binary | api | container
+                                // | mcp
   std::string runtime;          // python3 | bash | sh | node | binary ...
   std::string entrypoint;       // relative to the tool's folder
   std::vector<std::string> args;
@@ -221,11 +240,12 @@ struct ToolImplementation {
   // own network namespace); no other host loopback service is reachable.
   std::vector<int> host_ports;
   Json sandbox;
+  std::optional<McpToolServer> mcp;  // type: mcp
   template <class Self, class V>
   static void Fields(Self& s, V& v) {
     v.Field("type", s.type,
             {.one_of = {"script", "python", "shell", "bash", "sh", "node", "binary", "api",
-                        "container", "docker"}});
+                        "container", "docker", "mcp"}});
     v.Field("runtime", s.runtime);
     v.Field("entrypoint", s.entrypoint, {.aliases = {"script", "path"}});
     v.Field("args", s.args);
@@ -235,6 +255,7 @@ struct ToolImplementation {
     v.Field("network", s.network);
     v.Field("host_ports", s.host_ports, {.min = 1, .max = 65535});
     v.Field("sandbox", s.sandbox);
+    v.Field("mcp", s.mcp);
   }
 };
 

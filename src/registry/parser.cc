@@ -459,7 +459,30 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
       diag.Error(root, "missing required field 'description' (or a Markdown body)");
     }
     const ToolImplementation& impl = tool->implementation;
-    bool runs_script = impl.type != "api" && impl.type != "container" && impl.type != "docker";
+    bool runs_script = impl.type != "api" && impl.type != "container" && impl.type != "docker" &&
+                       impl.type != "mcp";
+    const yaml::Node* impl_node = root->Find("implementation");
+    if (impl.type == "mcp" && !HasErrors(out.diagnostics)) {
+      const yaml::Node* at =
+          impl_node && impl_node->Find("mcp") ? impl_node->Find("mcp") : impl_node;
+      if (!impl.mcp) {
+        diag.Error(impl_node,
+                   "implementation: type mcp needs 'mcp' with the server's 'command' "
+                   "(started by Cortex) or 'url'");
+      } else if (impl.mcp->command.empty() == !impl.mcp->url.has_value()) {
+        diag.Error(at,
+                   "implementation.mcp: give exactly one of 'command' (a stdio server Cortex "
+                   "starts) and 'url' (a Streamable HTTP server)");
+      } else if (impl.mcp->url && !impl.mcp->url->starts_with("http://") &&
+                 !impl.mcp->url->starts_with("https://")) {
+        diag.Error(
+            at->Find("url") ? at->Find("url") : at,
+            "implementation.mcp.url: an http:// or https:// URL, not '" + *impl.mcp->url + "'");
+      }
+    } else if (impl.mcp && impl.type != "mcp") {
+      diag.Warning(impl_node->Find("mcp"),
+                   "implementation.mcp has no effect unless implementation.type is mcp");
+    }
     if (runs_script && impl.entrypoint.empty() && !HasErrors(out.diagnostics)) {
       diag.Error(root->Find("implementation"),
                  "implementation: missing required field 'entrypoint' (the script to run, "

@@ -172,7 +172,8 @@ std::vector<RawRef> ReferencesOf(const Manifest& m) {
   AddImports(m.header.imports, &refs);
   if (const auto* tool = m.As<ToolSpec>()) {
     const ToolImplementation& impl = tool->implementation;
-    bool runs_script = impl.type != "api" && impl.type != "container" && impl.type != "docker";
+    bool runs_script = impl.type != "api" && impl.type != "container" && impl.type != "docker" &&
+                       impl.type != "mcp";
     if (runs_script && !impl.entrypoint.empty()) {
       refs.push_back({DependencyVia::kFile, "implementation.entrypoint", impl.entrypoint, {}});
     }
