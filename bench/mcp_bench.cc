@@ -2,7 +2,10 @@
 // keep-alive connection each, through POST /execute/tool (the baseline) and through tools/call on
 // POST /mcp (Streamable HTTP, an initialized session) of the real `cortex serve` of this build
 // tree. Prints p50/p90/p99 of both and the difference of the medians (issue 15's goal: <= 0.3 ms
-// p50). Never asserts: the figures go in bench/README.md.
+// p50). Then, when bench/node has its npm packages (run_all.sh installs them), Cortex as an MCP
+// client: bench/node/mcp_client_bench.mjs calls a stdio MCP server written with the official SDK
+// (tests/node/mcp_test_server.mjs) directly and through Cortex (goal: <= 1.2x). Never asserts:
+// the figures go in bench/README.md.
 //
 //   build/bench/mcp_bench [--calls 1000] [--sandbox] [--keep]
 #include <cstdio>
@@ -11,6 +14,7 @@
 
 #include "bench_util.h"
 #include "http/http.h"
+#include "mcp/client.h"
 
 namespace cortex::bench {
 namespace {
@@ -18,7 +22,7 @@ namespace {
 void Usage() { std::fprintf(stderr, "usage: mcp_bench [--calls N] [--sandbox] [--keep]\n"); }
 
 void Report(const char* name, const std::vector<double>& ms) {
-  std::printf("  %-34s p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms  (%zu calls)\n", name,
+  std::printf("  %-44s p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms  (%zu calls)\n", name,
               Percentile(ms, 50), Percentile(ms, 90), Percentile(ms, 99), ms.size());
 }
 
@@ -45,6 +49,12 @@ int Main(int argc, char** argv) {
             "kind: Tool\nname: noop\ndescription: Does nothing.\n"
             "implementation: {type: shell, entrypoint: ./noop.sh}\n");
   WriteText(m / "tools/noop/noop.sh", "#!/bin/sh\necho '{}'\n");
+  const std::string server_script =
+      std::string(CORTEX_SOURCE_DIR) + "/tests/node/mcp_test_server.mjs";
+  WriteText(m / "tools/remote_echo/tool.yml",
+            "kind: Tool\nname: remote_echo\ndescription: The test server's echo.\n"
+            "implementation:\n  type: mcp\n  mcp: {command: [node, " +
+                server_script + "], tool: echo}\n");
   std::filesystem::permissions(m / "tools/noop/noop.sh", std::filesystem::perms(0755));
   WriteText(dir.path() / "cortex.yml",
             sandbox ? "exec:\n  sandbox: true\n"
@@ -120,6 +130,68 @@ int Main(int argc, char** argv) {
               failures ? " (some calls failed)" : "");
   std::printf("\ngoal: <= 0.3 ms at p50 above POST /execute/tool (%s: %+.3f ms)\n",
               diff <= 0.3 ? "MET" : "MISSED", diff);
+
+  const std::string client_bench =
+      std::string(CORTEX_SOURCE_DIR) + "/bench/node/mcp_client_bench.mjs";
+  if (!std::filesystem::exists(std::string(CORTEX_SOURCE_DIR) +
+                               "/bench/node/node_modules/@modelcontextprotocol/sdk")) {
+    std::printf("\nMCP client: skipped (npm ci --prefix bench/node, as run_all.sh does)\n");
+  } else {
+    std::printf("\nMCP client: echo of a stdio MCP server (the SDK's), %d calls each way\n", calls);
+    std::string cmd = "node " + client_bench + " " + serve.url() + " " + server_script + " " +
+                      std::to_string(calls);
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
+    int rc = p ? ::pclose(p) : -1;
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    if (rc != 0 || !j.is_object()) {
+      std::printf("  failed (exit %d): %s\n", rc, out.c_str());
+    } else {
+      auto row = [&](const char* name, const nlohmann::json& r) {
+        std::printf("  %-44s p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms\n", name,
+                    r["p50"].get<double>(), r["p90"].get<double>(), r["p99"].get<double>());
+      };
+      row("SDK client -> server (stdio, baseline)", j["direct"]);
+      row("SDK client -> Cortex /mcp -> server", j["cortex_mcp"]);
+      row("POST /execute/tool -> Cortex -> server", j["cortex_rest"]);
+      // Cortex's own client (mcp::ClientPool, what the executor calls) on the same server.
+      mcp::ClientPool pool(mcp::ClientOptions{});
+      mcp::ServerSpec spec;
+      spec.argv = {"/usr/bin/env", "node", server_script};
+      const char* path = std::getenv("PATH");
+      spec.env = {std::string("PATH=") + (path ? path : "/usr/bin:/bin"), "HOME=/tmp"};
+      std::vector<double> client_ms;
+      bool client_ok = true;
+      for (int i = -20; i < calls && client_ok; ++i) {
+        const std::string text = "m" + std::to_string(i);
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = pool.CallTool(spec, "echo", {{"text", text}}, std::chrono::seconds(10), nullptr,
+                               nullptr);
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count();
+        client_ok = r.ok() && !r->is_error && r->content[0].value("text", "") == text;
+        if (i >= 0) client_ms.push_back(ms);
+      }
+      if (!client_ok) {
+        std::printf("  Cortex's client failed\n");
+      } else {
+        Report("Cortex's client (mcp::ClientPool) -> server", client_ms);
+      }
+      const double direct = j["direct"]["p50"].get<double>();
+      const double ratio = Median(client_ms) / direct;
+      std::printf("  -> Cortex's client: %.2fx the SDK's client on the same server\n", ratio);
+      std::printf(
+          "  -> the whole call through Cortex: %.2fx over /mcp, %.2fx over REST (the "
+          "API, the executor and the call's record in the Store on top)\n",
+          j["ratio_mcp"].get<double>(), j["ratio_rest"].get<double>());
+      std::printf(
+          "goal: Cortex as the client <= 1.2x the SDK client calling the server directly "
+          "(%s: %.2fx)\n",
+          ratio <= 1.2 ? "MET" : "MISSED", ratio);
+    }
+  }
   std::printf("loadavg at the end: %s\n", LoadAvg().c_str());
   return failures ? 1 : 0;
 }

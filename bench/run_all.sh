@@ -40,7 +40,7 @@ case "$build_type" in
        "unoptimised build mean little (use RelWithDebInfo or Release)" >&2 ;;
 esac
 cmake --build "$BUILD" --target cortex registry_load_bench hot_reload_bench execute_bench \
-  workflow_bench deploy_bench agent_bench metrics_bench
+  workflow_bench deploy_bench agent_bench metrics_bench mcp_bench
 
 status=0
 run() {  # run NAME COMMAND...: runs one benchmark, its output to the terminal and $OUT/NAME.txt
@@ -61,12 +61,14 @@ run slow_clients python3 "$REPO/bench/slow_clients.py" "$BUILD/cortex"
 run execute "$BUILD/bench/execute_bench" --calls "$CALLS" --throughput-calls "$TP_CALLS"
 run workflow "$BUILD/bench/workflow_bench" --steps "$STEPS" --seq "$SEQ" --reps "$REPS"
 run deploy "$BUILD/bench/deploy_bench" --iterations "$ITERATIONS"
-# The OpenAI Agents SDK that agent_bench compares with, from npm (bench/node/package-lock.json).
-if [[ ! -d "$REPO/bench/node/node_modules/@openai/agents" ]] && command -v npm >/dev/null; then
+# The OpenAI Agents SDK that agent_bench compares with, and the MCP SDK mcp_bench compares with,
+# from npm (bench/node/package-lock.json).
+if [[ ! -d "$REPO/bench/node/node_modules/@modelcontextprotocol/sdk" ]] && command -v npm >/dev/null; then
   npm ci --prefix "$REPO/bench/node" --no-audit --no-fund --loglevel=error >/dev/null ||
     echo "run_all: npm ci --prefix bench/node failed: agent_bench skips the SDK comparison" >&2
 fi
 run agent "$BUILD/bench/agent_bench" --reps 5
+run mcp "$BUILD/bench/mcp_bench" --calls 1000
 run metrics "$BUILD/bench/metrics_bench"
 run auth "$REPO/bench/auth_bench.sh" "$BUILD/cortex"
 
@@ -95,6 +97,8 @@ grep -E '^(  cortex: |  baseline: |  monument: |  serial sum|  -> ratio|goal:|ex
 echo "-- agent_bench --reps 5"
 grep -E '^(dispatch at|[0-9]+ iterations a run|[0-9.]+ MB, |[0-9]+ samples:|[0-9]+ runs each:|started |skipped)' \
   "$OUT/agent.txt" || true
+echo "-- mcp_bench --calls 1000"
+grep -E '^(  POST |  tools/call|  SDK client|  Cortex|  -> |goal:)' "$OUT/mcp.txt" || true
 echo "-- metrics_bench"
 grep -E '^(Registry::Render|snprintf floor|ratio:|[0-9] thread)' "$OUT/metrics.txt" || true
 echo "-- auth_bench.sh"
