@@ -473,6 +473,14 @@ int RunServe(const Settings& settings) {
   }
   // Relics keep running unless deploy.stop_relics_on_exit.
   svc.Started([&deployer] { deployer->Stop(); });
+  // A tool's `mcp.relic`: the address the relic is running at (set before any call can come).
+  svc.mcp_tools->SetRelicAddress(
+      [d = deployer.get()](const std::string& name) -> std::optional<std::string> {
+        for (const deploy::ServiceRecord& r : d->Services()) {
+          if (r.name == name && !r.url.empty()) return r.url;
+        }
+        return std::nullopt;
+      });
   auto& monuments = svc.monuments;
   monuments = std::make_unique<deploy::Monuments>(*deployer, reg, *state);
   if (Status st = monuments->Start(); !st.ok()) {

@@ -13,6 +13,19 @@ Result<mcp::ServerSpec> McpTools::SpecFor(const exec::ToolCall& tool) const {
   }
   const registry::McpToolServer& m = *spec->implementation.mcp;
   mcp::ServerSpec s;
+  if (m.relic) {
+    std::optional<std::string> base = relic_address_ ? relic_address_(*m.relic) : std::nullopt;
+    if (!base) {
+      return UnavailableError("relic " + *m.relic +
+                              ", the MCP server of this tool, is not running (deploy it, or "
+                              "its monument)");
+    }
+    std::string path = m.path.empty() || m.path[0] != '/' ? "/" + m.path : m.path;
+    while (!base->empty() && base->back() == '/') base->pop_back();
+    s.url = *base + path;
+    for (const auto& [k, v] : m.headers) s.headers.emplace_back(k, v);
+    return s;
+  }
   if (m.url) {
     s.url = *m.url;
     for (const auto& [k, v] : m.headers) s.headers.emplace_back(k, v);

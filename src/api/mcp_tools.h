@@ -5,6 +5,8 @@
 // it) and started again when it died.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "exec/executor.h"
@@ -21,6 +23,12 @@ class McpTools final : public exec::ExternalTools {
         path_env_(std::move(path_env)),
         home_(std::move(home)) {}
 
+  // How `mcp.relic` finds its relic: the base URL of a running relic by name, or nullopt when
+  // it is not running (set once the deployer exists).
+  void SetRelicAddress(std::function<std::optional<std::string>(const std::string&)> address) {
+    relic_address_ = std::move(address);
+  }
+
   Result<exec::ToolOutcome> Run(const Call& call) override;
   Status Check(const exec::ToolCall& tool, std::chrono::milliseconds timeout) override;
 
@@ -32,6 +40,7 @@ class McpTools final : public exec::ExternalTools {
   exec::ProgramResolver resolve_;
   std::string path_env_;
   std::string home_;
+  std::function<std::optional<std::string>(const std::string&)> relic_address_;
 };
 
 }  // namespace cortex::api

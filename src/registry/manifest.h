@@ -213,6 +213,8 @@ struct ToolHealthCheck {
 struct McpToolServer {
   std::vector<std::string> command;  // argv; argv[0] a name in PATH or a path in the tool's folder
   std::optional<std::string> url;    // "http://127.0.0.1:9000/mcp"
+  std::optional<std::string> relic;  // a deployed relic serving MCP: its address, at `path`
+  std::string path = "/mcp";         // with `relic`
   std::string tool;                  // the server's name for it ("" = the manifest's name)
   OrderedMap<std::string> env;       // the command's environment, beside PATH and HOME
   OrderedMap<std::string> headers;   // sent to a URL with every request
@@ -220,6 +222,8 @@ struct McpToolServer {
   static void Fields(Self& s, V& v) {
     v.Field("command", s.command);
     v.Field("url", s.url);
+    v.Field("relic", s.relic);
+    v.Field("path", s.path);
     v.Field("tool", s.tool);
     v.Field("env", s.env);
     v.Field("headers", s.headers);

@@ -468,11 +468,14 @@ ParsedFile ParseManifestImpl(std::string_view text, std::string_view display_pat
       if (!impl.mcp) {
         diag.Error(impl_node,
                    "implementation: type mcp needs 'mcp' with the server's 'command' "
-                   "(started by Cortex) or 'url'");
-      } else if (impl.mcp->command.empty() == !impl.mcp->url.has_value()) {
+                   "(started by Cortex), 'url' or 'relic'");
+      } else if (int ways = !impl.mcp->command.empty() + impl.mcp->url.has_value() +
+                            impl.mcp->relic.has_value();
+                 ways != 1) {
         diag.Error(at,
                    "implementation.mcp: give exactly one of 'command' (a stdio server Cortex "
-                   "starts) and 'url' (a Streamable HTTP server)");
+                   "starts), 'url' (a Streamable HTTP server) and 'relic' (a deployed relic "
+                   "serving MCP at 'path')");
       } else if (impl.mcp->url && !impl.mcp->url->starts_with("http://") &&
                  !impl.mcp->url->starts_with("https://")) {
         diag.Error(

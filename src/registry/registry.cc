@@ -177,6 +177,10 @@ std::vector<RawRef> ReferencesOf(const Manifest& m) {
     if (runs_script && !impl.entrypoint.empty()) {
       refs.push_back({DependencyVia::kFile, "implementation.entrypoint", impl.entrypoint, {}});
     }
+    if (impl.type == "mcp" && impl.mcp && impl.mcp->relic) {
+      refs.push_back(
+          {DependencyVia::kComponent, "implementation.mcp.relic", *impl.mcp->relic, Kind::kRelic});
+    }
   } else if (const auto* agent = m.As<AgentSpec>()) {
     const Persona& p = agent->persona;
     if (!p.agent.empty()) refs.push_back({DependencyVia::kFile, "persona.agent", p.agent, {}});

@@ -159,5 +159,51 @@ TEST(McpClient, ToolsOfAStreamableHttpServer) {
   EXPECT_EQ(add.json["result"]["sum"], 3) << add.body;
 }
 
+// A relic can be the MCP server: its monument starts it, and a Tool names it (`mcp.relic`).
+TEST(McpClient, ARelicServesTheToolsOnceItsMonumentIsDeployed) {
+  const int port = FreePort();
+  Daemon d({}, [&](const fs::path& m) {
+    WriteFile(m / "relics/mcpsrv/relic.yml",
+              "kind: Relic\nname: mcpsrv\ndescription: The test MCP server, over HTTP.\n"
+              "deployment:\n  type: process\n  command: [node, " +
+                  kServer + ", --http, \"" + std::to_string(port) +
+                  "\"]\n"
+                  "health_check: {type: tcp, port: " +
+                  std::to_string(port) +
+                  ", interval: 1s, timeout: 1s}\n"
+                  "interface:\n  type: rest_api\n  base_url: http://127.0.0.1:" +
+                  std::to_string(port) + "\n");
+    WriteFile(m / "monuments/tools_stack/monument.yml",
+              "kind: Monument\nname: tools_stack\ndescription: The MCP server.\n"
+              "components:\n  relics: [mcpsrv]\n");
+    WriteFile(m / "tools/relic_add/tool.yml",
+              "kind: Tool\nname: relic_add\ndescription: Adds, on the relic.\nimplementation:\n"
+              "  type: mcp\n  mcp: {relic: mcpsrv, tool: add}\n");
+  });
+  ASSERT_DAEMON(d);
+  http::Client c(d.url());
+  Reply early = Execute(c, "relic_add", {{"a", 1}, {"b", 1}});
+  EXPECT_EQ(early.json["status"], "failed") << early.body;
+  EXPECT_THAT(early.json.value("error", ""), HasSubstr("relic mcpsrv")) << early.body;
+  // The tool depends on the relic, as the graph shows.
+  Reply deps = Get(c, "/registry/dependencies/tool/relic_add");
+  EXPECT_THAT(deps.body, HasSubstr("mcpsrv")) << deps.body;
+
+  Reply deployed =
+      Post(c, "/deploy/monument",
+           json{{"name", "tools_stack"}, {"wait", true}, {"timeout_seconds", 30}}.dump());
+  ASSERT_LT(deployed.status, 300) << deployed.body;
+  Reply add;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        add = Execute(c, "relic_add", {{"a", 20}, {"b", 22}});
+        return add.json.value("status", "") == "succeeded";
+      },
+      std::chrono::seconds(20)))
+      << add.body;
+  EXPECT_EQ(add.json["result"]["sum"], 42) << add.body;
+  Post(c, "/monuments/tools_stack/stop", "{}");
+}
+
 }  // namespace
 }  // namespace cortex::testing
