@@ -1,7 +1,8 @@
 // libFuzzer target for the API's route handlers: random methods, paths, query strings and bodies
 // through the real router and filters (the request guard, access control with authentication
 // off, as `cortex serve` on loopback), reaching the registry, execute, workflow, access, metrics
-// OpenAPI, deploy, monument, agent, LLM and /v1 routes over a real registry (a copy of
+// OpenAPI, deploy, monument, agent, LLM, /v1 and /mcp routes (/mcp with an initialized session,
+// so that bodies reach the protocol's methods) over a real registry (a copy of
 // examples/manifests), a real SQLite store, executor, workflow engine, deployer, monuments and
 // agent runner. Tools run through a fake process runner that never spawns anything (it answers
 // {"success": true}); relics through a fake driver that starts nothing; the model providers are
@@ -31,6 +32,7 @@
 #include "api/auth.h"
 #include "api/deploy_routes.h"
 #include "api/execute_routes.h"
+#include "api/mcp_routes.h"
 #include "api/metrics_routes.h"
 #include "api/openapi.h"
 #include "api/registry_routes.h"
@@ -129,6 +131,8 @@ struct World {
   std::unique_ptr<api::AgentActions> agent_actions;
   std::unique_ptr<agent::AgentRunner> agents;
   std::unique_ptr<api::AccessControl> access;
+  std::unique_ptr<api::McpService> mcp;
+  std::string mcp_session;  // an initialized session: /mcp inputs reach the protocol's methods
   std::unique_ptr<http::Server> server;
   std::vector<http::RouteKey> routes;
 };
@@ -197,6 +201,23 @@ World& TheWorld() {
     api::AddLlmRoutes(*w->server, *w->gateway);
     api::AddOpenAiRoutes(*w->server, *w->agents, *w->registry);
     api::AddOpenApiRoute(*w->server);
+    w->mcp = std::make_unique<api::McpService>(
+        *w->registry,
+        std::make_unique<api::McpBackend>(*w->registry, *w->executor, *w->store, w->engine.get(),
+                                          w->agents.get(), api::McpExposure{}),
+        mcp::ServerOptions{});
+    w->mcp->AddRoutes(*w->server);
+    {
+      auto session = w->mcp->server().CreateSession();
+      if (!session.ok()) std::abort();
+      w->mcp_session = (*session)->id();
+      (void)w->mcp->server().Handle(
+          **session, mcp::Caller{},
+          {{"jsonrpc", "2.0"}, {"id", 0}, {"method", "initialize"}, {"params", {}}}, nullptr);
+      (void)w->mcp->server().Handle(
+          **session, mcp::Caller{},
+          {{"jsonrpc", "2.0"}, {"method", "notifications/initialized"}}, nullptr);
+    }
     w->routes = w->server->Routes();
     return w;
   }();
@@ -260,6 +281,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       body.erase("timeout_seconds");
       request.body = body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
     }
+  }
+  if (request.path == "/mcp") {
+    request.headers.emplace("Mcp-Session-Id", w.mcp_session);
+    request.headers.emplace("Accept", "application/json, text/event-stream");
   }
   request.headers.emplace("Host", "127.0.0.1:8080");
   request.headers.emplace("Content-Type", "application/json");

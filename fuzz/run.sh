@@ -56,5 +56,17 @@ for route in range(96):
     for method, body in ((0, b""), (1, bodies[route % 2])):
         data = bytes([method, route]) + b"calculator/1\0limit=2&wait=true\0" + body
         open(os.path.join(out, "seed-%d-%d" % (route, method)), "wb").write(data)
+# MCP messages (POST /mcp), at every route index: the fuzzer picks the route from a byte.
+mcp = [b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+       b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"calculator",'
+       b'"arguments":{"operation":"add","a":1,"b":2},"_meta":{"progressToken":1}}}',
+       b'[{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":'
+       b'"cortex://manifest/Tool/calculator"}},{"jsonrpc":"2.0","method":"notifications/cancelled",'
+       b'"params":{"requestId":2}}]',
+       b'{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"assistant",'
+       b'"arguments":{"message":"hi"}}}']
+for route in range(256):
+    data = bytes([1, route]) + b"\0\0" + mcp[route % len(mcp)]
+    open(os.path.join(out, "seed-mcp-%d" % route), "wb").write(data)
 PY
 fuzz routes 4096 10
