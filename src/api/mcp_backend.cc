@@ -166,6 +166,11 @@ Result<mcp::ToolResult> McpBackend::CallCortexTool(const mcp::Caller& caller,
   request.tool = name;
   request.parameters = arguments;
   request.traceparent = caller.traceparent;
+  // Named here, so that a cancellation reaches it even while it runs on this very thread.
+  request.execution_id = exec::NewExecutionId();
+  if (context.on_cancel) {
+    context.on_cancel([this, id = request.execution_id] { (void)executor_.Cancel(id); });
+  }
   std::vector<exec::FieldError> fields;
   // Followed (its output lines as progress) through the queue when the client asked for
   // progress; else it may run right here, as POST /execute/tool does.

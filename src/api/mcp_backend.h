@@ -17,9 +17,9 @@ namespace cortex::api {
 struct McpExposure {
   bool workflows = true;  // list workflows as tools (settings: mcp.expose_workflows)
   bool agents = true;     // list agents as tools (settings: mcp.expose_agents)
-  // A call that runs longer than this goes through the executor's queue, where a client's
-  // cancellation reaches it; a shorter one may run on the request's own thread.
-  std::chrono::milliseconds inline_up_to{10000};
+  // A call whose tool's timeout is below this may run on the request's own thread (no hand-off
+  // to a worker), as POST /execute/tool does; a cancellation reaches it there too.
+  std::chrono::milliseconds inline_up_to{600000};
   std::chrono::milliseconds call_timeout{600000};  // how long tools/call waits for a result
 };
 

@@ -124,9 +124,16 @@ class Bridge {
     http::Client client(ctx_.server, ClientOptionsWithToken(ctx_, options));
     http::Headers headers = SessionHeaders();
     headers.emplace("Accept", "application/json, text/event-stream");
+    bool answered = false;  // an event stream carried the answer to this request
     auto answer = client.Send("POST", "/mcp", DumpJson(message), "application/json", headers,
-                              [this](const http::SseEvent& e) {
-                                if (!e.data.empty()) WriteText(e.data);
+                              [&](const http::SseEvent& e) {
+                                if (e.data.empty()) return true;
+                                auto m = ParseJson(e.data);
+                                if (m.ok() && m->is_object() && m->contains("id") &&
+                                    !m->contains("method") && (*m)["id"] == id) {
+                                  answered = true;
+                                }
+                                WriteText(e.data);
                                 return true;
                               });
     if (!answer.ok()) {
@@ -140,7 +147,15 @@ class Bridge {
       MutexLock lock(mu_);
       session_id_ = it->second;
     }
-    if (answer->body.empty()) return;  // 202, or an event stream already written
+    if (answer->body.empty()) {
+      // 202 (nothing to answer), or an event stream, written as it came. A stream that broke
+      // before its answer must still end the client's wait.
+      bool streamed = answer->status >= 200 && answer->status <= 299 && answer->status != 202;
+      if (is_request && streamed && !answered) {
+        Write(ErrorFor(id, -32000, "the server's answer stream ended before its answer"));
+      }
+      return;
+    }
     auto body = ParseJson(answer->body);
     if (answer->status >= 200 && answer->status <= 299 && body.ok()) {
       if (message.value("method", "") == "initialize" && body->contains("result")) {

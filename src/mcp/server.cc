@@ -93,13 +93,38 @@ std::vector<Json> Session::TakeNotifications(std::chrono::milliseconds wait) {
   return out;
 }
 
+void CallCancel::Cancel() {
+  std::vector<std::function<void()>> hooks;
+  {
+    MutexLock lock(mu_);
+    if (fired_) return;
+    fired_ = true;
+    token_.Cancel();
+    hooks.swap(hooks_);
+  }
+  for (auto& hook : hooks) hook();
+}
+
+void CallCancel::OnCancel(std::function<void()> hook) {
+  {
+    MutexLock lock(mu_);
+    if (!fired_) {
+      hooks_.push_back(std::move(hook));
+      return;
+    }
+  }
+  hook();
+}
+
 void Session::Close() {
+  std::vector<std::shared_ptr<CallCancel>> calls;
   {
     MutexLock lock(mu_);
     closed_ = true;
-    for (auto& [id, token] : calls_) token->Cancel();
+    for (auto& [id, call] : calls_) calls.push_back(call);
   }
   cv_.notify_all();
+  for (auto& call : calls) call->Cancel();  // outside the lock: the hooks call out
 }
 
 void Session::Push(Json message) {
@@ -111,12 +136,16 @@ void Session::Push(Json message) {
   cv_.notify_all();
 }
 
-std::shared_ptr<CancelToken> Session::BeginCall(const std::string& request_id) {
-  auto token = std::make_shared<CancelToken>();
-  MutexLock lock(mu_);
-  if (closed_) token->Cancel();
-  calls_[request_id] = token;
-  return token;
+std::shared_ptr<CallCancel> Session::BeginCall(const std::string& request_id) {
+  auto call = std::make_shared<CallCancel>();
+  bool closed;
+  {
+    MutexLock lock(mu_);
+    closed = closed_;
+    calls_[request_id] = call;
+  }
+  if (closed) call->Cancel();
+  return call;
 }
 
 void Session::EndCall(const std::string& request_id) {
@@ -125,8 +154,12 @@ void Session::EndCall(const std::string& request_id) {
 }
 
 void Session::CancelCall(const std::string& request_id) {
-  MutexLock lock(mu_);
-  if (auto it = calls_.find(request_id); it != calls_.end()) it->second->Cancel();
+  std::shared_ptr<CallCancel> call;
+  {
+    MutexLock lock(mu_);
+    if (auto it = calls_.find(request_id); it != calls_.end()) call = it->second;
+  }
+  if (call) call->Cancel();
 }
 
 // ---- Server -------------------------------------------------------------------------------
@@ -409,9 +442,10 @@ Result<Json> Server::CallTool(Session& session, const Caller& caller, const Json
     if (auto t = meta->find("progressToken"); t != meta->end() && IsIdValue(*t)) token = *t;
   }
   const std::string request_key = DumpJson(id);
-  std::shared_ptr<CancelToken> cancel = session.BeginCall(request_key);
+  std::shared_ptr<CallCancel> cancel = session.BeginCall(request_key);
   CallContext context;
-  context.cancel = cancel.get();
+  context.cancel = cancel->token();
+  context.on_cancel = [cancel](std::function<void()> hook) { cancel->OnCancel(std::move(hook)); };
   context.progress_requested = !token.is_null() && notify != nullptr;
   double last_progress = -1;
   context.progress = [&](double progress, std::optional<double> total, const std::string& message) {

@@ -97,6 +97,22 @@ struct PromptResult {
   Json messages = Json::array();  // [{"role": "user", "content": {"type": "text", "text": ...}}]
 };
 
+// A call's cancellation (notifications/cancelled, the client gone, the session closed): a flag
+// the work polls, and hooks that run once, when it is cancelled, on the cancelling thread.
+class CallCancel {
+ public:
+  void Cancel();
+  // Runs `hook` when the call is cancelled (at once when it already is).
+  void OnCancel(std::function<void()> hook);
+  const CancelToken* token() const { return &token_; }
+
+ private:
+  Mutex mu_;
+  CancelToken token_;
+  std::vector<std::function<void()>> hooks_ CORTEX_GUARDED_BY(mu_);
+  bool fired_ CORTEX_GUARDED_BY(mu_) = false;
+};
+
 // What a running call may use: progress notifications (when the client asked for them) and the
 // cancellation the client sent (notifications/cancelled) or its going away.
 struct CallContext {
@@ -106,6 +122,9 @@ struct CallContext {
       progress;
   bool progress_requested = false;  // the client gave a progress token
   const CancelToken* cancel = nullptr;
+  // Registers what stops the work when the call is cancelled (e.g. the executor's Cancel of a
+  // call running on this very thread); runs at once when it already is.
+  std::function<void(std::function<void()>)> on_cancel;
 };
 
 class Backend {
@@ -142,7 +161,7 @@ class Session {
   friend class Server;
   void Push(Json message);
   // A call in flight, by its request id (as JSON text), for notifications/cancelled.
-  std::shared_ptr<CancelToken> BeginCall(const std::string& request_id);
+  std::shared_ptr<CallCancel> BeginCall(const std::string& request_id);
   void EndCall(const std::string& request_id);
   void CancelCall(const std::string& request_id);
 
@@ -154,7 +173,7 @@ class Session {
   bool closed_ CORTEX_GUARDED_BY(mu_) = false;
   Json client_info_ CORTEX_GUARDED_BY(mu_);
   std::deque<Json> outbox_ CORTEX_GUARDED_BY(mu_);
-  std::map<std::string, std::shared_ptr<CancelToken>> calls_ CORTEX_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<CallCancel>> calls_ CORTEX_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_used_ CORTEX_GUARDED_BY(mu_) =
       std::chrono::steady_clock::now();
 };

@@ -274,6 +274,37 @@ TEST(Mcp, ACancelledCallStopsTheToolAndAnswersAtOnce) {
   Reply list = Get(c, "/executions?tool=sleeper");
   ASSERT_EQ(list.json["executions"].size(), 1u) << list.body;
   EXPECT_EQ(list.json["executions"][0]["status"], "cancelled") << list.body;
+
+  // Without a progress token the call runs on the request's own thread (as POST /execute/tool
+  // does): a cancellation still reaches it.
+  const auto t1 = std::chrono::steady_clock::now();
+  json plain_answer;
+  std::thread plain([&] {
+    http::ClientOptions o;
+    o.read_timeout = std::chrono::seconds(60);
+    http::Client own(d.url(), o);
+    auto r = own.Post("/mcp",
+                      R"({"jsonrpc":"2.0","id":"plain","method":"tools/call","params":{
+                          "name":"sleeper","arguments":{}}})",
+                      "application/json", h);
+    if (r.ok()) plain_answer = json::parse(r->body, nullptr, false);
+  });
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Reply l = Get(c, "/executions?tool=sleeper");
+        return l.json["executions"].size() == 2u && l.json["executions"][0]["status"] == "running";
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(ToReply(c.Post("/mcp",
+                           R"({"jsonrpc":"2.0","method":"notifications/cancelled",
+                               "params":{"requestId":"plain"}})",
+                           "application/json", h))
+                .status,
+            202);
+  plain.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(20));
+  EXPECT_TRUE(plain_answer["result"]["isError"].get<bool>()) << plain_answer;
+  EXPECT_THAT(plain_answer.dump(), HasSubstr("tool sleeper cancelled")) << plain_answer;
 }
 
 // An agent as an MCP tool: the README's example assistant (its model a recording played back)
