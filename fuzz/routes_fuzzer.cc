@@ -214,9 +214,9 @@ World& TheWorld() {
       (void)w->mcp->server().Handle(
           **session, mcp::Caller{},
           {{"jsonrpc", "2.0"}, {"id", 0}, {"method", "initialize"}, {"params", {}}}, nullptr);
-      (void)w->mcp->server().Handle(
-          **session, mcp::Caller{},
-          {{"jsonrpc", "2.0"}, {"method", "notifications/initialized"}}, nullptr);
+      (void)w->mcp->server().Handle(**session, mcp::Caller{},
+                                    {{"jsonrpc", "2.0"}, {"method", "notifications/initialized"}},
+                                    nullptr);
     }
     w->routes = w->server->Routes();
     return w;
