@@ -162,11 +162,16 @@ TEST(McpClient, ToolsOfAStreamableHttpServer) {
 // A relic can be the MCP server: its monument starts it, and a Tool names it (`mcp.relic`).
 TEST(McpClient, ARelicServesTheToolsOnceItsMonumentIsDeployed) {
   const int port = FreePort();
-  Daemon d({}, [&](const fs::path& m) {
+  // The relic runs the SDK's server from the source tree, which the account relics run as by
+  // default (nobody) may not be able to reach: it runs as the server's own account.
+  TempDir config;
+  WriteFile(config.path() / "cortex.yml", "deploy:\n  allow_root_relics: true\n");
+  const std::string user = ::getuid() == 0 ? "  user: root\n" : "";
+  Daemon d({"--config", (config.path() / "cortex.yml").string()}, [&](const fs::path& m) {
     WriteFile(m / "relics/mcpsrv/relic.yml",
               "kind: Relic\nname: mcpsrv\ndescription: The test MCP server, over HTTP.\n"
-              "deployment:\n  type: process\n  command: [node, " +
-                  kServer + ", --http, \"" + std::to_string(port) +
+              "deployment:\n  type: process\n" +
+                  user + "  command: [node, " + kServer + ", --http, \"" + std::to_string(port) +
                   "\"]\n"
                   "health_check: {type: tcp, port: " +
                   std::to_string(port) +
